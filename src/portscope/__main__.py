@@ -1,0 +1,3 @@
+from portscope.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""The command line: thin click commands over the library, one module per command.
+
+Start-up is kept lean: these modules import only click and the small record/query modules; the
+collectors, rich and pyroute2 are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from portscope import __version__
+from portscope.errors import ExitStatus, PortscopeError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="portscope")
+@click.option("--debug", is_flag=True, envvar="PORTSCOPE_DEBUG", help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Inspect TCP and UDP ports and sockets: who holds them, and why a bind() would fail.
+
+    \b
+    portscope ls               sockets with their processes (ss -tulpn, netstat, lsof -i)
+    portscope who 8080         every process on a port (lsof -i :8080, fuser 8080/tcp)
+    portscope can-bind :8080   would a bind succeed here, and if not, why
+    """
+    ctx.obj = {"debug": debug}
+
+
+def _register_commands() -> None:
+    from portscope.cli.ls import ls
+
+    cli.add_command(ls)
+    for module_name, attr in (
+        ("portscope.cli.who", "who"),
+        ("portscope.cli.can_bind", "can_bind"),
+        ("portscope.cli.completion", "completion"),
+    ):
+        try:
+            module = __import__(module_name, fromlist=[attr])
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        cli.add_command(getattr(module, attr))
+
+
+_register_commands()
+
+
+def _error(message: str, status: int = ExitStatus.USAGE) -> None:
+    click.echo(f"portscope: error: {message}", err=True)
+    sys.exit(status)
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader went away (| head): stop quietly and keep Python from complaining at exit.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    sys.exit(ExitStatus.OK)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("PORTSCOPE_DEBUG"))
+    try:
+        status = cli.main(args=args, prog_name="portscope", standalone_mode=False)
+    except click.exceptions.Abort:
+        _error("aborted", ExitStatus.INTERRUPTED)
+    except click.UsageError as exc:
+        if debug:
+            raise
+        where = exc.ctx.command_path if exc.ctx else "portscope"
+        click.echo(f"{where}: error: {exc.format_message()} (see --help)", err=True)
+        sys.exit(ExitStatus.USAGE)
+    except PortscopeError as exc:
+        if debug:
+            raise
+        _error(str(exc), exc.exit_status)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        sys.exit(ExitStatus.INTERRUPTED)
+    except OSError as exc:
+        if debug:
+            raise
+        _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(status if isinstance(status, int) else ExitStatus.OK)

@@ -1,0 +1,377 @@
+"""Fast path: NETLINK_SOCK_DIAG dumps of TCP and UDP sockets, decoded with ``struct``.
+
+pyroute2's generic message classes decode every attribute into nested Python objects; measured here
+that took 16 s and 870 MB for 200k sockets, against well under a second for a ``struct`` decode of
+the fixed ``inet_diag_msg`` header. So the dump itself (request, filter bytecode, decoding) is done
+here with the standard library, and pyroute2 serves the cold paths (interfaces, addresses).
+
+Filters run in the kernel where it can: the state bitmask and the port ranges (filter bytecode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from portscope.errors import SourceError
+from portscope.query import PortRange
+from portscope.records import (
+    TCP_STATE_BY_NUMBER,
+    TIMER_BY_CODE,
+    UDP_STATE_BY_NUMBER,
+    Family,
+    Proto,
+    Socket,
+    State,
+)
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST = 0x1
+NLM_F_DUMP = 0x300
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_SKV6ONLY = 11
+
+TCPF_BOUND_INACTIVE_BIT = 13  # kernel 6.8+: bound-only TCP sockets
+
+# struct nlmsghdr; struct inet_diag_req_v2; struct inet_diag_msg
+NLMSGHDR = struct.Struct("=IHHII")
+INET_DIAG_REQ_V2 = struct.Struct("=BBBxI48s")
+INET_DIAG_MSG = struct.Struct("=BBBBHH16s16sIQIIIII")
+RTATTR = struct.Struct("=HH")
+NLMSGERR_ERRNO = struct.Struct("=i")
+HEADER_AND_MSG = NLMSGHDR.size + INET_DIAG_MSG.size
+
+# inet_diag_bc_op codes
+BC_JMP = 1
+BC_S_GE = 2
+BC_S_LE = 3
+BC_D_GE = 4
+BC_D_LE = 5
+BC_OP = struct.Struct("=BBH")
+
+IPPROTO = {Proto.TCP: socket.IPPROTO_TCP, Proto.UDP: socket.IPPROTO_UDP}
+AF = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
+
+_BYTE_SWAP = [((p & 0xFF) << 8) | (p >> 8) for p in range(65536)]
+_ZERO4 = bytes(4)
+_ZERO16 = bytes(16)
+_TW_OR_REQUEST = {6, 3, 12}  # TIME_WAIT, SYN_RECV, NEW_SYN_RECV: uid and inode are placeholders
+_V6ONLY_STATES = {7, 10}  # the kernel sends INET_DIAG_SKV6ONLY only for CLOSE and LISTEN
+
+
+class NetlinkUnavailable(Exception):
+    """The kernel or the sandbox refused the dump; the caller falls back to /proc."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Kernel state masks and filter bytecode
+
+
+def state_mask(proto: Proto, states: frozenset[State]) -> int:
+    numbers = TCP_STATE_BY_NUMBER if proto is Proto.TCP else UDP_STATE_BY_NUMBER
+    mask = 0
+    for number, state in numbers.items():
+        if state in states:
+            mask |= 1 << number
+    if proto is Proto.TCP and State.BOUND in states:
+        mask = (mask & ~(1 << 7)) | (1 << TCPF_BOUND_INACTIVE_BIT)
+    return mask
+
+
+# A compiled block falls through to its end on success and jumps to end + 4 on failure
+# (the convention the kernel's inet_diag_bc_audit accepts). Ops are kept symbolic until encoding:
+# (code, yes_target, no_target, port) with targets as offsets in the block, FAIL for "reject".
+_FAIL = -1
+
+
+@dataclass(frozen=True)
+class _Block:
+    ops: tuple[tuple[int, int, int, int | None], ...]
+
+    @property
+    def length(self) -> int:
+        return sum(8 if port is not None else 4 for _, _, _, port in self.ops)
+
+    def shifted(self, delta: int, fail_to: int) -> list[tuple[int, int, int, int | None]]:
+        return [(code, yes + delta, fail_to if no == _FAIL else no + delta, port) for code, yes, no, port in self.ops]
+
+
+def _leaf_range(ge: int, le: int, ports: PortRange) -> _Block:
+    return _Block(((ge, 8, _FAIL, ports.low), (le, 16, _FAIL, ports.high)))
+
+
+def _and(a: _Block, b: _Block) -> _Block:
+    return _Block(tuple(a.shifted(0, _FAIL) + b.shifted(a.length, _FAIL)))
+
+
+def _or(a: _Block, b: _Block) -> _Block:
+    jmp_at = a.length
+    b_at = jmp_at + 4
+    end = b_at + b.length
+    jump = (BC_JMP, b_at, end, None)
+    return _Block(tuple([*a.shifted(0, b_at), jump, *b.shifted(b_at, _FAIL)]))
+
+
+def _any_of(blocks: Sequence[_Block]) -> _Block:
+    result = blocks[0]
+    for block in blocks[1:]:
+        result = _or(result, block)
+    return result
+
+
+def port_filter_bytecode(
+    local: Sequence[PortRange] | None,
+    remote: Sequence[PortRange] | None,
+    either: Sequence[PortRange] | None,
+) -> bytes | None:
+    """Bytecode accepting sockets whose ports match every given set (each set: any of its ranges)."""
+    clauses: list[_Block] = []
+    if local:
+        clauses.append(_any_of([_leaf_range(BC_S_GE, BC_S_LE, r) for r in local]))
+    if remote:
+        clauses.append(_any_of([_leaf_range(BC_D_GE, BC_D_LE, r) for r in remote]))
+    if either:
+        clauses.append(
+            _any_of(
+                [_leaf_range(BC_S_GE, BC_S_LE, r) for r in either] + [_leaf_range(BC_D_GE, BC_D_LE, r) for r in either]
+            )
+        )
+    if not clauses:
+        return None
+    program = clauses[0]
+    for clause in clauses[1:]:
+        program = _and(program, clause)
+    return _encode(program)
+
+
+def _encode(block: _Block) -> bytes:
+    total = block.length
+    out = bytearray()
+    offset = 0
+    for code, yes, no, port in block.ops:
+        yes_target = total + 4 if yes == _FAIL else yes
+        no_target = total + 4 if no == _FAIL else no
+        out += BC_OP.pack(code, yes_target - offset, no_target - offset)
+        if port is not None:
+            out += BC_OP.pack(0, 0, port)
+            offset += 8
+        else:
+            offset += 4
+    return bytes(out)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Requests and decoding
+
+
+def build_request(proto: Proto, family: Family, states_mask: int, bytecode: bytes | None, seq: int) -> bytes:
+    body = INET_DIAG_REQ_V2.pack(AF[family], IPPROTO[proto], 0, states_mask, bytes(48))
+    if bytecode:
+        attr_len = RTATTR.size + len(bytecode)
+        body += RTATTR.pack(attr_len, INET_DIAG_REQ_BYTECODE) + bytecode
+        body += bytes((-attr_len) % 4)
+    header = NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+    return header + body
+
+
+class Decoder:
+    """Turns dump payloads into :class:`Socket` records; caches address text and device names."""
+
+    def __init__(self, proto: Proto, family: Family, netns: int | None, ifname=None) -> None:
+        self.proto = proto
+        self.family = family
+        self.netns = netns
+        self.states = TCP_STATE_BY_NUMBER if proto is Proto.TCP else UDP_STATE_BY_NUMBER
+        self.ifname = ifname or _ifindex_name
+        self._addr_cache: dict[bytes, str] = {}
+        self._if_cache: dict[int, str | None] = {0: None}
+
+    def address(self, raw: bytes) -> str:
+        text = self._addr_cache.get(raw)
+        if text is None:
+            if self.family is Family.IPV4:
+                text = socket.inet_ntop(socket.AF_INET, raw[:4])
+            else:
+                text = socket.inet_ntop(socket.AF_INET6, raw)
+            self._addr_cache[raw] = text
+        return text
+
+    def interface(self, index: int) -> str | None:
+        if index not in self._if_cache:
+            self._if_cache[index] = self.ifname(index)
+        return self._if_cache[index]
+
+    def decode(self, data: bytes | bytearray | memoryview, source: str) -> tuple[list[Socket], bool]:
+        """Decode one buffer of netlink messages; returns (sockets, done)."""
+        sockets: list[Socket] = []
+        append = sockets.append
+        unpack_header = NLMSGHDR.unpack_from
+        unpack_msg = INET_DIAG_MSG.unpack_from
+        swap = _BYTE_SWAP
+        states = self.states
+        proto, fam, netns = self.proto, self.family, self.netns
+        is_v4 = fam is Family.IPV4
+        zero = _ZERO4 if is_v4 else _ZERO16
+        addr_cache = self._addr_cache
+        address = self.address
+        size = len(data)
+        offset = 0
+        done = False
+        while offset < size:
+            if size - offset < NLMSGHDR.size:
+                raise SourceError(source, f"truncated netlink header at byte {offset}")
+            length, msg_type, _flags, _seq, _pid = unpack_header(data, offset)
+            if length < NLMSGHDR.size or offset + length > size:
+                raise SourceError(source, f"bad netlink message length {length} at byte {offset}")
+            if msg_type == NLMSG_DONE:
+                done = True
+                break
+            if msg_type == NLMSG_ERROR:
+                (code,) = NLMSGERR_ERRNO.unpack_from(data, offset + NLMSGHDR.size)
+                if code == 0:  # an ACK, not an error
+                    offset += (length + 3) & ~3
+                    continue
+                raise _dump_error(-code, source)
+            if msg_type != SOCK_DIAG_BY_FAMILY:
+                offset += (length + 3) & ~3
+                continue
+            if length < HEADER_AND_MSG:
+                raise SourceError(source, f"inet_diag_msg too short ({length} bytes) at byte {offset}")
+            (
+                _family,
+                state_no,
+                timer,
+                _retrans,
+                sport,
+                dport,
+                src,
+                dst,
+                ifindex,
+                cookie,
+                expires,
+                rqueue,
+                wqueue,
+                uid,
+                inode,
+            ) = unpack_msg(data, offset + NLMSGHDR.size)
+            state = states.get(state_no)
+            if state is None:
+                raise SourceError(source, f"unknown {proto.value} state {state_no} at byte {offset}")
+            local = addr_cache.get(src) or address(src)
+            dport = swap[dport]
+            if dport == 0 and dst[: len(zero)] == zero:
+                remote = None
+                remote_port = None
+            else:
+                remote = addr_cache.get(dst) or address(dst)
+                remote_port = dport
+            v6only = None
+            if not is_v4 and state_no in _V6ONLY_STATES:
+                v6only = _find_v6only(data, offset + HEADER_AND_MSG, offset + length)
+            placeholder = state_no in _TW_OR_REQUEST
+            timer_name = TIMER_BY_CODE.get(timer)
+            append(
+                Socket(
+                    proto,
+                    fam,
+                    state,
+                    local,
+                    swap[sport],
+                    remote,
+                    remote_port,
+                    rqueue,
+                    wqueue,  # for a listener: its backlog
+                    None if placeholder else uid,
+                    inode or None,
+                    ifindex,
+                    self.interface(ifindex) if ifindex else None,
+                    v6only,
+                    timer_name,
+                    expires if timer_name else None,
+                    netns,
+                    cookie,
+                )
+            )
+            offset += (length + 3) & ~3
+        return sockets, done
+
+
+def _find_v6only(data, offset: int, end: int) -> bool | None:
+    while offset + RTATTR.size <= end:
+        attr_len, attr_type = RTATTR.unpack_from(data, offset)
+        if attr_len < RTATTR.size:
+            return None
+        if attr_type == INET_DIAG_SKV6ONLY and attr_len >= RTATTR.size + 1:
+            return bool(data[offset + RTATTR.size])
+        offset += (attr_len + 3) & ~3
+    return None
+
+
+def _ifindex_name(index: int) -> str | None:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return None
+
+
+def _dump_error(code: int, source: str) -> Exception:
+    if code in (errno.ENOENT, errno.EOPNOTSUPP, errno.EPROTONOSUPPORT, errno.EINVAL):
+        # ENOENT: no *_diag module for this protocol (the kernel could not load one)
+        return NetlinkUnavailable(f"{source}: kernel has no sock_diag support ({os.strerror(code)})")
+    if code in (errno.EPERM, errno.EACCES):
+        return NetlinkUnavailable(f"{source}: refused ({os.strerror(code)})")
+    return SourceError(source, f"netlink error: {os.strerror(code)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The dump itself
+
+RECV_BUFFER = 1 << 16
+
+
+def open_socket() -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_SOCK_DIAG)
+    except OSError as exc:
+        raise NetlinkUnavailable(f"cannot open a sock_diag netlink socket: {exc.strerror}") from None
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    return sock
+
+
+def dump(
+    sock: socket.socket,
+    proto: Proto,
+    family: Family,
+    states_mask: int,
+    bytecode: bytes | None,
+    decoder: Decoder,
+    seq: int = 1,
+) -> list[Socket]:
+    source = f"netlink sock_diag {proto.value}/{family.value}"
+    try:
+        sock.send(build_request(proto, family, states_mask, bytecode, seq))
+    except OSError as exc:
+        raise NetlinkUnavailable(f"{source}: send failed ({exc.strerror})") from None
+    result: list[Socket] = []
+    buffer = bytearray(RECV_BUFFER)
+    view = memoryview(buffer)
+    while True:
+        try:
+            received = sock.recv_into(buffer)
+        except OSError as exc:
+            raise NetlinkUnavailable(f"{source}: receive failed ({exc.strerror})") from None
+        if received == 0:
+            raise SourceError(source, "netlink socket closed mid-dump")
+        batch, done = decoder.decode(view[:received], source)
+        result.extend(batch)
+        if done:
+            return result

@@ -1,0 +1,138 @@
+"""Fallback: parse /proc/net/{tcp,tcp6,udp,udp6} into the same records as the netlink path.
+
+What /proc cannot know stays ``None``: the bound device, IPV6_V6ONLY, a listener's backlog, the
+socket cookie. Bound-only TCP sockets are not listed in /proc at all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from portscope.errors import SourceError
+from portscope.records import (
+    TCP_STATE_BY_NUMBER,
+    TIMER_BY_CODE,
+    UDP_STATE_BY_NUMBER,
+    Family,
+    Proto,
+    Socket,
+    State,
+)
+
+FILE_NAMES = {
+    (Proto.TCP, Family.IPV4): "tcp",
+    (Proto.TCP, Family.IPV6): "tcp6",
+    (Proto.UDP, Family.IPV4): "udp",
+    (Proto.UDP, Family.IPV6): "udp6",
+}
+_PLACEHOLDER_STATES = {3, 6, 12}  # SYN_RECV, TIME_WAIT, NEW_SYN_RECV: uid/inode are placeholders
+_LISTEN = 10
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _decode_address(hex_text: str, family: Family, cache: dict[str, str]) -> str:
+    text = cache.get(hex_text)
+    if text is not None:
+        return text
+    # The kernel prints each 32-bit word of the address in host byte order.
+    raw = b"".join(int(hex_text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(hex_text), 8))
+    text = socket.inet_ntop(socket.AF_INET if family is Family.IPV4 else socket.AF_INET6, raw)
+    cache[hex_text] = text
+    return text
+
+
+def parse_proc_net(
+    text: str,
+    proto: Proto,
+    family: Family,
+    *,
+    source: str,
+    netns: int | None = None,
+    states: frozenset[State] | None = None,
+) -> list[Socket]:
+    """Parse the text of one /proc/net table. Raises :class:`SourceError` naming the source."""
+    state_by_number = TCP_STATE_BY_NUMBER if proto is Proto.TCP else UDP_STATE_BY_NUMBER
+    hex_len = 8 if family is Family.IPV4 else 32
+    cache: dict[str, str] = {}
+    sockets: list[Socket] = []
+    lines = text.split("\n")
+    if not lines or "local_address" not in lines[0]:
+        raise SourceError(source, "missing header line (not a /proc/net socket table?)")
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            local_hex, local_port_hex = fields[1].split(":")
+            remote_hex, remote_port_hex = fields[2].split(":")
+            state_no = int(fields[3], 16)
+            tx_hex, rx_hex = fields[4].split(":")
+            timer_hex, when_hex = fields[5].split(":")
+            uid = int(fields[7])
+            inode = int(fields[9])
+            if len(local_hex) != hex_len or len(remote_hex) != hex_len:
+                raise ValueError("address of the wrong length for this family")
+            local_port = int(local_port_hex, 16)
+            remote_port = int(remote_port_hex, 16)
+            timer_code = int(timer_hex, 16)
+            when = int(when_hex, 16)
+            recv_q = int(rx_hex, 16)
+            send_q = int(tx_hex, 16)
+            local = _decode_address(local_hex, family, cache)
+            remote = _decode_address(remote_hex, family, cache)
+        except (IndexError, ValueError) as exc:
+            raise SourceError(source, f"line {number}: cannot parse {line.strip()[:60]!r} ({exc})") from None
+        state = state_by_number.get(state_no)
+        if state is None:
+            raise SourceError(source, f"line {number}: unknown {proto.value} state {state_no:#x}")
+        if states is not None and state not in states:
+            continue
+        placeholder = state_no in _PLACEHOLDER_STATES
+        no_peer = remote_port == 0 and remote_hex.strip("0") == ""
+        timer = TIMER_BY_CODE.get(timer_code)
+        sockets.append(
+            Socket(
+                proto,
+                family,
+                state,
+                local,
+                local_port,
+                None if no_peer else remote,
+                None if no_peer else remote_port,
+                recv_q,
+                None if (proto is Proto.TCP and state_no == _LISTEN) else send_q,
+                None if placeholder else uid,
+                inode or None,
+                None,
+                None,
+                None,
+                timer,
+                when * 1000 // _CLOCK_TICKS if timer else None,
+                netns,
+                None,
+            )
+        )
+    return sockets
+
+
+def read_proc_net(
+    proto: Proto,
+    family: Family,
+    *,
+    net_dir: str = "/proc/thread-self/net",
+    netns: int | None = None,
+    states: frozenset[State] | None = None,
+) -> list[Socket]:
+    path = os.path.join(net_dir, FILE_NAMES[(proto, family)])
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        if family is Family.IPV6:
+            return []  # IPv6 disabled: no sockets of that family exist
+        raise SourceError(path, "not found") from None
+    except OSError as exc:
+        raise SourceError(path, exc.strerror or str(exc)) from None
+    return parse_proc_net(text, proto, family, source=path, netns=netns, states=states)

@@ -1,0 +1,32 @@
+"""Exceptions and exit statuses shared by the library and the CLI."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    NOT_FOUND = 1  # who: nothing on the port; can-bind: cannot bind
+    USAGE = 2
+    UNCERTAIN = 3  # can-bind: the answer depends on what cannot be seen
+    INTERRUPTED = 130
+
+
+class PortscopeError(Exception):
+    """An error the user can act on; the CLI prints it on one line."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class UsageError(PortscopeError):
+    """Bad input: an unknown state, a port out of range, a malformed address..."""
+
+
+class SourceError(PortscopeError):
+    """A data source (a /proc file, a netlink dump) could not be read or parsed."""
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem

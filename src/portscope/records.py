@@ -1,0 +1,157 @@
+"""Typed records shared by every layer: sockets, processes, and what a snapshot could not see.
+
+A field a source cannot know is ``None``, never a guess: ``/proc/net/tcp`` has no bound device and
+no IPV6_V6ONLY flag, and the kernel reports uid 0 and inode 0 as placeholders for TIME-WAIT and
+SYN-RECV sockets, so those are ``None`` too.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Proto(str, enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class Family(str, enum.Enum):
+    IPV4 = "ipv4"
+    IPV6 = "ipv6"
+
+
+class State(str, enum.Enum):
+    """Socket states as portscope names them (the values are the JSON interface)."""
+
+    LISTEN = "listen"
+    ESTABLISHED = "established"
+    SYN_SENT = "syn-sent"
+    SYN_RECV = "syn-recv"
+    FIN_WAIT_1 = "fin-wait-1"
+    FIN_WAIT_2 = "fin-wait-2"
+    TIME_WAIT = "time-wait"
+    CLOSE_WAIT = "close-wait"
+    LAST_ACK = "last-ack"
+    CLOSING = "closing"
+    CLOSE = "close"
+    BOUND = "bound"  # TCP: bound but neither listening nor connected (kernel's BOUND_INACTIVE)
+    UNCONN = "unconn"  # UDP: bound, no peer
+
+
+class Backend(str, enum.Enum):
+    AUTO = "auto"
+    NETLINK = "netlink"
+    PROC = "proc"
+
+
+# Kernel TCP state numbers (include/net/tcp_states.h).
+TCP_STATE_BY_NUMBER: dict[int, State] = {
+    1: State.ESTABLISHED,
+    2: State.SYN_SENT,
+    3: State.SYN_RECV,
+    4: State.FIN_WAIT_1,
+    5: State.FIN_WAIT_2,
+    6: State.TIME_WAIT,
+    7: State.BOUND,  # a TCP socket in CLOSE with a port is bound-only (dumped via BOUND_INACTIVE)
+    8: State.CLOSE_WAIT,
+    9: State.LAST_ACK,
+    10: State.LISTEN,
+    11: State.CLOSING,
+    12: State.SYN_RECV,  # NEW_SYN_RECV: request sockets, shown as SYN-RECV like ss does
+}
+UDP_STATE_BY_NUMBER: dict[int, State] = {1: State.ESTABLISHED, 7: State.UNCONN}
+
+TCP_STATES: frozenset[State] = frozenset(TCP_STATE_BY_NUMBER.values())
+UDP_STATES: frozenset[State] = frozenset(UDP_STATE_BY_NUMBER.values())
+
+# Timer codes shared by inet_diag's idiag_timer and the "tr" column of /proc/net/tcp.
+TIMER_BY_CODE: dict[int, str | None] = {0: None, 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
+
+
+@dataclass(frozen=True, slots=True)
+class Socket:
+    proto: Proto
+    family: Family
+    state: State
+    local_address: str
+    local_port: int
+    remote_address: str | None  # None when there is no peer
+    remote_port: int | None
+    recv_q: int | None
+    send_q: int | None  # for a listener: the backlog (netlink only)
+    uid: int | None  # sk_uid; None where the kernel reports a placeholder
+    inode: int | None  # None for sockets without a file (TIME-WAIT, request sockets, orphans)
+    ifindex: int | None  # bound device index, 0 = not bound, None = source cannot tell
+    interface: str | None  # bound device name
+    v6only: bool | None  # IPv6 listeners and unconnected sockets only
+    timer: str | None
+    timer_ms: int | None  # time left on the timer
+    netns: int | None  # inode of the network namespace
+    cookie: int | None = None  # kernel socket cookie (netlink only)
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    pid: int
+    ppid: int | None
+    name: str
+    uid: int | None
+    user: str | None
+    cmdline: tuple[str, ...]
+    start_time: float | None  # seconds since the epoch
+    fds: tuple[int, ...] = ()  # every socket fd this process holds among the listed sockets
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """One process holding one socket, through these file descriptors."""
+
+    process: Process
+    fds: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProtoSource:
+    """Which backend served one (protocol, family), and why a fallback was taken."""
+
+    proto: Proto
+    family: Family
+    backend: Backend
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinReport:
+    """What the process join could not see."""
+
+    joined: bool
+    processes_scanned: int = 0
+    processes_denied: int = 0  # /proc/<pid>/fd unreadable (EACCES as non-root)
+    processes_vanished: int = 0
+    hidden_sockets: int = 0  # sockets with a file whose holder we were not allowed to see
+    unowned_sockets: int = 0  # sockets with a file and no visible holder for another reason
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    sockets: tuple[Socket, ...]
+    holders: dict[int, tuple[Holder, ...]]  # socket inode -> holders
+    sources: tuple[ProtoSource, ...]
+    join: JoinReport
+    netns: int | None
+    bound_visible: bool | None  # could BOUND_INACTIVE sockets be listed? None: not asked
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def holders_of(self, sock: Socket) -> tuple[Holder, ...]:
+        if sock.inode is None:
+            return ()
+        return self.holders.get(sock.inode, ())
+
+    def backend_summary(self) -> str:
+        by_backend: dict[str, list[str]] = {}
+        for src in self.sources:
+            by_backend.setdefault(src.backend.value, []).append(
+                f"{src.proto.value}{'6' if src.family is Family.IPV6 else ''}"
+            )
+        return "; ".join(f"{name}: {','.join(parts)}" for name, parts in by_backend.items())

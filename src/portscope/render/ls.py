@@ -1,0 +1,59 @@
+"""Rendering of ``portscope ls``: JSON, a plain column writer, or a rich table."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+from portscope.records import Snapshot
+from portscope.render import console as term
+from portscope.render import jsonout
+from portscope.render.table import (
+    RICH_ROW_LIMIT,
+    RowBuilder,
+    columns_for_width,
+    print_rich,
+    sort_key,
+    write_plain,
+)
+from portscope.services import load_services
+
+
+def footer_lines(snap: Snapshot) -> list[str]:
+    lines = []
+    join = snap.join
+    if join.hidden_sockets:
+        lines.append(
+            f"owners of {join.hidden_sockets} socket(s) are hidden: {join.processes_denied} process(es) "
+            "could not be inspected; run as root to see them"
+        )
+    lines.extend(snap.warnings)
+    return lines
+
+
+def render_listing(snap: Snapshot, out: IO[str], *, as_json: bool, numeric: bool) -> None:
+    services = None if numeric else load_services()
+    if as_json:
+        jsonout.write_sockets(out, snap, services)
+        for line in footer_lines(snap):
+            print(f"portscope: note: {line}", file=sys.stderr)
+        return
+    sockets = sorted(snap.sockets, key=sort_key)
+    width = term.terminal_width(out)
+    columns = columns_for_width(width)
+    builder = RowBuilder(snap, services)
+    tty = term.is_terminal(out)
+    if tty and len(sockets) <= RICH_ROW_LIMIT:
+        console = term.make_console(out, width)
+        print_rich(console, builder, sockets, columns)
+        summary = f"{len(sockets)} socket(s); {snap.backend_summary()}"
+        console.print(summary, style="dim")
+        for line in footer_lines(snap):
+            console.print(line, style="yellow")
+        return
+    write_plain(out, builder, sockets, columns)
+    notes = footer_lines(snap)
+    if tty:
+        notes.insert(0, f"{len(sockets)} socket(s); {snap.backend_summary()}")
+    for line in notes:
+        print(f"portscope: note: {line}", file=sys.stderr)

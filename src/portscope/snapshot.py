@@ -1,0 +1,236 @@
+"""The one library entry point: :func:`snapshot` answers "which sockets exist here, and who holds them".
+
+Every command calls it. Filters run as early as they can: states and ports in the kernel (netlink),
+addresses and uids while decoding results, processes after the single /proc walk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket as socket_module
+from collections.abc import Callable, Sequence
+
+from portscope.collectors import netlink, netns, procnet
+from portscope.errors import SourceError
+from portscope.joins import join_processes
+from portscope.query import PortRange, Query
+from portscope.records import Backend, Family, Holder, JoinReport, Proto, ProtoSource, Snapshot, Socket, State
+
+Predicate = Callable[[Socket], bool]
+
+
+def snapshot(query: Query, *, proc_root: str = "/proc") -> Snapshot:
+    target = netns.resolve(query.netns) if query.netns else None
+    sockets, sources, bound_visible, warnings, ns_inode = _collect(query, target)
+
+    predicates = _socket_predicates(query)
+    if predicates:
+        sockets = [s for s in sockets if all(p(s) for p in predicates)]
+
+    holders: dict[int, tuple[Holder, ...]] = {}
+    report = JoinReport(joined=False)
+    if query.needs_processes:
+        holders, report = join_processes(sockets, proc_root)
+        process_filter = _process_predicate(query, holders)
+        if process_filter is not None:
+            sockets = [s for s in sockets if process_filter(s)]
+    elif query.uids is not None:
+        sockets = [s for s in sockets if s.uid in query.uids]
+
+    if not report.joined and query.join_processes:
+        warnings.append("process join skipped")
+    return Snapshot(
+        sockets=tuple(sockets),
+        holders=holders,
+        sources=tuple(sources),
+        join=report,
+        netns=ns_inode,
+        bound_visible=bound_visible,
+        warnings=tuple(warnings),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Collection
+
+
+def _collect(query: Query, target: netns.NetnsTarget | None):
+    proc_only_dir = None
+    if target is not None and target.pid is not None and query.backend is Backend.PROC:
+        # /proc/<pid>/net shows that process's namespace without entering it (no CAP_SYS_ADMIN needed)
+        proc_only_dir = f"/proc/{target.pid}/net"
+    if proc_only_dir is not None:
+        ns_inode = os.stat(target.path).st_ino
+        sockets, sources, warnings = _collect_proc_only(query, proc_only_dir, ns_inode)
+        return sockets, sources, None, warnings, ns_inode
+    with netns.entered(target) as ns_inode:
+        return (*_collect_here(query, ns_inode),)
+
+
+def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None):
+    sockets: list[Socket] = []
+    sources: list[ProtoSource] = []
+    for proto, family in _wanted_tables(query):
+        states = query.kernel_states(proto)
+        sockets += procnet.read_proc_net(proto, family, net_dir=net_dir, netns=ns_inode, states=states)
+        sources.append(ProtoSource(proto, family, Backend.PROC))
+    warnings = []
+    if Proto.TCP in query.protocols and State.BOUND in query.kernel_states(Proto.TCP):
+        warnings.append("bound-only TCP sockets are invisible in /proc")
+    return sockets, sources, warnings
+
+
+def _wanted_tables(query: Query) -> list[tuple[Proto, Family]]:
+    return [
+        (proto, family)
+        for proto in (Proto.TCP, Proto.UDP)
+        if proto in query.protocols and query.kernel_states(proto)
+        for family in (Family.IPV4, Family.IPV6)
+        if family in query.families
+    ]
+
+
+def _collect_here(query: Query, ns_inode: int | None):
+    sockets: list[Socket] = []
+    sources: list[ProtoSource] = []
+    warnings: list[str] = []
+    tables = _wanted_tables(query)
+    nl_sock = None
+    nl_refused: str | None = None
+    if query.backend is not Backend.PROC and tables:
+        try:
+            nl_sock = netlink.open_socket()
+        except netlink.NetlinkUnavailable as exc:
+            if query.backend is Backend.NETLINK:
+                raise SourceError("netlink", str(exc)) from None
+            nl_refused = str(exc)
+    bytecode = netlink.port_filter_bytecode(query.local_ports, query.remote_ports, query.any_ports)
+    try:
+        for seq, (proto, family) in enumerate(tables, start=1):
+            states = query.kernel_states(proto)
+            note = nl_refused
+            if nl_sock is not None:
+                decoder = netlink.Decoder(proto, family, ns_inode)
+                mask = netlink.state_mask(proto, states)
+                try:
+                    sockets += netlink.dump(nl_sock, proto, family, mask, bytecode, decoder, seq)
+                    sources.append(ProtoSource(proto, family, Backend.NETLINK))
+                    continue
+                except netlink.NetlinkUnavailable as exc:
+                    if query.backend is Backend.NETLINK:
+                        raise SourceError("netlink", str(exc)) from None
+                    note = str(exc)
+                    # a refused dump may leave the socket mid-stream: start afresh for the next table
+                    nl_sock.close()
+                    nl_sock = _reopen_or_none()
+            sockets += procnet.read_proc_net(proto, family, netns=ns_inode, states=states)
+            sources.append(ProtoSource(proto, family, Backend.PROC, note))
+        bound_visible = _bound_visibility(query, sources, sockets, nl_sock)
+    finally:
+        if nl_sock is not None:
+            nl_sock.close()
+    if bound_visible is False:
+        warnings.append("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)")
+    return sockets, sources, bound_visible, warnings, ns_inode
+
+
+def _reopen_or_none():
+    try:
+        return netlink.open_socket()
+    except netlink.NetlinkUnavailable:
+        return None
+
+
+def _bound_visibility(query: Query, sources, sockets, nl_sock) -> bool | None:
+    """None when bound-only sockets were not asked for; else whether they could be listed."""
+    if Proto.TCP not in query.protocols or State.BOUND not in query.kernel_states(Proto.TCP):
+        return None
+    tcp_backends = {s.backend for s in sources if s.proto is Proto.TCP}
+    if Backend.PROC in tcp_backends or nl_sock is None:
+        return False
+    if any(s.state is State.BOUND for s in sockets):
+        return True
+    return _kernel_lists_bound(nl_sock)
+
+
+def _kernel_lists_bound(nl_sock) -> bool:
+    """Does this kernel dump BOUND_INACTIVE sockets? Bind a throw-away socket and look for it."""
+    probe = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+    try:
+        probe.bind(("0.0.0.0", 0))
+        port = probe.getsockname()[1]
+        bytecode = netlink.port_filter_bytecode([PortRange(port, port)], None, None)
+        decoder = netlink.Decoder(Proto.TCP, Family.IPV4, None, ifname=lambda index: None)
+        mask = 1 << netlink.TCPF_BOUND_INACTIVE_BIT
+        found = netlink.dump(nl_sock, Proto.TCP, Family.IPV4, mask, bytecode, decoder, seq=0x7FFF)
+        return any(s.local_port == port for s in found)
+    except (OSError, netlink.NetlinkUnavailable, SourceError):
+        return False
+    finally:
+        probe.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Filters applied in Python
+
+
+def _in_ranges(port: int | None, ranges) -> bool:
+    return port is not None and any(r.low <= port <= r.high for r in ranges)
+
+
+def _address_matcher(networks: Sequence) -> Callable[[str | None], bool]:
+    cache: dict[str, bool] = {}
+
+    def matches(text: str | None) -> bool:
+        if text is None:
+            return False
+        hit = cache.get(text)
+        if hit is None:
+            address = ipaddress.ip_address(text)
+            mapped = getattr(address, "ipv4_mapped", None)
+            hit = any(address in net or (mapped is not None and mapped in net) for net in networks)
+            cache[text] = hit
+        return hit
+
+    return matches
+
+
+def _socket_predicates(query: Query) -> list[Predicate]:
+    # Port checks repeat the kernel's filter for netlink results (cheap: the kernel already cut the
+    # list down) and do the work for /proc results.
+    predicates: list[Predicate] = []
+    if query.local_ports:
+        lp = query.local_ports
+        predicates.append(lambda s: _in_ranges(s.local_port, lp))
+    if query.remote_ports:
+        rp = query.remote_ports
+        predicates.append(lambda s: _in_ranges(s.remote_port, rp))
+    if query.any_ports:
+        ap = query.any_ports
+        predicates.append(lambda s: _in_ranges(s.local_port, ap) or _in_ranges(s.remote_port, ap))
+    if query.local_networks:
+        local_match = _address_matcher(query.local_networks)
+        predicates.append(lambda s: local_match(s.local_address))
+    if query.remote_networks:
+        remote_match = _address_matcher(query.remote_networks)
+        predicates.append(lambda s: remote_match(s.remote_address))
+    return predicates
+
+
+def _process_predicate(query: Query, holders: dict[int, tuple[Holder, ...]]) -> Predicate | None:
+    if not (query.pids or query.process_names or query.uids is not None):
+        return None
+    pids = query.pids
+    names = tuple(n.lower() for n in query.process_names or ())
+    uids = query.uids
+
+    def matches(sock: Socket) -> bool:
+        owners = holders.get(sock.inode, ()) if sock.inode is not None else ()
+        if pids and not any(h.process.pid in pids for h in owners):
+            return False
+        if names and not any(n in h.process.name.lower() for h in owners for n in names):
+            return False
+        return not (uids is not None and sock.uid not in uids and not any(h.process.uid in uids for h in owners))
+
+    return matches
