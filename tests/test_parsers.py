@@ -1,0 +1,319 @@
+"""Pure parsers on recorded data (tests/fixtures/mix, made by tests/fixtures/capture.py) and broken input."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from portscope.collectors import netlink, procnet
+from portscope.collectors.netlink import Decoder, NetlinkUnavailable
+from portscope.errors import SourceError, UsageError
+from portscope.joins.procinfo import parse_cmdline, parse_stat, parse_status_uid
+from portscope.query import PortRange, parse_network, parse_port_range, parse_states
+from portscope.records import Family, Proto, State
+from portscope.services import load_services, parse_services
+
+MIX = Path(__file__).parent / "fixtures" / "mix"
+TABLES = [(Proto.TCP, Family.IPV4), (Proto.TCP, Family.IPV6), (Proto.UDP, Family.IPV4), (Proto.UDP, Family.IPV6)]
+PROC_NAMES = {(Proto.TCP, Family.IPV4): "tcp", (Proto.TCP, Family.IPV6): "tcp6", (Proto.UDP, Family.IPV4): "udp"}
+PROC_NAMES[(Proto.UDP, Family.IPV6)] = "udp6"
+
+
+def recorded_proc(proto, family):
+    name = PROC_NAMES[(proto, family)]
+    return procnet.parse_proc_net((MIX / f"proc_net_{name}").read_text(), proto, family, source=name)
+
+
+def recorded_netlink(proto, family):
+    data = (MIX / f"netlink_{proto.value}_{family.value}.bin").read_bytes()
+    decoder = Decoder(proto, family, None, ifname=lambda index: {1: "lo"}.get(index))
+    sockets, done = decoder.decode(data, "recording")
+    assert done
+    return sockets
+
+
+def comparable(sock):
+    return (
+        sock.state,
+        sock.local_address,
+        sock.local_port,
+        sock.remote_address,
+        sock.remote_port,
+        sock.recv_q,
+        None if sock.state is State.LISTEN else sock.send_q,
+        sock.uid,
+        sock.inode,
+        sock.timer,
+    )
+
+
+def test_proc_tcp_recording():
+    sockets = {(s.local_address, s.local_port, s.state): s for s in recorded_proc(Proto.TCP, Family.IPV4)}
+    listener = sockets[("127.0.0.1", 7001, State.LISTEN)]
+    assert listener.recv_q == 2 and listener.send_q is None  # /proc has no backlog for listeners
+    assert listener.remote_address is None and listener.remote_port is None
+    assert listener.interface is None and listener.v6only is None  # /proc cannot know these
+    assert sockets[("127.0.0.1", 7008, State.LISTEN)].uid == 4242
+    assert sockets[("0.0.0.0", 7009, State.LISTEN)].local_address == "0.0.0.0"
+    tw = [s for s in sockets.values() if s.state is State.TIME_WAIT]
+    assert tw and all(s.uid is None and s.inode is None and s.timer == "timewait" for s in tw)
+    assert any(s.state is State.CLOSE_WAIT for s in sockets.values())
+    assert not any(s.state is State.BOUND for s in sockets.values())
+
+
+def test_proc_tcp6_recording_decodes_mapped_and_loopback():
+    sockets = recorded_proc(Proto.TCP, Family.IPV6)
+    addresses = {s.local_address for s in sockets}
+    assert {"::1", "::", "::ffff:127.0.0.1"} <= addresses
+
+
+def test_proc_udp_recording():
+    u4 = recorded_proc(Proto.UDP, Family.IPV4)
+    states = Counter(s.state for s in u4)
+    assert states == Counter({State.UNCONN: 1, State.ESTABLISHED: 1})
+    unconn = next(s for s in u4 if s.state is State.UNCONN)
+    assert unconn.recv_q > 0  # the datagram sent to it is queued
+
+
+@pytest.mark.parametrize(("proto", "family"), TABLES)
+def test_netlink_and_proc_recordings_agree(proto, family):
+    nl = [s for s in recorded_netlink(proto, family) if s.state is not State.BOUND]
+    assert Counter(map(comparable, nl)) == Counter(map(comparable, recorded_proc(proto, family)))
+
+
+def test_netlink_recording_has_what_proc_lacks():
+    tcp4 = recorded_netlink(Proto.TCP, Family.IPV4)
+    tcp6 = recorded_netlink(Proto.TCP, Family.IPV6)
+    assert {(s.local_address, s.local_port) for s in tcp4 + tcp6 if s.state is State.BOUND} == {
+        ("127.0.0.1", 7003),
+        ("::1", 7004),
+    }
+    pinned = next(s for s in tcp4 if s.local_port == 7009)
+    assert (pinned.ifindex, pinned.interface) == (1, "lo")
+    listeners6 = {s.local_port: s.v6only for s in tcp6 if s.state is State.LISTEN}
+    assert listeners6 == {7005: True, 7006: False, 7007: True}
+    assert next(s for s in tcp4 if s.local_port == 7001 and s.state is State.LISTEN).send_q == 8
+    assert all(s.cookie for s in tcp4)
+
+
+def test_truncated_netlink_dump_names_the_source():
+    data = (MIX / "netlink_tcp_ipv4.bin").read_bytes()
+    decoder = Decoder(Proto.TCP, Family.IPV4, None)
+    for cut in (10, 40, len(data) // 2 + 3):
+        with pytest.raises(SourceError, match="recorded dump"):
+            decoder.decode(data[:cut], "recorded dump")
+
+
+def test_bad_message_length_is_an_error():
+    data = bytearray((MIX / "netlink_udp_ipv4.bin").read_bytes())
+    struct.pack_into("=I", data, 0, 4)  # shorter than a header
+    with pytest.raises(SourceError, match="bad netlink message length"):
+        Decoder(Proto.UDP, Family.IPV4, None).decode(bytes(data), "udp dump")
+
+
+def _error_message(code: int) -> bytes:
+    return netlink.NLMSGHDR.pack(36, netlink.NLMSG_ERROR, 0, 1, 0) + struct.pack("=i", -code) + bytes(16)
+
+
+def test_kernel_without_diag_module_is_detected():
+    with pytest.raises(NetlinkUnavailable, match="no sock_diag support"):
+        Decoder(Proto.UDP, Family.IPV4, None).decode(_error_message(errno.ENOENT), "udp")
+    with pytest.raises(NetlinkUnavailable, match="refused"):
+        Decoder(Proto.TCP, Family.IPV4, None).decode(_error_message(errno.EPERM), "tcp")
+    with pytest.raises(SourceError):
+        Decoder(Proto.TCP, Family.IPV4, None).decode(_error_message(errno.ENOBUFS), "tcp")
+
+
+def test_unknown_state_in_dump():
+    data = bytearray((MIX / "netlink_tcp_ipv4.bin").read_bytes())
+    data[netlink.NLMSGHDR.size + 1] = 99
+    with pytest.raises(SourceError, match="unknown tcp state 99"):
+        Decoder(Proto.TCP, Family.IPV4, None).decode(bytes(data), "tcp")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "missing header"),
+        ("garbage\n", "missing header"),
+        ((MIX / "proc_net_tcp").read_text().splitlines()[0] + "\n   0: 0100007F:1B59\n", "line 2"),
+        ((MIX / "proc_net_tcp").read_text().splitlines()[0] + "\n 0: 0100:1 0:0 0A 0:0 0:0 0 0 0 1\n", "wrong length"),
+        ((MIX / "proc_net_tcp").read_text().replace(" 0A ", " 7F ", 1), "unknown tcp state"),
+    ],
+)
+def test_malformed_proc_input(text, problem):
+    with pytest.raises(SourceError, match=problem) as info:
+        procnet.parse_proc_net(text, Proto.TCP, Family.IPV4, source="/proc/net/tcp")
+    assert str(info.value).startswith("/proc/net/tcp:")
+
+
+def test_truncated_proc_file_keeps_complete_lines_or_errors():
+    text = (MIX / "proc_net_tcp").read_text()
+    for cut in range(len(text) // 3, len(text), 97):
+        try:
+            sockets = procnet.parse_proc_net(text[:cut], Proto.TCP, Family.IPV4, source="tcp")
+        except SourceError as exc:
+            assert "tcp: line" in str(exc)
+        else:
+            assert len(sockets) <= text.count("\n")
+
+
+def test_missing_proc_file(tmp_path):
+    assert procnet.read_proc_net(Proto.TCP, Family.IPV6, net_dir=str(tmp_path)) == []  # IPv6 disabled
+    with pytest.raises(SourceError, match="not found"):
+        procnet.read_proc_net(Proto.TCP, Family.IPV4, net_dir=str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Filter bytecode: a model of the kernel's interpreter and audit (net/ipv4/inet_diag.c)
+
+
+def run_bytecode(code: bytes, sport: int, dport: int) -> bool:
+    length = len(code)
+    offset = 0
+    while length > 0:
+        op, yes, no = netlink.BC_OP.unpack_from(code, offset)
+        if op == netlink.BC_JMP:
+            result = False
+        else:
+            port = netlink.BC_OP.unpack_from(code, offset + 4)[2]
+            value = sport if op in (netlink.BC_S_GE, netlink.BC_S_LE) else dport
+            result = value >= port if op in (netlink.BC_S_GE, netlink.BC_D_GE) else value <= port
+        step = yes if result else no
+        length -= step
+        offset += step
+    return length == 0
+
+
+def audit_bytecode(code: bytes) -> None:
+    def reachable(target_len: int) -> bool:
+        remaining, offset = len(code), 0
+        while remaining >= 0:
+            if target_len > remaining:
+                return False
+            if target_len == remaining:
+                return True
+            yes = netlink.BC_OP.unpack_from(code, offset)[1]
+            assert yes >= 4 and yes % 4 == 0
+            remaining -= yes
+            offset += yes
+        return False
+
+    remaining, offset = len(code), 0
+    while remaining > 0:
+        op, yes, no = netlink.BC_OP.unpack_from(code, offset)
+        min_len = 4 if op == netlink.BC_JMP else 8
+        assert min_len <= yes <= remaining + 4 and yes % 4 == 0
+        assert min_len <= no <= remaining + 4 and no % 4 == 0
+        if no < remaining:
+            assert reachable(remaining - no)
+        remaining -= yes
+        offset += yes
+
+
+port_ranges = st.lists(
+    st.tuples(st.integers(1, 65535), st.integers(0, 200)).map(lambda t: PortRange(t[0], min(65535, t[0] + t[1]))),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(
+    local=st.none() | port_ranges,
+    remote=st.none() | port_ranges,
+    either=st.none() | port_ranges,
+    sport=st.integers(1, 65535),
+    dport=st.integers(0, 65535),
+)
+def test_bytecode_semantics_and_audit(local, remote, either, sport, dport):
+    code = netlink.port_filter_bytecode(local, remote, either)
+    if not (local or remote or either):
+        assert code is None
+        return
+    audit_bytecode(code)
+
+    def within(port, ranges):
+        return any(r.low <= port <= r.high for r in ranges)
+
+    expected = (
+        (not local or within(sport, local))
+        and (not remote or within(dport, remote))
+        and (not either or within(sport, either) or within(dport, either))
+    )
+    assert run_bytecode(code, sport, dport) == expected
+
+
+# ---------------------------------------------------------------------------------------------------
+# Services, query input, process files
+
+SERVICES_TEXT = """\
+# comment line
+ssh		22/tcp				# SSH Remote Login Protocol
+http		80/tcp		www		# WorldWideWeb HTTP
+domain		53/tcp
+domain		53/udp
+syslog		514/udp
+bogus		x/tcp
+"""
+
+
+def test_services_both_ways():
+    services = parse_services(SERVICES_TEXT, "test-services")
+    assert services.name_of(22, Proto.TCP) == "ssh"
+    assert services.name_of(22, Proto.UDP) is None
+    assert services.port_of("ssh") == 22
+    assert services.port_of("www") == 80
+    assert services.port_of("HTTP/tcp") == 80
+    assert services.port_of("syslog") == 514
+    assert services.port_of("domain/udp") == 53
+    with pytest.raises(UsageError, match="unknown service 'syslog/tcp'"):
+        services.port_of("syslog/tcp")
+    with pytest.raises(UsageError, match="unknown protocol"):
+        services.port_of("ssh/sctp")
+
+
+def test_missing_services_file_is_graceful(tmp_path):
+    services = load_services(str(tmp_path / "nope"))
+    assert not services.available
+    assert services.name_of(22, Proto.TCP) is None
+    with pytest.raises(UsageError, match="not readable"):
+        services.port_of("ssh")
+
+
+def test_state_parsing():
+    assert parse_states(["listen", "ESTAB"]) == {State.LISTEN, State.ESTABLISHED}
+    assert State.SYN_SENT not in parse_states(["synchronized"])
+    assert State.TIME_WAIT in parse_states(["connected"])
+    assert parse_states(["bound-inactive"]) == {State.BOUND}
+    with pytest.raises(UsageError, match="unknown state 'nope'"):
+        parse_states(["nope"])
+
+
+def test_port_and_network_parsing():
+    services = parse_services(SERVICES_TEXT)
+    assert parse_port_range("8000-8100") == PortRange(8000, 8100)
+    assert parse_port_range("http", services=services) == PortRange(80, 80)
+    for bad, message in (("0", "out of range"), ("70000", "out of range"), ("9-3", "backwards"), ("x1", "not a port")):
+        with pytest.raises(UsageError, match=message):
+            parse_port_range(bad)
+    assert str(parse_network("[::1]")) == "::1/128"
+    assert str(parse_network("10.0.0.0/8")) == "10.0.0.0/8"
+    with pytest.raises(UsageError):
+        parse_network("10.0.0.0/33")
+
+
+def test_process_files():
+    assert parse_stat(b"42 (we ird) name)) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 12345 0") == (
+        "we ird) name)",
+        7,
+        12345,
+    )
+    assert parse_cmdline(b"python3\0-c\0print('\xff')\0") == ("python3", "-c", "print('\\xff')")
+    assert parse_cmdline(b"") == ()
+    assert parse_status_uid(b"Name:\tx\nUid:\t1000\t1001\t1000\t1000\n") == 1001
