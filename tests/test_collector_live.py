@@ -13,12 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from netns_util import new_netns, ss_sockets
-from socket_mix import OTHER_UID, build_mix
 
+from netns_util import new_netns, ss_sockets
 from portscope.query import PortRange, Query
 from portscope.records import Backend, Proto, State
 from portscope.snapshot import snapshot
+from socket_mix import OTHER_UID, build_mix
 
 ALL = frozenset(State)
 WILDCARDS = {"0.0.0.0", "::", "*"}
