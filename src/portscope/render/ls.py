@@ -45,7 +45,7 @@ def render_listing(snap: Snapshot, out: IO[str], *, as_json: bool, numeric: bool
     tty = term.is_terminal(out)
     if tty and len(sockets) <= RICH_ROW_LIMIT:
         console = term.make_console(out, width)
-        print_rich(console, builder, sockets, columns)
+        print_rich(console, builder, sockets, columns, width)
         summary = f"{len(sockets)} socket(s); {snap.backend_summary()}"
         console.print(summary, style="dim")
         for line in footer_lines(snap):

@@ -7,6 +7,7 @@ columns in one pass over pre-formatted strings.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,8 +62,8 @@ BASE_COLUMNS = (
     Column("State", "state"),
     Column("Recv-Q", "recv_q", "right", 100),
     Column("Send-Q", "send_q", "right", 100),
-    Column("Local Address:Port", "local"),
-    Column("Peer Address:Port", "peer"),
+    Column("Local", "local"),
+    Column("Peer", "peer"),
     Column("User", "user"),
     Column("Process", "process"),
     Column("Command", "command", min_width=170),
@@ -189,28 +190,89 @@ def write_plain(out: IO[str], builder: RowBuilder, sockets: Sequence[Socket], co
         out.write("\n")
 
 
-def print_rich(console, builder: RowBuilder, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
+SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4}
+# A truncated command line costs less than a truncated process list or address.
+TRUNCATION_COST = {"command": 0.25}
+GAP = 2
+
+
+def fit_widths(columns: Sequence[Column], lengths: Sequence[Sequence[int]], width: int | None) -> list[int]:
+    """Column widths that fit ``width`` while truncating as few cells as possible.
+
+    ``lengths`` holds, per column, the lengths of its cells. Each step narrows the column where one
+    character less cuts the fewest cells (weighted), never below its floor.
+    """
+    natural = [max([len(c.title), *cells]) for c, cells in zip(columns, lengths, strict=True)]
+    widths = list(natural)
+    if width is None:
+        return widths
+    budget = width - GAP * (len(columns) - 1)
+    floors = [min(natural[i], max(len(c.title), SHRINKABLE.get(c.key, natural[i]))) for i, c in enumerate(columns)]
+    ordered = [sorted(cells) for cells in lengths]
+    while sum(widths) > budget:
+        best, best_cost = None, None
+        for i, column in enumerate(columns):
+            if widths[i] <= floors[i]:
+                continue
+            cut = len(ordered[i]) - bisect.bisect_left(ordered[i], widths[i])  # cells of this width or more
+            cost = cut * TRUNCATION_COST.get(column.key, 1.0)
+            if best_cost is None or cost < best_cost:
+                best, best_cost = i, cost
+        if best is None:
+            break
+        widths[best] -= 1
+    return widths
+
+
+def _ellipsize(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def fit_endpoint(text: str, width: int) -> str:
+    """Shorten ``host:port (service)`` keeping the port: drop the service, then cut the host."""
+    if len(text) <= width:
+        return text
+    endpoint = text.split(" (", 1)[0]
+    if len(endpoint) <= width:
+        return endpoint
+    host, _, port = endpoint.rpartition(":")
+    keep = width - len(port) - 2  # room for "…" and ":"
+    if not host or keep < 1:
+        return _ellipsize(endpoint, width)
+    closing = "]" if host.endswith("]") else ""
+    return f"{host[: max(1, keep - len(closing))]}…{closing}:{port}"
+
+
+def print_rich(
+    console, builder: RowBuilder, sockets: Sequence[Socket], columns: Sequence[Column], width: int | None
+) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False, header_style="bold")
-    for column in columns:
-        table.add_column(
-            column.title,
-            justify=column.align,  # type: ignore[arg-type]
-            no_wrap=column.key not in ("process", "command"),
-            overflow="ellipsis" if column.key in ("local", "peer", "command") else "fold",
-            min_width=len(column.title) if column.key in ("state", "proto") else None,
-        )
-    for sock in sockets:
-        row = builder.row(sock)
+    rows = [builder.row(sock) for sock in sockets]
+    widths = fit_widths(columns, [[len(r[c.key]) for r in rows] for c in columns], width)
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        expand=False,
+        header_style="bold",
+        padding=(0, GAP // 2),
+        collapse_padding=True,
+    )
+    for column, column_width in zip(columns, widths, strict=True):
+        table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
+    for sock, row in zip(sockets, rows, strict=True):
         cells = []
-        for column in columns:
-            text = row[column.key]
+        for column, column_width in zip(columns, widths, strict=True):
+            if column.key in ("local", "peer"):
+                text = fit_endpoint(row[column.key], column_width)
+            else:
+                text = _ellipsize(row[column.key], column_width)
             if column.key == "state":
                 cells.append(Text(text, style=STATE_STYLES.get(sock.state, "")))
-            elif column.key == "process" and text == "(hidden)":
+            elif column.key == "process" and row[column.key] == "(hidden)":
                 cells.append(Text(text, style="dim italic"))
             else:
                 cells.append(Text(text))
