@@ -1,0 +1,45 @@
+"""portscope who: every process on a port, what it is, and what its sockets are doing."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from portscope.errors import ExitStatus
+
+
+@click.command("who", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("port", metavar="PORT")
+@click.option("--remote", is_flag=True, help="Also match the peer's port: connections made TO this port.")
+@click.option("-n", "--numeric", is_flag=True, help="Show no service names.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: query, sockets, processes (schema in README).")
+@click.option("--netns", metavar="NAME|PID|PATH", help="Look inside another network namespace.")
+@click.pass_context
+def who(ctx: click.Context, port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None) -> None:
+    """Every process on a port: command, parents, unit or container, and its sockets.
+
+    PORT is a port, a range, or a service name, optionally with an address and a protocol.
+    Without a protocol both TCP and UDP are searched.
+
+    \b
+    Examples:
+      portscope who 8080              every process on local port 8080
+      portscope who 53/udp            UDP only
+      portscope who 127.0.0.1:8080    sockets reached by 127.0.0.1:8080 (wildcards too)
+      portscope who '[::1]:8080'      the same for IPv6
+      portscope who http/tcp          a service name from /etc/services
+      portscope who 8000-8100         a range
+      portscope who --remote 443      also our connections to port 443 elsewhere
+
+    \b
+    Exit status: 0 something is on the port, 1 nothing is, 2 bad input.
+    """
+    from portscope.who import who_is_on
+
+    result = who_is_on(port, remote=remote, netns=netns)
+
+    from portscope.render.who import render_who
+
+    render_who(result, sys.stdout, as_json=as_json, numeric=numeric)
+    ctx.exit(ExitStatus.OK if result.found else ExitStatus.NOT_FOUND)

@@ -1,0 +1,262 @@
+"""Where a process comes from: its parent chain, age, and the systemd unit or container it runs in.
+
+Everything is read straight from ``<proc_root>/<pid>/{stat,cgroup}`` (a few small reads per process,
+no walk of /proc), with ``proc_root`` a parameter so tests can feed recorded trees. Processes may exit
+while we read: a vanished process ends its chain early instead of failing.
+
+The chain stops at the service manager: pid 1, a process without a parent in this pid namespace
+(ppid 0), or a known subreaper (a user systemd, a container shim). The kernel does not expose the
+PR_SET_CHILD_SUBREAPER flag in /proc, so subreapers are recognised by name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from portscope.joins.procinfo import boot_time, parse_stat
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MAX_CHAIN = 64  # a guard against cycles in a tree that changes while we read it
+
+# comm names (at most 15 characters) of processes that adopt orphans and supervise services
+SUBREAPER_NAMES = frozenset(
+    {
+        "systemd",  # pid 1 or a user's service manager (systemd --user)
+        "containerd-shim",  # containerd-shim-runc-v2 truncated to 15 characters
+        "conmon",
+        "crun",
+        "tini",
+        "dumb-init",
+        "catatonit",
+        "docker-init",
+        "s6-svscan",
+        "s6-supervise",
+        "runsvdir",
+        "runsv",
+        "supervisord",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Ancestor:
+    pid: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    runtime: str  # docker, containerd, cri-o, podman, kubernetes, lxc, systemd-nspawn, container
+    id: str  # the 64-hex container id, or a name (lxc, nspawn)
+    pod: str | None = None  # Kubernetes pod uid
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12] if re.fullmatch(r"[0-9a-f]{64}", self.id) else self.id
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    pid: int
+    ancestors: tuple[Ancestor, ...]  # parent first; the last one is the service manager when reached
+    complete: bool  # False when an ancestor vanished or could not be read before the manager was reached
+    started: float | None  # seconds since the epoch
+    uptime: float | None  # seconds since the process started
+    cgroup: str | None  # the cgroup path that names the unit or container (None: unreadable)
+    unit: str | None  # the innermost systemd .service or .scope
+    container: Container | None
+
+
+# ---------------------------------------------------------------------------------------------------
+# /proc/<pid>/cgroup
+
+
+def pick_cgroup_path(text: str) -> str | None:
+    """The most telling path in a /proc/<pid>/cgroup file.
+
+    Lines are ``hierarchy:controllers:path``. The cgroup v2 line (``0::``) wins, then systemd's v1
+    hierarchy, then any other controller: inside a cgroup namespace or on hybrid set-ups some of them
+    show only ``/``.
+    """
+    unified = named = other = None
+    seen = False
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        seen = True
+        hierarchy, controllers, path = parts
+        if path in ("", "/"):
+            continue
+        if hierarchy == "0" and controllers == "":
+            unified = unified or path
+        elif "name=systemd" in controllers.split(","):
+            named = named or path
+        else:
+            other = other or path
+    if not seen:
+        return None
+    return unified or named or other or "/"
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PREFIXED_ID = re.compile(r"^(?:(?P<prefix>[a-z][a-z0-9-]*)-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$")
+_PREFIX_RUNTIME = {
+    "docker": "docker",
+    "cri-containerd": "containerd",
+    "nerdctl": "containerd",
+    "crio": "cri-o",
+    "libpod": "podman",
+}
+_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$")
+
+
+def _unescape_unit(text: str) -> str:
+    # systemd escapes unit names: "\x2d" is a literal dash
+    return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _pod_uid(segments: list[str]) -> str | None:
+    for segment in segments:
+        match = _POD.search(segment)
+        if match:
+            return match.group(1).replace("_", "-")
+    return None
+
+
+def _runtime_from_context(segments: list[str]) -> str:
+    if "docker" in segments:
+        return "docker"
+    if "libpod_parent" in segments:
+        return "podman"
+    if any(s.startswith("kubepods") for s in segments):
+        return "kubernetes"
+    return "container"
+
+
+def container_of(path: str) -> Container | None:
+    """The container a cgroup path belongs to, if any (docker, containerd, cri-o, podman, lxc, nspawn)."""
+    segments = [s for s in path.split("/") if s]
+    kube = any(s.startswith("kubepods") for s in segments)
+    for index in range(len(segments) - 1, -1, -1):
+        segment = segments[index]
+        match = _PREFIXED_ID.match(segment)
+        if match:
+            prefix = match.group("prefix")
+            if prefix and prefix.endswith("conmon"):
+                return None  # the container monitor (libpod-conmon-ID, crio-conmon-ID) runs outside
+            runtime = _PREFIX_RUNTIME.get(prefix, prefix) if prefix else _runtime_from_context(segments[:index])
+            return Container(runtime, match.group("id"), _pod_uid(segments[:index]) if kube else None)
+        if segment.startswith("lxc.payload."):
+            return Container("lxc", segment[len("lxc.payload.") :])
+        if index > 0 and segments[index - 1] in ("lxc", "lxc.payload") and not segment.startswith("lxc."):
+            return Container("lxc", segment)
+        if segment.startswith("machine-") and segment.endswith(".scope") and "machine.slice" in segments[:index]:
+            return Container("systemd-nspawn", _unescape_unit(segment[len("machine-") : -len(".scope")]))
+    # cgroupfs drivers that put a bare id elsewhere (containerd namespaces: /default/ID)
+    found = _HEX64.findall(path)
+    if found:
+        return Container(_runtime_from_context(segments), found[-1], _pod_uid(segments) if kube else None)
+    return None
+
+
+def unit_of(path: str) -> str | None:
+    """The innermost systemd unit (``.service`` or ``.scope``) in a cgroup path."""
+    for segment in reversed([s for s in path.split("/") if s]):
+        if segment.endswith((".service", ".scope")):
+            return _unescape_unit(segment)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _uptime(proc_root: str) -> float | None:
+    data = _read_bytes(f"{proc_root}/uptime")
+    try:
+        return float(data.split()[0]) if data else None
+    except (ValueError, IndexError):
+        return None
+
+
+class LineageReader:
+    """Reads lineages for several processes, reading each shared ancestor once."""
+
+    def __init__(self, proc_root: str = "/proc") -> None:
+        self.proc_root = proc_root
+        self._stats: dict[int, tuple[str, int, int] | None] = {}
+        self._uptime = _uptime(proc_root)
+        self._btime = boot_time(proc_root)
+
+    def _stat(self, pid: int) -> tuple[str, int, int] | None:
+        if pid not in self._stats:
+            data = _read_bytes(f"{self.proc_root}/{pid}/stat")
+            try:
+                self._stats[pid] = parse_stat(data) if data else None
+            except (ValueError, IndexError):
+                self._stats[pid] = None
+        return self._stats[pid]
+
+    def lineage(self, pid: int) -> Lineage | None:
+        """``None`` if the process itself has vanished."""
+        stat = self._stat(pid)
+        if stat is None:
+            return None
+        _, ppid, start_ticks = stat
+        ancestors, complete = self._chain(pid, ppid)
+        start_s = start_ticks / _CLOCK_TICKS
+        cgroup_data = _read_bytes(f"{self.proc_root}/{pid}/cgroup")
+        cgroup = pick_cgroup_path(cgroup_data.decode("utf-8", "backslashreplace")) if cgroup_data else None
+        return Lineage(
+            pid=pid,
+            ancestors=ancestors,
+            complete=complete,
+            started=self._btime + start_s if self._btime is not None else None,
+            uptime=max(0.0, self._uptime - start_s) if self._uptime is not None else None,
+            cgroup=cgroup,
+            unit=unit_of(cgroup) if cgroup else None,
+            container=container_of(cgroup) if cgroup else None,
+        )
+
+    def _chain(self, pid: int, ppid: int) -> tuple[tuple[Ancestor, ...], bool]:
+        if pid == 1 or ppid == 0:
+            return (), True  # it is the service manager itself
+        chain: list[Ancestor] = []
+        seen = {pid}
+        current = ppid
+        while len(chain) < MAX_CHAIN:
+            if current in seen:
+                return tuple(chain), False
+            seen.add(current)
+            stat = self._stat(current)
+            if stat is None:
+                return tuple(chain), False
+            name, parent, _ = stat
+            chain.append(Ancestor(current, name))
+            if current == 1 or parent == 0 or name in SUBREAPER_NAMES:
+                return tuple(chain), True
+            current = parent
+        return tuple(chain), False
+
+
+def read_lineages(pids: Iterable[int], proc_root: str = "/proc") -> dict[int, Lineage]:
+    """Lineage of each pid that still exists."""
+    reader = LineageReader(proc_root)
+    result = {}
+    for pid in pids:
+        lineage = reader.lineage(pid)
+        if lineage is not None:
+            result[pid] = lineage
+    return result

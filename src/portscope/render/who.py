@@ -1,0 +1,450 @@
+"""Rendering of ``portscope who``: a block per process, then the sockets no visible process holds.
+
+The page is built once as styled segments; a terminal gets it through rich (wrapped to its width,
+coloured unless NO_COLOR), a pipe gets plain lines that are never cut, so grep finds whole command
+lines. The plain path imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from portscope.joins.procinfo import user_name
+from portscope.records import Family, Proto, Socket, State
+from portscope.render import console as term
+from portscope.render import jsonout
+from portscope.render.table import STATE_LABELS, STATE_STYLES, format_endpoint
+from portscope.services import Services, load_services
+from portscope.who import ProcessOnPort, Unheld, UnheldSocket, WhoResult, WhoTarget
+
+Segment = tuple[str, str]  # (text, rich style)
+UNHELD_SHOWN = 10  # per kind; the rest are counted, ls -a lists them all
+LISTENERS_SHOWN = 20
+LABEL_WIDTH = 9
+INDENT = "    "
+PROSE_WIDTH = 100
+
+
+@dataclass
+class Block:
+    title: list[Segment]
+    rows: list[tuple[str, list[Segment]]] = field(default_factory=list)  # label, value
+    lines: list[list[Segment]] = field(default_factory=list)  # pre-aligned lines (socket lists)
+    notes: list[str] = field(default_factory=list)  # prose, wrapped to the width
+
+
+@dataclass
+class Page:
+    header: list[Segment]
+    blocks: list[Block]
+    footer: list[str]  # notes (warnings about what could not be seen)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Formatting helpers
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def format_time_left(milliseconds: int) -> str:
+    if milliseconds >= 10_000:
+        return f"{milliseconds // 1000}s left"
+    return f"{milliseconds / 1000:.1f}s left"
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def command_line(argv: tuple[str, ...], name: str) -> str:
+    """The full command line, quoted so it can be pasted back into a shell."""
+    if not argv:
+        return f"[{name}]"  # kernel threads and zombies have none
+    return _printable(shlex.join(argv))
+
+
+def families_label(families: frozenset[Family], certain: bool) -> str:
+    if families == frozenset(Family):
+        return "IPv4 and IPv6"
+    if Family.IPV4 in families:
+        return "IPv4"
+    return "IPv6" if certain else "IPv6 (IPv4 too unless v6only: cannot tell here)"
+
+
+def _proto(sock: Socket) -> str:
+    return sock.proto.value + ("6" if sock.family is Family.IPV6 else "")
+
+
+def _endpoint(sock: Socket, local: bool) -> str:
+    if local:
+        return format_endpoint(sock.local_address, sock.local_port, sock.family, sock.interface)
+    return format_endpoint(sock.remote_address, sock.remote_port, sock.family)
+
+
+def _can_encode(out: IO[str], text: str) -> bool:
+    try:
+        text.encode(getattr(out, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Building the page
+
+
+class PageBuilder:
+    def __init__(self, result: WhoResult, services: Services | None, unicode: bool) -> None:
+        self.result = result
+        self.services = services
+        self.left = "←" if unicode else "<-"
+        self.right = "→" if unicode else "->"
+
+    def build(self) -> Page:
+        result = self.result
+        blocks = [self.process_block(p) for p in result.processes]
+        groups = {
+            reason: [u for u in result.unheld if u.reason is reason]
+            for reason in (Unheld.NO_FILE, Unheld.HIDDEN, Unheld.UNOWNED)
+        }
+        if groups[Unheld.NO_FILE]:
+            blocks.append(self.no_file_block(groups[Unheld.NO_FILE]))
+        if groups[Unheld.HIDDEN]:
+            blocks.append(self.hidden_block(groups[Unheld.HIDDEN]))
+        if groups[Unheld.UNOWNED]:
+            blocks.append(self.unowned_block(groups[Unheld.UNOWNED]))
+        return Page(header=self.header(), blocks=blocks, footer=list(result.snapshot.warnings))
+
+    def port_label(self) -> str:
+        target = self.result.target
+        label = target.describe()
+        if self.services is not None and len(target.ports) == 1 and target.ports[0].low == target.ports[0].high:
+            port = target.ports[0].low
+            names = {self.services.name_of(port, p) for p in Proto if p in target.protocols} - {None}
+            if names:
+                label += f" [{', '.join(sorted(names))}]"  # type: ignore[arg-type]
+        if self.result.netns:
+            label += f" in network namespace {self.result.netns}"
+        return label
+
+    def header(self) -> list[Segment]:
+        result = self.result
+        if not result.found:
+            return [(f"Nothing is using port {self.port_label()}.", "bold")]
+        counts = [f"{len(result.processes)} process{'es' if len(result.processes) != 1 else ''}"]
+        counts.append(f"{len(result.sockets)} socket{'s' if len(result.sockets) != 1 else ''}")
+        if result.unheld:
+            counts.append(f"{len(result.unheld)} without a visible process")
+        return [(f"Port {self.port_label()}", "bold"), (": " + ", ".join(counts), "")]
+
+    def process_block(self, entry: ProcessOnPort) -> Block:
+        process = entry.process
+        title: list[Segment] = [
+            (_printable(process.name), "bold"),
+            ("  pid ", "dim"),
+            (str(process.pid), "bold cyan"),
+            ("  user ", "dim"),
+            (process.user or "?", "bold"),
+        ]
+        block = Block(title)
+        block.rows.append(("command", [(command_line(process.cmdline, process.name), "")]))
+        lineage = entry.lineage
+        block.rows.append(("parents", [(self.parent_chain(entry), "")]))
+        started = lineage.started if lineage else process.start_time
+        if started is not None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+            uptime = lineage.uptime if lineage and lineage.uptime is not None else self.result.read_at - started
+            block.rows.append(("started", [(stamp, ""), (f", up {format_duration(uptime)}", "dim")]))
+        if lineage and lineage.unit:
+            block.rows.append(("unit", [(_printable(lineage.unit), "")]))
+        if lineage and lineage.container:
+            container = lineage.container
+            value: list[Segment] = [(f"{container.runtime} ", ""), (container.short_id, "bold")]
+            if container.pod:
+                value.append((f"  pod {container.pod}", "dim"))
+            block.rows.append(("container", value))
+        fds_by_inode = dict(entry.fds)
+        previous_verb = None
+        for listener in entry.listeners[:LISTENERS_SHOWN]:
+            sock = listener.socket
+            verb = {State.LISTEN: "listens", State.UNCONN: "bound", State.BOUND: "bound"}[sock.state]
+            value = [
+                (f"{_proto(sock)} ", ""),
+                (_endpoint(sock, True), "bold"),
+                (f"  {families_label(listener.families, listener.families_certain)}", "green"),
+            ]
+            if sock.state is State.BOUND:
+                value.append(("  (bound, not listening)", "yellow"))
+            fds = fds_by_inode.get(sock.inode or -1, ())
+            if fds:
+                value.append((f"  fd {','.join(map(str, fds))}", "dim"))
+            block.rows.append((verb if verb != previous_verb else "", value))
+            previous_verb = verb
+        if len(entry.listeners) > LISTENERS_SHOWN:
+            block.rows.append(("", [(f"+{len(entry.listeners) - LISTENERS_SHOWN} more", "dim")]))
+        if entry.state_counts:
+            value = []
+            for index, (state, count) in enumerate(entry.state_counts):
+                if index:
+                    value.append((", ", ""))
+                value.append((f"{count} {state.value}", STATE_STYLES.get(state, "")))
+            block.rows.append(("sockets", value))
+        if entry.peers:
+            text = ", ".join(f"{peer.endpoint} ({peer.count})" for peer in entry.peers)
+            more = entry.peer_count - len(entry.peers)
+            value = [(text, "")]
+            if more > 0:
+                value.append((f", +{more} more", "dim"))
+            block.rows.append(("peers", value))
+        return block
+
+    def parent_chain(self, entry: ProcessOnPort) -> str:
+        lineage = entry.lineage
+        if lineage is None:
+            return "unknown (the process exited)"
+        if not lineage.ancestors:
+            return "none: it is the service manager" if entry.process.pid == 1 else "none: top of its process tree"
+        chain = f" {self.left} ".join(f"{_printable(a.name)}[{a.pid}]" for a in lineage.ancestors)
+        if not lineage.complete:
+            chain += f" {self.left} ? (an ancestor exited)"
+        return chain
+
+    def socket_lines(self, unheld: list[UnheldSocket], extra) -> list[list[Segment]]:
+        """Aligned lines: protocol, state, local endpoint, ``extra`` (time left, owner), then the peer.
+
+        The peer comes last: it is the least telling part and the one a narrow terminal may cut.
+        """
+        shown = unheld[:UNHELD_SHOWN]
+        cells = [
+            [_proto(u.socket), STATE_LABELS[u.socket.state], _endpoint(u.socket, True), extra(u.socket)] for u in shown
+        ]
+        widths = [max(len(row[i]) for row in cells) for i in range(4)]
+        lines = []
+        for u, row in zip(shown, cells, strict=True):
+            line = [
+                (row[0].ljust(widths[0]) + "  ", ""),
+                (row[1].ljust(widths[1]), STATE_STYLES.get(u.socket.state, "")),
+                ("  " + row[2].ljust(widths[2]) + "  ", ""),
+                (row[3].ljust(widths[3]), "bold"),
+            ]
+            if u.socket.remote_address is not None:
+                line.append((f"  peer {_endpoint(u.socket, False)}", "dim"))
+            lines.append(line)
+        if len(unheld) > UNHELD_SHOWN:
+            ports = ",".join(str(r) for r in self.result.target.ports)
+            lines.append(
+                [(f"... and {len(unheld) - UNHELD_SHOWN} more (all of them: portscope ls -a --port {ports})", "dim")]
+            )
+        return lines
+
+    def no_file_block(self, unheld: list[UnheldSocket]) -> Block:
+        block = Block([("Without a process", "bold"), (" (the kernel keeps these until their timers end)", "dim")])
+
+        def timer(sock: Socket) -> str:
+            return format_time_left(sock.timer_ms) if sock.timer_ms is not None else ""
+
+        block.lines = self.socket_lines(unheld, timer)
+        target = self.result.target
+        waiting = [
+            u.socket
+            for u in unheld
+            if u.socket.state is State.TIME_WAIT and any(u.socket.local_port in r for r in target.ports)
+        ]
+        if waiting:
+            port = waiting[0].local_port
+            block.notes.append(
+                "TIME-WAIT is what is left of a recently closed connection: the kernel keeps it for up to a "
+                "minute so that late packets cannot disturb a new connection, and no process owns it. A server "
+                f"restarting on port {port} can listen again at once if it sets SO_REUSEADDR (most servers do); "
+                'one that does not gets "Address already in use" until these expire. '
+                f"To check: portscope can-bind {self.can_bind_target(port)}"
+            )
+        return block
+
+    def can_bind_target(self, port: int) -> str:
+        address = self.result.target.address
+        if address is None:
+            return f":{port}"
+        return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+    def hidden_block(self, unheld: list[UnheldSocket]) -> Block:
+        block = Block([("Owner hidden", "bold yellow")])
+
+        def owner(sock: Socket) -> str:
+            uid = "?" if sock.uid is None else f"{sock.uid} ({user_name(sock.uid)})"
+            return f"uid {uid}  inode {sock.inode}"
+
+        block.lines = self.socket_lines(unheld, owner)
+        processes = self.result.snapshot.join.processes_denied
+        block.notes.append(
+            f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
+            f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
+            f"inspected. Run as root to see {'it' if len(unheld) == 1 else 'them'}: "
+            f"sudo portscope who {shlex.quote(self.result.target.text)}"
+        )
+        return block
+
+    def unowned_block(self, unheld: list[UnheldSocket]) -> Block:
+        block = Block([("No process found", "bold")])
+
+        def owner(sock: Socket) -> str:
+            return f"uid {sock.uid}  inode {sock.inode}" if sock.uid is not None else f"inode {sock.inode}"
+
+        block.lines = self.socket_lines(unheld, owner)
+        block.notes.append(
+            "No process in /proc holds these: a socket made by the kernel itself, one held by a process "
+            "in another PID namespace, or one whose process exited a moment ago."
+        )
+        return block
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writers
+
+
+def write_plain(page: Page, out: IO[str], width: int | None) -> None:
+    """Unstyled lines; rows are never cut (grep-friendly), prose is wrapped."""
+    wrap_at = max(40, min(width or PROSE_WIDTH, PROSE_WIDTH))
+
+    def text(segments: list[Segment]) -> str:
+        return "".join(part for part, _ in segments)
+
+    lines = [text(page.header)]
+    for block in page.blocks:
+        lines.append("")
+        lines.append(text(block.title))
+        for label, value in block.rows:
+            lines.append(f"{INDENT}{label:<{LABEL_WIDTH}}  {text(value)}".rstrip())
+        for segments in block.lines:
+            lines.append(INDENT + text(segments).rstrip())
+        for note in block.notes:
+            lines.extend(textwrap.wrap(note, wrap_at, initial_indent=INDENT, subsequent_indent=INDENT))
+    out.write("\n".join(lines) + "\n")
+
+
+def write_rich(page: Page, out: IO[str], width: int | None) -> None:
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    console = term.make_console(out, width)
+
+    def styled(segments: list[Segment]) -> Text:
+        return Text.assemble(*[(part, style) if style else part for part, style in segments])
+
+    console.print(styled(page.header))
+    for block in page.blocks:
+        console.print()
+        console.print(styled(block.title))
+        if block.rows:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="dim", no_wrap=True, min_width=LABEL_WIDTH)
+            grid.add_column(overflow="fold")
+            for label, value in block.rows:
+                grid.add_row(label, styled(value))
+            console.print(Padding(grid, (0, 0, 0, len(INDENT))))
+        for segments in block.lines:
+            line = styled(segments)
+            line.no_wrap = True
+            line.overflow = "ellipsis"
+            console.print(Padding(line, (0, 0, 0, len(INDENT))))
+        for note in block.notes:
+            # prose reads badly in 200-column lines: keep it to about 100
+            console.print(Padding(Text(note), (0, 0, 0, len(INDENT))), width=min(console.width, PROSE_WIDTH))
+    for note in page.footer:
+        console.print(Text(f"note: {note}", style="yellow"))
+
+
+def query_object(target: WhoTarget, netns: str | None) -> dict[str, Any]:
+    return {
+        "target": target.text,
+        "ports": [{"low": r.low, "high": r.high} for r in target.ports],
+        "protocols": [p.value for p in Proto if p in target.protocols],
+        "address": None if target.address is None else str(target.address),
+        "remote": target.remote,
+        "netns": netns,
+    }
+
+
+def _iso(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def process_object(entry: ProcessOnPort) -> dict[str, Any]:
+    process, lineage = entry.process, entry.lineage
+    container = lineage.container if lineage else None
+    started = lineage.started if lineage else process.start_time
+    return {
+        "pid": process.pid,
+        "ppid": process.ppid,
+        "name": process.name,
+        "user": process.user,
+        "uid": process.uid,
+        "cmdline": list(process.cmdline),
+        "started": _iso(started),
+        "uptime_seconds": round(lineage.uptime, 2) if lineage and lineage.uptime is not None else None,
+        "unit": lineage.unit if lineage else None,
+        "container": None
+        if container is None
+        else {"runtime": container.runtime, "id": container.id, "pod": container.pod},
+        "cgroup": lineage.cgroup if lineage else None,
+        "parents": [{"pid": a.pid, "name": a.name} for a in lineage.ancestors] if lineage else [],
+        "inodes": list(entry.inodes),
+        "fds": sorted({fd for _, fds in entry.fds for fd in fds}),
+    }
+
+
+def who_object(result: WhoResult, services: Services | None) -> dict[str, Any]:
+    snap = result.snapshot
+    return {
+        "query": query_object(result.target, result.netns),
+        "sockets": [jsonout.socket_object(s, snap.holders_of(s), services) for s in result.sockets],
+        "processes": [process_object(p) for p in result.processes],
+    }
+
+
+def render_who(result: WhoResult, out: IO[str] | None = None, *, as_json: bool = False, numeric: bool = False) -> None:
+    out = out or sys.stdout
+    services = None if numeric else load_services()
+    if as_json:
+        jsonout.dump(who_object(result, services), out)
+        for unheld in result.hidden[:1]:
+            print(
+                f"portscope: note: owners of {len(result.hidden)} socket(s) are hidden; run as root to see them "
+                f"(first: inode {unheld.socket.inode}, uid {unheld.socket.uid})",
+                file=sys.stderr,
+            )
+        for warning in result.snapshot.warnings:
+            print(f"portscope: note: {warning}", file=sys.stderr)
+        return
+    page = PageBuilder(result, services, unicode=_can_encode(out, "←→")).build()
+    width = term.terminal_width(out)
+    if term.is_terminal(out):
+        write_rich(page, out, width)
+        return
+    footer, page.footer = page.footer, []
+    write_plain(page, out, width)
+    for note in footer:
+        print(f"portscope: note: {note}", file=sys.stderr)
