@@ -17,7 +17,16 @@ from portscope.errors import ExitStatus, PortscopeError
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class PortscopeGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        # click turns EPIPE into exit status 1; a reader that stops early (| head) is not an error.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+
+
+@click.group(cls=PortscopeGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="portscope")
 @click.option("--debug", is_flag=True, envvar="PORTSCOPE_DEBUG", help="Show tracebacks for errors.")
 @click.pass_context

@@ -25,12 +25,12 @@ def color_allowed(stream: IO[str] | None = None) -> bool:
 
 
 def terminal_width(stream: IO[str] | None = None) -> int | None:
-    """The width to fit, or None for a pipe (no truncation there). COLUMNS wins, as for ls(1)."""
+    """The width to fit on a terminal (COLUMNS wins), or None for a pipe: scripts get whole lines."""
+    if not is_terminal(stream):
+        return None
     columns = os.environ.get("COLUMNS", "")
     if columns.isdigit() and int(columns) > 0:
         return int(columns)
-    if not is_terminal(stream):
-        return None
     return shutil.get_terminal_size((80, 24)).columns
 
 

@@ -191,8 +191,8 @@ def write_plain(out: IO[str], builder: RowBuilder, sockets: Sequence[Socket], co
 
 
 SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4}
-# A truncated command line costs less than a truncated process list or address.
-TRUNCATION_COST = {"command": 0.25}
+# The command column takes what is left: cutting it costs nothing next to cutting an address.
+TRUNCATION_COST = {"command": 0.0}
 GAP = 2
 
 
