@@ -1,0 +1,69 @@
+"""The process join over a recorded-style /proc tree: shared sockets, vanished processes, odd bytes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from portscope.joins import join_processes
+from portscope.joins.fdscan import scan_socket_fds
+from portscope.records import Family, Proto, Socket, State
+
+
+def make_process(root: Path, pid: int, comm: str, fds: dict[int, str], cmdline: bytes, uid: int = 0) -> None:
+    base = root / str(pid)
+    (base / "fd").mkdir(parents=True)
+    for fd, target in fds.items():
+        os.symlink(target, base / "fd" / str(fd))
+    (base / "stat").write_text(f"{pid} ({comm}) S 1 {pid} {pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 500 0 0")
+    (base / "status").write_text(f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    (base / "cmdline").write_bytes(cmdline)
+
+
+def sock(inode: int | None, state: State = State.LISTEN, uid: int | None = 0) -> Socket:
+    return Socket(
+        Proto.TCP, Family.IPV4, state, "127.0.0.1", 80, None, None, 0, 0, uid, inode, 0, None, None, None, None, None
+    )
+
+
+def fake_proc(tmp_path: Path) -> Path:
+    root = tmp_path / "proc"
+    make_process(
+        root, 100, "nginx", {3: "socket:[555]", 4: "/dev/null", 7: "socket:[556]"}, b"nginx\0-g\0daemon off;\0"
+    )
+    make_process(root, 101, "nginx", {3: "socket:[555]"}, b"nginx: worker process\0")
+    make_process(root, 102, "we(ird) name", {9: "socket:[555]", 10: "socket:[999]"}, b"tool\0\xff\xfe\0")
+    (root / "103").mkdir()  # vanished between listdir and open: no fd directory left
+    (root / "self").mkdir()
+    (root / "stat").write_text("cpu 1 2 3\nbtime 1700000000\n")
+    return root
+
+
+def test_scan_finds_every_holder(tmp_path):
+    scan = scan_socket_fds({555, 556}, str(fake_proc(tmp_path)))
+    assert sorted(scan.holders[555]) == [(100, 3), (101, 3), (102, 9)]
+    assert scan.holders[556] == [(100, 7)]
+    assert 999 not in scan.holders  # not wanted
+    assert scan.vanished == 1 and scan.scanned == 3
+
+
+def test_join_builds_processes_once_with_their_fds(tmp_path):
+    root = fake_proc(tmp_path)
+    sockets = [sock(555), sock(556), sock(None, State.TIME_WAIT), sock(777, uid=0)]
+    holders, report = join_processes(sockets, str(root))
+    assert [h.process.pid for h in holders[555]] == [100, 101, 102]
+    nginx = holders[555][0].process
+    assert holders[556][0].process is nginx  # one record per process
+    assert nginx.fds == (3, 7) and holders[556][0].fds == (7,)
+    assert nginx.cmdline == ("nginx", "-g", "daemon off;")
+    assert nginx.start_time == 1700000000 + 500 / os.sysconf("SC_CLK_TCK")
+    odd = holders[555][2].process
+    assert odd.name == "we(ird) name" and odd.cmdline == ("tool", "\\xff\\xfe")
+    assert 777 not in holders
+    assert report.unowned_sockets == 1 and report.hidden_sockets == 0
+    assert report.processes_vanished == 1
+
+
+def test_no_sockets_no_walk(tmp_path):
+    holders, report = join_processes([sock(None, State.TIME_WAIT)], str(tmp_path / "missing"))
+    assert holders == {} and report.joined and report.processes_scanned == 0
