@@ -276,7 +276,7 @@ class Decoder:
             v6only = None
             if not is_v4 and state_no in _V6ONLY_STATES:
                 v6only = _find_v6only(data, offset + HEADER_AND_MSG, offset + length)
-            placeholder = state_no in _TW_OR_REQUEST
+            placeholder = state_no in _TW_OR_REQUEST or timer == 3  # 3: a timewait sock (also FIN-WAIT-2)
             timer_name = TIMER_BY_CODE.get(timer)
             append(
                 Socket(

@@ -89,7 +89,7 @@ def parse_proc_net(
             raise SourceError(source, f"line {number}: unknown {proto.value} state {state_no:#x}")
         if states is not None and state not in states:
             continue
-        placeholder = state_no in _PLACEHOLDER_STATES
+        placeholder = state_no in _PLACEHOLDER_STATES or timer_code == 3  # a timewait sock
         no_peer = remote_port == 0 and remote_hex.strip("0") == ""
         timer = TIMER_BY_CODE.get(timer_code)
         sockets.append(
