@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from portscope.query import state_choices
+from portscope.complete import complete_netns, complete_pids, complete_ports, complete_states, complete_users
 
 BACKENDS = ("auto", "netlink", "proc")
 
@@ -24,18 +24,37 @@ BACKENDS = ("auto", "netlink", "proc")
     "states",
     multiple=True,
     metavar="STATE",
-    shell_complete=lambda ctx, param, incomplete: [s for s in state_choices() if s.startswith(incomplete)],
+    shell_complete=complete_states,
     help="Only these states (repeatable, or comma-separated); groups: connected, synchronized, "
     "listening, bucket, big, all.",
 )
-@click.option("-p", "--port", "ports", multiple=True, metavar="PORT[-PORT]", help="Local or remote port or range.")
-@click.option("--sport", multiple=True, metavar="PORT[-PORT]", help="Local port or range.")
+@click.option(
+    "-p",
+    "--port",
+    "ports",
+    multiple=True,
+    metavar="PORT[-PORT]",
+    shell_complete=complete_ports,
+    help="Local or remote port or range.",
+)
+@click.option(
+    "--sport", multiple=True, metavar="PORT[-PORT]", shell_complete=complete_ports, help="Local port or range."
+)
 @click.option("--dport", multiple=True, metavar="PORT[-PORT]", help="Remote port or range.")
 @click.option("--src", multiple=True, metavar="ADDR[/LEN]", help="Local address or CIDR.")
 @click.option("--dst", multiple=True, metavar="ADDR[/LEN]", help="Remote address or CIDR.")
-@click.option("--pid", "pids", multiple=True, metavar="PID", help="Sockets held by this process.")
+@click.option(
+    "--pid", "pids", multiple=True, metavar="PID", shell_complete=complete_pids, help="Sockets held by this process."
+)
 @click.option("--process", "process_names", multiple=True, metavar="NAME", help="Process name contains NAME.")
-@click.option("--user", "users", multiple=True, metavar="USER", help="Socket or process owned by USER (name or uid).")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    metavar="USER",
+    shell_complete=complete_users,
+    help="Socket or process owned by USER (name or uid).",
+)
 @click.option("--no-processes", is_flag=True, help="Skip the process join (faster).")
 @click.option("-n", "--numeric", is_flag=True, help="Show no service names.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per socket (schema in README).")
@@ -46,7 +65,9 @@ BACKENDS = ("auto", "netlink", "proc")
     show_default=True,
     help="Where socket data comes from: netlink sock_diag, /proc/net, or netlink with /proc fallback.",
 )
-@click.option("--netns", metavar="NAME|PID|PATH", help="Look inside another network namespace.")
+@click.option(
+    "--netns", metavar="NAME|PID|PATH", shell_complete=complete_netns, help="Look inside another network namespace."
+)
 def ls(
     all_states: bool,
     listening: bool,
