@@ -23,8 +23,10 @@ from portscope.cli.completion import SHELLS, BashCompletion, completion_script
 from portscope.complete import (
     complete_interfaces,
     complete_local_addresses,
+    complete_netns,
     complete_pids,
     complete_ports,
+    complete_states,
     complete_users,
     local_addresses,
     parse_fib_trie,
@@ -185,18 +187,57 @@ def test_ports_in_use_offered_live() -> None:
         assert ns.name in values("bash", "portscope ls --netns ")
 
 
+# Which parameter completes with which value source. ls is wired here; who and can-bind are wired by
+# their commands (until they are, their rows skip with what is missing).
+WIRING = [
+    ("ls", "states", complete_states),
+    ("ls", "ports", complete_ports),
+    ("ls", "sport", complete_ports),
+    ("ls", "pids", complete_pids),
+    ("ls", "users", complete_users),
+    ("ls", "netns", complete_netns),
+    ("who", "port", complete_ports),
+    ("who", "netns", complete_netns),
+    ("can-bind", "address", complete_local_addresses),
+    ("can-bind", "device", complete_interfaces),
+    ("can-bind", "user", complete_users),
+    ("can-bind", "netns", complete_netns),
+]
+
+
+def wired_param(command_name: str, param_name: str, callback) -> click.Parameter:
+    command = cli.get_command(click.Context(cli), command_name)
+    if command is None:
+        pytest.skip(f"no {command_name} command in this build")
+    param = next(p for p in command.params if p.name == param_name)
+    if command_name != "ls" and param._custom_shell_complete is not callback:
+        pytest.skip(f"{command_name} {param_name} is not wired to portscope.complete.{callback.__name__} yet")
+    return param
+
+
+@pytest.mark.parametrize(("command_name", "param_name", "callback"), WIRING)
+def test_parameters_are_wired(command_name: str, param_name: str, callback) -> None:
+    assert wired_param(command_name, param_name, callback)._custom_shell_complete is callback
+
+
 @pytest.mark.live
 def test_who_port_completion_live() -> None:
-    who = cli.get_command(click.Context(cli), "who")
-    if who is None:
-        pytest.skip("no who command in this build")
-    port_param = next(p for p in who.params if isinstance(p, click.Argument))
-    if port_param._custom_shell_complete is not complete_ports:
-        pytest.skip("who's PORT argument is not wired to portscope.complete.complete_ports yet")
+    wired_param("who", "port", complete_ports)
     with new_netns() as ns:
         tcp_port, udp_port, _ = _ports_with_listener(ns)
         offered = values("bash", f"portscope who --netns {ns.name} ")
         assert str(tcp_port) in offered and str(udp_port) in offered
+        assert values("bash", f"portscope who --netns {ns.name} [::1]:") == [str(udp_port)]
+
+
+@pytest.mark.live
+def test_can_bind_address_completion_live() -> None:
+    wired_param("can-bind", "address", complete_local_addresses)
+    with new_netns() as ns:
+        ns.run("ip", "addr", "add", "192.0.2.7/24", "dev", "lo")
+        assert values("bash", f"portscope can-bind --netns {ns.name} 192.0.2") == ["192.0.2.7:"]
+        assert values("zsh", f"portscope can-bind --netns {ns.name} 192.0.2") == ["192.0.2.7:"]
+        assert "[::1]:" in values("fish", f"portscope can-bind --netns {ns.name} [")
 
 
 @pytest.mark.live

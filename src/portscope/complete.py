@@ -23,7 +23,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from portscope.query import STATE_ALIASES, STATE_GROUPS, state_choices
-from portscope.records import Proto, State
+from portscope.records import State
 
 # CompletionItem type telling our shell scripts not to append a space (the user goes on typing).
 NOSPACE = "nospace"
@@ -70,7 +70,7 @@ def _inside_netns(ctx: click.Context) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# States and protocols
+# States
 
 
 def state_help(name: str) -> str | None:
@@ -87,11 +87,6 @@ def complete_states(ctx: click.Context, param: click.Parameter, incomplete: str)
     """``--state``: state names, groups and aliases; after a comma, the next one."""
     done, last = _split_list(incomplete.lower())
     return [CompletionItem(done + name, help=state_help(name)) for name in state_choices() if name.startswith(last)]
-
-
-@_never_fail
-def complete_protocols(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    return [CompletionItem(p.value) for p in Proto if p.value.startswith(incomplete.lower())]
 
 
 # ---------------------------------------------------------------------------------------------------
