@@ -7,8 +7,11 @@ import io
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -30,7 +33,7 @@ from portscope.joins.lineage import (
 )
 from portscope.query import PortRange
 from portscope.records import Proto
-from portscope.render.who import PageBuilder, format_duration, format_time_left, write_plain, write_rich
+from portscope.render.who import PageBuilder, command_line, format_duration, format_time_left, write_plain, write_rich
 from portscope.services import parse_services
 from portscope.who import parse_target, who_is_on
 
@@ -475,3 +478,23 @@ def test_rendering_fits_80_columns_and_keeps_command_lines_in_pipes(listener):
     write_plain(PageBuilder(result, SERVICES, unicode=True).build(), wide, None)
     command = " ".join(psutil.Process().cmdline())
     assert any(command in line.replace("'", "") for line in wide.getvalue().splitlines())
+
+
+def test_usage_error_end_to_end():
+    """The installed entry point: one line on stderr, exit 2, for a bad namespace as for a bad port."""
+    for argv in (["who", "--netns", "no-such-netns-here", "80"], ["who", "[::1"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "portscope", *argv], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("portscope: error: ")
+
+
+@given(st.lists(st.text(max_size=12).filter(str.isprintable), min_size=1))
+def test_command_lines_paste_back_into_a_shell(argv):
+    # printable arguments round-trip; the others are shown escaped (\xNN), never raw on a terminal
+    assert shlex.split(command_line(tuple(argv), "x")) == argv
+
+
+def test_control_characters_are_escaped():
+    assert command_line(("evil\x1b[2Jname",), "x") == "'evil\\x1b[2Jname'"

@@ -37,6 +37,7 @@ class Block:
     rows: list[tuple[str, list[Segment]]] = field(default_factory=list)  # label, value
     lines: list[list[Segment]] = field(default_factory=list)  # pre-aligned lines (socket lists)
     notes: list[str] = field(default_factory=list)  # prose, wrapped to the width
+    hints: list[tuple[str, str]] = field(default_factory=list)  # (lead-in, command): never broken
 
 
 @dataclass
@@ -76,11 +77,21 @@ def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
 
 
+def shell_word(arg: str) -> str:
+    """Quote like a person would: bare when safe, else '...' or "...", shlex's escapes only when needed."""
+    quoted = shlex.quote(arg)
+    if quoted == arg or "'" not in arg:
+        return quoted
+    if not any(ch in arg for ch in '"$`\\!'):
+        return f'"{arg}"'
+    return quoted
+
+
 def command_line(argv: tuple[str, ...], name: str) -> str:
     """The full command line, quoted so it can be pasted back into a shell."""
     if not argv:
         return f"[{name}]"  # kernel threads and zombies have none
-    return _printable(shlex.join(argv))
+    return _printable(" ".join(shell_word(arg) for arg in argv))
 
 
 def families_label(families: frozenset[Family], certain: bool) -> str:
@@ -276,9 +287,9 @@ class PageBuilder:
                 "TIME-WAIT is what is left of a recently closed connection: the kernel keeps it for up to a "
                 "minute so that late packets cannot disturb a new connection, and no process owns it. A server "
                 f"restarting on port {port} can listen again at once if it sets SO_REUSEADDR (most servers do); "
-                'one that does not gets "Address already in use" until these expire. '
-                f"To check: portscope can-bind {self.can_bind_target(port)}"
+                'one that does not gets "Address already in use" until these expire.'
             )
+            block.hints.append(("To check:", f"portscope can-bind {self.can_bind_target(port)}"))
         return block
 
     def can_bind_target(self, port: int) -> str:
@@ -299,9 +310,9 @@ class PageBuilder:
         block.notes.append(
             f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
             f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
-            f"inspected. Run as root to see {'it' if len(unheld) == 1 else 'them'}: "
-            f"sudo portscope who {shlex.quote(self.result.target.text)}"
+            "inspected."
         )
+        block.hints.append(("Run as root:", f"sudo portscope who {shlex.quote(self.result.target.text)}"))
         return block
 
     def unowned_block(self, unheld: list[UnheldSocket]) -> Block:
@@ -324,7 +335,7 @@ class PageBuilder:
 
 def write_plain(page: Page, out: IO[str], width: int | None) -> None:
     """Unstyled lines; rows are never cut (grep-friendly), prose is wrapped."""
-    wrap_at = max(40, min(width or PROSE_WIDTH, PROSE_WIDTH))
+    wrap_at = max(40, min(width or 80, PROSE_WIDTH))
 
     def text(segments: list[Segment]) -> str:
         return "".join(part for part, _ in segments)
@@ -339,6 +350,8 @@ def write_plain(page: Page, out: IO[str], width: int | None) -> None:
             lines.append(INDENT + text(segments).rstrip())
         for note in block.notes:
             lines.extend(textwrap.wrap(note, wrap_at, initial_indent=INDENT, subsequent_indent=INDENT))
+        for lead, command in block.hints:
+            lines.append(f"{INDENT}{lead} {command}")
     out.write("\n".join(lines) + "\n")
 
 
@@ -371,6 +384,9 @@ def write_rich(page: Page, out: IO[str], width: int | None) -> None:
         for note in block.notes:
             # prose reads badly in 200-column lines: keep it to about 100
             console.print(Padding(Text(note), (0, 0, 0, len(INDENT))), width=min(console.width, PROSE_WIDTH))
+        for lead, command in block.hints:
+            hint = Text.assemble(INDENT, lead, " ", (command, "bold"), no_wrap=True, overflow="ignore")
+            console.print(hint, crop=False)
     for note in page.footer:
         console.print(Text(f"note: {note}", style="yellow"))
 
