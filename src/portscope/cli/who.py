@@ -6,15 +6,18 @@ import sys
 
 import click
 
+from portscope.complete import complete_netns, complete_ports
 from portscope.errors import ExitStatus
 
 
 @click.command("who", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("port", metavar="PORT")
+@click.argument("port", metavar="PORT", shell_complete=complete_ports)
 @click.option("--remote", is_flag=True, help="Also match the peer's port: connections made TO this port.")
 @click.option("-n", "--numeric", is_flag=True, help="Show no service names.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: query, sockets, processes (schema in README).")
-@click.option("--netns", metavar="NAME|PID|PATH", help="Look inside another network namespace.")
+@click.option(
+    "--netns", metavar="NAME|PID|PATH", shell_complete=complete_netns, help="Look inside another network namespace."
+)
 @click.pass_context
 def who(ctx: click.Context, port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None) -> None:
     """Every process on a port: command, parents, unit or container, and its sockets.
