@@ -205,6 +205,25 @@ def test_remote_adds_connections_to_the_port():
         assert "2 established" in text
 
 
+def test_bound_only_socket_holds_the_port():
+    with new_netns() as ns:
+        bound = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+        bound.bind(("127.0.0.1", 0))  # neither listening nor connected
+        port = bound.getsockname()[1]
+        code, document = who_json(ns, f"{port}/tcp")
+        if code == 1 and not snapshot(Query(netns=ns.name, join_processes=False)).bound_visible:
+            pytest.skip("this kernel does not list bound-only TCP sockets (netlink, Linux 6.8+)")
+        assert code == 0
+        (sock,) = document["sockets"]
+        assert sock["state"] == "bound" and sock["inode"] == inode_of(bound)
+        assert [p["pid"] for p in document["processes"]] == [os.getpid()]
+        with ns.inside(), socket.socket() as other, pytest.raises(OSError) as refused:
+            other.bind(("127.0.0.1", port))  # the oracle: the port is taken
+        assert refused.value.errno == errno.EADDRINUSE
+        _, text = who(ns, str(port))
+        assert f"bound      tcp 127.0.0.1:{port}  IPv4  not listening" in text
+
+
 # ---------------------------------------------------------------------------------------------------
 # As another user: uid 65534 with the system Python and a world-readable copy of the library
 
@@ -295,6 +314,7 @@ def test_hidden_owner_as_another_user(nobody_library):
         assert own.returncode == 0, own.stderr
         (process,) = json.loads(own.stdout)["processes"]
         assert process["user"] == "nobody" and process["cmdline"][1].endswith("who_as_user.py")
+        assert "may hold these sockets too" in own.stderr  # root's processes could hold it as well
 
         nothing = run_as_nobody(ns, nobody_library, "text", str(port + 1 if port < 65535 else port - 1))  # empty
         assert nothing.returncode == 1 and "Nothing is using" in nothing.stdout

@@ -120,6 +120,17 @@ def _can_encode(out: IO[str], text: str) -> bool:
     return True
 
 
+def partial_view_note(result: WhoResult) -> str | None:
+    """Without privileges the holders we see may not be all of them: say so when nothing else does."""
+    denied = result.snapshot.join.processes_denied
+    if not denied or result.hidden or not result.processes:
+        return None
+    return (
+        f"{denied} process{'es' if denied != 1 else ''} of other users could not be inspected and may hold "
+        "these sockets too; run as root to see every holder"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------
 # Building the page
 
@@ -144,7 +155,11 @@ class PageBuilder:
             blocks.append(self.hidden_block(groups[Unheld.HIDDEN]))
         if groups[Unheld.UNOWNED]:
             blocks.append(self.unowned_block(groups[Unheld.UNOWNED]))
-        return Page(header=self.header(), blocks=blocks, footer=list(result.snapshot.warnings))
+        footer = list(result.snapshot.warnings)
+        partial = partial_view_note(result)
+        if partial:
+            footer.insert(0, partial)
+        return Page(header=self.header(), blocks=blocks, footer=footer)
 
     def port_label(self) -> str:
         target = self.result.target
@@ -198,14 +213,15 @@ class PageBuilder:
         previous_verb = None
         for listener in entry.listeners[:LISTENERS_SHOWN]:
             sock = listener.socket
-            verb = {State.LISTEN: "listens", State.UNCONN: "bound", State.BOUND: "bound"}[sock.state]
+            # a bound UDP socket receives datagrams: it listens as far as a user is concerned (ss -l agrees)
+            verb = "bound" if sock.state is State.BOUND else "listens"
             value = [
                 (f"{_proto(sock)} ", ""),
                 (_endpoint(sock, True), "bold"),
                 (f"  {families_label(listener.families, listener.families_certain)}", "green"),
             ]
             if sock.state is State.BOUND:
-                value.append(("  (bound, not listening)", "yellow"))
+                value.append(("  not listening", "yellow"))
             fds = fds_by_inode.get(sock.inode or -1, ())
             if fds:
                 value.append((f"  fd {','.join(map(str, fds))}", "dim"))
@@ -322,8 +338,9 @@ class PageBuilder:
             return f"uid {sock.uid}  inode {sock.inode}" if sock.uid is not None else f"inode {sock.inode}"
 
         block.lines = self.socket_lines(unheld, owner)
+        these = "this socket" if len(unheld) == 1 else "these sockets"
         block.notes.append(
-            "No process in /proc holds these: a socket made by the kernel itself, one held by a process "
+            f"No process in /proc holds {these}: a socket made by the kernel itself, one held by a process "
             "in another PID namespace, or one whose process exited a moment ago."
         )
         return block
@@ -452,8 +469,9 @@ def render_who(result: WhoResult, out: IO[str] | None = None, *, as_json: bool =
                 f"(first: inode {unheld.socket.inode}, uid {unheld.socket.uid})",
                 file=sys.stderr,
             )
-        for warning in result.snapshot.warnings:
-            print(f"portscope: note: {warning}", file=sys.stderr)
+        partial = partial_view_note(result)
+        for note in ([partial] if partial else []) + list(result.snapshot.warnings):
+            print(f"portscope: note: {note}", file=sys.stderr)
         return
     page = PageBuilder(result, services, unicode=_can_encode(out, "←→")).build()
     width = term.terminal_width(out)
