@@ -13,6 +13,7 @@ import click
 import pytest
 
 import portscope
+from netns_util import REQUIRE_LIVE
 from portscope.cli import cli
 from portscope.docs import COMPLETION_FILES, REGENERATE_COMMAND, generated_files, stale_files, write_all
 from portscope.docs.manpages import EXIT_STATUS_MEANINGS, man_pages, parse_help
@@ -82,7 +83,7 @@ def test_reproducible_no_date_no_version(monkeypatch) -> None:
 def _groff() -> str:
     path = shutil.which("groff")
     if path is None:
-        pytest.skip("groff is not installed")
+        (pytest.fail if REQUIRE_LIVE else pytest.skip)("groff is not installed (apt-get install groff-base)")
     return path
 
 

@@ -103,14 +103,51 @@ def parse_help(text: str | None) -> HelpText:
 
 
 def _summary(command: click.Command) -> str:
-    return command.get_short_help_str(limit=1000).rstrip(".")
+    """The first sentence of the help: the NAME line and the COMMANDS list."""
+    if command.short_help:
+        return command.short_help.rstrip(".")
+    first = re.split(r"\n\s*\n", (command.help or "").strip(), maxsplit=1)[0]
+    sentence = re.split(r"(?<=\.)\s", " ".join(first.split()), maxsplit=1)[0]
+    return sentence.rstrip(".")
 
 
-def _metavar(param: click.Parameter, ctx: click.Context) -> str:
-    try:
-        return param.make_metavar(ctx)
-    except TypeError:  # click < 8.2
-        return param.make_metavar()  # type: ignore[call-arg]
+# The text is ours, not click's defaults, so that the pages do not change with the click release.
+HELP_OPTION_TEXT = "Show a summary of the options and exit."
+
+
+def _metavar(param: click.Parameter) -> str:
+    if param.metavar:
+        return param.metavar
+    if isinstance(param.type, click.Choice):
+        return "{" + "|".join(str(c) for c in param.type.choices) + "}"
+    name = param.name.upper() if isinstance(param, click.Argument) and param.name else param.type.name.upper()
+    return name + ("..." if param.nargs == -1 else "")
+
+
+def _usage(command: click.Command) -> list[str]:
+    pieces = ["[OPTIONS]"]
+    for param in command.params:
+        if isinstance(param, click.Argument):
+            pieces.append(_metavar(param) if param.required else f"[{_metavar(param)}]")
+    if isinstance(command, click.Group):
+        pieces += ["COMMAND", "[ARGS]..."]
+    return pieces
+
+
+def _option_help(option: click.Option, ctx: click.Context) -> str | None:
+    if option.name == "help" and option.is_eager and option.expose_value is False:
+        return HELP_OPTION_TEXT
+    text = " ".join((option.help or "").split())
+    extras = []
+    default = option.default
+    if option.show_default and default not in (None, False, ()) and not callable(default):
+        shown = option.show_default if isinstance(option.show_default, str) else default
+        extras.append(f"default: {shown}")
+    if option.required:
+        extras.append("required")
+    if extras:
+        text += f" [{'; '.join(extras)}]"
+    return text or None
 
 
 def _option_tag(option: click.Option, ctx: click.Context) -> str:
@@ -119,7 +156,7 @@ def _option_tag(option: click.Option, ctx: click.Context) -> str:
         names += " / " + ", ".join(bold(opt) for opt in option.secondary_opts)
     if option.is_flag or option.count:
         return names
-    return f"{names} {italic(_metavar(option, ctx))}"
+    return f"{names} {italic(_metavar(option))}"
 
 
 def _add_help(page: Page, help_text: HelpText) -> None:
@@ -136,8 +173,7 @@ def _add_options(page: Page, command: click.Command, ctx: click.Context) -> None
         return
     page.section("OPTIONS")
     for option in options:
-        record = option.get_help_record(ctx)
-        page.tagged(_option_tag(option, ctx), record[1] if record else None)
+        page.tagged(_option_tag(option, ctx), _option_help(option, ctx))
 
 
 def _add_examples(page: Page, examples: list[tuple[str, str | None]]) -> None:
@@ -171,7 +207,7 @@ def command_page(group: click.Group, name: str, command: click.Command, all_page
     page.section("NAME")
     page.raw(f"{escape(page_name)} \\- {escape(_summary(command))}")
     page.section("SYNOPSIS")
-    usage = " ".join(italic(piece) for piece in command.collect_usage_pieces(ctx))
+    usage = " ".join(italic(piece) for piece in _usage(command))
     page.raw(f".B {escape(SOURCE)} {escape(name)}", usage)
     page.section("DESCRIPTION")
     _add_help(page, help_text)
@@ -189,7 +225,7 @@ def main_page(group: click.Group, commands: list[tuple[str, click.Command]], all
     page.section("NAME")
     page.raw(f"{escape(SOURCE)} \\- {escape(_summary(group))}")
     page.section("SYNOPSIS")
-    page.raw(f".B {escape(SOURCE)}", " ".join(italic(piece) for piece in group.collect_usage_pieces(ctx)))
+    page.raw(f".B {escape(SOURCE)}", " ".join(italic(piece) for piece in _usage(group)))
     page.section("DESCRIPTION")
     _add_help(page, help_text)
     page.paragraph(f"Each command has its own page, {SOURCE}-COMMAND(1), and --help.")
