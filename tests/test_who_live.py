@@ -64,12 +64,17 @@ def ss_holders(ns, port: int) -> dict[int, set[int]]:
     return holders
 
 
+def tcp_listener(ns) -> tuple[socket.socket, int]:
+    """A listener on 127.0.0.1 in the namespace, held by this test process, on a port the kernel picks."""
+    sock = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock, sock.getsockname()[1]
+
+
 def test_shared_listener_lists_every_holder():
     with new_netns() as ns:
-        listener = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        port = listener.getsockname()[1]
+        listener, port = tcp_listener(ns)
         children = {ns.fork_holder() for _ in range(3)}
 
         code, document = who_json(ns, str(port))
@@ -96,10 +101,7 @@ def test_shared_listener_lists_every_holder():
 
 def test_time_wait_only_port_lists_sockets_without_process():
     with new_netns() as ns:
-        server = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        port = server.getsockname()[1]
+        server, port = tcp_listener(ns)
         for _ in range(2):
             client = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
             client.connect(("127.0.0.1", port))
@@ -182,10 +184,7 @@ def test_address_forms_match_what_connect_reaches():
 
 def test_remote_adds_connections_to_the_port():
     with new_netns() as ns:
-        server = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        port = server.getsockname()[1]
+        server, port = tcp_listener(ns)
         client = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
         client.connect(("127.0.0.1", port))
         accepted, _ = server.accept()
@@ -287,10 +286,7 @@ def run_as_nobody(ns, top: str, mode: str, target: str):
 
 def test_hidden_owner_as_another_user(nobody_library):
     with new_netns() as ns:
-        listener = ns.socket(socket.AF_INET, socket.SOCK_STREAM)  # held by this root process
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        port = listener.getsockname()[1]
+        listener, port = tcp_listener(ns)  # held by this root process
 
         shown = run_as_nobody(ns, nobody_library, "text", str(port))
         assert shown.returncode == 0, shown.stderr
