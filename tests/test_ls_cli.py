@@ -285,20 +285,17 @@ def test_closed_pipe_ends_quietly(mixed):
     assert err == b""
 
 
-def test_footer_says_when_owners_are_hidden():
+@pytest.mark.parametrize(("euid", "advice"), [(1000, "run as root to see them"), (0, "refused even to root")])
+def test_footer_says_when_owners_are_hidden(monkeypatch, capsys, euid, advice):
     snap = Snapshot(
         sockets=(),
         holders={},
         sources=(),
-        join=JoinReport(joined=True, processes_denied=5, hidden_sockets=3),
+        join=JoinReport(joined=True, processes_denied=5, hidden_sockets=3, hidden_inodes=frozenset({1, 2, 3})),
         netns=None,
         bound_visible=True,
     )
-    out, err = io.StringIO(), io.StringIO()
-    sys_stderr = sys.stderr
-    sys.stderr = err
-    try:
-        render_listing(snap, out, as_json=False, numeric=True)
-    finally:
-        sys.stderr = sys_stderr
-    assert "owners of 3 socket(s) are hidden" in err.getvalue() and "run as root" in err.getvalue()
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    render_listing(snap, io.StringIO(), as_json=False, numeric=True)
+    err = capsys.readouterr().err
+    assert "owners of 3 socket(s) are hidden" in err and advice in err

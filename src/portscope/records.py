@@ -131,6 +131,7 @@ class JoinReport:
     processes_vanished: int = 0
     hidden_sockets: int = 0  # sockets with a file whose holder we were not allowed to see
     unowned_sockets: int = 0  # sockets with a file and no visible holder for another reason
+    hidden_inodes: frozenset[int] = frozenset()  # the inodes of the hidden sockets
 
 
 @dataclass(frozen=True)

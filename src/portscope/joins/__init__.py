@@ -41,7 +41,8 @@ def join_processes(
         if by_pid:
             holders[inode] = tuple(Holder(processes[pid], tuple(sorted(fds))) for pid, fds in sorted(by_pid.items()))
 
-    hidden = unowned = 0
+    hidden: set[int] = set()
+    unowned = 0
     if len(holders) < len(wanted):
         denied_uids = set(scan.denied_by_uid)
         my_uid = os.geteuid()
@@ -51,7 +52,7 @@ def join_processes(
             # A socket can be held by any uid (fds are passed around), but its own uid is the best guess
             # of whose process table we could not read.
             if denied_uids and (sock.uid in denied_uids or sock.uid != my_uid):
-                hidden += 1
+                hidden.add(sock.inode)
             else:
                 unowned += 1
     report = JoinReport(
@@ -59,7 +60,8 @@ def join_processes(
         processes_scanned=scan.scanned,
         processes_denied=scan.denied,
         processes_vanished=vanished,
-        hidden_sockets=hidden,
+        hidden_sockets=len(hidden),
         unowned_sockets=unowned,
+        hidden_inodes=frozenset(hidden),
     )
     return holders, report

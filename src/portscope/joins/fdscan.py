@@ -69,9 +69,13 @@ def scan_socket_fds(wanted: set[int] | None, proc_root: str = "/proc") -> FdScan
                 continue
             result.scanned += 1
             pid = int(pid_name)
+            refused = False
             for fd_name in fd_names:
                 try:
                     target = readlink(fd_name, dir_fd=dir_fd)
+                except PermissionError:
+                    refused = True  # an LSM or a ptrace check can refuse even root
+                    continue
                 except OSError:
                     continue  # fd closed meanwhile
                 if not target.startswith(prefix):
@@ -83,6 +87,8 @@ def scan_socket_fds(wanted: set[int] | None, proc_root: str = "/proc") -> FdScan
                         holders[inode] = [(pid, int(fd_name))]
                     else:
                         entry.append((pid, int(fd_name)))
+            if refused:
+                result.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
         finally:
             os.close(dir_fd)
     return result

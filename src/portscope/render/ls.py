@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO
 
@@ -23,9 +24,10 @@ def footer_lines(snap: Snapshot) -> list[str]:
     lines = []
     join = snap.join
     if join.hidden_sockets:
+        advice = "run as root to see them" if os.geteuid() != 0 else "access was refused even to root"
         lines.append(
             f"owners of {join.hidden_sockets} socket(s) are hidden: {join.processes_denied} process(es) "
-            "could not be inspected; run as root to see them"
+            f"could not be inspected; {advice}"
         )
     lines.extend(snap.warnings)
     return lines

@@ -8,7 +8,6 @@ columns in one pass over pre-formatted strings.
 from __future__ import annotations
 
 import bisect
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
@@ -112,7 +111,7 @@ class RowBuilder:
     def __init__(self, snap: Snapshot, services: Services | None) -> None:
         self.snap = snap
         self.names = services.by_port if services is not None else None
-        self.hidden_possible = snap.join.hidden_sockets > 0
+        self.hidden = snap.join.hidden_inodes
         self._users: dict[int | None, str] = {None: "-"}
 
     def _user(self, uid: int | None) -> str:
@@ -139,7 +138,7 @@ class RowBuilder:
         elif sock.inode is None:
             process = command = ""
         elif self.snap.join.joined:
-            process = "(hidden)" if self.hidden_possible and sock.uid != os.geteuid() else "-"
+            process = "(hidden)" if sock.inode in self.hidden else "-"
             command = ""
         else:
             process = command = ""
