@@ -296,7 +296,7 @@ def who_is_on(
 
     by_pid: dict[int, tuple[Process, list[tuple[Socket, tuple[int, ...]]]]] = {}
     unheld: list[UnheldSocket] = []
-    hidden_possible = snap.join.processes_denied > 0
+    hidden_inodes = snap.join.hidden_inodes
     for sock in sockets:
         holders = snap.holders_of(sock)
         for holder in holders:
@@ -307,7 +307,7 @@ def who_is_on(
         if sock.inode is None:
             unheld.append(UnheldSocket(sock, Unheld.NO_FILE))
         else:
-            unheld.append(UnheldSocket(sock, Unheld.HIDDEN if hidden_possible else Unheld.UNOWNED))
+            unheld.append(UnheldSocket(sock, Unheld.HIDDEN if sock.inode in hidden_inodes else Unheld.UNOWNED))
 
     reader = LineageReader(proc_root)
     processes = [

@@ -46,3 +46,10 @@ def make_console(stream: IO[str] | None = None, width: int | None = None):
         highlight=False,
         soft_wrap=False,
     )
+
+
+def hidden_owner_advice() -> str:
+    """What to do about processes we could not inspect: root sees all, unless something refuses even root."""
+    if os.geteuid() != 0:
+        return "run as root to see them"
+    return "access was refused even to root (a security module or a ptrace restriction)"

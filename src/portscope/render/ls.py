@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import IO
 
@@ -24,10 +23,9 @@ def footer_lines(snap: Snapshot) -> list[str]:
     lines = []
     join = snap.join
     if join.hidden_sockets:
-        advice = "run as root to see them" if os.geteuid() != 0 else "access was refused even to root"
         lines.append(
             f"owners of {join.hidden_sockets} socket(s) are hidden: {join.processes_denied} process(es) "
-            f"could not be inspected; {advice}"
+            f"could not be inspected; {term.hidden_owner_advice()}"
         )
     lines.extend(snap.warnings)
     return lines

@@ -8,6 +8,7 @@ lines. The plain path imports only the standard library.
 from __future__ import annotations
 
 import datetime
+import os
 import shlex
 import sys
 import textwrap
@@ -125,9 +126,10 @@ def partial_view_note(result: WhoResult) -> str | None:
     denied = result.snapshot.join.processes_denied
     if not denied or result.hidden or not result.processes:
         return None
+    whose = "of other users " if os.geteuid() != 0 else ""
     return (
-        f"{denied} process{'es' if denied != 1 else ''} of other users could not be inspected and may hold "
-        "these sockets too; run as root to see every holder"
+        f"{denied} process{'es' if denied != 1 else ''} {whose}could not be inspected and may hold "
+        f"these sockets too; {term.hidden_owner_advice()}"
     )
 
 
@@ -285,10 +287,14 @@ class PageBuilder:
         return lines
 
     def no_file_block(self, unheld: list[UnheldSocket]) -> Block:
-        block = Block([("Without a process", "bold"), (" (the kernel keeps these until their timers end)", "dim")])
+        block = Block([("Without a process", "bold"), (" (held by the kernel alone)", "dim")])
 
         def timer(sock: Socket) -> str:
-            return format_time_left(sock.timer_ms) if sock.timer_ms is not None else ""
+            if sock.state is State.TIME_WAIT or sock.timer == "timewait":
+                return format_time_left(sock.timer_ms) if sock.timer_ms is not None else "time-wait"
+            if sock.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECV):
+                return "not accepted yet" if sock.state is not State.SYN_RECV else "handshake"
+            return "closed by its process"  # an orphan finishing its close
 
         block.lines = self.socket_lines(unheld, timer)
         target = self.result.target
@@ -323,12 +329,18 @@ class PageBuilder:
 
         block.lines = self.socket_lines(unheld, owner)
         processes = self.result.snapshot.join.processes_denied
-        block.notes.append(
-            f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
-            f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
-            "inspected."
-        )
-        block.hints.append(("Run as root:", f"sudo portscope who {shlex.quote(self.result.target.text)}"))
+        if os.geteuid() != 0:
+            block.notes.append(
+                f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
+                f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
+                "inspected."
+            )
+            block.hints.append(("Run as root:", f"sudo portscope who {shlex.quote(self.result.target.text)}"))
+        else:
+            block.notes.append(
+                f"The process holding {'it' if len(unheld) == 1 else 'them'} could not be inspected: "
+                f"{term.hidden_owner_advice()}."
+            )
         return block
 
     def unowned_block(self, unheld: list[UnheldSocket]) -> Block:
@@ -465,7 +477,7 @@ def render_who(result: WhoResult, out: IO[str] | None = None, *, as_json: bool =
         jsonout.dump(who_object(result, services), out)
         for unheld in result.hidden[:1]:
             print(
-                f"portscope: note: owners of {len(result.hidden)} socket(s) are hidden; run as root to see them "
+                f"portscope: note: owners of {len(result.hidden)} socket(s) are hidden; {term.hidden_owner_advice()} "
                 f"(first: inode {unheld.socket.inode}, uid {unheld.socket.uid})",
                 file=sys.stderr,
             )
