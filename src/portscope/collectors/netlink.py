@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from portscope.errors import SourceError
 from portscope.query import PortRange
+from portscope.recordmaker import positional_maker
 from portscope.records import (
     TCP_STATE_BY_NUMBER,
     TIMER_BY_CODE,
@@ -48,6 +49,8 @@ INET_DIAG_MSG = struct.Struct("=BBBBHH16s16sIQIIIII")
 RTATTR = struct.Struct("=HH")
 NLMSGERR_ERRNO = struct.Struct("=i")
 HEADER_AND_MSG = NLMSGHDR.size + INET_DIAG_MSG.size
+_HEADER_AND_MSG = struct.Struct("=IHHII" + INET_DIAG_MSG.format[1:])  # both in one unpack
+assert _HEADER_AND_MSG.size == HEADER_AND_MSG
 
 # inet_diag_bc_op codes
 BC_JMP = 1
@@ -65,6 +68,8 @@ _ZERO4 = bytes(4)
 _ZERO16 = bytes(16)
 _TW_OR_REQUEST = {6, 3, 12}  # TIME_WAIT, SYN_RECV, NEW_SYN_RECV: uid and inode are placeholders
 _V6ONLY_STATES = {7, 10}  # the kernel sends INET_DIAG_SKV6ONLY only for CLOSE and LISTEN
+_TIMER_TABLE = [TIMER_BY_CODE.get(code) for code in range(256)]  # idiag_timer is a u8
+_make_socket = positional_maker(Socket)
 
 
 class NetlinkUnavailable(Exception):
@@ -190,6 +195,7 @@ class Decoder:
         self.family = family
         self.netns = netns
         self.states = TCP_STATE_BY_NUMBER if proto is Proto.TCP else UDP_STATE_BY_NUMBER
+        self._state_table: list[State | None] = [self.states.get(number) for number in range(256)]  # a u8
         self.ifname = ifname or _ifindex_name
         self._addr_cache: dict[bytes, str] = {}
         self._if_cache: dict[int, str | None] = {0: None}
@@ -211,63 +217,75 @@ class Decoder:
 
     def decode(self, data: bytes | bytearray | memoryview, source: str) -> tuple[list[Socket], bool]:
         """Decode one buffer of netlink messages; returns (sockets, done)."""
+        # The hot loop of every listing (tens of thousands of iterations): one unpack of header and
+        # inet_diag_msg together, table lookups instead of calls, and the fast Socket constructor.
         sockets: list[Socket] = []
         append = sockets.append
         unpack_header = NLMSGHDR.unpack_from
-        unpack_msg = INET_DIAG_MSG.unpack_from
+        unpack_all = _HEADER_AND_MSG.unpack_from
+        make = _make_socket
         swap = _BYTE_SWAP
-        states = self.states
+        states = self._state_table
+        timers = _TIMER_TABLE
         proto, fam, netns = self.proto, self.family, self.netns
         is_v4 = fam is Family.IPV4
         zero = _ZERO4 if is_v4 else _ZERO16
+        zero_len = len(zero)
         addr_cache = self._addr_cache
         address = self.address
+        interface = self.interface
+        placeholder_states = _TW_OR_REQUEST
         size = len(data)
         offset = 0
         done = False
         while offset < size:
-            if size - offset < NLMSGHDR.size:
+            if size - offset >= HEADER_AND_MSG:
+                (
+                    length,
+                    msg_type,
+                    _flags,
+                    _seq,
+                    _pid,
+                    _family,
+                    state_no,
+                    timer,
+                    _retrans,
+                    sport,
+                    dport,
+                    src,
+                    dst,
+                    ifindex,
+                    cookie,
+                    expires,
+                    rqueue,
+                    wqueue,
+                    uid,
+                    inode,
+                ) = unpack_all(data, offset)
+            elif size - offset >= NLMSGHDR.size:
+                length, msg_type, _flags, _seq, _pid = unpack_header(data, offset)
+            else:
                 raise SourceError(source, f"truncated netlink header at byte {offset}")
-            length, msg_type, _flags, _seq, _pid = unpack_header(data, offset)
             if length < NLMSGHDR.size or offset + length > size:
                 raise SourceError(source, f"bad netlink message length {length} at byte {offset}")
-            if msg_type == NLMSG_DONE:
-                done = True
-                break
-            if msg_type == NLMSG_ERROR:
-                (code,) = NLMSGERR_ERRNO.unpack_from(data, offset + NLMSGHDR.size)
-                if code == 0:  # an ACK, not an error
-                    offset += (length + 3) & ~3
-                    continue
-                raise _dump_error(-code, source)
             if msg_type != SOCK_DIAG_BY_FAMILY:
+                if msg_type == NLMSG_DONE:
+                    done = True
+                    break
+                if msg_type == NLMSG_ERROR:
+                    (code,) = NLMSGERR_ERRNO.unpack_from(data, offset + NLMSGHDR.size)
+                    if code != 0:  # 0: an ACK, not an error
+                        raise _dump_error(-code, source)
                 offset += (length + 3) & ~3
                 continue
             if length < HEADER_AND_MSG:
                 raise SourceError(source, f"inet_diag_msg too short ({length} bytes) at byte {offset}")
-            (
-                _family,
-                state_no,
-                timer,
-                _retrans,
-                sport,
-                dport,
-                src,
-                dst,
-                ifindex,
-                cookie,
-                expires,
-                rqueue,
-                wqueue,
-                uid,
-                inode,
-            ) = unpack_msg(data, offset + NLMSGHDR.size)
-            state = states.get(state_no)
+            state = states[state_no]
             if state is None:
                 raise SourceError(source, f"unknown {proto.value} state {state_no} at byte {offset}")
             local = addr_cache.get(src) or address(src)
             dport = swap[dport]
-            if dport == 0 and dst[: len(zero)] == zero:
+            if dport == 0 and dst[:zero_len] == zero:
                 remote = None
                 remote_port = None
             else:
@@ -276,10 +294,9 @@ class Decoder:
             v6only = None
             if not is_v4 and state_no in _V6ONLY_STATES:
                 v6only = _find_v6only(data, offset + HEADER_AND_MSG, offset + length)
-            placeholder = state_no in _TW_OR_REQUEST or timer == 3  # 3: a timewait sock (also FIN-WAIT-2)
-            timer_name = TIMER_BY_CODE.get(timer)
+            timer_name = timers[timer]
             append(
-                Socket(
+                make(
                     proto,
                     fam,
                     state,
@@ -289,10 +306,11 @@ class Decoder:
                     remote_port,
                     rqueue,
                     wqueue,  # for a listener: its backlog
-                    None if placeholder else uid,
+                    # 3: a timewait sock (also FIN-WAIT-2): uid and inode are placeholders, as for requests
+                    None if state_no in placeholder_states or timer == 3 else uid,
                     inode or None,
                     ifindex,
-                    self.interface(ifindex) if ifindex else None,
+                    interface(ifindex) if ifindex else None,
                     v6only,
                     timer_name,
                     expires if timer_name else None,
