@@ -1,0 +1,823 @@
+"""The bind() decision as a pure function: (new socket, owners of the port, namespace settings) -> verdict.
+
+This implements ``linux-bind-rules.md`` (Linux 6.18). The address comparisons are the kernel's own
+functions (``inet_rcv_saddr_equal``, the bhash2 bucket matching of ``inet_csk_get_port``) transcribed
+over a small "kernel view" of each socket, so the v4/v6/v4-mapped/dual-stack corner cases come out as
+the kernel computes them rather than from a summary table.
+
+Facts the caller could not see are ``None``. The model then evaluates every possible value ("worlds")
+and answers decisively only when all worlds agree; otherwise the verdict is "uncertain" with reasons.
+The only other sources of uncertainty are those of the spec's §4: the TCP SO_REUSEPORT fast-path
+cache (history) and the UDP first-match order.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+from portscope.bind import advice
+from portscope.records import Family, Holder, Proto, Socket, State
+
+
+class Verdict(str, enum.Enum):
+    YES = "yes"
+    NO = "no"
+    UNCERTAIN = "uncertain"
+
+
+class Stage(str, enum.Enum):
+    BIND = "bind"
+    LISTEN = "listen"
+
+
+@dataclass(frozen=True)
+class NewSocket:
+    """The socket ``can-bind`` asks about, with its options as set before bind()."""
+
+    proto: Proto
+    family: Family
+    address: str  # as passed to bind(): dotted IPv4, or IPv6 text (v4-mapped allowed)
+    port: int
+    scope_id: int = 0  # sin6_scope_id (ifindex) from [fe80::1%eth0]
+    reuseaddr: bool = False
+    reuseport: bool = False
+    v6only: bool = False  # IPV6_V6ONLY before bind (the caller applies net.ipv6.bindv6only)
+    device: int = 0  # SO_BINDTODEVICE ifindex, 0 = none
+    freebind: bool = False
+    uid: int = 0  # sk_uid: the owner the REUSEPORT rule compares
+    privileged: bool = True  # CAP_NET_BIND_SERVICE in the user namespace owning the netns
+    listen: bool = True  # TCP: predict listen() after bind()
+
+
+@dataclass(frozen=True)
+class Owner:
+    """An existing socket on the port (same netns, same protocol table). ``None`` = not visible."""
+
+    proto: Proto
+    family: Family
+    address: str
+    port: int
+    state: State
+    uid: int | None = None
+    device: int | None = 0  # bound ifindex, 0 = none
+    reuseaddr: bool | None = None
+    reuseport: bool | None = None
+    v6only: bool | None = None
+    timewait: bool = False  # a TIME-WAIT mini socket (also the FIN-WAIT-2 timewait substate)
+    timer_ms: int | None = None
+    holders: tuple[Holder, ...] = ()
+    socket: Socket | None = None  # the collector's record, carried through for rendering
+
+    @property
+    def listening(self) -> bool:
+        return self.state is State.LISTEN
+
+
+@dataclass(frozen=True)
+class LocalRoute:
+    """A route of the local table (``ip route show table local``)."""
+
+    network: ipaddress.IPv4Network
+    kind: str  # local, broadcast, multicast, unicast, ...
+
+
+@dataclass(frozen=True)
+class Ipv6Address:
+    address: ipaddress.IPv6Address
+    ifindex: int
+    scope: str  # global, site, link, host
+    tentative: bool = False
+    dadfailed: bool = False
+    optimistic: bool = False
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """The settings of the target network namespace that bind() consults."""
+
+    unprivileged_port_start: int = 1024
+    ipv4_nonlocal_bind: bool = False
+    ipv6_nonlocal_bind: bool = False
+    bindv6only: bool = False
+    local_routes: tuple[LocalRoute, ...] = ()
+    ipv6_addresses: tuple[Ipv6Address, ...] = ()
+    interfaces: tuple[tuple[int, str], ...] = ()  # (ifindex, name)
+    udp_slot_sockets: int = 0  # UDP sockets of this netns in the port's primary hash slot
+    udp_table_size: int = 16384
+    bound_visible: bool = True  # bound-only TCP sockets can be listed (netlink, Linux 6.8+)
+
+    def interface_name(self, index: int) -> str:
+        return dict(self.interfaces).get(index, f"if{index}")
+
+
+@dataclass(frozen=True)
+class BindVerdict:
+    verdict: Verdict
+    errno: str | None  # for "uncertain": the error if it fails
+    stage: Stage | None
+    rule: str
+    blockers: tuple[Owner, ...]
+    explanation: str
+    fixes: tuple[str, ...] = ()
+    bsd_note: str | None = None
+    uncertainty: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The kernel's view of a socket address: sk_v6_rcv_saddr, sk_rcv_saddr and sk_ipv6only
+
+LOOPBACK4_IPV6 = int(ipaddress.IPv4Address("127.0.0.6"))  # sk_rcv_saddr of non-mapped AF_INET6 sockets
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+@dataclass(frozen=True, slots=True)
+class _K:
+    v6: bytes | None  # None for AF_INET sockets (inet6_rcv_saddr() returns NULL)
+    v4: int
+    v6only: bool
+
+
+def v6_kind(raw: bytes) -> str:
+    """ipv6_addr_type() reduced to what the bind paths test: any, mapped, multicast, linklocal, loopback, unicast."""
+    if raw[:8] == bytes(8):
+        if raw[8:12] == bytes(4):
+            if raw[12:] == bytes(4):
+                return "any"
+            return "loopback" if raw[12:] == b"\0\0\0\1" else "unicast"
+        if raw[8:12] == b"\0\0\xff\xff":
+            return "mapped"
+    if raw[0] == 0xFF:
+        return "multicast"
+    if raw[0] == 0xFE and raw[1] & 0xC0 == 0x80:
+        return "linklocal"
+    return "unicast"
+
+
+def _needs_scope(raw: bytes) -> bool:
+    """__ipv6_addr_needs_scope_id(): link-local unicast, interface- or link-local multicast."""
+    kind = v6_kind(raw)
+    return kind == "linklocal" or (kind == "multicast" and raw[1] & 0x0F in (1, 2))
+
+
+def _kview(family: Family, address: str, v6only: bool) -> _K:
+    if family is Family.IPV4:
+        return _K(None, int(ipaddress.IPv4Address(address)), False)
+    raw = ipaddress.IPv6Address(address).packed
+    kind = v6_kind(raw)
+    if kind == "any":
+        v4 = 0
+    elif kind == "mapped":
+        v4 = int.from_bytes(raw[12:], "big")
+    else:
+        v4 = LOOPBACK4_IPV6
+    return _K(raw, v4, v6only)
+
+
+def _ipv6_rcv_saddr_equal(a6, b6, a4, b4, a_only, b_only, match1, match2) -> bool:
+    t1 = v6_kind(a6)
+    t2 = v6_kind(b6) if b6 is not None else "mapped"
+    if t1 == "mapped" and t2 == "mapped":
+        if not b_only:
+            if a4 == b4:
+                return True
+            return (match1 and a4 == 0) or (match2 and b4 == 0)
+        return False
+    if t1 == "any" and t2 == "any":
+        return True
+    if t2 == "any" and match2 and not (b_only and t1 == "mapped"):
+        return True
+    if t1 == "any" and match1 and not (a_only and t2 == "mapped"):
+        return True
+    return b6 is not None and a6 == b6
+
+
+def _ipv4_rcv_saddr_equal(a4: int, b4: int, b_only: bool, match1: bool, match2: bool) -> bool:
+    if not b_only:
+        if a4 == b4:
+            return True
+        return (match1 and a4 == 0) or (match2 and b4 == 0)
+    return False
+
+
+def rcv_saddr_equal(n: _K, b: _K, match_wildcard: bool = True) -> bool:
+    """inet_rcv_saddr_equal(n, b, match_wildcard)."""
+    if n.v6 is not None:
+        return _ipv6_rcv_saddr_equal(n.v6, b.v6, n.v4, b.v4, n.v6only, b.v6only, match_wildcard, match_wildcard)
+    return _ipv4_rcv_saddr_equal(n.v4, b.v4, b.v6only, match_wildcard, match_wildcard)
+
+
+def _v4ish(k: _K) -> bool:
+    return k.v6 is None or v6_kind(k.v6) == "mapped"
+
+
+def _uses_hash2(k: _K) -> bool:
+    """inet_use_hash2_on_bind(): specific addresses look up bhash2 buckets instead of every owner."""
+    if k.v6 is not None:
+        kind = v6_kind(k.v6)
+        if kind == "any":
+            return False
+        if kind != "mapped":
+            return True
+    return k.v4 != 0
+
+
+def _bucket_key(k: _K) -> bytes:
+    """The bhash2 bucket address: IPv4 as v4-mapped (one bucket holds a and ::ffff:a)."""
+    return k.v6 if k.v6 is not None else _MAPPED_PREFIX + k.v4.to_bytes(4, "big")
+
+
+_MAPPED_ANY = _MAPPED_PREFIX + bytes(4)
+
+
+def _tcp_compared(n: _K, b: _K) -> bool:
+    """Does inet_csk_get_port() test N against B at all (address-wise)?"""
+    if not _uses_hash2(n):
+        return rcv_saddr_equal(n, b, True)
+    # inet_bhash2_addr_any_conflict() + the exact tb2 bucket; __inet_bhash2_conflict() skips v6-only
+    # owners for IPv4 and v4-mapped sockets.
+    if b.v6only and _v4ish(n):
+        return False
+    key = _bucket_key(b)
+    if key == _bucket_key(n):
+        return True
+    if b.v6 is not None and v6_kind(b.v6) == "any":
+        return True
+    return key == _MAPPED_ANY and _v4ish(n)
+
+
+def _dev_compatible(n_dev: int, b_dev: int) -> bool:
+    return not n_dev or not b_dev or n_dev == b_dev
+
+
+# ---------------------------------------------------------------------------------------------------
+# Worlds: every value a hidden owner fact could take
+
+
+@dataclass(frozen=True, slots=True)
+class _World:
+    reuse: bool
+    reuseport: bool
+    v6only: bool
+    device: int
+
+
+def _worlds(b: Owner, n_device: int, reuseport: bool | None = None) -> Iterator[_World]:
+    reuse = (b.reuseaddr,) if b.reuseaddr is not None else (False, True)
+    if reuseport is not None:
+        ports: tuple[bool, ...] = (reuseport,)
+    else:
+        ports = (b.reuseport,) if b.reuseport is not None else (False, True)
+    if b.family is Family.IPV4:
+        only: tuple[bool, ...] = (False,)
+    elif b.v6only is not None:
+        only = (b.v6only,)
+    elif v6_kind(ipaddress.IPv6Address(b.address).packed) == "mapped":
+        only = (False,)  # a v6-only socket cannot hold a v4-mapped address
+    else:
+        only = (False, True)
+    if b.device is not None:
+        devices: tuple[int, ...] = (b.device,)
+    else:
+        devices = tuple(dict.fromkeys((0, n_device, -1)))  # -1: some other device
+    for r, p, o, d in itertools.product(reuse, ports, only, devices):
+        yield _World(r, p, o, d)
+
+
+def _owner_unknowns(b: Owner) -> list[str]:
+    missing = []
+    if b.reuseaddr is None:
+        missing.append("SO_REUSEADDR")
+    if b.reuseport is None:
+        missing.append("SO_REUSEPORT")
+    if b.family is Family.IPV6 and b.v6only is None:
+        missing.append("IPV6_V6ONLY")
+    if b.device is None:
+        missing.append("bound device")
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------------
+# Address validity, privileges
+
+
+def _ipv4_type(address: ipaddress.IPv4Address, ns: Namespace) -> str:
+    """inet_addr_type_table() on the local table: longest-prefix match, with the fixed special cases."""
+    value = int(address)
+    if value in (0, 0xFFFFFFFF):
+        return "broadcast"  # ipv4_is_zeronet (0.0.0.0 only) / ipv4_is_lbcast
+    if address.is_multicast:
+        return "multicast"
+    best: LocalRoute | None = None
+    for route in ns.local_routes:
+        if address in route.network and (best is None or route.network.prefixlen > best.network.prefixlen):
+            best = route
+    return best.kind if best is not None else "unicast"
+
+
+def _ipv4_usable(address: ipaddress.IPv4Address, n: NewSocket, ns: Namespace) -> bool:
+    """inet_addr_valid_or_nonlocal()."""
+    if ns.ipv4_nonlocal_bind or n.freebind or int(address) == 0:
+        return True
+    return _ipv4_type(address, ns) in ("local", "multicast", "broadcast")
+
+
+def _ipv6_present(address: ipaddress.IPv6Address, device: int, ns: Namespace) -> tuple[bool, str | None]:
+    """ipv6_chk_addr(): (usable, why not). Tentative and DAD-failed addresses do not count."""
+    seen_tentative = seen_elsewhere = False
+    for entry in ns.ipv6_addresses:
+        if entry.address != address:
+            continue
+        tentative = (entry.tentative and not entry.optimistic) or entry.dadfailed
+        if tentative:
+            seen_tentative = True
+            continue
+        if device and entry.ifindex != device and entry.scope in ("link", "host"):
+            seen_elsewhere = True
+            continue
+        return True, None
+    if seen_tentative:
+        return False, "tentative"
+    if seen_elsewhere:
+        return False, "other-device"
+    return False, "absent"
+
+
+def _privileged_port(n: NewSocket, ns: Namespace) -> bool:
+    return n.port != 0 and n.port < ns.unprivileged_port_start and not n.privileged
+
+
+def _no(rule: str, errno: str, explanation: str, **extra) -> BindVerdict:
+    return BindVerdict(Verdict.NO, errno, Stage.BIND, rule, (), explanation, **extra)
+
+
+def _precheck(n: NewSocket, ns: Namespace) -> tuple[BindVerdict | None, _K, int]:
+    """Everything before the port table: address checks and R-PRIV in the kernel's order.
+
+    Returns (a failure verdict or None, N's kernel view after bind, N's effective bound device).
+    """
+    device = n.device
+    priv = _no(
+        "R-PRIV",
+        "EACCES",
+        advice.privileged_text(n.port, ns.unprivileged_port_start),
+        fixes=advice.privileged_fixes(n.port, ns.unprivileged_port_start),
+        bsd_note=advice.BSD_PRIV,
+    )
+    if n.family is Family.IPV4:
+        address4 = ipaddress.IPv4Address(n.address)
+        if not _ipv4_usable(address4, n, ns):
+            return (
+                _no(
+                    "R-ADDR4",
+                    "EADDRNOTAVAIL",
+                    advice.addr4_text(n.address),
+                    fixes=advice.addr4_fixes(n.address),
+                    bsd_note=advice.BSD_ADDR4,
+                ),
+                _kview(n.family, n.address, False),
+                device,
+            )
+        if _privileged_port(n, ns):
+            return priv, _kview(n.family, n.address, False), device
+        return None, _kview(n.family, n.address, False), device
+
+    address6 = ipaddress.IPv6Address(n.address)
+    raw = address6.packed
+    kind = v6_kind(raw)
+    if kind == "multicast" and n.proto is Proto.TCP:
+        return (
+            _no("R-ADDR6", "EINVAL", advice.MCAST_TCP_TEXT, fixes=advice.MCAST_TCP_FIXES),
+            _kview(n.family, n.address, True),
+            device,
+        )
+    if _privileged_port(n, ns):
+        return priv, _kview(n.family, n.address, n.v6only), device
+    if kind == "mapped":
+        if n.v6only:
+            return (
+                _no("R-V6ONLY-MAPPED", "EINVAL", advice.MAPPED_V6ONLY_TEXT, fixes=advice.MAPPED_V6ONLY_FIXES),
+                _kview(n.family, n.address, True),
+                device,
+            )
+        embedded = ipaddress.IPv4Address(raw[12:])
+        if not _ipv4_usable(embedded, n, ns):
+            return (
+                _no(
+                    "R-ADDR6",
+                    "EADDRNOTAVAIL",
+                    advice.addr4_text(str(embedded), mapped=True),
+                    fixes=advice.addr4_fixes(str(embedded)),
+                    bsd_note=advice.BSD_ADDR4,
+                ),
+                _kview(n.family, n.address, False),
+                device,
+            )
+        return None, _kview(n.family, n.address, False), device
+    if kind == "any":
+        return None, _kview(n.family, n.address, n.v6only), device
+    if _needs_scope(raw):
+        if n.scope_id:
+            device = n.scope_id  # the scope id becomes the bound device, overriding SO_BINDTODEVICE
+        if not device:
+            return (
+                _no("R-ADDR6", "EINVAL", advice.SCOPE_TEXT, fixes=advice.scope_fixes(n.address)),
+                _kview(n.family, n.address, True),
+                device,
+            )
+    if kind != "multicast" and not (ns.ipv6_nonlocal_bind or n.freebind):
+        usable, why = _ipv6_present(address6, device, ns)
+        if not usable:
+            return (
+                _no(
+                    "R-ADDR6",
+                    "EADDRNOTAVAIL",
+                    advice.addr6_text(n.address, why, ns.interface_name(device) if device else None),
+                    fixes=advice.addr6_fixes(n.address, why),
+                    bsd_note=advice.BSD_ADDR6,
+                ),
+                _kview(n.family, n.address, True),
+                device,
+            )
+    return None, _kview(n.family, n.address, True), device  # a specific non-mapped bind forces v6only
+
+
+# ---------------------------------------------------------------------------------------------------
+# TCP: the pair rule over the bind bucket
+
+_NONE, _HARD, _SOFT = "none", "hard", "soft"  # no conflict / conflict / conflict the fast path might skip
+
+
+def _tcp_pair_conflict(n: NewSocket, b: Owner, w: _World) -> bool:
+    """inet_bind_conflict() with relax=true, reuseport_ok=true, given the devices are compatible."""
+    if n.reuseaddr and w.reuse and not b.listening:
+        return False
+    return not (n.reuseport and w.reuseport and (b.timewait or n.uid == b.uid))
+
+
+def _fastpath_ruled_out(b: Owner, w: _World) -> bool:
+    """Could a cached SO_REUSEPORT fast path (R-FASTPATH) have been set while B blocked N?
+
+    Any socket that set the cache after B bound had to pass the full check against B. That is
+    impossible when B has no device (no device split), does not share through SO_REUSEADDR, and either
+    has no SO_REUSEPORT or got its port through its own bind()/listen() (which reset the cache to B's
+    uid); accepted children and TIME-WAIT sockets enter the bucket without touching the cache.
+    """
+    if w.device != 0:
+        return False
+    if w.reuse and not b.listening:
+        return False
+    return not w.reuseport or b.state in (State.LISTEN, State.BOUND)
+
+
+@dataclass(frozen=True)
+class _OwnerOutcome:
+    owner: Owner
+    outcomes: frozenset[str]
+    reasons: tuple[str, ...]  # why this owner conflicts, for the rule choice (first world that conflicts)
+
+
+def _tcp_outcome(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> _OwnerOutcome:
+    outcomes: set[str] = set()
+    reason: tuple[str, ...] = ()
+    for w in _worlds(b, n_dev):
+        bk = _kview(b.family, b.address, w.v6only)
+        if not _tcp_compared(nk, bk) or not _dev_compatible(n_dev, w.device):
+            outcomes.add(_NONE)
+            continue
+        if not _tcp_pair_conflict(n, b, w):
+            outcomes.add(_NONE)
+            continue
+        outcomes.add(_HARD if not n.reuseport or _fastpath_ruled_out(b, w) else _SOFT)
+        if not reason:
+            reason = _tcp_reason(n, nk, b, bk, w)
+    return _OwnerOutcome(b, frozenset(outcomes), reason)
+
+
+def _dual_stack_overlap(nk: _K, bk: _K) -> bool:
+    """The two sockets overlap only because an IPv6 wildcard without IPV6_V6ONLY covers IPv4."""
+    n_wild6 = nk.v6 is not None and v6_kind(nk.v6) == "any" and not nk.v6only
+    b_wild6 = bk.v6 is not None and v6_kind(bk.v6) == "any" and not bk.v6only
+    return (n_wild6 and _v4ish(bk)) or (b_wild6 and _v4ish(nk))
+
+
+def _tcp_reason(n: NewSocket, nk: _K, b: Owner, bk: _K, w: _World) -> tuple[str, ...]:
+    reasons = []
+    if _dual_stack_overlap(nk, bk):
+        reasons.append("dual-stack")
+    if n.reuseport and w.reuseport and not b.timewait and n.uid != b.uid:
+        reasons.append("reuseport-uid")
+    elif n.reuseaddr and w.reuse and b.listening:
+        reasons.append("reuseaddr-listen")
+    elif n.reuseaddr and not w.reuse:
+        reasons.append("reuseaddr-other")
+    elif n.reuseport and not w.reuseport:
+        reasons.append("reuseport-other")
+    else:
+        reasons.append("base")
+    return tuple(reasons)
+
+
+def _tcp_rule(reasons: tuple[str, ...]) -> str:
+    if "dual-stack" in reasons:
+        return "R-OVERLAP-DUAL"
+    if "reuseport-uid" in reasons or "reuseport-other" in reasons:
+        return "R-TCP-REUSEPORT"
+    if "reuseaddr-listen" in reasons or "reuseaddr-other" in reasons:
+        return "R-TCP-REUSEADDR"
+    return "R-TCP-BASE"
+
+
+def _decide_tcp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
+    if not owners:
+        return _port_free(n, ns)
+    results = [_tcp_outcome(n, nk, n_dev, b) for b in owners]
+    certain = [r for r in results if r.outcomes == {_HARD}]
+    possible = [r for r in results if r.outcomes - {_NONE}]
+    if certain:
+        lead = certain[0]
+        rule = _tcp_rule(lead.reasons)
+        blockers = tuple(r.owner for r in certain)
+        return BindVerdict(
+            Verdict.NO,
+            "EADDRINUSE",
+            Stage.BIND,
+            rule,
+            blockers,
+            advice.tcp_conflict_text(n, lead.owner, lead.reasons, len(blockers)),
+            fixes=advice.tcp_fixes(n, blockers, [r.reasons for r in certain]),
+            bsd_note=advice.tcp_bsd_note(rule, n),
+        )
+    if not possible:
+        # R-LISTEN-RECHECK: listen() re-runs the same check with N listening. The pair rule looks at the
+        # owner's state, not N's, and N's own bind() leaves the SO_REUSEPORT cache matching N, so at one
+        # moment listen() agrees with bind(); it fails later only if the owners change (another socket
+        # sharing through SO_REUSEADDR starts listening first).
+        return _tcp_yes(n, nk, n_dev, owners)
+    # Some owner conflicts only in some worlds, or only if the fast path did not let N through.
+    reasons: list[str] = []
+    rule = "R-TCP-PAIR"
+    hidden = [r for r in possible if _NONE in r.outcomes]
+    soft = [r for r in possible if _SOFT in r.outcomes]
+    for r in hidden:
+        unknown = _owner_unknowns(r.owner)
+        reasons.append(advice.hidden_flags_reason(r.owner, unknown))
+    if soft:
+        rule = "R-FASTPATH"
+        reasons.append(advice.FASTPATH_REASON)
+    elif hidden:
+        rule = _tcp_rule(hidden[0].reasons)
+    blockers = tuple(r.owner for r in possible)
+    return BindVerdict(
+        Verdict.UNCERTAIN,
+        "EADDRINUSE",
+        Stage.BIND,
+        rule,
+        blockers,
+        advice.tcp_uncertain_text(n, blockers, bool(soft)),
+        fixes=advice.tcp_fixes(n, blockers, [r.reasons for r in possible]),
+        bsd_note=advice.tcp_bsd_note(rule, n),
+        uncertainty=tuple(dict.fromkeys(reasons)),
+    )
+
+
+def _port_free(n: NewSocket, ns: Namespace) -> BindVerdict:
+    rule = "R-TCP-PAIR" if n.proto is Proto.TCP else "R-UDP"
+    return BindVerdict(Verdict.YES, None, None, rule, (), advice.free_text(n, ns.bound_visible))
+
+
+def _tcp_yes(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner]) -> BindVerdict:
+    """Why no owner blocks: pick the most telling rule among the owners that did overlap."""
+    rule = "R-OVERLAP"
+    for b in owners:
+        for w in _worlds(b, n_dev):
+            bk = _kview(b.family, b.address, w.v6only)
+            if not _tcp_compared(nk, bk):
+                continue
+            if not _dev_compatible(n_dev, w.device):
+                rule = "R-DEV" if rule == "R-OVERLAP" else rule
+            elif n.reuseaddr and w.reuse and not b.listening:
+                rule = "R-TCP-REUSEADDR"
+            else:
+                rule = "R-TCP-REUSEPORT"
+    return BindVerdict(Verdict.YES, None, None, rule, (), advice.tcp_yes_text(n, rule, len(owners)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# UDP: the first relevant owner in hash-chain order decides
+
+_SKIP, _OK, _FAIL = "skip", "ok", "fail"
+
+
+def _udp_results(n: NewSocket, nk: _K, n_dev: int, b: Owner, reuseport: bool | None) -> frozenset[str]:
+    """udp_lib_lport_inuse() for one owner: skipped, compatible (bind succeeds) or blocking."""
+    results = set()
+    for w in _worlds(b, n_dev, reuseport):
+        bk = _kview(b.family, b.address, w.v6only)
+        if (n.reuseaddr and w.reuse) or not _dev_compatible(n_dev, w.device) or not rcv_saddr_equal(nk, bk, True):
+            results.add(_SKIP)
+        elif n.reuseport and w.reuseport and n.uid == b.uid:
+            results.add(_OK)
+        else:
+            results.add(_FAIL)
+    return frozenset(results)
+
+
+@dataclass(frozen=True)
+class _Step:
+    owner: Owner
+    results: frozenset[str]
+
+
+def _walk(steps: Sequence[_Step]) -> tuple[set[str], bool, list[_Step]]:
+    """First match in one chain: (possible outcomes, may run off the end, steps that may decide)."""
+    outcomes: set[str] = set()
+    deciders: list[_Step] = []
+    for step in steps:
+        decisive = step.results - {_SKIP}
+        if decisive:
+            outcomes |= decisive
+            deciders.append(step)
+        if _SKIP not in step.results:
+            return outcomes, False, deciders
+    return outcomes, True, deciders
+
+
+def _udp_chain(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner]) -> tuple[set[str], list[_Step], bool]:
+    """The chain is [AF_INET and non-reuseport AF_INET6, newest first] + [AF_INET6 reuseport, oldest first].
+
+    ``owners`` are in the kernel's dump order per family, which is chain order within the family; how
+    the two families interleave at the head is not visible, so either head list may come first.
+    Returns (possible outcomes, steps that may decide, whether the head interleaving mattered).
+    """
+    head4: list[_Step] = []
+    head6: list[_Step] = []
+    tail6: list[_Step] = []
+    for b in owners:
+        if b.family is Family.IPV4:
+            head4.append(_Step(b, _udp_results(n, nk, n_dev, b, None)))
+            continue
+        if b.reuseport is not False:
+            tail = _udp_results(n, nk, n_dev, b, True)
+            tail6.append(_Step(b, tail | ({_SKIP} if b.reuseport is None else set())))
+        if b.reuseport is not True:
+            head = _udp_results(n, nk, n_dev, b, False)
+            head6.append(_Step(b, head | ({_SKIP} if b.reuseport is None else set())))
+    out4, more4, dec4 = _walk(head4)
+    out6, more6, dec6 = _walk(head6)
+    outcomes = out4 | out6
+    deciders = dec4 + dec6
+    interleaving = bool(out4) and bool(out6) and len(out4 | out6) > 1
+    if more4 and more6:
+        out_tail, more_tail, dec_tail = _walk(tail6)
+        outcomes |= out_tail
+        deciders += dec_tail
+        if more_tail:
+            outcomes.add(_OK)
+    return outcomes, deciders, interleaving
+
+
+def _hash2_key(k: _K) -> bytes:
+    """udp_portaddr_hash() input: mapped and IPv4 addresses hash alike, as do the three wildcards."""
+    if k.v6 is None:
+        return k.v4.to_bytes(4, "big")
+    kind = v6_kind(k.v6)
+    if kind == "any":
+        return bytes(4)
+    if kind == "mapped":
+        return k.v6[12:]
+    return k.v6
+
+
+def _udp_hash2(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner]) -> tuple[set[str], list[_Step], bool]:
+    """udp_lib_lport_inuse2() on the exact-address slot, then (unless that one blocked) the wildcard slot."""
+    key = _hash2_key(nk)
+    exact = [b for b in owners if _hash2_key(_kview(b.family, b.address, bool(b.v6only))) == key]
+    null = [b for b in owners if _hash2_key(_kview(b.family, b.address, bool(b.v6only))) == bytes(4)]
+    first, deciders, interleaving = _udp_chain(n, nk, n_dev, exact)
+    outcomes = first & {_FAIL}
+    if first - {_FAIL}:
+        second, more, mixed = _udp_chain(n, nk, n_dev, null)
+        outcomes |= second
+        deciders = deciders + more
+        interleaving = interleaving or mixed
+    return outcomes, deciders, interleaving
+
+
+def _decide_udp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
+    if not owners:
+        return _port_free(n, ns)
+    uncertainty: list[str] = []
+    # With more than 10 sockets in the port's primary slot, a specific bind scans the hash2 slots instead
+    # (the slot count also holds sockets of other namespaces, which we assume do not reach the limit).
+    if _uses_hash2(nk) and ns.udp_slot_sockets > 10:
+        outcomes, deciders, interleaving = _udp_hash2(n, nk, n_dev, owners)
+    else:
+        outcomes, deciders, interleaving = _udp_chain(n, nk, n_dev, owners)
+    blocking = [s.owner for s in deciders if _FAIL in s.results]
+    compatible = [s.owner for s in deciders if _OK in s.results]
+    if outcomes == {_OK}:
+        first_match = any(_udp_results(n, nk, n_dev, b, None) == {_FAIL} for b in owners) and compatible
+        rule = "R-UDP-FIRSTMATCH" if first_match else _udp_yes_rule(n, nk, n_dev, owners)
+        return BindVerdict(Verdict.YES, None, None, rule, (), advice.udp_yes_text(n, rule, len(owners)))
+    rule = _udp_rule(n, nk, n_dev, blocking[0] if blocking else owners[0])
+    if outcomes == {_FAIL}:
+        return BindVerdict(
+            Verdict.NO,
+            "EADDRINUSE",
+            Stage.BIND,
+            rule,
+            tuple(blocking),
+            advice.udp_conflict_text(n, blocking[0], rule),
+            fixes=advice.udp_fixes(n, blocking),
+            bsd_note=advice.udp_bsd_note(rule),
+        )
+    if interleaving:
+        uncertainty.append(advice.UDP_ORDER_REASON)
+    for s in deciders:
+        unknown = _owner_unknowns(s.owner)
+        if unknown and len(s.results - {_SKIP}) + (_SKIP in s.results) > 1:
+            uncertainty.append(advice.hidden_flags_reason(s.owner, unknown))
+    if not uncertainty:
+        uncertainty.append(advice.UDP_ORDER_REASON)
+    return BindVerdict(
+        Verdict.UNCERTAIN,
+        "EADDRINUSE",
+        Stage.BIND,
+        "R-UDP-FIRSTMATCH" if interleaving else rule,
+        tuple(blocking),
+        advice.udp_uncertain_text(n, blocking, compatible),
+        fixes=advice.udp_fixes(n, blocking),
+        bsd_note=advice.udp_bsd_note(rule),
+        uncertainty=tuple(dict.fromkeys(uncertainty)),
+    )
+
+
+def _udp_rule(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> str:
+    bk = _kview(b.family, b.address, bool(b.v6only))
+    if _dual_stack_overlap(nk, bk):
+        return "R-OVERLAP-DUAL"
+    if n.reuseport and b.reuseport is not False:
+        return "R-UDP-REUSEPORT"
+    if n.reuseaddr or b.reuseaddr:
+        return "R-UDP-REUSEADDR"
+    return "R-UDP"
+
+
+def _udp_yes_rule(n: NewSocket, nk: _K, n_dev: int, owners: Iterable[Owner]) -> str:
+    rule = "R-OVERLAP"
+    for b in owners:
+        for w in _worlds(b, n_dev):
+            bk = _kview(b.family, b.address, w.v6only)
+            if not rcv_saddr_equal(nk, bk, True):
+                continue
+            if not _dev_compatible(n_dev, w.device):
+                rule = "R-DEV" if rule == "R-OVERLAP" else rule
+            elif n.reuseaddr and w.reuse:
+                rule = "R-UDP-REUSEADDR"
+            else:
+                rule = "R-UDP-REUSEPORT"
+    return rule
+
+
+# ---------------------------------------------------------------------------------------------------
+# The entry point
+
+
+def decide(n: NewSocket, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
+    """Would bind() (and, for TCP, listen()) of ``n`` succeed next to ``owners`` in namespace ``ns``?"""
+    failure, nk, n_dev = _precheck(n, ns)
+    if failure is not None:
+        return failure
+    if n.port == 0:
+        rule = "R-AUTOBIND" if n.proto is Proto.TCP else "R-AUTOBIND-UDP"
+        return BindVerdict(Verdict.YES, None, None, rule, (), advice.autobind_text(n))
+    owners = [b for b in owners if b.proto is n.proto and b.port == n.port and b.state is not State.SYN_RECV]
+    decide_table = _decide_tcp if n.proto is Proto.TCP else _decide_udp
+    verdict = decide_table(n, nk, n_dev, owners, ns)
+    if verdict.verdict is Verdict.YES and not ns.bound_visible and n.proto is Proto.TCP:
+        return replace(
+            verdict,
+            verdict=Verdict.UNCERTAIN,
+            errno="EADDRINUSE",
+            stage=Stage.BIND,
+            uncertainty=(*verdict.uncertainty, advice.BOUND_INVISIBLE_REASON),
+        )
+    return verdict
+
+
+__all__ = [
+    "BindVerdict",
+    "Ipv6Address",
+    "LocalRoute",
+    "Namespace",
+    "NewSocket",
+    "Owner",
+    "Stage",
+    "Verdict",
+    "decide",
+    "rcv_saddr_equal",
+]

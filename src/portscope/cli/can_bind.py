@@ -1,0 +1,100 @@
+"""portscope can-bind: would bind() (and listen()) of ADDR:PORT succeed here, and if not, why."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("can-bind", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("address", metavar="ADDR:PORT")
+@click.option("--udp", is_flag=True, help="A UDP socket (default: TCP).")
+@click.option("-4", "--ipv4", "ipv4", is_flag=True, help="':PORT' and host names mean IPv4.")
+@click.option("-6", "--ipv6", "ipv6", is_flag=True, help="':PORT' and host names mean IPv6 (default for ':PORT').")
+@click.option("--reuseaddr", is_flag=True, help="The new socket sets SO_REUSEADDR.")
+@click.option("--reuseport", is_flag=True, help="The new socket sets SO_REUSEPORT.")
+@click.option(
+    "--v6only/--no-v6only",
+    default=None,
+    help="IPV6_V6ONLY on the new socket [default: net.ipv6.bindv6only of the namespace].",
+)
+@click.option("--device", metavar="IFNAME", help="The new socket is pinned with SO_BINDTODEVICE.")
+@click.option("--freebind", is_flag=True, help="The new socket sets IP_FREEBIND / IPV6_FREEBIND.")
+@click.option(
+    "--user",
+    metavar="USER|UID",
+    help="Owner of the new socket (SO_REUSEPORT rule) and caller of bind() (privileged ports) [default: you].",
+)
+@click.option("--no-listen", is_flag=True, help="TCP: check bind() only, not bind() and then listen().")
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Settle the answer with a trial bind() of a throw-away socket with the same options, owned by USER, "
+    "in the target namespace. Side effects: the port is held for an instant; a TCP probe rewrites the port's "
+    "SO_REUSEPORT fast-path cache; a UDP probe joining a SO_REUSEPORT group may drop datagrams sent in that "
+    "instant. It never calls listen().",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (schema in README).")
+@click.option("--netns", metavar="NAME|PID|PATH", help="Evaluate inside another network namespace.")
+@click.pass_context
+def can_bind(
+    ctx: click.Context,
+    address: str,
+    udp: bool,
+    ipv4: bool,
+    ipv6: bool,
+    reuseaddr: bool,
+    reuseport: bool,
+    v6only: bool | None,
+    device: str | None,
+    freebind: bool,
+    user: str | None,
+    no_listen: bool,
+    probe: bool,
+    as_json: bool,
+    netns: str | None,
+) -> None:
+    """Would a socket bound to ADDR:PORT work here, and if not, why?
+
+    \b
+    ADDR:PORT is 0.0.0.0:21, [::]:8080, 127.0.0.1:8899, [fe80::1%eth0]:80, :8080 (the wildcard),
+    localhost:8080, or a service name (:http, 0.0.0.0:ssh).
+
+    The answer follows Linux's bind() rules (address checks, privileged ports, wildcard and dual-stack
+    overlap, SO_BINDTODEVICE, SO_REUSEADDR/SO_REUSEPORT, TIME-WAIT, listen()). Where it depends on what
+    cannot be seen (the TCP SO_REUSEPORT fast-path history, the UDP hash-chain order, options of
+    TIME-WAIT sockets) it says "uncertain" and why; --probe asks the kernel.
+
+    \b
+    Exit status: 0 can bind, 1 cannot, 3 uncertain, 2 usage error.
+    """
+    from portscope.bind import BindRequest, check_bind
+    from portscope.errors import ExitStatus, UsageError
+    from portscope.records import Family
+
+    if ipv4 and ipv6:
+        raise UsageError("-4 and -6 exclude each other")
+    request = BindRequest(
+        target=address,
+        udp=udp,
+        reuseaddr=reuseaddr,
+        reuseport=reuseport,
+        v6only=v6only,
+        device=device,
+        freebind=freebind,
+        user=user,
+        listen=not no_listen,
+        probe=probe,
+        netns=netns,
+        family=Family.IPV4 if ipv4 else Family.IPV6 if ipv6 else None,
+    )
+    report = check_bind(request)
+
+    from portscope.render.can_bind import render_can_bind
+
+    render_can_bind(report, sys.stdout, as_json=as_json)
+    status = {"yes": ExitStatus.OK, "no": ExitStatus.NOT_FOUND, "uncertain": ExitStatus.UNCERTAIN}
+    code = status[report.verdict.value]
+    if code:
+        ctx.exit(code)

@@ -1,0 +1,329 @@
+"""Bind scenarios built from real sockets in a test namespace, and the kernel oracle that judges them.
+
+A scenario is a list of existing sockets (owners) on one port plus the socket ``can-bind`` asks about.
+Owners are real: listeners, bound-only sockets, connected clients, accepted children, TIME-WAIT
+sockets of either side, UDP sockets bound or connected; with SO_REUSEADDR / SO_REUSEPORT /
+IPV6_V6ONLY / SO_BINDTODEVICE and an owner uid set with fchown(). Scenarios of one group share a
+namespace and use distinct ports: the kernel keeps bind state per (namespace, port), so they do not
+interact (ports stay below the ephemeral range and within one UDP hash-table span).
+
+The oracle is a real bind() (and listen() for TCP) of a fresh socket with the same options, run as
+the simulated user: fchown() for the socket owner, and a forked child that switched to that uid when
+the privileged-port rule is at stake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as errno_mod
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+
+from netns_util import Netns
+from portscope.bind import BindReport, BindRequest
+
+PEER_PORT = 45000  # a dual-stack listener clients connect to
+OTHER_UID = 40001
+
+SOL_IP = 0
+IP_FREEBIND = 15
+
+
+@dataclass(frozen=True)
+class OwnerSpec:
+    kind: str  # listen, bound, client, child, child+listener, tw-server, tw-client, udp, udp-connected
+    address: str = "127.0.0.1"
+    reuseaddr: bool = False
+    reuseport: bool = False
+    v6only: bool | None = None  # None: the namespace default
+    device: str | None = None
+    uid: int | None = None  # fchown() to this uid
+    peer: str | None = None  # child kinds: the address clients connect to (default: loopback of the family)
+    port_offset: int = 0  # e.g. 16384: another port in the same UDP hash slot
+
+    @property
+    def udp(self) -> bool:
+        return self.kind.startswith("udp")
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+
+
+@dataclass(frozen=True)
+class NewSpec:
+    address: str = "127.0.0.1"
+    udp: bool = False
+    reuseaddr: bool = False
+    reuseport: bool = False
+    v6only: bool | None = None
+    device: str | None = None
+    scope: str | None = None  # [fe80::1%scope]
+    uid: int | None = None
+    freebind: bool = False
+    listen: bool = True
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+
+    def target(self, port: int) -> str:
+        if self.family == socket.AF_INET6:
+            scope = f"%{self.scope}" if self.scope else ""
+            return f"[{self.address}{scope}]:{port}"
+        return f"{self.address}:{port}"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    owners: tuple[OwnerSpec, ...]
+    new: NewSpec
+    port: int | None = None  # a fixed port (privileged-port cases); default: the group's next port
+
+
+@dataclass
+class Outcome:
+    errno: str | None
+    stage: str | None
+
+
+@dataclass
+class Group:
+    """A namespace holding the owners of many scenarios, one port each."""
+
+    ns: Netns
+    base_port: int = 20000
+    next_port: int = 20000
+    held: list[socket.socket] = field(default_factory=list)
+    peer: socket.socket | None = None
+
+    def allocate(self) -> int:
+        port = self.next_port
+        self.next_port += 1
+        return port
+
+    def inside(self):
+        return self.ns.inside()
+
+    def close(self) -> None:
+        for sock in self.held:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+        self.held.clear()
+
+
+def open_group(ns: Netns, links: bool = False, base_port: int = 20000) -> Group:
+    group = Group(ns, base_port, base_port)
+    if links:
+        ns.run("ip", "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    with ns.inside():
+        peer = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        peer.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        peer.bind(("::", PEER_PORT))
+        peer.listen(128)
+    group.peer = peer
+    group.held.append(peer)
+    return group
+
+
+_WILDCARD_PEERS = {"0.0.0.0": "127.0.0.1", "::": "::1", "::ffff:0.0.0.0": "::ffff:127.0.0.1"}
+
+
+def _family_loopback(address: str) -> str:
+    if address.startswith("::ffff:"):
+        return "::ffff:127.0.0.1"
+    return "::1" if ":" in address else "127.0.0.1"
+
+
+def _configure(sock: socket.socket, spec) -> None:
+    if spec.reuseaddr:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if spec.reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if spec.v6only is not None and sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(spec.v6only))
+    if spec.device:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, spec.device.encode())
+    if getattr(spec, "freebind", False):
+        level = socket.IPPROTO_IPV6 if sock.family == socket.AF_INET6 else SOL_IP
+        sock.setsockopt(level, 78 if sock.family == socket.AF_INET6 else IP_FREEBIND, 1)
+
+
+def _new_socket(group: Group, family: int, kind: int) -> socket.socket:
+    with group.inside():
+        return socket.socket(family, kind)
+
+
+def _connect_to_peer(group: Group, sock: socket.socket, address: str) -> socket.socket:
+    """Connect ``sock`` to the peer listener; returns the peer's accepted end."""
+    target = _family_loopback(address) if address in ("0.0.0.0", "::", "::ffff:0.0.0.0") else address
+    if sock.family == socket.AF_INET6 and ":" not in target:
+        target = "::ffff:" + target
+    sock.connect((target, PEER_PORT))
+    accepted, _ = group.peer.accept()
+    return accepted
+
+
+def _close_gracefully(first: socket.socket, second: socket.socket) -> None:
+    """The first closes actively (it ends in TIME-WAIT), the second then closes too."""
+    first.close()
+    time.sleep(0.002)
+    second.close()
+
+
+def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
+    """Create one owner on ``port``; False if the kernel refused it (the owners conflict)."""
+    family = spec.family
+    kind = socket.SOCK_DGRAM if spec.udp else socket.SOCK_STREAM
+    sock = _new_socket(group, family, kind)
+    try:
+        _configure(sock, spec)
+        if spec.uid is not None:
+            os.fchown(sock.fileno(), spec.uid, -1)
+        sock.bind((spec.address, port + spec.port_offset))
+    except OSError:
+        sock.close()
+        return False
+    try:
+        if spec.kind in ("bound", "udp"):
+            group.held.append(sock)
+        elif spec.kind == "listen":
+            sock.listen(16)
+            group.held.append(sock)
+        elif spec.kind == "udp-connected":
+            sock.connect((_family_loopback(spec.address), 9))
+            group.held.append(sock)
+        elif spec.kind == "client":
+            group.held.append(_connect_to_peer(group, sock, spec.address))
+            group.held.append(sock)
+        elif spec.kind == "tw-client":
+            accepted = _connect_to_peer(group, sock, spec.address)
+            _close_gracefully(sock, accepted)
+        elif spec.kind in ("child", "child+listener", "tw-server"):
+            sock.listen(16)
+            peer = spec.peer or _WILDCARD_PEERS.get(spec.address, spec.address)
+            client = _new_socket(group, socket.AF_INET6 if ":" in peer else socket.AF_INET, socket.SOCK_STREAM)
+            group.held.append(client)  # closed with the group unless closed gracefully below
+            client.connect((peer, port))
+            child, _ = sock.accept()
+            if spec.kind == "tw-server":
+                group.held.remove(client)
+                _close_gracefully(child, client)
+            else:
+                group.held.append(child)
+            if spec.kind == "child+listener":
+                group.held.append(sock)
+            else:
+                sock.close()
+        else:
+            raise ValueError(f"unknown owner kind {spec.kind}")
+    except OSError:
+        sock.close()
+        return False
+    return True
+
+
+def build(group: Group, scenario: Scenario) -> int | None:
+    """Create the owners of a scenario on a fresh port; None when the owners cannot coexist."""
+    port = scenario.port if scenario.port is not None else group.allocate()
+    for owner in scenario.owners:
+        if not build_owner(group, owner, port):
+            return None
+    return port
+
+
+def request_for(scenario: Scenario, port: int, ns: Netns, probe: bool = True) -> BindRequest:
+    new = scenario.new
+    return BindRequest(
+        target=new.target(port),
+        udp=new.udp,
+        reuseaddr=new.reuseaddr,
+        reuseport=new.reuseport,
+        v6only=new.v6only,
+        device=new.device,
+        freebind=new.freebind,
+        user=str(new.uid) if new.uid is not None else None,
+        listen=new.listen,
+        probe=probe,
+        netns=ns.name,
+    )
+
+
+def _attempt(new: NewSpec, port: int, chown: bool) -> tuple[str | None, int]:
+    """(failing stage or None, errno) of socket()+options+bind()+listen(), in the current namespace."""
+    kind = socket.SOCK_DGRAM if new.udp else socket.SOCK_STREAM
+    sock = socket.socket(new.family, kind)
+    try:
+        _configure(sock, new)
+        if chown and new.uid is not None:
+            os.fchown(sock.fileno(), new.uid, -1)
+        if new.family == socket.AF_INET6:
+            scope = socket.if_nametoindex(new.scope) if new.scope else 0
+            address = (new.address, port, 0, scope)
+        else:
+            address = (new.address, port)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            return "bind", exc.errno or 0
+        if not new.udp and new.listen:
+            try:
+                sock.listen(16)
+            except OSError as exc:
+                return "listen", exc.errno or 0
+        return None, 0
+    finally:
+        sock.close()
+
+
+def kernel_oracle(group: Group, new: NewSpec, port: int, as_user: bool = False) -> Outcome:
+    """The real bind() (+ listen()) of the new socket, as its user."""
+    if as_user and new.uid not in (None, 0):
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                os.close(read_end)
+                with group.inside():
+                    os.setgroups([])
+                    os.setresgid(new.uid, new.uid, new.uid)
+                    os.setresuid(new.uid, new.uid, new.uid)
+                    stage, err = _attempt(new, port, chown=False)
+                    os.write(write_end, f"{stage} {err}".encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        data = os.read(read_end, 64).decode().split()
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        stage, err = (None if data[0] == "None" else data[0]), int(data[1])
+    else:
+        with group.inside():
+            stage, err = _attempt(new, port, chown=True)
+    return Outcome(errno_mod.errorcode[err] if stage else None, stage)
+
+
+ALLOWED_UNCERTAINTY = ("R-FASTPATH", "R-UDP-FIRSTMATCH", "TIME-WAIT", "no process")
+
+
+def judge(report: BindReport, kernel: Outcome) -> str | None:
+    """None when the report is consistent with the kernel, else what is wrong."""
+    model = report.model
+    if model.verdict.value == "uncertain":
+        if not model.uncertainty or not all(any(a in r for a in ALLOWED_UNCERTAINTY) for r in model.uncertainty):
+            return f"uncertain without an allowed reason: {model.uncertainty}"
+    else:
+        predicted = (model.errno, model.stage.value if model.stage else None)
+        if predicted != (kernel.errno, kernel.stage):
+            return f"model says {model.verdict.value} {predicted}, kernel says {(kernel.errno, kernel.stage)}"
+    if report.probe is not None:
+        if report.probe.error:
+            return f"probe did not run: {report.probe.error}"
+        settled = (report.errno, report.stage.value if report.stage else None)
+        if settled != (kernel.errno, kernel.stage):
+            return f"settled {settled} but kernel says {(kernel.errno, kernel.stage)}"
+    return None
