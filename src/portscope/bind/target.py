@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
 from portscope.errors import UsageError
@@ -54,8 +55,11 @@ def parse_target(text: str, proto: Proto, services: Services | None) -> Target:
             raise UsageError(f"not an IPv6 address: {address!r}") from None
         if "%" in inner and not scope:
             raise UsageError(f"empty scope after '%' in {text!r}")
-        return Target(_port(rest[1:], proto, services), Family.IPV6, str(parsed), scope=scope or None)
+        text6 = socket.inet_ntop(socket.AF_INET6, parsed.packed)  # as the kernel and ss print it (::ffff:a.b.c.d)
+        return Target(_port(rest[1:], proto, services), Family.IPV6, text6, scope=scope or None)
     if ":" not in text:
+        if not text.isdigit() and (text.count(".") == 3 or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+/-]*", text)):
+            raise UsageError(f"missing port in {text!r} (use ADDR:PORT, e.g. {text}:8080)")
         # a bare port or service: the wildcard, like ":8080"
         return Target(_port(text, proto, services), None, None)
     host, _, port_text = text.rpartition(":")

@@ -1,0 +1,429 @@
+"""The can-bind model as a pure function: the spec's tables and rules, no sockets, no kernel."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+import pytest
+
+from portscope.bind import _settle
+from portscope.bind.model import (
+    Ipv6Address,
+    LocalRoute,
+    Namespace,
+    NewSocket,
+    Owner,
+    Stage,
+    Verdict,
+    decide,
+)
+from portscope.bind.probe import ProbeResult
+from portscope.bind.target import parse_target
+from portscope.errors import UsageError
+from portscope.records import Family, Holder, Process, Proto, State
+from portscope.services import parse_services
+
+TCP, UDP = Proto.TCP, Proto.UDP
+PORT = 8080
+
+NS = Namespace(
+    local_routes=(
+        LocalRoute(ipaddress.IPv4Network("127.0.0.0/8"), "local"),
+        LocalRoute(ipaddress.IPv4Network("127.255.255.255/32"), "broadcast"),
+        LocalRoute(ipaddress.IPv4Network("10.0.0.5/32"), "local"),
+        LocalRoute(ipaddress.IPv4Network("10.0.0.255/32"), "broadcast"),
+        LocalRoute(ipaddress.IPv4Network("10.9.0.0/16"), "local"),  # AnyIP
+    ),
+    ipv6_addresses=(
+        Ipv6Address(ipaddress.IPv6Address("::1"), 1, "host"),
+        Ipv6Address(ipaddress.IPv6Address("fe80::1"), 2, "link"),
+        Ipv6Address(ipaddress.IPv6Address("2001:db8::1"), 2, "global"),
+        Ipv6Address(ipaddress.IPv6Address("2001:db8::2"), 2, "global", tentative=True),
+        Ipv6Address(ipaddress.IPv6Address("2001:db8::3"), 2, "global", tentative=True, optimistic=True),
+        Ipv6Address(ipaddress.IPv6Address("2001:db8::4"), 2, "global", tentative=True, dadfailed=True),
+    ),
+    interfaces=((1, "lo"), (2, "eth0"), (3, "eth1")),
+)
+
+
+def new(address: str = "127.0.0.1", proto: Proto = TCP, port: int = PORT, **options) -> NewSocket:
+    family = Family.IPV6 if ":" in address else Family.IPV4
+    return NewSocket(proto=proto, family=family, address=address, port=port, **options)
+
+
+def owner(address: str = "127.0.0.1", state: State = State.LISTEN, proto: Proto = TCP, **fields) -> Owner:
+    family = Family.IPV6 if ":" in address else Family.IPV4
+    defaults = {"reuseaddr": False, "reuseport": False, "uid": 0, "v6only": False if family is Family.IPV6 else None}
+    defaults.update(fields)
+    return Owner(proto=proto, family=family, address=address, port=PORT, state=state, **defaults)
+
+
+def answer(n: NewSocket, *owners: Owner, ns: Namespace = NS) -> tuple[str, str | None]:
+    verdict = decide(n, owners, ns)
+    return verdict.verdict.value, verdict.errno
+
+
+# ---------------------------------------------------------------------------------------------------
+# §1.3 overlap table: rows are the new socket, columns the existing one
+
+NEW_CLASSES = {
+    "W4": ("0.0.0.0", False),
+    "M0": ("::ffff:0.0.0.0", False),
+    "S4": ("127.0.0.1", False),
+    "S4'": ("::ffff:127.0.0.1", False),
+    "W6d": ("::", False),
+    "W6o": ("::", True),
+    "S6": ("::1", False),  # bind() forces v6only
+}
+OWNER_CLASSES = {
+    "W4": ("0.0.0.0", State.LISTEN, None),
+    "M0": ("::ffff:0.0.0.0", State.LISTEN, False),
+    "S4": ("127.0.0.1", State.LISTEN, None),
+    "S4other": ("127.0.0.2", State.LISTEN, None),
+    "W6d": ("::", State.LISTEN, False),
+    "W6o": ("::", State.LISTEN, True),
+    "S6": ("::1", State.LISTEN, True),
+    "S6d": ("::1", State.ESTABLISHED, False),  # a child of a dual-stack [::] listener
+}
+# (new class, owner class) -> overlaps, from the spec's table (S4 vs S6d is the UDP-only 127.0.0.6 cell)
+OVERLAP = {
+    "W4": {"W4", "M0", "S4", "S4other", "W6d", "S6d"},
+    "M0": {"W4", "M0", "S4", "S4other", "W6d"},
+    "S4": {"W4", "M0", "S4", "W6d"},
+    "S4'": {"W4", "M0", "S4", "W6d"},
+    "W6d": set(OWNER_CLASSES),
+    "W6o": {"W6d", "W6o", "S6", "S6d"},
+    "S6": {"W6d", "W6o", "S6", "S6d"},
+}
+
+
+@pytest.mark.parametrize("proto", [TCP, UDP])
+@pytest.mark.parametrize("new_class", list(NEW_CLASSES))
+@pytest.mark.parametrize("owner_class", list(OWNER_CLASSES))
+def test_overlap_table(proto, new_class, owner_class):
+    address, v6only = NEW_CLASSES[new_class]
+    o_address, state, o_v6only = OWNER_CLASSES[owner_class]
+    if proto is UDP:
+        state = State.ESTABLISHED if state is State.ESTABLISHED else State.UNCONN
+    n = new(address, proto, v6only=v6only)
+    b = owner(o_address, state, proto, v6only=o_v6only)
+    expected = ("no", "EADDRINUSE") if owner_class in OVERLAP[new_class] else ("yes", None)
+    assert answer(n, b) == expected
+
+
+def test_loopback4_ipv6_oddity_is_udp_only():
+    """V22/V23: AF_INET6 sockets store 127.0.0.6 as their IPv4 address; only UDP compares it."""
+    child = owner("::1", State.ESTABLISHED, v6only=False)
+    assert answer(new("127.0.0.6"), child) == ("yes", None)
+    udp = owner("::1", State.ESTABLISHED, UDP, v6only=False)
+    assert answer(new("127.0.0.6", UDP), udp) == ("no", "EADDRINUSE")
+    assert answer(new("127.0.0.5", UDP), udp) == ("yes", None)
+
+
+def test_tcp_and_udp_tables_are_separate():
+    assert answer(new("0.0.0.0", UDP), owner("0.0.0.0")) == ("yes", None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Address checks, privileged ports, and the order of errors
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.9.9.9", ("yes", None)),  # all of 127/8
+        ("10.0.0.5", ("yes", None)),
+        ("10.0.0.255", ("yes", None)),  # broadcast
+        ("10.9.1.2", ("yes", None)),  # AnyIP prefix
+        ("224.0.0.1", ("yes", None)),  # multicast, even for TCP
+        ("255.255.255.255", ("yes", None)),
+        ("10.0.0.6", ("no", "EADDRNOTAVAIL")),
+        ("0.1.2.3", ("no", "EADDRNOTAVAIL")),  # only 0.0.0.0 itself is "zeronet"
+    ],
+)
+def test_ipv4_address_must_be_local(address, expected):
+    assert answer(new(address)) == expected
+
+
+def test_nonlocal_bind_and_freebind():
+    assert answer(new("192.0.2.1", freebind=True)) == ("yes", None)
+    assert answer(new("192.0.2.1"), ns=replace(NS, ipv4_nonlocal_bind=True)) == ("yes", None)
+    assert answer(new("2001:db8::99", freebind=True)) == ("yes", None)
+    assert answer(new("2001:db8::99"), ns=replace(NS, ipv6_nonlocal_bind=True)) == ("yes", None)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("::1", ("yes", None)),
+        ("2001:db8::1", ("yes", None)),
+        ("2001:db8::2", ("no", "EADDRNOTAVAIL")),  # tentative
+        ("2001:db8::3", ("yes", None)),  # optimistic counts
+        ("2001:db8::4", ("no", "EADDRNOTAVAIL")),  # DAD failed
+        ("2001:db8::99", ("no", "EADDRNOTAVAIL")),
+        ("fe80::1", ("no", "EINVAL")),  # link-local without a scope
+        ("::ffff:10.0.0.5", ("yes", None)),
+        ("::ffff:192.0.2.1", ("no", "EADDRNOTAVAIL")),
+    ],
+)
+def test_ipv6_address_checks(address, expected):
+    assert answer(new(address)) == expected
+
+
+def test_tentative_explanation():
+    verdict = decide(new("2001:db8::2"), (), NS)
+    assert verdict.rule == "R-ADDR6" and "tentative" in verdict.explanation
+
+
+def test_scope_and_device():
+    assert answer(new("fe80::1", scope_id=2)) == ("yes", None)
+    assert answer(new("fe80::1", device=2)) == ("yes", None)
+    assert answer(new("fe80::1", scope_id=3)) == ("no", "EADDRNOTAVAIL")  # not on eth1
+    assert answer(new("::1", device=2)) == ("no", "EADDRNOTAVAIL")  # host scope, other device (A13)
+    assert answer(new("2001:db8::1", device=3)) == ("yes", None)  # global addresses: any device (X04)
+    # the scope id becomes the bound device for the device rule
+    on_eth0 = owner("fe80::1", device=2, v6only=True)
+    assert answer(new("fe80::1", scope_id=2), on_eth0) == ("no", "EADDRINUSE")
+    on_eth1 = owner("::", device=3, v6only=True)
+    assert answer(new("fe80::1", scope_id=2), on_eth1) == ("yes", None)
+
+
+def test_v4_mapped_on_v6only_and_multicast():
+    assert decide(new("::ffff:127.0.0.1", v6only=True), (), NS).rule == "R-V6ONLY-MAPPED"
+    assert answer(new("::ffff:127.0.0.1", v6only=True)) == ("no", "EINVAL")
+    assert answer(new("ff02::1", scope_id=2)) == ("no", "EINVAL")  # multicast on TCP
+    assert answer(new("ff02::1", UDP)) == ("no", "EINVAL")  # link-local multicast needs a scope
+    assert answer(new("ff02::1", UDP, scope_id=2)) == ("yes", None)
+    assert answer(new("ff0e::1", UDP)) == ("yes", None)
+
+
+def test_privileged_ports_and_error_order():
+    user = {"privileged": False, "uid": 1000}
+    assert answer(new(port=80, **user)) == ("no", "EACCES")
+    assert answer(new("::1", UDP, port=80, **user)) == ("no", "EACCES")
+    assert answer(new(port=80)) == ("yes", None)  # with CAP_NET_BIND_SERVICE
+    assert answer(new(port=0, **user)) == ("yes", None)  # port 0 is exempt
+    assert answer(new(port=600, **user), ns=replace(NS, unprivileged_port_start=500)) == ("yes", None)
+    # IPv4 checks the address first (P06), IPv6 the port first (P07); EACCES wins over EADDRINUSE (P08)
+    assert answer(new("192.0.2.1", port=80, **user)) == ("no", "EADDRNOTAVAIL")
+    assert answer(new("2001:db8::99", port=80, **user)) == ("no", "EACCES")
+    busy = Owner(TCP, Family.IPV4, "127.0.0.1", 80, State.LISTEN, uid=0, reuseaddr=False, reuseport=False)
+    assert answer(new(port=80, **user), busy) == ("no", "EACCES")
+
+
+def test_port_zero_autobinds():
+    verdict = decide(new(port=0), (owner(),), NS)
+    assert (verdict.verdict, verdict.rule) == (Verdict.YES, "R-AUTOBIND")
+    assert decide(new(port=0, proto=UDP), (), NS).rule == "R-AUTOBIND-UDP"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The TCP pair rule
+
+
+@pytest.mark.parametrize(
+    ("state", "o_flags", "n_flags", "expected"),
+    [
+        (State.LISTEN, (True, False), (True, False), "no"),  # SO_REUSEADDR never next to a listener
+        (State.BOUND, (True, False), (True, False), "yes"),
+        (State.ESTABLISHED, (True, False), (True, False), "yes"),
+        (State.BOUND, (False, False), (True, False), "no"),  # both need it
+        (State.BOUND, (True, False), (False, False), "no"),
+        (State.LISTEN, (False, True), (False, True), "yes"),  # same uid
+        (State.LISTEN, (True, True), (True, False), "no"),
+        (State.CLOSE_WAIT, (False, False), (False, False), "no"),
+    ],
+)
+def test_tcp_pair_rule(state, o_flags, n_flags, expected):
+    b = owner(state=state, reuseaddr=o_flags[0], reuseport=o_flags[1])
+    assert answer(new(reuseaddr=n_flags[0], reuseport=n_flags[1]), b)[0] == expected
+
+
+def test_reuseport_needs_the_same_uid_and_root_gets_no_exemption():
+    b = owner(reuseport=True, uid=1000)
+    verdict = decide(new(reuseport=True, uid=0), (b,), NS)
+    assert (verdict.verdict, verdict.rule) == (Verdict.NO, "R-TCP-REUSEPORT")
+    assert answer(new(reuseport=True, uid=1000), b) == ("yes", None)
+
+
+def test_time_wait_is_exempt_from_the_uid_but_needs_the_flag():
+    tw = owner(state=State.TIME_WAIT, timewait=True, reuseport=True, uid=None)
+    assert answer(new(reuseport=True, uid=1000), tw) == ("yes", None)
+    tw_plain = owner(state=State.TIME_WAIT, timewait=True, uid=None)
+    assert answer(new(reuseport=True, uid=1000), tw_plain)[0] in ("no", "uncertain")
+
+
+def test_hidden_time_wait_flags_give_uncertainty_only_when_they_matter():
+    tw = owner(state=State.TIME_WAIT, timewait=True, reuseaddr=None, reuseport=None, uid=None, timer_ms=47_000)
+    plain = decide(new(), (tw,), NS)
+    assert (plain.verdict, plain.errno) == (Verdict.NO, "EADDRINUSE")  # no flag on the new socket: blocked anyway
+    assert "wait 47 s for TIME-WAIT to expire" in plain.fixes
+    hoping = decide(new(reuseaddr=True), (tw,), NS)
+    assert hoping.verdict is Verdict.UNCERTAIN
+    assert any("TIME-WAIT" in reason and "SO_REUSEADDR" in reason for reason in hoping.uncertainty)
+    assert any("helps only if" in fix for fix in hoping.fixes)
+
+
+def test_fast_path_uncertainty():
+    # a REUSEPORT socket next to a non-listening SO_REUSEADDR owner: F02 shows the kernel may accept it
+    f02 = decide(new(reuseport=True), (owner(state=State.BOUND, reuseaddr=True),), NS)
+    assert (f02.verdict, f02.rule) == (Verdict.UNCERTAIN, "R-FASTPATH")
+    # a listener without a device reset the cache: decisive
+    assert answer(new(reuseport=True), owner()) == ("no", "EADDRINUSE")
+    # a listener pinned to a device can be bypassed (F04)
+    assert answer(new(reuseport=True), owner(device=2))[0] == "uncertain"
+    # no SO_REUSEPORT on the new socket: the fast path never applies
+    assert answer(new(), owner(state=State.BOUND, reuseaddr=True)) == ("no", "EADDRINUSE")
+    # a REUSEPORT child of another uid (F09) cannot be ruled out either
+    child = owner(state=State.ESTABLISHED, reuseport=True, uid=1000)
+    assert answer(new(reuseport=True), child)[0] == "uncertain"
+
+
+def test_unknown_flags_of_a_held_socket_are_reasoned_over():
+    hidden = owner(state=State.BOUND, reuseaddr=None, reuseport=None)
+    assert answer(new(), hidden) == ("no", "EADDRINUSE")
+    assert answer(new(reuseaddr=True), hidden)[0] == "uncertain"
+    unknown_device = owner(device=None)
+    assert answer(new(device=3), unknown_device)[0] == "uncertain"
+    assert answer(new(), unknown_device) == ("no", "EADDRINUSE")
+
+
+def test_device_rule():
+    assert answer(new("0.0.0.0", device=2), owner("0.0.0.0", device=3)) == ("yes", None)
+    assert answer(new("0.0.0.0"), owner("0.0.0.0", device=3)) == ("no", "EADDRINUSE")
+    assert answer(new("0.0.0.0", device=3), owner("0.0.0.0")) == ("no", "EADDRINUSE")
+    assert decide(new("0.0.0.0", device=2), (owner("0.0.0.0", device=3),), NS).rule == "R-DEV"
+
+
+def test_dual_stack_advice():
+    verdict = decide(new("0.0.0.0"), (owner("::"),), NS)
+    assert verdict.rule == "R-OVERLAP-DUAL"
+    assert any("IPV6_V6ONLY on the existing [::] socket" in fix for fix in verdict.fixes)
+    assert "FreeBSD" in verdict.bsd_note
+    assert answer(new("0.0.0.0"), owner("::", v6only=True)) == ("yes", None)
+
+
+def test_blockers_and_stop_advice_name_the_process():
+    nginx = Process(pid=812, ppid=1, name="nginx", uid=33, user="www-data", cmdline=("nginx",), start_time=None)
+    b = owner("0.0.0.0", holders=(Holder(nginx, (6,)),))
+    verdict = decide(new(), (b,), NS)
+    assert verdict.blockers == (b,)
+    assert verdict.fixes[0] == "stop pid 812 (nginx)"
+    assert "pid 812 nginx (user www-data)" in verdict.explanation
+    assert verdict.stage is Stage.BIND
+
+
+def test_bound_only_sockets_invisible_makes_yes_uncertain():
+    verdict = decide(new(), (), replace(NS, bound_visible=False))
+    assert verdict.verdict is Verdict.UNCERTAIN and "bound-only" in verdict.uncertainty[0]
+    assert answer(new(), owner(), ns=replace(NS, bound_visible=False)) == ("no", "EADDRINUSE")
+
+
+# ---------------------------------------------------------------------------------------------------
+# UDP: first match in chain order
+
+
+def udp_owner(address: str, **fields) -> Owner:
+    return owner(address, State.UNCONN, UDP, **fields)
+
+
+BLOCKER = udp_owner("0.0.0.0", reuseaddr=True)
+COMPATIBLE = udp_owner("127.0.0.1", reuseaddr=True, reuseport=True)
+
+
+def test_udp_reuseaddr_on_both_ignores_the_owner():
+    assert answer(new(proto=UDP, reuseaddr=True), udp_owner("127.0.0.1", reuseaddr=True)) == ("yes", None)
+    assert answer(new(proto=UDP, reuseaddr=True), udp_owner("127.0.0.1")) == ("no", "EADDRINUSE")
+    assert answer(new(proto=UDP, reuseport=True), udp_owner("127.0.0.1", reuseport=True, uid=1)) == (
+        "no",
+        "EADDRINUSE",
+    )
+
+
+def test_udp_first_match_follows_dump_order():
+    n = new(proto=UDP, reuseport=True)
+    newest_first = decide(n, (COMPATIBLE, BLOCKER), NS)  # U15/U18: the compatible one comes first
+    assert (newest_first.verdict, newest_first.rule) == (Verdict.YES, "R-UDP-FIRSTMATCH")
+    assert answer(n, BLOCKER, COMPATIBLE) == ("no", "EADDRINUSE")  # U16
+    # U17: an IPv6 SO_REUSEPORT socket is appended at the tail, whatever the dump shows first
+    tail = udp_owner("::ffff:127.0.0.1", reuseaddr=True, reuseport=True)
+    assert answer(n, tail, BLOCKER) == ("no", "EADDRINUSE")
+
+
+def test_udp_head_interleaving_is_uncertain_only_when_it_matters():
+    n = new(proto=UDP, reuseport=True)
+    v6_blocker = udp_owner("::", reuseaddr=True)
+    v4_compatible = udp_owner("0.0.0.0", reuseaddr=True, reuseport=True)
+    verdict = decide(n, (v6_blocker, v4_compatible), NS)
+    assert verdict.verdict is Verdict.UNCERTAIN and verdict.rule == "R-UDP-FIRSTMATCH"
+    assert answer(n, udp_owner("::"), BLOCKER) == ("no", "EADDRINUSE")  # both block: order is irrelevant
+
+
+def test_udp_hash2_path_past_ten_sockets():
+    n = new(proto=UDP, reuseport=True)
+    assert answer(n, COMPATIBLE, BLOCKER, ns=replace(NS, udp_slot_sockets=3)) == ("yes", None)
+    # U19: the exact-address slot says "compatible", then the wildcard slot is scanned and blocks
+    assert answer(n, COMPATIBLE, BLOCKER, ns=replace(NS, udp_slot_sockets=13)) == ("no", "EADDRINUSE")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Input forms and the settled verdict
+
+SERVICES = parse_services("ssh 22/tcp\nhttp 80/tcp www\nhttp 80/udp\ndomain 53/udp\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0.0.0.0:21", (21, Family.IPV4, "0.0.0.0", None, None)),
+        ("[::]:8080", (8080, Family.IPV6, "::", None, None)),
+        ("127.0.0.1:8899", (8899, Family.IPV4, "127.0.0.1", None, None)),
+        ("[fe80::1%eth0]:80", (80, Family.IPV6, "fe80::1", None, "eth0")),
+        (":8080", (8080, None, None, None, None)),
+        ("8080", (8080, None, None, None, None)),
+        ("localhost:8080", (8080, None, None, "localhost", None)),
+        (":http", (80, None, None, None, None)),
+        ("0.0.0.0:ssh", (22, Family.IPV4, "0.0.0.0", None, None)),
+        ("[::ffff:127.0.0.1]:0", (0, Family.IPV6, "::ffff:127.0.0.1", None, None)),
+    ],
+)
+def test_parse_target(text, expected):
+    target = parse_target(text, TCP, SERVICES)
+    assert (target.port, target.family, target.address, target.hostname, target.scope) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty address"),
+        ("::1:80", "brackets"),
+        ("[::1]", "missing port"),
+        ("[::1:80", "missing ']'"),
+        ("[1.2.3.4]:80", "not an IPv6 address"),
+        ("1.2.3:80", "not an IPv4 address"),
+        ("127.0.0.1:65536", "out of range"),
+        ("127.0.0.1:-1", "out of range"),
+        ("127.0.0.1:", "missing port"),
+        (":nosuchservice", "unknown service"),
+        (":domain", "unknown service"),  # a UDP-only name asked for TCP
+        ("[fe80::1%]:80", "empty scope"),
+        ("bad host!:80", "not an IPv4 address or host name"),
+    ],
+)
+def test_parse_target_rejects(text, message):
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_target(text, TCP, SERVICES)
+
+
+def test_settled_verdict():
+    no = decide(new(), (owner(),), NS)
+    uncertain = decide(new(reuseport=True), (owner(state=State.BOUND, reuseaddr=True),), NS)
+    yes = decide(new(), (), NS)
+    kernel_no = ProbeResult("EADDRINUSE", Stage.BIND)
+    kernel_yes = ProbeResult(None, None)
+    assert _settle(no, kernel_no, None) == (Verdict.NO, "EADDRINUSE", Stage.BIND, True)
+    assert _settle(uncertain, kernel_yes, None) == (Verdict.YES, None, None, None)
+    assert _settle(uncertain, kernel_no, None) == (Verdict.NO, "EADDRINUSE", Stage.BIND, None)
+    assert _settle(yes, kernel_no, None)[3] is False  # a disagreement is flagged
+    assert _settle(no, ProbeResult(None, None, "no root"), None) == (Verdict.NO, "EADDRINUSE", Stage.BIND, None)
