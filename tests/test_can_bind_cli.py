@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import fcntl
+import io
 import json
 import os
-import pty
 import re
-import select
-import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -21,7 +17,9 @@ from click.testing import CliRunner
 import portscope
 from bind_scenarios import OwnerSpec, build_owner, open_group
 from netns_util import new_netns
+from portscope.bind import BindRequest, check_bind
 from portscope.cli import cli
+from portscope.render.can_bind import render_can_bind
 
 pytestmark = pytest.mark.live
 
@@ -189,35 +187,20 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert "Traceback" not in result.stderr
 
 
-def _run_in_pty(args: list[str], extra_env: dict[str, str]) -> tuple[int, str]:
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
-    env = {k: v for k, v in ENV.items() if k not in ("NO_COLOR", "COLUMNS")}
-    env.update(TERM="xterm-256color", **extra_env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "portscope", "can-bind", *args], stdin=slave, stdout=slave, stderr=slave, env=env
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        ready, _, _ = select.select([master], [], [], 20)
-        if not ready:
-            break
-        try:
-            data = os.read(master, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=20)
-    os.close(master)
-    return proc.returncode, b"".join(chunks).decode()
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
-def test_colour_on_a_terminal_unless_no_color(bindns):
-    args = ["--netns", bindns.name, f"0.0.0.0:{LISTEN_PORT}"]
-    status, screen = _run_in_pty(args, {})
-    assert status == 1 and ANSI.search(screen) and "NO: bind()" in screen
-    status, screen = _run_in_pty(args, {"NO_COLOR": "1"})
-    assert status == 1 and not ANSI.search(screen) and "NO: bind()" in screen
+@pytest.mark.parametrize(("no_color", "coloured"), [(None, True), ("1", False)])
+def test_colour_on_a_terminal_unless_no_color(bindns, monkeypatch, no_color, coloured):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    report = check_bind(BindRequest(f"0.0.0.0:{LISTEN_PORT}", netns=bindns.name))
+    screen = _Terminal()
+    render_can_bind(report, screen, as_json=False)
+    text = screen.getvalue()
+    assert bool(ANSI.search(text)) is coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", text).startswith("NO: bind() of tcp 0.0.0.0:7100")

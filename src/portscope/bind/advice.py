@@ -312,6 +312,8 @@ def tcp_fixes(n: NewSocket, blockers: Sequence[Owner], reasons: Sequence[Sequenc
                 fixes.append("set SO_REUSEPORT on both sockets, same user")
         elif owner.reuseaddr and not n.reuseaddr:
             fixes.append("set SO_REUSEADDR on the new socket (--reuseaddr): the existing one has it")
+        elif owner.reuseaddr is None:
+            fixes.append("set SO_REUSEADDR on both sockets (the existing one's setting is not visible)")
         elif not owner.reuseaddr:
             fixes.append(
                 "set SO_REUSEADDR on both sockets (the existing one lacks it), or SO_REUSEPORT on both, same user"

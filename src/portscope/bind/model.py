@@ -590,20 +590,26 @@ def _port_free(n: NewSocket, ns: Namespace) -> BindVerdict:
 
 
 def _tcp_yes(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner]) -> BindVerdict:
-    """Why no owner blocks: pick the most telling rule among the owners that did overlap."""
+    rule = _sharing_rule(n, nk, n_dev, owners)
+    return BindVerdict(Verdict.YES, None, None, rule, (), advice.tcp_yes_text(n, rule, len(owners)))
+
+
+def _sharing_rule(n: NewSocket, nk: _K, n_dev: int, owners: Iterable[Owner]) -> str:
+    """Why no owner blocks: the most telling rule among the owners that overlap."""
+    tcp = n.proto is Proto.TCP
     rule = "R-OVERLAP"
     for b in owners:
         for w in _worlds(b, n_dev):
             bk = _kview(b.family, b.address, w.v6only)
-            if not _tcp_compared(nk, bk):
+            if not (_tcp_compared(nk, bk) if tcp else rcv_saddr_equal(nk, bk, True)):
                 continue
             if not _dev_compatible(n_dev, w.device):
                 rule = "R-DEV" if rule == "R-OVERLAP" else rule
-            elif n.reuseaddr and w.reuse and not b.listening:
-                rule = "R-TCP-REUSEADDR"
+            elif n.reuseaddr and w.reuse and not (tcp and b.listening):
+                rule = "R-TCP-REUSEADDR" if tcp else "R-UDP-REUSEADDR"
             else:
-                rule = "R-TCP-REUSEPORT"
-    return BindVerdict(Verdict.YES, None, None, rule, (), advice.tcp_yes_text(n, rule, len(owners)))
+                rule = "R-TCP-REUSEPORT" if tcp else "R-UDP-REUSEPORT"
+    return rule
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -721,7 +727,7 @@ def _decide_udp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: N
     compatible = [s.owner for s in deciders if _OK in s.results]
     if outcomes == {_OK}:
         first_match = any(_udp_results(n, nk, n_dev, b, None) == {_FAIL} for b in owners) and compatible
-        rule = "R-UDP-FIRSTMATCH" if first_match else _udp_yes_rule(n, nk, n_dev, owners)
+        rule = "R-UDP-FIRSTMATCH" if first_match else _sharing_rule(n, nk, n_dev, owners)
         return BindVerdict(Verdict.YES, None, None, rule, (), advice.udp_yes_text(n, rule, len(owners)))
     rule = _udp_rule(n, nk, n_dev, blocking[0] if blocking else owners[0])
     if outcomes == {_FAIL}:
@@ -765,22 +771,6 @@ def _udp_rule(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> str:
     if n.reuseaddr or b.reuseaddr:
         return "R-UDP-REUSEADDR"
     return "R-UDP"
-
-
-def _udp_yes_rule(n: NewSocket, nk: _K, n_dev: int, owners: Iterable[Owner]) -> str:
-    rule = "R-OVERLAP"
-    for b in owners:
-        for w in _worlds(b, n_dev):
-            bk = _kview(b.family, b.address, w.v6only)
-            if not rcv_saddr_equal(nk, bk, True):
-                continue
-            if not _dev_compatible(n_dev, w.device):
-                rule = "R-DEV" if rule == "R-OVERLAP" else rule
-            elif n.reuseaddr and w.reuse:
-                rule = "R-UDP-REUSEADDR"
-            else:
-                rule = "R-UDP-REUSEPORT"
-    return rule
 
 
 # ---------------------------------------------------------------------------------------------------
