@@ -6,9 +6,11 @@ import sys
 
 import click
 
+from portscope.complete import complete_interfaces, complete_local_addresses, complete_netns, complete_users
+
 
 @click.command("can-bind", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("address", metavar="ADDR:PORT")
+@click.argument("address", metavar="ADDR:PORT", shell_complete=complete_local_addresses)
 @click.option("--udp", is_flag=True, help="A UDP socket (default: TCP).")
 @click.option("-4", "--ipv4", "ipv4", is_flag=True, help="':PORT' and host names mean IPv4.")
 @click.option("-6", "--ipv6", "ipv6", is_flag=True, help="':PORT' and host names mean IPv6 (default for ':PORT').")
@@ -19,11 +21,17 @@ import click
     default=None,
     help="IPV6_V6ONLY on the new socket [default: net.ipv6.bindv6only of the namespace].",
 )
-@click.option("--device", metavar="IFNAME", help="The new socket is pinned with SO_BINDTODEVICE.")
+@click.option(
+    "--device",
+    metavar="IFNAME",
+    shell_complete=complete_interfaces,
+    help="The new socket is pinned with SO_BINDTODEVICE.",
+)
 @click.option("--freebind", is_flag=True, help="The new socket sets IP_FREEBIND / IPV6_FREEBIND.")
 @click.option(
     "--user",
     metavar="USER|UID",
+    shell_complete=complete_users,
     help="Owner of the new socket (SO_REUSEPORT rule) and caller of bind() (privileged ports) [default: you].",
 )
 @click.option("--no-listen", is_flag=True, help="TCP: check bind() only, not bind() and then listen().")
@@ -36,7 +44,9 @@ import click
     "instant. It never calls listen().",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (schema in README).")
-@click.option("--netns", metavar="NAME|PID|PATH", help="Evaluate inside another network namespace.")
+@click.option(
+    "--netns", metavar="NAME|PID|PATH", shell_complete=complete_netns, help="Evaluate inside another network namespace."
+)
 @click.pass_context
 def can_bind(
     ctx: click.Context,
@@ -55,7 +65,7 @@ def can_bind(
     as_json: bool,
     netns: str | None,
 ) -> None:
-    """Would a socket bound to ADDR:PORT work here, and if not, why?
+    """Predict whether binding ADDR:PORT would work here, and explain why not.
 
     \b
     ADDR:PORT is 0.0.0.0:21, [::]:8080, 127.0.0.1:8899, [fe80::1%eth0]:80, :8080 (the wildcard),
@@ -65,6 +75,15 @@ def can_bind(
     overlap, SO_BINDTODEVICE, SO_REUSEADDR/SO_REUSEPORT, TIME-WAIT, listen()). Where it depends on what
     cannot be seen (the TCP SO_REUSEPORT fast-path history, the UDP hash-chain order, options of
     TIME-WAIT sockets) it says "uncertain" and why; --probe asks the kernel.
+
+    \b
+    Examples:
+      portscope can-bind :8080                   a TCP server on every address (IPv6 and IPv4)
+      portscope can-bind 127.0.0.1:8080 --reuseaddr
+      portscope can-bind '[::]:443' --reuseport --user www-data
+      portscope can-bind :53 --udp --probe       settle it with a trial bind()
+      portscope can-bind '[fe80::1%eth0]:80'     a link-local address needs its interface
+      portscope can-bind 0.0.0.0:http --json
 
     \b
     Exit status: 0 can bind, 1 cannot, 3 uncertain, 2 usage error.
