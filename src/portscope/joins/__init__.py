@@ -5,46 +5,55 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from portscope.joins.fdscan import scan_socket_fds
+from portscope.joins.fdscan import FdScan, walk_socket_fds
 from portscope.joins.procinfo import read_process
+from portscope.recordmaker import positional_maker
 from portscope.records import Holder, JoinReport, Socket
+
+_make_holder = positional_maker(Holder)
 
 
 def join_processes(
     sockets: Sequence[Socket], proc_root: str = "/proc"
 ) -> tuple[dict[int, tuple[Holder, ...]], JoinReport]:
     """Map every listed socket's inode to all of its holders, with what could not be seen."""
-    wanted = {sock.inode for sock in sockets if sock.inode is not None}
+    # inode -> the same int object, so the holders map shares the sockets' inodes (memory at 100k+)
+    wanted = {sock.inode: sock.inode for sock in sockets if sock.inode is not None}
     if not wanted:
         return {}, JoinReport(joined=True)
-    scan = scan_socket_fds(wanted, proc_root)
-
-    fds_by_pid: dict[int, list[int]] = {}
-    for pairs in scan.holders.values():
-        for pid, fd in pairs:
-            fds_by_pid.setdefault(pid, []).append(fd)
-    processes = {}
-    vanished = scan.vanished
-    for pid, fds in fds_by_pid.items():
+    counts = FdScan()
+    holders: dict[int, tuple[Holder, ...]] = {}
+    holders_get = holders.get
+    make_holder = _make_holder
+    single_fd: dict[int, tuple[int]] = {}  # (fd,) tuples are immutable: one per fd number, shared
+    vanished = 0
+    # Processes are turned into holders as the walk finds them: no second map of every (pid, fd).
+    for pid, inodes, fds in walk_socket_fds(wanted, proc_root, counts):
         process = read_process(pid, tuple(sorted(fds)), proc_root)
         if process is None:
             vanished += 1
+            continue
+        if len(set(inodes)) == len(inodes):  # the usual case: one fd per socket in this process
+            groups = zip(inodes, [single_fd.get(fd) or single_fd.setdefault(fd, (fd,)) for fd in fds], strict=True)
         else:
-            processes[pid] = process
-
-    holders: dict[int, tuple[Holder, ...]] = {}
-    for inode, pairs in scan.holders.items():
-        by_pid: dict[int, list[int]] = {}
-        for pid, fd in pairs:
-            if pid in processes:
-                by_pid.setdefault(pid, []).append(fd)
-        if by_pid:
-            holders[inode] = tuple(Holder(processes[pid], tuple(sorted(fds))) for pid, fds in sorted(by_pid.items()))
+            by_inode: dict[int, list[int]] = {}
+            for inode, fd in zip(inodes, fds, strict=True):
+                by_inode.setdefault(inode, []).append(fd)
+            groups = ((inode, tuple(sorted(group))) for inode, group in by_inode.items())
+        for inode, fd_tuple in groups:
+            holder = make_holder(process, fd_tuple)
+            held = holders_get(inode)
+            if held is None:
+                holders[inode] = (holder,)
+            elif held[-1].process.pid < pid:
+                holders[inode] = (*held, holder)
+            else:  # /proc lists pids in ascending order, but keep the promise for any walk order
+                holders[inode] = tuple(sorted((*held, holder), key=_holder_pid))
 
     hidden: set[int] = set()
     unowned = 0
     if len(holders) < len(wanted):
-        denied_uids = set(scan.denied_by_uid)
+        denied_uids = set(counts.denied_by_uid)
         my_uid = os.geteuid()
         for sock in sockets:
             if sock.inode is None or sock.inode in holders:
@@ -57,11 +66,15 @@ def join_processes(
                 unowned += 1
     report = JoinReport(
         joined=True,
-        processes_scanned=scan.scanned,
-        processes_denied=scan.denied,
-        processes_vanished=vanished,
+        processes_scanned=counts.scanned,
+        processes_denied=counts.denied,
+        processes_vanished=counts.vanished + vanished,
         hidden_sockets=len(hidden),
         unowned_sockets=unowned,
         hidden_inodes=frozenset(hidden),
     )
     return holders, report
+
+
+def _holder_pid(holder: Holder) -> int:
+    return holder.process.pid

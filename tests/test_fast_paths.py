@@ -1,0 +1,154 @@
+"""The hot paths (plain table writer, process join, JSON writer) give exactly what the simple code gives.
+
+The simple reference of each lives beside it: :meth:`RowBuilder.row` (used for rich tables),
+:func:`socket_object` (used by who and can-bind), and a direct readlink walk of /proc.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+from collections.abc import Sequence
+
+import pytest
+
+from netns_util import new_netns
+from portscope.query import Query
+from portscope.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
+from portscope.render import jsonout
+from portscope.render.table import Column, RowBuilder, columns_for_width, sort_key, write_plain
+from portscope.services import load_services, parse_services
+from portscope.snapshot import snapshot
+from socket_mix import build_mix
+
+pytestmark = pytest.mark.live
+
+SERVICES = parse_services("http 80/tcp\ndomain 53/udp\nx11 6000/tcp\nkvp 7001/tcp\n", "test")
+
+
+def reference_plain(builder: RowBuilder, sockets: Sequence[Socket], columns: Sequence[Column]) -> str:
+    """The obvious layout: every row from RowBuilder.row, ljust/rjust, two spaces, trailing blanks cut."""
+    rows = [[builder.row(s)[c.key] for c in columns] for s in sockets]
+    widths = [max([len(c.title)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+
+    def line(cells):
+        last = len(columns) - 1
+        parts = [
+            cell if i == last else cell.rjust(widths[i]) if columns[i].align == "right" else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "".join(line(cells) + "\n" for cells in [[c.title for c in columns], *rows])
+
+
+def plain(snap: Snapshot, services, width: int | None) -> tuple[str, str]:
+    sockets = sorted(snap.sockets, key=sort_key)
+    columns = columns_for_width(width)
+    out = io.StringIO()
+    write_plain(out, RowBuilder(snap, services), sockets, columns)
+    return out.getvalue(), reference_plain(RowBuilder(snap, services), sockets, columns)
+
+
+def proc_walk_holders(inodes: set[int]) -> dict[int, list[tuple[int, tuple[int, ...]]]]:
+    """inode -> [(pid, fds)] by reading every /proc/<pid>/fd link one at a time."""
+    found: dict[int, dict[int, list[int]]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{name}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{name}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                found.setdefault(int(target[8:-1]), {}).setdefault(int(name), []).append(int(fd))
+    return {inode: sorted((pid, tuple(sorted(fds))) for pid, fds in by_pid.items()) for inode, by_pid in found.items()}
+
+
+@pytest.fixture(scope="module")
+def shared_mix():
+    """The mixed sockets, each held twice: by this process and by a forked child (plus a dup'ed fd)."""
+    with new_netns("psfast") as ns:
+        mix = build_mix(ns, base=7000)
+        extra = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+        extra.bind(("127.0.0.1", 7020))
+        extra.listen(4)
+        dup = os.dup(extra.fileno())  # the same socket at two fds of one process
+        try:
+            ns.fork_holder()
+            yield mix
+        finally:
+            os.close(dup)
+
+
+def test_join_finds_every_holder_and_fd(shared_mix):
+    snap = snapshot(Query(states=frozenset(State), netns=shared_mix.ns.name))
+    inodes = {s.inode for s in snap.sockets if s.inode is not None}
+    expected = proc_walk_holders(inodes)
+    got = {inode: [(h.process.pid, h.fds) for h in holders] for inode, holders in snap.holders.items()}
+    assert got == expected
+    assert any(len(holders) >= 2 for holders in snap.holders.values())
+    assert any(len(h.fds) >= 2 for holders in snap.holders.values() for h in holders)
+    for holders in snap.holders.values():  # one Process record per pid, its fds the union of its holders'
+        for holder in holders:
+            assert set(holder.fds) <= set(holder.process.fds)
+    by_pid = {h.process.pid: h.process for hs in snap.holders.values() for h in hs}
+    assert all(h.process is by_pid[h.process.pid] for hs in snap.holders.values() for h in hs)
+
+
+@pytest.mark.parametrize("width", [None, 80, 120, 200])
+@pytest.mark.parametrize("named", [False, True])
+def test_plain_writer_equals_the_row_layout(shared_mix, width, named):
+    snap = snapshot(Query(states=frozenset(State), netns=shared_mix.ns.name))
+    services = load_services() if named else None
+    fast, reference = plain(snap, services, width)
+    assert fast == reference
+    assert len(fast.splitlines()) == len(snap.sockets) + 1
+
+
+def make_socket(**fields) -> Socket:
+    base = dict(
+        proto=Proto.TCP, family=Family.IPV4, state=State.LISTEN, local_address="0.0.0.0", local_port=80,
+        remote_address=None, remote_port=None, recv_q=0, send_q=0, uid=0, inode=None, ifindex=0, interface=None,
+        v6only=None, timer=None, timer_ms=None, netns=1,
+    )  # fmt: skip
+    return Socket(**(base | fields))
+
+
+def test_plain_writer_without_join_and_with_hidden_owners():
+    sockets = (
+        make_socket(proto=Proto.UDP, family=Family.IPV6, state=State.UNCONN, local_address="fe80::1", local_port=53,
+                    recv_q=None, send_q=None, inode=11, ifindex=2, interface="eth0", v6only=True),
+        make_socket(state=State.TIME_WAIT, local_address="10.0.0.1", local_port=6000, remote_address="10.0.0.2",
+                    remote_port=80, uid=None, timer="timewait", timer_ms=500),
+        make_socket(send_q=4096, inode=12),
+        make_socket(family=Family.IPV6, state=State.ESTABLISHED, local_address="::ffff:10.0.0.1", local_port=7001,
+                    remote_address="::1", remote_port=6000, recv_q=12345, send_q=9, uid=4242, inode=13),
+    )  # fmt: skip
+    worker = Process(20, 1, "work\ter", 0, "root", ("srv", "-x\x1b"), None, (3,))
+    others = [Process(pid, 1, "srv", 0, "root", ("srv",), None, (4,)) for pid in (21, 22, 23)]
+    holders = {12: tuple(Holder(p, (3 + i,)) for i, p in enumerate([worker, *others]))}
+    for joined in (True, False):
+        report = JoinReport(joined=joined, hidden_sockets=1, hidden_inodes=frozenset({13}))
+        snap = Snapshot(sockets, holders if joined else {}, (), report, 1, None)
+        for width in (None, 80, 200):
+            fast, reference = plain(snap, SERVICES, width)
+            assert fast == reference
+            assert "\x1b" not in fast and "\t" not in fast
+            assert ("(hidden)" in fast) is joined
+
+
+def test_json_writer_equals_socket_objects(shared_mix):
+    snap = snapshot(Query(states=frozenset(State), netns=shared_mix.ns.name))
+    for services in (None, load_services(), SERVICES):
+        out = io.StringIO()
+        jsonout.write_sockets(out, snap, services)
+        expected = [jsonout.socket_object(s, snap.holders_of(s), services) for s in snap.sockets]
+        assert json.loads(out.getvalue()) == expected
