@@ -63,7 +63,10 @@ BC_OP = struct.Struct("=BBH")
 IPPROTO = {Proto.TCP: socket.IPPROTO_TCP, Proto.UDP: socket.IPPROTO_UDP}
 AF = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
 
-_BYTE_SWAP = [((p & 0xFF) << 8) | (p >> 8) for p in range(65536)]
+# Ports arrive in network byte order: raw value -> port, filled as ports are seen. Sockets then share
+# one int object per port number (memory at 100k+ sockets) without building a 65536-entry table at
+# start-up (time and 2 MB for small listings).
+_PORTS: dict[int, int] = {}
 _ZERO4 = bytes(4)
 _ZERO16 = bytes(16)
 _TW_OR_REQUEST = {6, 3, 12}  # TIME_WAIT, SYN_RECV, NEW_SYN_RECV: uid and inode are placeholders
@@ -224,7 +227,8 @@ class Decoder:
         unpack_header = NLMSGHDR.unpack_from
         unpack_all = _HEADER_AND_MSG.unpack_from
         make = _make_socket
-        swap = _BYTE_SWAP
+        ports = _PORTS
+        port_of = ports.get
         states = self._state_table
         timers = _TIMER_TABLE
         proto, fam, netns = self.proto, self.family, self.netns
@@ -284,7 +288,10 @@ class Decoder:
             if state is None:
                 raise SourceError(source, f"unknown {proto.value} state {state_no} at byte {offset}")
             local = addr_cache.get(src) or address(src)
-            dport = swap[dport]
+            port = port_of(sport)
+            sport = _port(sport) if port is None else port
+            port = port_of(dport)
+            dport = _port(dport) if port is None else port
             if dport == 0 and dst[:zero_len] == zero:
                 remote = None
                 remote_port = None
@@ -301,7 +308,7 @@ class Decoder:
                     fam,
                     state,
                     local,
-                    swap[sport],
+                    sport,
                     remote,
                     remote_port,
                     rqueue,
@@ -320,6 +327,11 @@ class Decoder:
             )
             offset += (length + 3) & ~3
         return sockets, done
+
+
+def _port(raw: int) -> int:
+    port = _PORTS[raw] = ((raw & 0xFF) << 8) | (raw >> 8)
+    return port
 
 
 def _find_v6only(data, offset: int, end: int) -> bool | None:

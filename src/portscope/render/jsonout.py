@@ -56,51 +56,91 @@ def socket_object(sock: Socket, holders: Iterable[Holder], services: Services | 
     }
 
 
-def _number(value: int | None) -> str:
-    return "null" if value is None else str(value)
-
-
 def _text(value: str | None) -> str:
     return "null" if value is None else _dumps(value)
 
 
 _BOOL = {None: "null", True: "true", False: "false"}
+JSON_CHUNK = 2048  # socket objects per write()
 
 
 def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> None:
-    """Write ``ls --json``: a JSON array, one object per socket, equal to :func:`socket_object`."""
-    holders_of = snap.holders.get
+    """Write ``ls --json``: a JSON array, one object per socket, equal to :func:`socket_object`.
+
+    Text for json.loads, laid out like ``json.dumps`` of those objects (", " and ": "), one object a line.
+    """
+    holders_get = snap.holders.get
     names = services.by_port if services is not None else {}
     service_json: dict[tuple[int, str], str] = {}
+    process_json: dict[int, str] = {}  # id(Process) -> its object's text up to the fd keys
+    timer_json: dict[str | None, str] = {None: "null"}
+    bools = _BOOL
+
+    def service_text(port: int, proto: str) -> str:
+        text = service_json[(port, proto)] = _text(names.get((port, proto)))
+        return text
+
+    def processes_text(holders: tuple[Holder, ...]) -> str:
+        parts = []
+        for holder in holders:
+            process = holder.process
+            head = process_json.get(id(process))
+            if head is None:
+                head = process_json[id(process)] = _dumps(
+                    {"pid": process.pid, "name": process.name, "user": process.user, "cmdline": list(process.cmdline)}
+                )[:-1]
+            fds = holder.fds
+            if len(fds) == 1:
+                parts.append(f'{head}, "fd": {fds[0]}, "fds": [{fds[0]}]}}')
+            elif fds:
+                parts.append(f'{head}, "fd": {fds[0]}, "fds": [{", ".join(map(str, fds))}]}}')
+            else:
+                parts.append(f'{head}, "fd": null, "fds": []}}')
+        return f"[{', '.join(parts)}]"
+
     write = out.write
     write("[")
-    first = True
+    chunk: list[str] = []
+    separator = "\n"
     for sock in snap.sockets:
-        proto = sock.proto.value
-        key = (sock.local_port, proto)
-        service = service_json.get(key)
-        if service is None:
-            service = service_json[key] = _text(names.get(key))
-        processes = "[]"
-        if sock.inode is not None:
-            holders = holders_of(sock.inode)
-            if holders:
-                processes = _dumps([holder_object(h) for h in holders])
+        proto = sock.proto._value_  # enum .value is a property: measurable at 100k sockets
+        port = sock.local_port
+        service = service_json.get((port, proto)) or service_text(port, proto)
+        inode = sock.inode
+        holders = holders_get(inode) if inode is not None else None
         remote = sock.remote_address
-        write(
-            f'{"" if first else ","}\n{{"proto": "{proto}", "family": "{sock.family.value}", '
-            f'"state": "{sock.state.value}", "local_address": "{sock.local_address}", '
-            f'"local_port": {sock.local_port}, '
-            f'"remote_address": {"null" if remote is None else chr(34) + remote + chr(34)}, '
-            f'"remote_port": {_number(sock.remote_port)}, "recv_q": {_number(sock.recv_q)}, '
-            f'"send_q": {_number(sock.send_q)}, "uid": {_number(sock.uid)}, '
-            f'"inode": {_number(sock.inode)}, "interface": {_text(sock.interface)}, '
-            f'"v6only": {_BOOL[sock.v6only]}, "service": {service}, "timer": {_text(sock.timer)}, '
-            f'"timer_ms": {_number(sock.timer_ms)}, "netns": {_number(sock.netns)}, '
-            f'"processes": {processes}}}'
+        remote = "null" if remote is None else f'"{remote}"'
+        remote_port = sock.remote_port
+        recv_q = sock.recv_q
+        send_q = sock.send_q
+        uid = sock.uid
+        interface = sock.interface
+        timer = sock.timer
+        timer_ms = sock.timer_ms
+        netns = sock.netns
+        chunk.append(
+            f'{{"proto": "{proto}", "family": "{sock.family._value_}", '
+            f'"state": "{sock.state._value_}", "local_address": "{sock.local_address}", '
+            f'"local_port": {port}, '
+            f'"remote_address": {remote}, '
+            f'"remote_port": {"null" if remote_port is None else remote_port}, '
+            f'"recv_q": {"null" if recv_q is None else recv_q}, '
+            f'"send_q": {"null" if send_q is None else send_q}, "uid": {"null" if uid is None else uid}, '
+            f'"inode": {"null" if inode is None else inode}, '
+            f'"interface": {"null" if interface is None else _dumps(interface)}, '
+            f'"v6only": {bools[sock.v6only]}, "service": {service}, '
+            f'"timer": {timer_json.get(timer) or timer_json.setdefault(timer, _dumps(timer))}, '
+            f'"timer_ms": {"null" if timer_ms is None else timer_ms}, "netns": {"null" if netns is None else netns}, '
+            f'"processes": {processes_text(holders) if holders else "[]"}}}'
         )
-        first = False
-    write("\n]\n" if not first else "]\n")
+        if len(chunk) >= JSON_CHUNK:
+            write(separator + ",\n".join(chunk))
+            separator = ",\n"
+            chunk.clear()
+    if chunk:
+        write(separator + ",\n".join(chunk))
+        separator = ",\n"
+    write("]\n" if separator == "\n" else "\n]\n")
 
 
 def dump(value: Any, out: IO[str]) -> None:
