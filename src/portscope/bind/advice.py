@@ -286,6 +286,8 @@ def tcp_uncertain_text(n: NewSocket, blockers: Sequence[Owner], fastpath: bool) 
 
 def tcp_fixes(n: NewSocket, blockers: Sequence[Owner], reasons: Sequence[Sequence[str]]) -> tuple[str, ...]:
     fixes: list[str] = []
+    # Next to a listener, SO_REUSEADDR cannot help with the other blockers: the listener still blocks.
+    listener_blocks = any(owner.listening for owner in blockers)
     for owner, why in zip(blockers, reasons, strict=True):
         fixes += stop_fixes(owner)
         if "dual-stack" in why:
@@ -310,6 +312,8 @@ def tcp_fixes(n: NewSocket, blockers: Sequence[Owner], reasons: Sequence[Sequenc
                 fixes.append("set SO_REUSEPORT on the new socket (--reuseport): the listener has it, same user")
             else:
                 fixes.append("set SO_REUSEPORT on both sockets, same user")
+        elif listener_blocks:
+            pass
         elif owner.reuseaddr and not n.reuseaddr:
             fixes.append("set SO_REUSEADDR on the new socket (--reuseaddr): the existing one has it")
         elif owner.reuseaddr is None:

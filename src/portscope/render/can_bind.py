@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
+import textwrap
 from typing import IO, Any
 
 from portscope.bind import BindReport
@@ -140,10 +141,28 @@ def render_can_bind(report: BindReport, out: IO[str], *, as_json: bool) -> None:
     if term.is_terminal(out):
         from rich.text import Text
 
-        console = term.make_console(out, term.terminal_width(out))
-        console.soft_wrap = True
+        width = term.terminal_width(out) or 80
+        console = term.make_console(out, width)
         for text, style in lines:
-            console.print(Text(text, style=style or ""))
+            for piece in _wrap(text, width):
+                console.print(Text(piece, style=style or ""), soft_wrap=True)
         return
-    for text, _ in lines:
+    for text, _ in lines:  # a pipe gets whole lines, for grep
         out.write(text + "\n")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Word-wrap for a terminal, continuing under the text of an item rather than its bullet."""
+    if len(text) <= width:
+        return [text]
+    stripped = text.lstrip(" ")
+    indent = len(text) - len(stripped)
+    if stripped.startswith("- "):
+        hang = indent + 2
+    elif indent:
+        hang = indent
+    else:
+        hang = 2
+    return textwrap.wrap(
+        text, width=width, subsequent_indent=" " * hang, break_long_words=True, break_on_hyphens=False
+    ) or [text]
