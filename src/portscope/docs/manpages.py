@@ -135,7 +135,8 @@ def _usage(command: click.Command) -> list[str]:
 
 
 def _option_help(option: click.Option, ctx: click.Context) -> str | None:
-    if option.name == "help" and option.is_eager and option.expose_value is False:
+    # click names its help option "help" or (8.5+) "_click_default_help"; its flags are what stay put.
+    if "--help" in option.opts and option.is_eager and option.expose_value is False:
         return HELP_OPTION_TEXT
     text = " ".join((option.help or "").split())
     extras = []
