@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import pytest
 
 from netns_util import new_netns
+from portscope.joins.fdscan import FdScan, _halves, walk_socket_fds
 from portscope.query import Query
 from portscope.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
 from portscope.render import jsonout
@@ -152,3 +153,21 @@ def test_json_writer_equals_socket_objects(shared_mix):
         jsonout.write_sockets(out, snap, services)
         expected = [jsonout.socket_object(s, snap.holders_of(s), services) for s in snap.sockets]
         assert json.loads(out.getvalue()) == expected
+
+
+def test_walk_in_two_processes_equals_the_walk_in_one(shared_mix):
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
+    serial = walk_socket_fds(wanted, "/proc", FdScan(), parallel=False)
+    parallel = walk_socket_fds(wanted, "/proc", FdScan(), parallel=True)
+    assert parallel == serial and len(serial) >= 2  # this process and the forked holder
+    assert all(i is wanted[i] for _, inodes, _ in parallel for i in inodes)  # the caller's own inode objects
+
+
+def test_halves_cut_the_fds_in_two_in_order():
+    listed = [("1", ["0", "1"]), ("7", [str(n) for n in range(10)]), ("9", ["3"])]
+    mine, theirs = _halves(listed, 13)
+    assert sum(len(n) for _, n in mine) == 6 and sum(len(n) for _, n in theirs) == 7
+    assert mine[-1][0] == theirs[0][0] == "7"  # the big process is shared between the two
+    flat = [(p, n) for part in (mine, theirs) for p, names in part for n in names]
+    assert flat == [(p, n) for p, names in listed for n in names]

@@ -7,9 +7,12 @@ so the caller can say whose sockets' owners are hidden.
 
 from __future__ import annotations
 
+import contextlib
+import marshal
 import os
+import signal
+import sys
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 _SOCKET_PREFIX = "socket:["
@@ -50,28 +53,52 @@ def scan_socket_fds(wanted: set[int] | None, proc_root: str = "/proc") -> FdScan
     return result
 
 
+Found = list[tuple[int, list[int], list[int]]]  # per process: (pid, socket inodes, their fds)
+
+# Below this many fds one process walks alone: forking costs a few milliseconds.
+PARALLEL_MIN_FDS = 8192
+
+
 def walk_socket_fds(
-    wanted: dict[int, int] | None, proc_root: str, counts: FdScan
-) -> Iterator[tuple[int, list[int], list[int]]]:
-    """Per readable process: ``(pid, inodes, fds)``, the wanted sockets it holds and through which fds.
+    wanted: dict[int, int] | None, proc_root: str, counts: FdScan, *, parallel: bool | None = None
+) -> Found:
+    """Per readable process, in /proc order: ``(pid, inodes, fds)``, the wanted sockets it holds and
+    through which fds.
 
     ``wanted`` maps each inode to itself, so the inodes given back are the caller's own int objects
     (one object per socket, not one more per holder). ``counts`` gets the scanned, vanished and
-    denied processes. The readlink() per fd is the cost of the whole join (a few µs each in the
-    kernel), so the Python around it is kept to one list comprehension per process.
+    denied processes.
+
+    The readlink() per fd is the cost of the whole join (a few µs each, in the kernel). On a busy host
+    the fds are listed first, then their links are read by two processes at once (this one and a
+    forked child, each half of the fds): two CPUs, half the time. ``parallel`` forces the choice;
+    by default it is taken when there are many fds and this process runs no other threads.
     """
-    readlink = os.readlink
-    prefix = _SOCKET_PREFIX
-    wanted_get = wanted.get if wanted is not None else None
+    listed = _list_fds(proc_root, counts)
+    total = sum(len(names) for _, names in listed)
+    if parallel is None:
+        parallel = total >= PARALLEL_MIN_FDS and _may_fork()
+    if parallel and total > 1:
+        found, refused = _read_links_in_two(listed, total, wanted, proc_root)
+    else:
+        found, refused = _read_links(listed, wanted, proc_root)
+    for pid_name in refused:
+        counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
+    return found
+
+
+def _list_fds(proc_root: str, counts: FdScan) -> list[tuple[str, list[str]]]:
+    """Every process's fd names, counting the processes that vanished or could not be read."""
+    listed = []
     try:
         entries = os.listdir(proc_root)
     except OSError:
-        return
+        return listed
     for pid_name in entries:
         if not pid_name.isdigit():
             continue
         try:
-            dir_fd = os.open(f"{proc_root}/{pid_name}/fd", _DIR_FLAGS)
+            names = os.listdir(f"{proc_root}/{pid_name}/fd")
         except (FileNotFoundError, ProcessLookupError):
             counts.vanished += 1
             continue
@@ -81,23 +108,35 @@ def walk_socket_fds(
         except OSError:
             counts.vanished += 1
             continue
+        counts.scanned += 1
+        if names:
+            listed.append((pid_name, names))
+    return listed
+
+
+def _read_links(
+    listed: list[tuple[str, list[str]]], wanted: dict[int, int] | None, proc_root: str
+) -> tuple[Found, set[str]]:
+    """The socket links among ``listed`` fds, and the processes that refused some readlink()."""
+    readlink = os.readlink
+    prefix = _SOCKET_PREFIX
+    wanted_get = wanted.get if wanted is not None else None
+    found: Found = []
+    refused: set[str] = set()
+    for pid_name, fd_names in listed:
+        try:
+            dir_fd = os.open(f"{proc_root}/{pid_name}/fd", _DIR_FLAGS)
+        except OSError:
+            continue  # gone since it was listed: its fds are closed
         inodes: list[int] = []
         fds: list[int] = []
         try:
             try:
-                fd_names = os.listdir(dir_fd)
-            except PermissionError:
-                counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
-                continue
-            except OSError:
-                counts.vanished += 1
-                continue
-            counts.scanned += 1
-            try:
                 targets = [readlink(fd_name, dir_fd=dir_fd) for fd_name in fd_names]
-                refused = False
             except OSError:  # an fd closed meanwhile, or a refusal: redo this process one fd at a time
-                targets, refused = _read_links_one_by_one(fd_names, dir_fd)
+                targets, refused_here = _read_links_one_by_one(fd_names, dir_fd)
+                if refused_here:
+                    refused.add(pid_name)
             for fd_name, target in zip(fd_names, targets, strict=True):
                 if not target.startswith(prefix):
                     continue
@@ -108,12 +147,101 @@ def walk_socket_fds(
                         continue
                 inodes.append(inode)
                 fds.append(int(fd_name))
-            if refused:
-                counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
         finally:
             os.close(dir_fd)
         if inodes:
-            yield int(pid_name), inodes, fds
+            found.append((int(pid_name), inodes, fds))
+    return found, refused
+
+
+def _read_links_in_two(
+    listed: list[tuple[str, list[str]]], total: int, wanted: dict[int, int] | None, proc_root: str
+) -> tuple[Found, set[str]]:
+    """:func:`_read_links` with the second half of the fds read by a forked child at the same time."""
+    mine, theirs = _halves(listed, total)
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:
+        return _read_links(listed, wanted, proc_root)
+    try:
+        child = os.fork()
+    except OSError:
+        os.close(read_end)
+        os.close(write_end)
+        return _read_links(listed, wanted, proc_root)
+    if child == 0:  # pragma: no cover - runs in the child, which ends with _exit
+        _child_reads(theirs, wanted, proc_root, read_end, write_end)
+    os.close(write_end)
+    data = b""
+    try:
+        found, refused = _read_links(mine, wanted, proc_root)
+        with os.fdopen(read_end, "rb") as pipe:
+            read_end = -1
+            data = pipe.read()
+        _, status = os.waitpid(child, 0)
+        child = 0
+    finally:
+        if read_end >= 0:
+            os.close(read_end)
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child, 0)
+    try:
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            raise ValueError("the child walk failed")
+        their_found, their_refused = marshal.loads(data)
+    except (ValueError, EOFError, TypeError):
+        their_found, their_refused = _read_links(theirs, wanted, proc_root)  # do its half here instead
+    else:
+        if wanted is not None:  # the parent's own int objects, as promised
+            their_found = [(pid, [wanted[i] for i in inodes], fds) for pid, inodes, fds in their_found]
+    if found and their_found and found[-1][0] == their_found[0][0]:  # one process split between the two
+        _, inodes, fds = their_found.pop(0)
+        found[-1][1].extend(inodes)
+        found[-1][2].extend(fds)
+    return found + their_found, refused | set(their_refused)
+
+
+def _halves(listed: list[tuple[str, list[str]]], total: int):
+    """Split the fds in two runs of about equal length, in /proc order (a process may be cut)."""
+    half = total // 2
+    mine: list[tuple[str, list[str]]] = []
+    theirs: list[tuple[str, list[str]]] = []
+    seen = 0
+    for pid_name, names in listed:
+        if seen >= half:
+            theirs.append((pid_name, names))
+        elif seen + len(names) <= half:
+            mine.append((pid_name, names))
+        else:
+            cut = half - seen
+            mine.append((pid_name, names[:cut]))
+            theirs.append((pid_name, names[cut:]))
+        seen += len(names)
+    return mine, theirs
+
+
+def _child_reads(
+    listed: list[tuple[str, list[str]]], wanted: dict[int, int] | None, proc_root: str, read_end: int, write_end: int
+) -> None:  # pragma: no cover - runs in the forked child
+    status = 1
+    try:
+        os.close(read_end)
+        found, refused = _read_links(listed, wanted, proc_root)
+        data = memoryview(marshal.dumps((found, sorted(refused))))
+        while data:
+            data = data[os.write(write_end, data) :]
+        status = 0
+    finally:
+        os._exit(status)  # no atexit handlers, no flushing of buffers inherited from the parent
+
+
+def _may_fork() -> bool:
+    """Only from a single-threaded process: a child forked beside other threads may inherit held locks."""
+    threading = sys.modules.get("threading")
+    return hasattr(os, "fork") and (threading is None or threading.active_count() == 1)
 
 
 def _read_links_one_by_one(fd_names: list[str], dir_fd: int) -> tuple[list[str], bool]:
