@@ -130,6 +130,8 @@ def test_plain_writer_without_join_and_with_hidden_owners():
         make_socket(state=State.TIME_WAIT, local_address="10.0.0.1", local_port=6000, remote_address="10.0.0.2",
                     remote_port=80, uid=None, timer="timewait", timer_ms=500),
         make_socket(send_q=4096, inode=12),
+        make_socket(state=State.ESTABLISHED, local_port=6001, remote_address="10.0.0.9", remote_port=80, recv_q=4096,
+                    send_q=0, inode=14),  # a queue length seen before, in the other column
         make_socket(family=Family.IPV6, state=State.ESTABLISHED, local_address="::ffff:10.0.0.1", local_port=7001,
                     remote_address="::1", remote_port=6000, recv_q=12345, send_q=9, uid=4242, inode=13),
     )  # fmt: skip

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from portscope.errors import SourceError
 from portscope.query import PortRange
-from portscope.recordmaker import positional_maker
+from portscope.recordmaker import gc_paused, positional_maker
 from portscope.records import (
     TCP_STATE_BY_NUMBER,
     TIMER_BY_CODE,
@@ -394,14 +394,15 @@ def dump(
     result: list[Socket] = []
     buffer = bytearray(RECV_BUFFER)
     view = memoryview(buffer)
-    while True:
-        try:
-            received = sock.recv_into(buffer)
-        except OSError as exc:
-            raise NetlinkUnavailable(f"{source}: receive failed ({exc.strerror})") from None
-        if received == 0:
-            raise SourceError(source, "netlink socket closed mid-dump")
-        batch, done = decoder.decode(view[:received], source)
-        result.extend(batch)
-        if done:
-            return result
+    with gc_paused():
+        while True:
+            try:
+                received = sock.recv_into(buffer)
+            except OSError as exc:
+                raise NetlinkUnavailable(f"{source}: receive failed ({exc.strerror})") from None
+            if received == 0:
+                raise SourceError(source, "netlink socket closed mid-dump")
+            batch, done = decoder.decode(view[:received], source)
+            result.extend(batch)
+            if done:
+                return result

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 
 from portscope.joins.fdscan import FdScan, walk_socket_fds
 from portscope.joins.procinfo import read_process
-from portscope.recordmaker import positional_maker
+from portscope.recordmaker import gc_paused, positional_maker
 from portscope.records import Holder, JoinReport, Socket
 
 _make_holder = positional_maker(Holder)
 
 
+@gc_paused()  # many Holder records, no cycles
 def join_processes(
     sockets: Sequence[Socket], proc_root: str = "/proc"
 ) -> tuple[dict[int, tuple[Holder, ...]], JoinReport]:

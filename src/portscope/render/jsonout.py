@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import IO, Any
 
+from portscope.recordmaker import gc_paused
 from portscope.records import Holder, Snapshot, Socket
 from portscope.services import Services
 
@@ -64,6 +65,7 @@ _BOOL = {None: "null", True: "true", False: "false"}
 JSON_CHUNK = 2048  # socket objects per write()
 
 
+@gc_paused()  # text and small tuples by the ten thousand, no cycles
 def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> None:
     """Write ``ls --json``: a JSON array, one object per socket, equal to :func:`socket_object`.
 

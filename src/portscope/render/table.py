@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import IO
 
+from portscope.recordmaker import gc_paused
 from portscope.records import Family, Holder, Proto, Snapshot, Socket, State
 from portscope.services import Services
 
@@ -175,35 +176,32 @@ def sort_key(sock: Socket):
 PLAIN_CHUNK = 4096  # lines per write()
 
 
+@gc_paused()  # a tuple of cells per row, no cycles
 def write_plain(out: IO[str], builder: RowBuilder, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
     """Aligned columns without colour: the cells of :meth:`RowBuilder.row`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
 
-    Two passes: the first measures the cells, the second formats and writes them in chunks. Cells are
-    rebuilt rather than kept, because keeping 100k rows of strings costs far more memory than
-    rebuilding them costs time (hosts, services, users and process texts come from caches).
+    Two passes: the first measures the cells (lengths only, no text), the second formats them and
+    writes in chunks. Rows are not kept: 100k rows of strings cost far more memory than building
+    each row once more costs time (hosts, services, users and process texts come from caches).
     """
-    all_cells = plain_cells(builder)
+    cells_of, measure = plain_cells(builder)
     picked = [_ALL_KEYS.index(c.key) for c in columns]
-    if picked == list(range(len(_ALL_KEYS))):
-        rows = lambda: map(all_cells, sockets)  # noqa: E731
-    else:
-        pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
-        rows = lambda: map(pick, map(all_cells, sockets))  # noqa: E731
-    widths = [len(c.title) for c in columns]
-    count = len(widths)
-    for cells in rows():
-        for i in range(count):
-            if len(cells[i]) > widths[i]:
-                widths[i] = len(cells[i])
-    last = count - 1
+    measured = measure(sockets)
+    widths = [max(len(c.title), measured[i]) for c, i in zip(columns, picked, strict=True)]
+    last = len(columns) - 1
     fmt = "  ".join(
         "%s" if i == last else f"%{'' if c.align == 'right' else '-'}{widths[i]}s" for i, c in enumerate(columns)
     )
+    if picked == list(range(len(_ALL_KEYS))):
+        rows = map(cells_of, sockets)
+    else:
+        pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+        rows = map(pick, map(cells_of, sockets))
     write = out.write
     write((fmt % tuple(c.title for c in columns)).rstrip() + "\n")
     chunk: list[str] = []
-    for cells in rows():
+    for cells in rows:
         chunk.append((fmt % cells).rstrip())
         if len(chunk) >= PLAIN_CHUNK:
             chunk.append("")
@@ -214,11 +212,15 @@ def write_plain(out: IO[str], builder: RowBuilder, sockets: Sequence[Socket], co
         write("\n".join(chunk))
 
 
-def plain_cells(builder: RowBuilder) -> Callable[[Socket], tuple[str, ...]]:
-    """:meth:`RowBuilder.row` for many rows: the cells of every column in :data:`_ALL_KEYS` order.
+def plain_cells(
+    builder: RowBuilder,
+) -> tuple[Callable[[Socket], tuple[str, ...]], Callable[[Sequence[Socket]], list[int]]]:
+    """:meth:`RowBuilder.row` for many rows: ``(cells, measure)``.
 
-    The repeating parts are cached, keyed by values that cannot change during one listing: addresses,
-    ports, uids, and the ids of the snapshot's Process records (alive as long as the snapshot).
+    ``cells(sock)`` gives the cells of every column in :data:`_ALL_KEYS` order; ``measure(sockets)``
+    gives the length of each column's longest cell without building the cells. The repeating parts
+    are cached, keyed by values that cannot change during one listing: addresses, ports, uids, and
+    the ids of the snapshot's Process records (alive as long as the snapshot).
     """
     snap = builder.snap
     holders_get = snap.holders.get
@@ -232,6 +234,8 @@ def plain_cells(builder: RowBuilder) -> Callable[[Socket], tuple[str, ...]]:
     brackets: dict[str, str] = {}
     tcp_suffixes: dict[int, str] = {}  # port -> " (service)" or ""
     udp_suffixes: dict[int, str] = {}
+    tcp_tails: dict[int, int] = {}  # port -> len(":port (service)")
+    udp_tails: dict[int, int] = {}
     queues: dict[int | None, str] = {None: "-"}
     users: dict[int | None, str] = {None: "-"}
     processes: dict[int, tuple[str, str]] = {}  # id(Process) -> (process cell, command cell)
@@ -241,10 +245,16 @@ def plain_cells(builder: RowBuilder) -> Callable[[Socket], tuple[str, ...]]:
         return text
 
     def suffix(port: int, proto: Proto) -> str:
-        service = names.get((port, proto.value)) if names is not None else None
-        text = f" ({service})" if service else ""
-        (tcp_suffixes if proto is tcp else udp_suffixes)[port] = text
+        text = (tcp_suffixes if proto is tcp else udp_suffixes).get(port)
+        if text is None:
+            service = names.get((port, proto.value)) if names is not None else None
+            text = f" ({service})" if service else ""
+            (tcp_suffixes if proto is tcp else udp_suffixes)[port] = text
         return text
+
+    def tail(port: int, proto: Proto) -> int:
+        length = (tcp_tails if proto is tcp else udp_tails)[port] = 1 + len(str(port)) + len(suffix(port, proto))
+        return length
 
     def process_texts(process) -> tuple[str, str]:
         texts = processes[id(process)] = (
@@ -261,21 +271,18 @@ def plain_cells(builder: RowBuilder) -> Callable[[Socket], tuple[str, ...]]:
         name = users[uid] = user_name(uid)
         return name
 
-    def cells(sock: Socket) -> tuple[str, ...]:
-        inode = sock.inode
+    def owner(inode: int | None) -> tuple[str, str]:
         holders = holders_get(inode) if inode is not None else None
         if holders:
             first = holders[0].process
             texts = processes.get(id(first)) or process_texts(first)
-            process = texts[0] if len(holders) == 1 else compact_holders(holders)
-            command = texts[1]
-        elif inode is None:
-            process = command = ""
-        elif joined:
-            process = "(hidden)" if inode in hidden else "-"
-            command = ""
-        else:
-            process = command = ""
+            return texts if len(holders) == 1 else (compact_holders(holders), texts[1])
+        if inode is None or not joined:
+            return "", ""
+        return ("(hidden)" if inode in hidden else "-"), ""
+
+    def cells(sock: Socket) -> tuple[str, ...]:
+        process, command = owner(sock.inode)
         v6 = sock.family is v6_family
         proto = sock.proto
         by_port = tcp_suffixes if proto is tcp else udp_suffixes
@@ -316,7 +323,69 @@ def plain_cells(builder: RowBuilder) -> Callable[[Socket], tuple[str, ...]]:
             command,
         )
 
-    return cells
+    def measure(sockets: Sequence[Socket]) -> list[int]:
+        # The lengths cells() would give, from the same parts: an endpoint is its host, maybe
+        # "%device", then the cached length of ":port (service)".
+        any_v6 = False
+        states: set[str] = set()
+        uids: set[int | None] = set()
+        recv_seen: set[int | None] = set()  # few distinct queue lengths: measure each once
+        send_seen: set[int | None] = set()
+        local_w = peer_w = process_w = command_w = recv_w = send_w = 0
+        for sock in sockets:
+            v6 = sock.family is v6_family
+            any_v6 = any_v6 or v6
+            proto = sock.proto
+            tails = tcp_tails if proto is tcp else udp_tails
+            address = sock.local_address
+            port = sock.local_port
+            if address is None or port is None:
+                width = 1 + (len(suffix(port, proto)) if port is not None else 0)
+            else:
+                width = tails.get(port) or tail(port, proto)
+                width += len(address) + 2 if v6 else len(address)
+                interface = sock.interface
+                if interface:
+                    width += 1 + len(interface)
+            if width > local_w:
+                local_w = width
+            address = sock.remote_address
+            port = sock.remote_port
+            if address is None or port is None:
+                width = 1 + (len(suffix(port, proto)) if port is not None else 0)
+            else:
+                width = tails.get(port) or tail(port, proto)
+                width += len(address) + 2 if v6 else len(address)
+            if width > peer_w:
+                peer_w = width
+            states.add(sock.state._value_)
+            uids.add(sock.uid)
+            recv_q = sock.recv_q
+            send_q = sock.send_q
+            if recv_q not in recv_seen:
+                recv_seen.add(recv_q)
+                recv_w = max(recv_w, len(queues.get(recv_q) or queue(recv_q)))  # type: ignore[arg-type]
+            if send_q not in send_seen:
+                send_seen.add(send_q)
+                send_w = max(send_w, len(queues.get(send_q) or queue(send_q)))  # type: ignore[arg-type]
+            process, command = owner(sock.inode)
+            if len(process) > process_w:
+                process_w = len(process)
+            if len(command) > command_w:
+                command_w = len(command)
+        return [
+            (4 if any_v6 else 3) if sockets else 0,
+            max((len(labels[value]) for value in states), default=0),
+            recv_w,
+            send_w,
+            local_w,
+            peer_w,
+            max((len(users.get(uid) or user(uid)) for uid in uids), default=0),  # type: ignore[arg-type]
+            process_w,
+            command_w,
+        ]
+
+    return cells, measure
 
 
 _ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command")
