@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pytest
 
 from netns_util import new_netns
-from portscope.joins.fdscan import FdScan, _halves, walk_socket_fds
+from portscope.joins.fdscan import BackgroundWalk, FdScan, _halves, walk_socket_fds
 from portscope.query import Query
 from portscope.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
 from portscope.render import jsonout
@@ -173,3 +173,18 @@ def test_halves_cut_the_fds_in_two_in_order():
     assert mine[-1][0] == theirs[0][0] == "7"  # the big process is shared between the two
     flat = [(p, n) for part in (mine, theirs) for p, names in part for n in names]
     assert flat == [(p, n) for p, names in listed for n in names]
+
+
+def test_background_walk_equals_the_walk_in_line(shared_mix):
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
+    walk = BackgroundWalk.start()
+    assert walk is not None  # pytest runs single-threaded here: the child is forked
+    try:
+        counts = FdScan()
+        found = walk.found(wanted, counts)
+    finally:
+        walk.close()
+    assert found == walk_socket_fds(wanted, "/proc", FdScan(), parallel=False)
+    assert all(i is wanted[i] for _, inodes, _ in found for i in inodes)
+    assert counts.scanned > 0

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from portscope.collectors import netlink, netns, procnet
 from portscope.errors import SourceError
 from portscope.joins import join_processes
+from portscope.joins.fdscan import BackgroundWalk
 from portscope.query import PortRange, Query
 from portscope.records import Backend, Family, Holder, JoinReport, Proto, ProtoSource, Snapshot, Socket, State
 
@@ -22,6 +23,17 @@ Predicate = Callable[[Socket], bool]
 
 def snapshot(query: Query, *, proc_root: str = "/proc") -> Snapshot:
     target = netns.resolve(query.netns) if query.netns else None
+    # A listing without port filters decodes a large dump: the /proc walk runs meanwhile in a child.
+    port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
+    walk = BackgroundWalk.start(proc_root) if query.needs_processes and not port_filtered else None
+    try:
+        return _snapshot(query, target, proc_root, walk)
+    finally:
+        if walk is not None:
+            walk.close()
+
+
+def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None) -> Snapshot:
     sockets, sources, bound_visible, warnings, ns_inode = _collect(query, target)
 
     predicates = _socket_predicates(query)
@@ -31,7 +43,7 @@ def snapshot(query: Query, *, proc_root: str = "/proc") -> Snapshot:
     holders: dict[int, tuple[Holder, ...]] = {}
     report = JoinReport(joined=False)
     if query.needs_processes:
-        holders, report = join_processes(sockets, proc_root)
+        holders, report = join_processes(sockets, proc_root, prefetched=walk)
         process_filter = _process_predicate(query, holders)
         if process_filter is not None:
             sockets = [s for s in sockets if process_filter(s)]

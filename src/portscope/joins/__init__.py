@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from portscope.joins.fdscan import FdScan, walk_socket_fds
+from portscope.joins.fdscan import BackgroundWalk, FdScan, walk_socket_fds
 from portscope.joins.procinfo import read_process
 from portscope.recordmaker import gc_paused, positional_maker
 from portscope.records import Holder, JoinReport, Socket
@@ -15,9 +15,13 @@ _make_holder = positional_maker(Holder)
 
 @gc_paused()  # many Holder records, no cycles
 def join_processes(
-    sockets: Sequence[Socket], proc_root: str = "/proc"
+    sockets: Sequence[Socket], proc_root: str = "/proc", *, prefetched: BackgroundWalk | None = None
 ) -> tuple[dict[int, tuple[Holder, ...]], JoinReport]:
-    """Map every listed socket's inode to all of its holders, with what could not be seen."""
+    """Map every listed socket's inode to all of its holders, with what could not be seen.
+
+    ``prefetched``: a walk of /proc started earlier (see :meth:`BackgroundWalk.start`), used instead
+    of walking now when it succeeded.
+    """
     # inode -> the same int object, so the holders map shares the sockets' inodes (memory at 100k+)
     wanted = {sock.inode: sock.inode for sock in sockets if sock.inode is not None}
     if not wanted:
@@ -28,8 +32,12 @@ def join_processes(
     make_holder = _make_holder
     single_fd: dict[int, tuple[int]] = {}  # (fd,) tuples are immutable: one per fd number, shared
     vanished = 0
-    # Processes are turned into holders as the walk finds them: no second map of every (pid, fd).
-    for pid, inodes, fds in walk_socket_fds(wanted, proc_root, counts):
+    found = prefetched.found(wanted, counts) if prefetched is not None else None
+    if found is None:
+        counts = FdScan()
+        found = walk_socket_fds(wanted, proc_root, counts)
+    # Each process becomes holders at once: no second map of every (pid, fd).
+    for pid, inodes, fds in found:
         process = read_process(pid, tuple(sorted(fds)), proc_root)
         if process is None:
             vanished += 1

@@ -60,7 +60,12 @@ PARALLEL_MIN_FDS = 8192
 
 
 def walk_socket_fds(
-    wanted: dict[int, int] | None, proc_root: str, counts: FdScan, *, parallel: bool | None = None
+    wanted: dict[int, int] | None,
+    proc_root: str,
+    counts: FdScan,
+    *,
+    parallel: bool | None = None,
+    skip_pid: int | None = None,
 ) -> Found:
     """Per readable process, in /proc order: ``(pid, inodes, fds)``, the wanted sockets it holds and
     through which fds.
@@ -73,8 +78,9 @@ def walk_socket_fds(
     the fds are listed first, then their links are read by two processes at once (this one and a
     forked child, each half of the fds): two CPUs, half the time. ``parallel`` forces the choice;
     by default it is taken when there are many fds and this process runs no other threads.
+    ``skip_pid``: a process not to look at (a walker forked from the caller holds copies of its fds).
     """
-    listed = _list_fds(proc_root, counts)
+    listed = _list_fds(proc_root, counts, None if skip_pid is None else str(skip_pid))
     total = sum(len(names) for _, names in listed)
     if parallel is None:
         parallel = total >= PARALLEL_MIN_FDS and _may_fork()
@@ -87,7 +93,7 @@ def walk_socket_fds(
     return found
 
 
-def _list_fds(proc_root: str, counts: FdScan) -> list[tuple[str, list[str]]]:
+def _list_fds(proc_root: str, counts: FdScan, skip: str | None = None) -> list[tuple[str, list[str]]]:
     """Every process's fd names, counting the processes that vanished or could not be read."""
     listed = []
     try:
@@ -95,7 +101,7 @@ def _list_fds(proc_root: str, counts: FdScan) -> list[tuple[str, list[str]]]:
     except OSError:
         return listed
     for pid_name in entries:
-        if not pid_name.isdigit():
+        if not pid_name.isdigit() or pid_name == skip:
             continue
         try:
             names = os.listdir(f"{proc_root}/{pid_name}/fd")
@@ -236,6 +242,98 @@ def _child_reads(
         status = 0
     finally:
         os._exit(status)  # no atexit handlers, no flushing of buffers inherited from the parent
+
+
+class BackgroundWalk:
+    """The whole /proc fd walk, run by a forked child while this process does something else.
+
+    A full listing spends about as long decoding the socket dump (Python, this process) as walking
+    /proc (mostly kernel time): started first, the walk costs little more than the decoding. Use
+    :meth:`start`, then :meth:`found`, and :meth:`close` in any case.
+    """
+
+    def __init__(self, pid: int, read_end: int) -> None:
+        self._pid = pid
+        self._read_end = read_end
+
+    @classmethod
+    def start(cls, proc_root: str = "/proc") -> BackgroundWalk | None:
+        """None when a child cannot (or should not) be forked here: then walk in-line."""
+        if not _may_fork():
+            return None
+        try:
+            read_end, write_end = os.pipe()
+        except OSError:
+            return None
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read_end)
+            os.close(write_end)
+            return None
+        if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
+            _child_walks_all(proc_root, read_end, write_end)
+        os.close(write_end)
+        return cls(pid, read_end)
+
+    def found(self, wanted: dict[int, int] | None, counts: FdScan) -> Found | None:
+        """What :func:`walk_socket_fds` gives, from the child; None if the child failed."""
+        data = b""
+        try:
+            with os.fdopen(self._read_end, "rb") as pipe:
+                self._read_end = -1
+                data = pipe.read()
+        except OSError:
+            return None
+        finally:
+            _, status = os.waitpid(self._pid, 0)
+            self._pid = 0
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            return None
+        try:
+            found, scanned, vanished, denied = marshal.loads(data)
+        except (ValueError, EOFError, TypeError):
+            return None
+        counts.scanned += scanned
+        counts.vanished += vanished
+        counts.denied_by_uid.update(dict(denied))
+        if wanted is None:
+            return found
+        wanted_get = wanted.get
+        kept: Found = []
+        for pid, inodes, fds in found:
+            mine = [wanted_get(inode) for inode in inodes]  # the caller's own int objects
+            if any(inode is not None for inode in mine):
+                pairs = [(inode, fd) for inode, fd in zip(mine, fds, strict=True) if inode is not None]
+                kept.append((pid, [inode for inode, _ in pairs], [fd for _, fd in pairs]))
+        return kept
+
+    def close(self) -> None:
+        if self._read_end >= 0:
+            os.close(self._read_end)
+            self._read_end = -1
+        if self._pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            self._pid = 0
+
+
+def _child_walks_all(proc_root: str, read_end: int, write_end: int) -> None:  # pragma: no cover - in the child
+    status = 1
+    try:
+        os.close(read_end)
+        counts = FdScan()
+        # not this child itself: it holds copies of every fd of the caller
+        found = walk_socket_fds(None, proc_root, counts, parallel=False, skip_pid=os.getpid())
+        payload = (found, counts.scanned, counts.vanished, list(counts.denied_by_uid.items()))
+        data = memoryview(marshal.dumps(payload))
+        while data:
+            data = data[os.write(write_end, data) :]
+        status = 0
+    finally:
+        os._exit(status)
 
 
 def _may_fork() -> bool:
