@@ -71,15 +71,16 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> No
 
     Text for json.loads, laid out like ``json.dumps`` of those objects (", " and ": "), one object a line.
     """
-    holders_get = snap.holders.get
+    holders_get = snap.holders.get if snap.holders else None
     names = services.by_port if services is not None else {}
-    service_json: dict[tuple[int, str], str] = {}
+    service_json: dict[str, dict[int, str]] = {"tcp": {}, "udp": {}}  # proto -> port -> text
     process_json: dict[int, str] = {}  # id(Process) -> its object's text up to the fd keys
-    timer_json: dict[str | None, str] = {None: "null"}
+    plain_tails: dict[tuple[bool | None, str, int | None], str] = {}  # the end of a socket without extras
     bools = _BOOL
 
     def service_text(port: int, proto: str) -> str:
-        text = service_json[(port, proto)] = _text(names.get((port, proto)))
+        text = _text(names.get((port, proto)))
+        service_json.setdefault(proto, {})[port] = text
         return text
 
     def processes_text(holders: tuple[Holder, ...]) -> str:
@@ -100,6 +101,17 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> No
                 parts.append(f'{head}, "fd": null, "fds": []}}')
         return f"[{', '.join(parts)}]"
 
+    def tail_text(sock: Socket, service: str, holders: tuple[Holder, ...] | None) -> str:
+        interface = sock.interface
+        timer_ms = sock.timer_ms
+        netns = sock.netns
+        return (
+            f'"interface": {"null" if interface is None else _dumps(interface)}, '
+            f'"v6only": {bools[sock.v6only]}, "service": {service}, "timer": {_text(sock.timer)}, '
+            f'"timer_ms": {"null" if timer_ms is None else timer_ms}, "netns": {"null" if netns is None else netns}, '
+            f'"processes": {processes_text(holders) if holders else "[]"}}}'
+        )
+
     write = out.write
     write("[")
     chunk: list[str] = []
@@ -107,33 +119,29 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> No
     for sock in snap.sockets:
         proto = sock.proto._value_  # enum .value is a property: measurable at 100k sockets
         port = sock.local_port
-        service = service_json.get((port, proto)) or service_text(port, proto)
+        by_port = service_json.get(proto) or service_json.setdefault(proto, {})
+        service = by_port.get(port) or service_text(port, proto)
         inode = sock.inode
-        holders = holders_get(inode) if inode is not None else None
+        holders = holders_get(inode) if holders_get is not None and inode is not None else None
+        if holders or sock.interface is not None or sock.timer is not None:
+            tail = tail_text(sock, service, holders)
+        else:  # most sockets end the same way: no device, no timer, no process
+            key = (sock.v6only, service, sock.netns)
+            tail = plain_tails.get(key) or plain_tails.setdefault(key, tail_text(sock, service, None))
         remote = sock.remote_address
         remote = "null" if remote is None else f'"{remote}"'
         remote_port = sock.remote_port
         recv_q = sock.recv_q
         send_q = sock.send_q
         uid = sock.uid
-        interface = sock.interface
-        timer = sock.timer
-        timer_ms = sock.timer_ms
-        netns = sock.netns
         chunk.append(
             f'{{"proto": "{proto}", "family": "{sock.family._value_}", '
             f'"state": "{sock.state._value_}", "local_address": "{sock.local_address}", '
-            f'"local_port": {port}, '
-            f'"remote_address": {remote}, '
+            f'"local_port": {port}, "remote_address": {remote}, '
             f'"remote_port": {"null" if remote_port is None else remote_port}, '
             f'"recv_q": {"null" if recv_q is None else recv_q}, '
             f'"send_q": {"null" if send_q is None else send_q}, "uid": {"null" if uid is None else uid}, '
-            f'"inode": {"null" if inode is None else inode}, '
-            f'"interface": {"null" if interface is None else _dumps(interface)}, '
-            f'"v6only": {bools[sock.v6only]}, "service": {service}, '
-            f'"timer": {timer_json.get(timer) or timer_json.setdefault(timer, _dumps(timer))}, '
-            f'"timer_ms": {"null" if timer_ms is None else timer_ms}, "netns": {"null" if netns is None else netns}, '
-            f'"processes": {processes_text(holders) if holders else "[]"}}}'
+            f'"inode": {"null" if inode is None else inode}, {tail}'
         )
         if len(chunk) >= JSON_CHUNK:
             write(separator + ",\n".join(chunk))
