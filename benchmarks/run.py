@@ -1,0 +1,812 @@
+#!/usr/bin/env python3
+"""portscope against ss, netstat, lsof, fuser and psutil on the same real sockets, side by side.
+
+    python benchmarks/run.py            full run (about 5-8 minutes on 2 cores), rewrites benchmarks/README.md
+    python benchmarks/run.py --quick    small run (1k and 10k sockets), prints the tables only
+
+For each size a fresh network namespace is made (`ip netns add`), filled with real loopback sockets by
+../shared/tools/socket_farm.py run inside it (`ip netns exec`): established TCP pairs (a tenth IPv6),
+TIME-WAIT sockets and unconnected UDP sockets, plus one listener on --port for the `who` commands.
+Every command then runs inside that namespace (this process enters it with setns() and starts the
+commands from there), in rounds whose order rotates, with stdout read through a pipe. A command's
+wall time, CPU time and peak RSS come from wait4() on that very run. Reported: medians.
+
+Everything started is stopped by pid (the farm, its workers, the listener) and every namespace is
+deleted, also on errors and on Ctrl-C. Needs root (namespaces). A missing peer tool is reported as
+missing, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import pairwise
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+README = HERE / "README.md"
+RESULTS_JSON = HERE / "results" / "latest.json"
+FARM_DEFAULT = ROOT.parent / "shared" / "tools" / "socket_farm.py"
+RESULTS_BEGIN = "<!-- results: begin (written by benchmarks/run.py) -->"
+RESULTS_END = "<!-- results: end -->"
+
+FULL_SIZES = (1_000, 10_000, 40_000, 100_000, 200_000)
+QUICK_SIZES = (1_000, 10_000)
+TARGET_SIZE = 40_000  # the issue's targets are stated at 40k sockets
+WHO_PORT = 8080
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands and runs
+
+
+@dataclass(frozen=True)
+class Command:
+    key: str  # short, stable name used in tables and JSON
+    label: str  # what a reader would type
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    needs: str | None = None  # the executable that must exist
+
+
+@dataclass
+class Run:
+    seconds: float
+    cpu: float  # user + system
+    peak_kib: int | None  # None when /usr/bin/time is missing
+    lines: int
+    status: int
+
+
+@dataclass
+class Measured:
+    key: str
+    label: str
+    runs: list[Run] = field(default_factory=list)
+    missing: str | None = None  # why it could not run
+
+
+# ru_maxrss of a child forked from this (large) Python starts at this process's RSS: the kernel keeps
+# the high-water mark of the memory image replaced by exec(). GNU time forks from its own small image,
+# so its %M is the command's own peak. Wall and CPU time still come from wait4() on time itself (it
+# adds about a millisecond; the same for every command).
+GNU_TIME = "/usr/bin/time"
+
+
+def run_once(command: Command, *, timeout: float) -> Run:
+    """One run: stdout through a pipe (lines counted), stderr discarded; rusage from wait4()."""
+    env = dict(os.environ)
+    env.update(command.env)
+    argv = list(command.argv)
+    peak_file = None
+    if os.access(GNU_TIME, os.X_OK):
+        peak_file = tempfile.NamedTemporaryFile(prefix="psbench-", suffix=".rss")  # noqa: SIM115
+        argv = [GNU_TIME, "-f", "%M", "-o", peak_file.name, *argv]
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    lines = 0
+    deadline = started + timeout
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    try:
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise TimeoutError(f"{command.label} ran longer than {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(proc.pid, 0)
+        proc.returncode = -9
+        raise
+    finally:
+        proc.stdout.close()
+    elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    peak = None
+    if peak_file is not None:
+        with peak_file:
+            text = Path(peak_file.name).read_text().split()
+        peak = int(text[-1]) if text and text[-1].isdigit() else None
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, peak, lines, proc.returncode)
+
+
+def measure(commands: Sequence[Command], rounds: int, *, slow_after: float, timeout: float, log) -> dict[str, Measured]:
+    """Alternating rounds: every command once per round, the order rotating from round to round.
+
+    A command whose run took longer than ``slow_after`` seconds is not repeated (ss -p at 200k
+    sockets takes tens of seconds), so its figure is a single run; the tables say so.
+    """
+    results = {c.key: Measured(c.key, c.label) for c in commands}
+    runnable = []
+    for command in commands:
+        if command.needs and shutil.which(command.needs) is None and not os.path.exists(command.needs):
+            results[command.key].missing = f"{command.needs} not installed"
+        else:
+            runnable.append(command)
+    slow: set[str] = set()
+    for index in range(rounds):
+        order = runnable[index % len(runnable) :] + runnable[: index % len(runnable)] if runnable else []
+        for command in order:
+            if command.key in slow:
+                continue
+            try:
+                run = run_once(command, timeout=timeout)
+            except (OSError, TimeoutError) as exc:
+                results[command.key].missing = str(exc)
+                slow.add(command.key)
+                continue
+            results[command.key].runs.append(run)
+            if run.seconds > slow_after:
+                slow.add(command.key)
+        log(f"  round {index + 1}/{rounds} done")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# Namespaces and socket farms
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def namespace(tag: str) -> Iterator[str]:
+    name = f"psbench-{tag}-{uuid.uuid4().hex[:6]}"
+    ip("netns", "add", name)
+    try:
+        ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False, timeout=30)
+
+
+@contextlib.contextmanager
+def entered(name: str) -> Iterator[None]:
+    """This thread (and every process it starts) inside the namespace."""
+    from portscope.collectors.netns import NetnsTarget
+    from portscope.collectors.netns import entered as netns_entered
+
+    with netns_entered(NetnsTarget(f"/run/netns/{name}", None)):
+        yield
+
+
+def _stop(proc: subprocess.Popen, pids: Sequence[int] = ()) -> None:
+    for pid in (proc.pid, *pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        for pid in (proc.pid, *pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _read_line(proc: subprocess.Popen, timeout: float, what: str) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        raise RuntimeError(f"{what} did not get ready within {timeout:.0f} s")
+    return line
+
+
+@dataclass(frozen=True)
+class Population:
+    established_v4_pairs: int
+    established_v6_pairs: int
+    time_wait: int
+    udp: int
+
+    @classmethod
+    def for_size(cls, sockets: int) -> Population:
+        """About ``sockets`` sockets: 90% established (both ends of each pair), 7% TIME-WAIT, 3% UDP."""
+        established = round(sockets * 0.90) // 2
+        v6 = established // 10
+        return cls(established - v6, v6, round(sockets * 0.07), max(1, round(sockets * 0.03)))
+
+
+@contextlib.contextmanager
+def socket_farm(python: str, farm: Path, ns: str, population: Population, hold: float, log) -> Iterator[dict]:
+    argv = [
+        "ip", "netns", "exec", ns, python, str(farm),
+        "-n", str(population.established_v4_pairs), "--v6", str(population.established_v6_pairs),
+        "--time-wait", str(population.time_wait), "--tw-keep", "--udp", str(population.udp),
+        "--timeout", str(int(hold)),
+    ]  # fmt: skip
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, text=True)
+    facts: dict = {}
+    try:
+        try:
+            line = _read_line(proc, 300, "socket_farm.py")
+        except RuntimeError:
+            errors.seek(0)
+            raise RuntimeError(f"socket farm failed: {errors.read().decode(errors='replace')[-400:]}") from None
+        for item in line.split()[1:]:
+            key, _, value = item.partition("=")
+            facts[key] = value
+        log(f"  farm ready: {line.strip()[6:]}")
+        yield facts
+    finally:
+        workers = [int(p) for p in facts.get("worker_pids", "").split(",") if p]
+        _stop(proc, workers)
+        errors.close()
+
+
+@contextlib.contextmanager
+def listener(python: str, ns: str, port: int, hold: float) -> Iterator[int]:
+    """One TCP listener on 127.0.0.1:port held by its own process: what `who PORT` looks for."""
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.socket()\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"s.bind(('127.0.0.1', {port}))\n"
+        "s.listen(16)\n"
+        "print('ready', flush=True)\n"
+        f"time.sleep({hold})\n"
+    )
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, python, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        _read_line(proc, 30, "the listener")
+        yield proc.pid
+    finally:
+        _stop(proc)
+
+
+# ---------------------------------------------------------------------------------------------------
+# What is measured
+
+
+@dataclass
+class Tools:
+    python: str
+    portscope: str
+    has_who: bool
+
+
+def find_tools() -> Tools:
+    # The console script beside this interpreter, not a shell shim (pyenv's would add ~50 ms a run).
+    beside = Path(sys.executable).with_name("portscope")
+    portscope = str(beside) if beside.exists() else shutil.which("portscope") or "portscope"
+    who = subprocess.run([portscope, "who", "--help"], capture_output=True, check=False)
+    return Tools(sys.executable, portscope, who.returncode == 0)
+
+
+def byte_compile(tools: Tools) -> None:
+    """portscope's modules compiled to bytecode once, as `pip install` leaves them (an editable
+    install run with PYTHONDONTWRITEBYTECODE would otherwise compile them again on every run)."""
+    import portscope
+
+    package = str(Path(portscope.__file__).parent)
+    subprocess.run([tools.python, "-m", "compileall", "-q", package], capture_output=True, check=False)
+
+
+def listing_commands(tools: Tools) -> list[Command]:
+    psutil_code = "import psutil; print(len(psutil.net_connections()))"
+    return [
+        Command("ss", "ss -tan", ("ss", "-tan"), needs="ss"),
+        Command("ss_p", "ss -tanp", ("ss", "-tanp"), needs="ss"),
+        Command("netstat_p", "netstat -tanp", ("netstat", "-tanp"), needs="netstat"),
+        Command("lsof", "lsof -nP -iTCP", ("lsof", "-nP", "-iTCP"), needs="lsof"),
+        Command("psutil", "psutil.net_connections()", (tools.python, "-c", psutil_code)),
+        Command("ls", "portscope ls -a", (tools.portscope, "ls", "-a"), needs=tools.portscope),
+        Command(
+            "ls_json",
+            "portscope ls -a -n --json --no-processes",
+            (tools.portscope, "ls", "-a", "-n", "--json", "--no-processes"),
+            needs=tools.portscope,
+        ),
+    ]
+
+
+def who_commands(tools: Tools, port: int) -> list[Command]:
+    commands = [
+        Command("ss_who", f"ss -ltnp 'sport = :{port}'", ("ss", "-ltnp", f"sport = :{port}"), needs="ss"),
+        Command("lsof_who", f"lsof -nP -iTCP:{port}", ("lsof", "-nP", f"-iTCP:{port}"), needs="lsof"),
+        Command("fuser_who", f"fuser {port}/tcp", ("fuser", f"{port}/tcp"), needs="fuser"),
+    ]
+    if tools.has_who:
+        commands.insert(0, Command("who", f"portscope who {port}", (tools.portscope, "who", str(port))))
+    return commands
+
+
+def startup_commands(tools: Tools) -> list[Command]:
+    completion = (("_PORTSCOPE_COMPLETE", "bash_complete"), ("COMP_WORDS", "portscope l"), ("COMP_CWORD", "1"))
+    return [
+        Command("python", "`python3 -c pass`", (tools.python, "-c", "pass")),
+        Command("version", "`portscope --version`", (tools.portscope, "--version")),
+        Command("complete", "completion request for `portscope l` (bash)", (tools.portscope,), env=completion),
+    ]
+
+
+def probe(tools: Tools, *args: str) -> dict | None:
+    done = subprocess.run(
+        [tools.python, str(HERE / "probes.py"), *args], capture_output=True, text=True, check=False, timeout=600
+    )
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout)
+
+
+def probes_median(tools: Tools, runs: int, *args: str) -> dict | None:
+    """Run a probe ``runs`` times; the median of each number, plus the runs."""
+    results = [probe(tools, *args) for _ in range(runs)]
+    ok = [r for r in results if r and "error" not in r]
+    if not ok:
+        return results[-1] if results else None
+    merged = dict(ok[0])
+    for key, value in ok[0].items():
+        if isinstance(value, (int, float)):
+            merged[key] = statistics.median(r[key] for r in ok)
+    merged["runs"] = len(ok)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------------
+# One size
+
+
+def count_sockets(ns: str) -> dict[str, int]:
+    """What the namespace holds now, by the kernel's own count (netlink, through portscope's library)."""
+    from portscope.query import Query
+    from portscope.records import Proto, State
+    from portscope.snapshot import snapshot
+
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=ns))
+    tcp = [s for s in snap.sockets if s.proto is Proto.TCP]
+    return {
+        "tcp": len(tcp),
+        "udp": len(snap.sockets) - len(tcp),
+        "time_wait": sum(1 for s in tcp if s.state is State.TIME_WAIT),
+        "total": len(snap.sockets),
+    }
+
+
+def bench_size(size: int, args, tools: Tools, log) -> dict:
+    population = Population.for_size(size)
+    rounds = args.rounds if size < 100_000 else max(2, args.rounds - 2)
+    result: dict = {"size": size, "population": asdict(population), "rounds": rounds}
+    with (
+        namespace(str(size)) as ns,
+        socket_farm(tools.python, args.farm, ns, population, 1800, log) as facts,
+        listener(tools.python, ns, args.port, 1800),
+    ):
+        result["farm"] = facts
+        result["counts"] = count_sockets(ns)
+        log(f"  sockets: {result['counts']}")
+        with entered(ns):
+            commands = listing_commands(tools) + who_commands(tools, args.port)
+            measured = measure(commands, rounds, slow_after=args.slow_after, timeout=args.timeout, log=log)
+            result["commands"] = {k: asdict(m) for k, m in measured.items()}
+            if size <= args.decoder_max:
+                decoder_runs = 3 if size <= 10_000 else 1
+                result["decoders"] = {
+                    name: probes_median(tools, decoder_runs, "decode", name) for name in ("portscope", "pyroute2")
+                }
+        result["counts_after"] = count_sockets(ns)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Machine facts
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory_gib = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        memory_gib = int(Path("/proc/meminfo").read_text().split()[1]) / 1024 / 1024
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory_gib, 1) if memory_gib else None,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_before": os.getloadavg()[0],
+    }
+
+
+def versions(tools: Tools) -> dict[str, str]:
+    def first_line(argv: list[str], pattern: str = "") -> str:
+        if shutil.which(argv[0]) is None:
+            return "missing"
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        for line in (done.stdout + done.stderr).splitlines():
+            if pattern in line:
+                return line.strip()
+        return "?"
+
+    import psutil
+    import pyroute2
+
+    from portscope import __version__
+
+    return {
+        "portscope": __version__,
+        "ss": first_line(["ss", "-V"]).replace("ss utility, ", ""),
+        "netstat": first_line(["netstat", "--version"], "net-tools"),
+        "lsof": first_line(["lsof", "-v"], "revision:").replace("revision: ", "lsof "),
+        "fuser": first_line(["fuser", "-V"], "fuser").replace("fuser (PSmisc)", "psmisc"),
+        "psutil": psutil.__version__,
+        "pyroute2": pyroute2.__version__,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _s(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _mb(kib: float | None) -> str:
+    if kib is None:
+        return "–"
+    return f"{kib / 1024:.1f}" if kib < 10 * 1024 else f"{kib / 1024:.0f}"
+
+
+def _cell(measured: dict, attribute: str, unit, rounds: int) -> str:
+    runs = [r for r in measured["runs"] if r[attribute] is not None]
+    if not runs:
+        return "missing" if measured.get("missing") else "–"
+    value = statistics.median(r[attribute] for r in runs)
+    text = unit(value)
+    return text + ("¹" if len(runs) < rounds else "")
+
+
+def _size_label(result: dict) -> str:
+    counts = result["counts"]
+    return f"{counts['total']:,} ({counts['time_wait']:,} tw, {counts['udp']:,} udp)"
+
+
+def table(results: list[dict], keys: Sequence[str], attribute: str, unit) -> list[str]:
+    labels = {k: m["label"] for r in results for k, m in r["commands"].items()}
+    present = [k for k in keys if k in labels]
+    lines = [
+        "| sockets | " + " | ".join(f"`{labels[k]}`" for k in present) + " |",
+        "|---" * (len(present) + 1) + "|",
+    ]
+    for r in results:
+        cells = [_cell(r["commands"][k], attribute, unit, r["rounds"]) for k in present]
+        lines.append(f"| {_size_label(r)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def median_of(result: dict, key: str, attribute: str = "seconds") -> float | None:
+    measured = result["commands"].get(key)
+    values = [r[attribute] for r in measured["runs"] if r[attribute] is not None] if measured else []
+    return statistics.median(values) if values else None
+
+
+def ratio_table(results: list[dict]) -> list[str]:
+    pairs = [
+        ("ls", "ss_p", "`ls -a` ÷ `ss -tanp`"),
+        ("ls", "netstat_p", "`ls -a` ÷ `netstat -tanp`"),
+        ("ls", "lsof", "`ls -a` ÷ `lsof -iTCP`"),
+        ("ls", "psutil", "`ls -a` ÷ psutil"),
+        ("ls_json", "ss", "`ls --json --no-processes` ÷ `ss -tan`"),
+        ("who", "lsof_who", "`who` ÷ `lsof -iTCP:PORT`"),
+        ("who", "fuser_who", "`who` ÷ `fuser`"),
+    ]
+    lines = ["| sockets | " + " | ".join(p[2] for p in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+    for r in results:
+        cells = []
+        for mine, theirs, _ in pairs:
+            a, b = median_of(r, mine), median_of(r, theirs)
+            cells.append("–" if a is None or b is None else f"{a / b:.2f}")
+        lines.append(f"| {_size_label(r)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def marginal(results: list[dict], key: str) -> list[tuple[int, int, float]]:
+    """µs per extra socket between consecutive sizes: constant when the time grows linearly."""
+    points = [(r["counts"]["total"], median_of(r, key)) for r in results if median_of(r, key) is not None]
+    return [(n1, n2, (t2 - t1) / (n2 - n1) * 1e6) for (n1, t1), (n2, t2) in pairwise(points)]
+
+
+def linearity_table(results: list[dict]) -> list[str]:
+    keys = [("ls", "portscope ls -a"), ("ls_json", "portscope ls --json"), ("ss", "ss -tan"), ("ss_p", "ss -tanp"),
+            ("netstat_p", "netstat -tanp"), ("lsof", "lsof -iTCP"), ("psutil", "psutil")]  # fmt: skip
+    intervals = [(a, b) for a, b, _ in marginal(results, "ss")] or [(a, b) for a, b, _ in marginal(results, "ls")]
+    if not intervals:
+        return []
+    lines = [
+        "| µs per added socket | " + " | ".join(f"{a:,} → {b:,}" for a, b in intervals) + " |",
+        "|---" * (len(intervals) + 1) + "|",
+    ]
+    for key, label in keys:
+        by_interval = {(a, b): v for a, b, v in marginal(results, key)}
+        cells = [f"{by_interval[i]:.1f}" if i in by_interval else "–" for i in intervals]
+        lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def targets(results: list[dict]) -> list[str]:
+    at = min(results, key=lambda r: abs(r["size"] - TARGET_SIZE))
+    largest = max(results, key=lambda r: r["size"])
+    rows = []
+
+    def check(name: str, ok: bool | None, measured: str) -> None:
+        rows.append(f"| {name} | {measured} | {'yes' if ok else 'no' if ok is not None else 'not measured'} |")
+
+    ls, ss_p, json_t, ss = (median_of(at, k) for k in ("ls", "ss_p", "ls_json", "ss"))
+    check(
+        f"`ls -a` (pipe, processes) < `ss -tanp` at {_size_label(at)}",
+        None if ls is None or ss_p is None else ls < ss_p,
+        f"{_s(ls)} s vs {_s(ss_p)} s",
+    )
+    check(
+        f"`ls -a -n --json --no-processes` < 3 × `ss -tan` at {_size_label(at)}",
+        None if json_t is None or ss is None else json_t < 3 * ss,
+        f"{_s(json_t)} s vs 3 × {_s(ss)} s = {_s(None if ss is None else 3 * ss)} s",
+    )
+    who, lsof_who, fuser_who = (median_of(at, k) for k in ("who", "lsof_who", "fuser_who"))
+    check(
+        f"`who PORT` < `lsof -iTCP:PORT` and `fuser` at {_size_label(at)}",
+        None if who is None or lsof_who is None or fuser_who is None else who < lsof_who and who < fuser_who,
+        f"{_s(who)} s vs {_s(lsof_who)} s and {_s(fuser_who)} s",
+    )
+    memory_ok = []
+    for r in results:
+        mine, theirs = median_of(r, "ls", "peak_kib"), median_of(r, "psutil", "peak_kib")
+        if mine is not None and theirs is not None:
+            memory_ok.append(mine < theirs)
+    mine, theirs = median_of(largest, "ls", "peak_kib"), median_of(largest, "psutil", "peak_kib")
+    check(
+        "peak memory of `ls -a` below psutil's, at every size",
+        all(memory_ok) if memory_ok else None,
+        f"{_mb(mine)} MB vs {_mb(theirs)} MB at {_size_label(largest)}",
+    )
+    for key, label in (("ls", "`ls -a`"), ("ls_json", "`ls --json --no-processes`")):
+        steps = marginal(results, key)
+        if len(steps) >= 2:
+            first = next((v for a, b, v in steps if a >= 5_000), steps[0][2])
+            last = steps[-1][2]
+            check(
+                f"{label} time linear in the socket count (µs per added socket, last interval ≤ 1.5 × first)",
+                last <= 1.5 * max(first, 0.01),
+                f"{first:.1f} → {last:.1f} µs",
+            )
+    return ["| target | measured | met |", "|---|---|---|", *rows]
+
+
+def decoder_table(results: list[dict], imports: dict) -> list[str]:
+    lines = [
+        "| TCP sockets decoded | pyroute2 `DiagSocket.get_sock_stats` | its memory (peak RSS, growth) "
+        "| portscope `collectors.netlink` | its memory (peak RSS, growth) | time ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        decoders = r.get("decoders")
+        if not decoders:
+            continue
+        mine, theirs = decoders.get("portscope") or {}, decoders.get("pyroute2") or {}
+        if "seconds" not in mine or "seconds" not in theirs:
+            lines.append(f"| {_size_label(r)} | {theirs.get('error', '–')} | | {mine.get('error', '–')} | | |")
+            continue
+        lines.append(
+            f"| {int(theirs['sockets']):,} | {_s(theirs['seconds'])} s | {_mb(theirs['peak_kib'])} MB, "
+            f"+{_mb(theirs['peak_kib'] - theirs['baseline_kib'])} MB | {_s(mine['seconds'])} s | "
+            f"{_mb(mine['peak_kib'])} MB, +{_mb(mine['peak_kib'] - mine['baseline_kib'])} MB | "
+            f"{theirs['seconds'] / mine['seconds']:.0f}× |"
+        )
+    for module, value in imports.items():
+        if value and "seconds" in value:
+            lines.append("")
+            lines[-1] = f"\n`import {module}`: {value['seconds'] * 1000:.0f} ms (median of {value['runs']})"
+    return lines
+
+
+def startup_table(startup: dict) -> list[str]:
+    lines = ["| command | wall (ms) | CPU (ms) | peak RSS (MB) | runs |", "|---|---|---|---|---|"]
+    for measured in startup.values():
+        if not measured["runs"]:
+            lines.append(f"| {measured['label']} | {measured.get('missing') or '–'} | | | |")
+            continue
+        runs = measured["runs"]
+        wall = statistics.median(r["seconds"] for r in runs) * 1000
+        cpu = statistics.median(r["cpu"] for r in runs) * 1000
+        peaks = [r["peak_kib"] for r in runs if r["peak_kib"] is not None]
+        peak = f"{statistics.median(peaks) / 1024:.1f}" if peaks else "–"
+        lines.append(f"| {measured['label']} | {wall:.0f} | {cpu:.0f} | {peak} | {len(runs)} |")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    m, v, results = report["machine"], report["versions"], report["sizes"]
+    out = [
+        f"Measured {m['date']} on {m['cpu']} ({m['cpus']} CPUs, {m['memory_gib']} GiB), Linux {m['kernel']}, "
+        f"Python {m['python']}; load average {m['load_before']:.2f} at the start.",
+        "Tools: " + ", ".join(f"{k} {val}" if not val.startswith(k) else val for k, val in v.items()) + ".",
+        f"Command: `{report['command']}` ({report['elapsed']:.0f} s). Medians of alternating runs "
+        f"(rounds per size: {', '.join(str(r['rounds']) for r in results)}); "
+        "¹ fewer runs (a run took longer than "
+        f"{report['slow_after']:.0f} s, or failed).",
+        "",
+        "### Listing every TCP socket (stdout into a pipe): median wall time, seconds",
+        "",
+        *table(results, ["ss", "ss_p", "netstat_p", "lsof", "psutil", "ls", "ls_json"], "seconds", _s),
+        "",
+        "Ratios (below 1: portscope is faster):",
+        "",
+        *ratio_table(results),
+        "",
+        "### Peak memory (max RSS of the process), MB",
+        "",
+        *table(results, ["ss", "ss_p", "netstat_p", "lsof", "psutil", "ls", "ls_json"], "peak_kib", _mb),
+        "",
+        "### CPU time (user + system), seconds",
+        "",
+        *table(results, ["ss", "ss_p", "netstat_p", "lsof", "psutil", "ls", "ls_json"], "cpu", _s),
+        "",
+        f"### Who holds port {report['port']}: median wall time, seconds (peak MB below)",
+        "",
+        *table(results, ["who", "ss_who", "lsof_who", "fuser_who"], "seconds", _s),
+        "",
+        *table(results, ["who", "ss_who", "lsof_who", "fuser_who"], "peak_kib", _mb),
+        "",
+    ]
+    if not any("who" in r["commands"] for r in results):
+        out += ["`portscope who` is not available in this build: skipped.", ""]
+    out += ["### Growth: time per added socket between sizes (constant = linear)", "", *linearity_table(results), ""]
+    out += ["### Start-up (no sockets involved)", "", *startup_table(report["startup"]), ""]
+    out += [
+        "### sock_diag decoding: pyroute2's generic decoder against portscope's struct decoder",
+        "",
+        "Same dump in both (TCP, IPv4 and IPv6, every classic state), in a fresh process each; growth = peak RSS "
+        "minus RSS after the imports.",
+        "",
+        *decoder_table(results, report["imports"]),
+        "",
+        "### Targets (issue 7)",
+        "",
+        *targets(results),
+    ]
+    return "\n".join(out) + "\n"
+
+
+def write_readme(text: str) -> None:
+    current = README.read_text() if README.exists() else ""
+    if RESULTS_BEGIN in current and RESULTS_END in current:
+        head, _, rest = current.partition(RESULTS_BEGIN)
+        _, _, tail = rest.partition(RESULTS_END)
+        README.write_text(f"{head}{RESULTS_BEGIN}\n{text}{RESULTS_END}{tail}")
+    else:
+        README.write_text(f"{current}\n{RESULTS_BEGIN}\n{text}{RESULTS_END}\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args(argv: Sequence[str] | None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1k and 10k sockets, fewer rounds; tables on stdout only")
+    parser.add_argument("--sizes", help="comma-separated socket counts (default 1000,10000,40000,100000,200000)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds per size below 100k (default 5; quick 3)")
+    parser.add_argument("--slow-after", type=float, default=5.0, help="do not repeat a command slower than this (s)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up on one run after this many seconds")
+    parser.add_argument("--decoder-max", type=int, default=100_000, help="largest size for the decoder comparison")
+    parser.add_argument("--budget", type=float, default=540.0, help="skip sizes that would not finish in this time")
+    parser.add_argument("--port", type=int, default=WHO_PORT, help="the port for the who commands")
+    parser.add_argument("--farm", type=Path, default=FARM_DEFAULT, help="path of socket_farm.py")
+    parser.add_argument("--readme", action=argparse.BooleanOptionalAction, default=None,
+                        help="write the tables into benchmarks/README.md (default: on for full runs)")  # fmt: skip
+    parser.add_argument("--json", type=Path, default=RESULTS_JSON, help="raw results (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+    if args.sizes:
+        try:
+            args.sizes = tuple(int(s.replace("_", "").replace("k", "000")) for s in args.sizes.split(","))
+        except ValueError:
+            parser.error(f"--sizes: not a list of numbers: {args.sizes!r}")
+        if any(not 10 <= s <= 1_000_000 for s in args.sizes):
+            parser.error("--sizes: each between 10 and 1000000")
+    else:
+        args.sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    if args.readme is None:
+        args.readme = not args.quick
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("run.py: needs root (it creates network namespaces)", file=sys.stderr)
+        return 2
+    if not args.farm.exists():
+        print(f"run.py: socket farm not found at {args.farm} (use --farm)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up in finally blocks
+    started = time.monotonic()
+
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    tools = find_tools()
+    byte_compile(tools)
+    report: dict = {
+        "command": "python benchmarks/run.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip(),
+        "machine": machine(),
+        "versions": versions(tools),
+        "port": args.port,
+        "slow_after": args.slow_after,
+        "sizes": [],
+        "skipped": [],
+    }
+    report["command"] = report["command"].rstrip()
+    log(f"portscope at {tools.portscope}; who {'available' if tools.has_who else 'not available yet'}")
+
+    log("start-up")
+    startup = measure(startup_commands(tools), 3 * args.rounds, slow_after=60, timeout=60, log=lambda _: None)
+    report["startup"] = {k: asdict(m) for k, m in startup.items()}
+    report["imports"] = {m: probes_median(tools, 5, "import", m) for m in ("pyroute2", "portscope.collectors.netlink")}
+
+    previous: tuple[int, float] | None = None
+    for size in args.sizes:
+        elapsed = time.monotonic() - started
+        if previous is not None:
+            estimate = previous[1] * size / previous[0]
+            if elapsed + estimate > args.budget:
+                log(f"size {size}: skipped, about {estimate:.0f} s would pass the {args.budget:.0f} s budget")
+                report["skipped"].append(size)
+                continue
+        log(f"size {size}")
+        before = time.monotonic()
+        report["sizes"].append(bench_size(size, args, tools, log))
+        previous = (size, time.monotonic() - before)
+
+    report["elapsed"] = time.monotonic() - started
+    text = markdown(report)
+    if report["skipped"]:
+        text += f"\nSkipped for the time budget: {', '.join(f'{s:,}' for s in report['skipped'])} sockets.\n"
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))
+    if args.readme:
+        write_readme(text)
+        log(f"tables written to {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
