@@ -188,3 +188,14 @@ def test_background_walk_equals_the_walk_in_line(shared_mix):
     assert found == walk_socket_fds(wanted, "/proc", FdScan(), parallel=False)
     assert all(i is wanted[i] for _, inodes, _ in found for i in inodes)
     assert counts.scanned > 0
+
+
+def test_sort_key_orders_like_the_readable_key(shared_mix):
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    listening = (State.LISTEN, State.UNCONN, State.BOUND)
+
+    def readable(s: Socket):
+        return (s.state not in listening, s.proto.value, s.local_port, s.family.value, s.local_address)
+
+    mixed = [*snap.sockets, make_socket(local_port=65535), make_socket(proto=Proto.UDP, local_port=1)]
+    assert sorted(mixed, key=sort_key) == sorted(mixed, key=readable)
