@@ -233,10 +233,12 @@ def plain_cells(
     v6_family = Family.IPV6
     tcp = Proto.TCP
     brackets: dict[str, str] = {}
-    tcp_suffixes: dict[int, str] = {}  # port -> " (service)" or ""
+    # port -> " (service)", only for ports with a name: tens of thousands of ephemeral ports cost nothing
+    tcp_suffixes: dict[int, str] = {}
     udp_suffixes: dict[int, str] = {}
-    tcp_tails: dict[int, int] = {}  # port -> len(":port (service)")
-    udp_tails: dict[int, int] = {}
+    for (port, proto_name), service in (names or {}).items():
+        if service and proto_name in ("tcp", "udp"):
+            (tcp_suffixes if proto_name == "tcp" else udp_suffixes)[port] = f" ({service})"
     queues: dict[int | None, str] = {None: "-"}
     users: dict[int | None, str] = {None: "-"}
     processes: dict[int, tuple[str, str]] = {}  # id(Process) -> (process cell, command cell)
@@ -244,18 +246,6 @@ def plain_cells(
     def bracketed(address: str) -> str:
         text = brackets[address] = f"[{address}]"
         return text
-
-    def suffix(port: int, proto: Proto) -> str:
-        text = (tcp_suffixes if proto is tcp else udp_suffixes).get(port)
-        if text is None:
-            service = names.get((port, proto.value)) if names is not None else None
-            text = f" ({service})" if service else ""
-            (tcp_suffixes if proto is tcp else udp_suffixes)[port] = text
-        return text
-
-    def tail(port: int, proto: Proto) -> int:
-        length = (tcp_tails if proto is tcp else udp_tails)[port] = 1 + len(str(port)) + len(suffix(port, proto))
-        return length
 
     def process_texts(process) -> tuple[str, str]:
         texts = processes[id(process)] = (
@@ -296,8 +286,7 @@ def plain_cells(
             interface = sock.interface
             local = f"{host}%{interface}:{port}" if interface else f"{host}:{port}"
         if port is not None:
-            text = by_port.get(port)
-            local += suffix(port, proto) if text is None else text
+            local += by_port.get(port, "")
         address = sock.remote_address
         port = sock.remote_port
         if address is None or port is None:
@@ -306,8 +295,7 @@ def plain_cells(
             host = (brackets.get(address) or bracketed(address)) if v6 else address
             peer = f"{host}:{port}"
         if port is not None:
-            text = by_port.get(port)
-            peer += suffix(port, proto) if text is None else text
+            peer += by_port.get(port, "")
         label = ("tcp6" if v6 else "tcp") if proto is tcp else ("udp6" if v6 else "udp")
         recv_q = sock.recv_q
         send_q = sock.send_q
@@ -326,7 +314,7 @@ def plain_cells(
 
     def measure(sockets: Sequence[Socket]) -> list[int]:
         # The lengths cells() would give, from the same parts: an endpoint is its host, maybe
-        # "%device", then the cached length of ":port (service)".
+        # "%device", ":port", then " (service)" when the port has a name.
         any_v6 = False
         states: set[str] = set()
         uids: set[int | None] = set()
@@ -336,15 +324,14 @@ def plain_cells(
         for sock in sockets:
             v6 = sock.family is v6_family
             any_v6 = any_v6 or v6
-            proto = sock.proto
-            tails = tcp_tails if proto is tcp else udp_tails
+            by_port = tcp_suffixes if sock.proto is tcp else udp_suffixes
             address = sock.local_address
             port = sock.local_port
             if address is None or port is None:
-                width = 1 + (len(suffix(port, proto)) if port is not None else 0)
+                width = 1 + (len(by_port.get(port, "")) if port is not None else 0)
             else:
-                width = tails.get(port) or tail(port, proto)
-                width += len(address) + 2 if v6 else len(address)
+                width = len(address) + 2 if v6 else len(address)
+                width += 1 + len(str(port)) + len(by_port.get(port, ""))
                 interface = sock.interface
                 if interface:
                     width += 1 + len(interface)
@@ -353,10 +340,10 @@ def plain_cells(
             address = sock.remote_address
             port = sock.remote_port
             if address is None or port is None:
-                width = 1 + (len(suffix(port, proto)) if port is not None else 0)
+                width = 1 + (len(by_port.get(port, "")) if port is not None else 0)
             else:
-                width = tails.get(port) or tail(port, proto)
-                width += len(address) + 2 if v6 else len(address)
+                width = len(address) + 2 if v6 else len(address)
+                width += 1 + len(str(port)) + len(by_port.get(port, ""))
             if width > peer_w:
                 peer_w = width
             states.add(sock.state._value_)
