@@ -19,7 +19,7 @@ from portscope.joins.fdscan import BackgroundWalk, FdScan, _halves, walk_socket_
 from portscope.query import Query
 from portscope.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
 from portscope.render import jsonout
-from portscope.render.table import Column, RowBuilder, columns_for_width, sort_key, write_plain
+from portscope.render.table import Column, RowBuilder, columns_for_width, sort_key, table_order, write_plain
 from portscope.services import load_services, parse_services
 from portscope.snapshot import snapshot
 from socket_mix import build_mix
@@ -198,4 +198,4 @@ def test_sort_key_orders_like_the_readable_key(shared_mix):
         return (s.state not in listening, s.proto.value, s.local_port, s.family.value, s.local_address)
 
     mixed = [*snap.sockets, make_socket(local_port=65535), make_socket(proto=Proto.UDP, local_port=1)]
-    assert sorted(mixed, key=sort_key) == sorted(mixed, key=readable)
+    assert sorted(mixed, key=sort_key) == sorted(mixed, key=readable) == table_order(mixed)

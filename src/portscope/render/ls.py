@@ -13,7 +13,7 @@ from portscope.render.table import (
     RowBuilder,
     columns_for_width,
     print_rich,
-    sort_key,
+    table_order,
     write_plain,
 )
 from portscope.services import load_services
@@ -38,7 +38,7 @@ def render_listing(snap: Snapshot, out: IO[str], *, as_json: bool, numeric: bool
         for line in footer_lines(snap):
             print(f"portscope: note: {line}", file=sys.stderr)
         return
-    sockets = sorted(snap.sockets, key=sort_key)
+    sockets = table_order(snap.sockets)
     width = term.terminal_width(out)
     columns = columns_for_width(width)
     builder = RowBuilder(snap, services)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import IO
 
 from portscope.recordmaker import gc_paused
@@ -162,16 +162,26 @@ _LISTENING_STATES = (State.LISTEN, State.UNCONN, State.BOUND)
 
 def sort_key(sock: Socket):
     """Listeners first, then TCP before UDP, by local port, IPv4 before IPv6, by address."""
-    # The same order as sorting on (not listening, proto.value, port, family.value, address): "tcp" <
-    # "udp" and "ipv4" < "ipv6". The first four packed in one int (ports < 2**16) and no enum property
-    # lookups: a quarter less time for the sort at 100k sockets.
+    return (_rank(sock), sock.local_address)
+
+
+def _rank(sock: Socket) -> int:
+    # The order of (not listening, proto.value, port, family.value) -- "tcp" < "udp", "ipv4" < "ipv6"
+    # -- packed in one int (ports < 2**16), without the enum property lookups.
     return (
         (sock.state not in _LISTENING_STATES) << 19
         | (sock.proto is Proto.UDP) << 18
         | sock.local_port << 1
-        | (sock.family is Family.IPV6),
-        sock.local_address,
+        | (sock.family is Family.IPV6)
     )
+
+
+def table_order(sockets: Sequence[Socket]) -> list[Socket]:
+    """``sorted(sockets, key=sort_key)``, in two stable passes: by address (the sockets' own strings
+    as keys), then by rank. Faster at 100k sockets, and no key tuple per socket."""
+    ordered = sorted(sockets, key=attrgetter("local_address"))
+    ordered.sort(key=_rank)
+    return ordered
 
 
 PLAIN_CHUNK = 4096  # lines per write()
