@@ -1,3 +1,3 @@
-from portscope.cli import main
+from portscope.cli import run
 
-main()
+run()

@@ -161,9 +161,18 @@ def _bound_visibility(query: Query, sources, sockets, nl_sock) -> bool | None:
     tcp_backends = {s.backend for s in sources if s.proto is Proto.TCP}
     if Backend.PROC in tcp_backends or nl_sock is None:
         return False
-    if any(s.state is State.BOUND for s in sockets):
+    if _kernel_release() >= (6, 8) or any(s.state is State.BOUND for s in sockets):
         return True
-    return _kernel_lists_bound(nl_sock)
+    return _kernel_lists_bound(nl_sock)  # older, or a vendor kernel that may have backported it
+
+
+def _kernel_release() -> tuple[int, int]:
+    major, _, rest = os.uname().release.partition(".")
+    minor = rest.split(".", 1)[0].split("-", 1)[0]
+    try:
+        return int(major), int(minor)
+    except ValueError:
+        return (0, 0)
 
 
 def _kernel_lists_bound(nl_sock) -> bool:
