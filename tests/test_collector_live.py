@@ -337,9 +337,9 @@ def test_bound_inactive_probe_for_older_or_vendor_kernels(mixed):
     from portscope.collectors import netlink
     from portscope.snapshot import _kernel_lists_bound
 
-    with mixed.ns.inside():
+    with mixed.ns.inside():  # the probe binds its throw-away socket in the namespace being dumped
         nl_sock = netlink.open_socket()
-    try:
-        assert _kernel_lists_bound(nl_sock) is True
-    finally:
-        nl_sock.close()
+        try:
+            assert _kernel_lists_bound(nl_sock) is True
+        finally:
+            nl_sock.close()
