@@ -8,14 +8,6 @@ from typing import IO
 from portscope.records import Snapshot
 from portscope.render import console as term
 from portscope.render import jsonout
-from portscope.render.table import (
-    RICH_ROW_LIMIT,
-    RowBuilder,
-    columns_for_width,
-    print_rich,
-    table_order,
-    write_plain,
-)
 from portscope.services import load_services
 
 
@@ -38,6 +30,15 @@ def render_listing(snap: Snapshot, out: IO[str], *, as_json: bool, numeric: bool
         for line in footer_lines(snap):
             print(f"portscope: note: {line}", file=sys.stderr)
         return
+    from portscope.render.table import (  # not needed on the JSON path: keep its start-up short
+        RICH_ROW_LIMIT,
+        RowBuilder,
+        columns_for_width,
+        print_rich,
+        table_order,
+        write_plain,
+    )
+
     sockets = table_order(snap.sockets)
     width = term.terminal_width(out)
     columns = columns_for_width(width)
