@@ -139,7 +139,7 @@ def test_plain_writer_without_join_and_with_hidden_owners():
     others = [Process(pid, 1, "srv", 0, "root", ("srv",), None, (4,)) for pid in (21, 22, 23)]
     holders = {12: tuple(Holder(p, (3 + i,)) for i, p in enumerate([worker, *others]))}
     for joined in (True, False):
-        report = JoinReport(joined=joined, hidden_sockets=1, hidden_inodes=frozenset({13}))
+        report = JoinReport(joined=joined, hidden_inodes=frozenset({13}))
         snap = Snapshot(sockets, holders if joined else {}, (), report, 1, None)
         for width in (None, 80, 200):
             fast, reference = plain(snap, SERVICES, width)

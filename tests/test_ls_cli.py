@@ -291,7 +291,7 @@ def test_footer_says_when_owners_are_hidden(monkeypatch, capsys, euid, advice):
         sockets=(),
         holders={},
         sources=(),
-        join=JoinReport(joined=True, processes_denied=5, hidden_sockets=3, hidden_inodes=frozenset({1, 2, 3})),
+        join=JoinReport(joined=True, processes_denied=5, hidden_inodes=frozenset({1, 2, 3})),
         netns=None,
         bound_visible=True,
     )

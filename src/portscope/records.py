@@ -129,9 +129,12 @@ class JoinReport:
     processes_scanned: int = 0
     processes_denied: int = 0  # /proc/<pid>/fd unreadable (EACCES as non-root)
     processes_vanished: int = 0
-    hidden_sockets: int = 0  # sockets with a file whose holder we were not allowed to see
     unowned_sockets: int = 0  # sockets with a file and no visible holder for another reason
-    hidden_inodes: frozenset[int] = frozenset()  # the inodes of the hidden sockets
+    hidden_inodes: frozenset[int] = frozenset()  # sockets with a file whose holder we were not allowed to see
+
+    @property
+    def hidden_sockets(self) -> int:
+        return len(self.hidden_inodes)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def _collect(query: Query, target: netns.NetnsTarget | None):
         sockets, sources, warnings = _collect_proc_only(query, proc_only_dir, ns_inode)
         return sockets, sources, None, warnings, ns_inode
     with netns.entered(target) as ns_inode:
-        return (*_collect_here(query, ns_inode),)
+        return _collect_here(query, ns_inode)
 
 
 def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None):

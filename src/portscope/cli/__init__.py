@@ -42,21 +42,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register_commands() -> None:
+    # Each command module imports only click and small modules; the work is imported inside the commands.
+    from portscope.cli.can_bind import can_bind
+    from portscope.cli.completion import completion
     from portscope.cli.ls import ls
+    from portscope.cli.who import who
 
-    cli.add_command(ls)
-    for module_name, attr in (
-        ("portscope.cli.who", "who"),
-        ("portscope.cli.can_bind", "can_bind"),
-        ("portscope.cli.completion", "completion"),
-    ):
-        try:
-            module = __import__(module_name, fromlist=[attr])
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        cli.add_command(getattr(module, attr))
+    for command in (ls, who, can_bind, completion):
+        cli.add_command(command)
 
 
 _register_commands()

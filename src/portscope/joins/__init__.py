@@ -78,7 +78,6 @@ def join_processes(
         processes_scanned=counts.scanned,
         processes_denied=counts.denied,
         processes_vanished=counts.vanished + vanished,
-        hidden_sockets=len(hidden),
         unowned_sockets=unowned,
         hidden_inodes=frozenset(hidden),
     )
