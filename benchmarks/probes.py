@@ -63,7 +63,8 @@ def decode_portscope() -> tuple[int, float]:
     try:
         for seq, family in enumerate((Family.IPV4, Family.IPV6), start=1):
             decoder = netlink.Decoder(Proto.TCP, family, None)
-            count += len(netlink.dump(nl_sock, Proto.TCP, family, SS_ALL, None, decoder, seq))
+            request = netlink.DumpRequest(Proto.TCP, family, SS_ALL, None, seq)
+            count += len(netlink.dump(nl_sock, request, decoder))
     finally:
         nl_sock.close()
     return count, time.perf_counter() - before

@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from netns_util import new_netns
+from portscope import snapshot as snapshot_module
 from portscope.collectors import netlink
 from portscope.errors import SourceError
 from portscope.query import Query
@@ -14,6 +15,7 @@ from portscope.records import Backend, Proto, State
 from portscope.snapshot import snapshot
 
 ALL = frozenset(State)
+UNSERVED_PROTOCOL = 253  # RFC 3692 experimentation: no kernel module serves it
 
 
 @pytest.fixture()
@@ -41,18 +43,21 @@ def test_netlink_socket_refused_falls_back_for_every_protocol(small_ns, monkeypa
         snapshot(Query(states=ALL, netns=small_ns.name, backend=Backend.NETLINK))
 
 
-def test_missing_udp_diag_falls_back_for_udp_only(small_ns, monkeypatch):
-    real_dump = netlink.dump
+@pytest.fixture(params=["in-line", "prefetched"])
+def dump_mode(request, monkeypatch):
+    """Both ways the dumps are received: here, or by a forked child (large listings)."""
+    monkeypatch.setattr(snapshot_module, "PREFETCH_MIN_SOCKETS", 10**9 if request.param == "in-line" else 0)
+    return request.param
 
-    def dump(sock, proto, *args, **kwargs):
-        if proto is Proto.UDP:  # what the kernel answers without udp_diag: ENOENT
-            raise netlink.NetlinkUnavailable("netlink sock_diag udp: kernel has no sock_diag support")
-        return real_dump(sock, proto, *args, **kwargs)
 
-    monkeypatch.setattr(netlink, "dump", dump)
+def test_kernel_refusing_udp_falls_back_for_udp_only(small_ns, monkeypatch, dump_mode):
+    # Ask about an IP protocol no sock_diag handler serves: the kernel itself answers ENOENT, as it
+    # does for UDP when udp_diag is missing.
+    monkeypatch.setitem(netlink.IPPROTO, Proto.UDP, UNSERVED_PROTOCOL)
     snap = snapshot(Query(states=ALL, netns=small_ns.name))
     backends = {(s.proto, s.backend) for s in snap.sources}
     assert backends == {(Proto.TCP, Backend.NETLINK), (Proto.UDP, Backend.PROC)}
+    assert all("no sock_diag support" in s.note for s in snap.sources if s.backend is Backend.PROC)
     assert {(s.proto, s.local_port) for s in snap.sockets} == {(Proto.TCP, 6000), (Proto.UDP, 6001)}
     assert snap.backend_summary() == "netlink: tcp,tcp6; proc: udp,udp6"
 

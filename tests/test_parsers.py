@@ -130,6 +130,35 @@ def test_kernel_without_diag_module_is_detected():
         Decoder(Proto.TCP, Family.IPV4, None).decode(_error_message(errno.ENOBUFS), "tcp")
 
 
+def _done_message(status: int) -> bytes:
+    return netlink.NLMSGHDR.pack(20, netlink.NLMSG_DONE, 2, 1, 0) + struct.pack("=i", status)
+
+
+def test_dump_that_could_not_start_ends_in_a_failing_done():
+    # recent kernels answer a dump for a protocol without a diag module with DONE carrying -ENOENT
+    with pytest.raises(NetlinkUnavailable, match="no sock_diag support"):
+        Decoder(Proto.UDP, Family.IPV4, None).decode(_done_message(-errno.ENOENT), "udp")
+    assert Decoder(Proto.UDP, Family.IPV4, None).decode(_done_message(0), "udp") == ([], True)
+
+
+def test_end_of_dump_is_seen_where_the_decoder_sees_it():
+    data = (MIX / "netlink_tcp_ipv4.bin").read_bytes()
+    first_message = netlink.NLMSGHDR.unpack_from(data, 0)[0]
+    assert netlink.ends_dump(data)
+    assert not netlink.ends_dump(data[: (first_message + 3) & ~3])
+    assert netlink.ends_dump(_done_message(-errno.ENOENT))
+    assert netlink.ends_dump(_error_message(errno.EPERM))
+    assert not netlink.ends_dump(_error_message(0))  # an ACK
+    boundaries = [0]
+    while boundaries[-1] < len(data):
+        boundaries.append(boundaries[-1] + ((netlink.NLMSGHDR.unpack_from(data, boundaries[-1])[0] + 3) & ~3))
+    assert len(boundaries) > 3
+    for cut in boundaries[1:]:  # the decoder stops exactly where ends_dump says the dump ends
+        chunk = data[:cut]
+        _, done = Decoder(Proto.TCP, Family.IPV4, None).decode(chunk, "tcp")
+        assert done == netlink.ends_dump(chunk) == (cut == len(data))
+
+
 def test_unknown_state_in_dump():
     data = bytearray((MIX / "netlink_tcp_ipv4.bin").read_bytes())
     data[netlink.NLMSGHDR.size + 1] = 99

@@ -103,67 +103,63 @@ def _wanted_tables(query: Query) -> list[tuple[Proto, Family]]:
     ]
 
 
+# A dump this large is received by a forked child while this process decodes (netlink.TableDumps).
+PREFETCH_MIN_SOCKETS = 5000
+
+
 def _collect_here(query: Query, ns_inode: int | None):
     sockets: list[Socket] = []
     sources: list[ProtoSource] = []
     warnings: list[str] = []
     tables = _wanted_tables(query)
-    nl_sock = None
+    bytecode = netlink.port_filter_bytecode(query.local_ports, query.remote_ports, query.any_ports)
+    requests = [
+        netlink.DumpRequest(proto, family, netlink.state_mask(proto, query.kernel_states(proto)), bytecode, seq)
+        for seq, (proto, family) in enumerate(tables, start=1)
+    ]
+    dumps = None
     nl_refused: str | None = None
     if query.backend is not Backend.PROC and tables:
+        prefetch = bytecode is None and (procnet.socket_count() or 0) >= PREFETCH_MIN_SOCKETS
         try:
-            nl_sock = netlink.open_socket()
+            dumps = netlink.TableDumps(requests, prefetch=prefetch)
         except netlink.NetlinkUnavailable as exc:
             if query.backend is Backend.NETLINK:
                 raise SourceError("netlink", str(exc)) from None
             nl_refused = str(exc)
-    bytecode = netlink.port_filter_bytecode(query.local_ports, query.remote_ports, query.any_ports)
     try:
-        for seq, (proto, family) in enumerate(tables, start=1):
-            states = query.kernel_states(proto)
+        for request in requests:
+            proto, family = request.proto, request.family
             note = nl_refused
-            if nl_sock is not None:
-                decoder = netlink.Decoder(proto, family, ns_inode)
-                mask = netlink.state_mask(proto, states)
+            if dumps is not None:
                 try:
-                    sockets += netlink.dump(nl_sock, proto, family, mask, bytecode, decoder, seq)
+                    sockets += dumps.next(netlink.Decoder(proto, family, ns_inode))
                     sources.append(ProtoSource(proto, family, Backend.NETLINK))
                     continue
                 except netlink.NetlinkUnavailable as exc:
                     if query.backend is Backend.NETLINK:
                         raise SourceError("netlink", str(exc)) from None
                     note = str(exc)
-                    # a refused dump may leave the socket mid-stream: start afresh for the next table
-                    nl_sock.close()
-                    nl_sock = _reopen_or_none()
-            sockets += procnet.read_proc_net(proto, family, netns=ns_inode, states=states)
+            sockets += procnet.read_proc_net(proto, family, netns=ns_inode, states=query.kernel_states(proto))
             sources.append(ProtoSource(proto, family, Backend.PROC, note))
-        bound_visible = _bound_visibility(query, sources, sockets, nl_sock)
     finally:
-        if nl_sock is not None:
-            nl_sock.close()
+        if dumps is not None:
+            dumps.close()
+    bound_visible = _bound_visibility(query, sources, sockets)
     if bound_visible is False:
         warnings.append("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)")
     return sockets, sources, bound_visible, warnings, ns_inode
 
 
-def _reopen_or_none():
-    try:
-        return netlink.open_socket()
-    except netlink.NetlinkUnavailable:
-        return None
-
-
-def _bound_visibility(query: Query, sources, sockets, nl_sock) -> bool | None:
+def _bound_visibility(query: Query, sources, sockets) -> bool | None:
     """None when bound-only sockets were not asked for; else whether they could be listed."""
     if Proto.TCP not in query.protocols or State.BOUND not in query.kernel_states(Proto.TCP):
         return None
-    tcp_backends = {s.backend for s in sources if s.proto is Proto.TCP}
-    if Backend.PROC in tcp_backends or nl_sock is None:
+    if any(s.backend is Backend.PROC for s in sources if s.proto is Proto.TCP):
         return False
     if _kernel_release() >= (6, 8) or any(s.state is State.BOUND for s in sockets):
         return True
-    return _kernel_lists_bound(nl_sock)  # older, or a vendor kernel that may have backported it
+    return _kernel_lists_bound()  # older, or a vendor kernel that may have backported it
 
 
 def _kernel_release() -> tuple[int, int]:
@@ -175,7 +171,7 @@ def _kernel_release() -> tuple[int, int]:
         return (0, 0)
 
 
-def _kernel_lists_bound(nl_sock) -> bool:
+def _kernel_lists_bound() -> bool:
     """Does this kernel dump BOUND_INACTIVE sockets? Bind a throw-away socket and look for it."""
     probe = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
     try:
@@ -183,9 +179,9 @@ def _kernel_lists_bound(nl_sock) -> bool:
         port = probe.getsockname()[1]
         bytecode = netlink.port_filter_bytecode([PortRange(port, port)], None, None)
         decoder = netlink.Decoder(Proto.TCP, Family.IPV4, None, ifname=lambda index: None)
-        mask = 1 << netlink.TCPF_BOUND_INACTIVE_BIT
-        found = netlink.dump(nl_sock, Proto.TCP, Family.IPV4, mask, bytecode, decoder, seq=0x7FFF)
-        return any(s.local_port == port for s in found)
+        request = netlink.DumpRequest(Proto.TCP, Family.IPV4, 1 << netlink.TCPF_BOUND_INACTIVE_BIT, bytecode)
+        with netlink.TableDumps([request]) as dumps:
+            return any(s.local_port == port for s in dumps.next(decoder))
     except (OSError, netlink.NetlinkUnavailable, SourceError):
         return False
     finally:

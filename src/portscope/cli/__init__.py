@@ -6,6 +6,7 @@ collectors, rich and pyroute2 are imported inside the commands that need them.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -112,6 +113,7 @@ def run() -> None:
     After a large listing, freeing tens of thousands of records one by one at interpreter exit costs
     tens of milliseconds for nothing; output is flushed first, and portscope registers no atexit work.
     """
+    gc.disable()  # see above: a short run whose records hold no reference cycles
     try:
         main()
         status: int = ExitStatus.OK

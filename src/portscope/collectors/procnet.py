@@ -136,3 +136,31 @@ def read_proc_net(
     except OSError as exc:
         raise SourceError(path, exc.strerror or str(exc)) from None
     return parse_proc_net(text, proto, family, source=path, netns=netns, states=states)
+
+
+# The per-namespace counters of /proc/net/sockstat{,6} that count TCP and UDP sockets.
+_SOCKSTAT_COUNTERS = {("TCP:", "inuse"), ("TCP:", "tw"), ("UDP:", "inuse"), ("TCP6:", "inuse"), ("UDP6:", "inuse")}
+
+
+def parse_sockstat(text: str) -> int:
+    """TCP and UDP sockets (IPv4 and IPv6, TIME-WAIT too) counted in sockstat text, without listing them."""
+    total = 0
+    for line in text.splitlines():
+        words = line.split()
+        for name, value in zip(words[1::2], words[2::2], strict=False):
+            if (words[0], name) in _SOCKSTAT_COUNTERS and value.isdigit():
+                total += int(value)
+    return total
+
+
+def socket_count(net_dir: str = "/proc/thread-self/net") -> int | None:
+    """About how many sockets a full dump will return (None when sockstat is unreadable)."""
+    texts = []
+    for name in ("sockstat", "sockstat6"):
+        try:
+            with open(os.path.join(net_dir, name), encoding="ascii", errors="replace") as handle:
+                texts.append(handle.read())
+        except OSError:
+            if name == "sockstat":
+                return None
+    return parse_sockstat("\n".join(texts))

@@ -11,9 +11,10 @@ import contextlib
 import marshal
 import os
 import signal
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
+
+from portscope.forking import may_fork
 
 _SOCKET_PREFIX = "socket:["
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -83,7 +84,7 @@ def walk_socket_fds(
     listed = _list_fds(proc_root, counts, None if skip_pid is None else str(skip_pid))
     total = sum(len(names) for _, names in listed)
     if parallel is None:
-        parallel = total >= PARALLEL_MIN_FDS and _may_fork()
+        parallel = total >= PARALLEL_MIN_FDS and may_fork()
     if parallel and total > 1:
         found, refused = _read_links_in_two(listed, total, wanted, proc_root)
     else:
@@ -259,7 +260,7 @@ class BackgroundWalk:
     @classmethod
     def start(cls, proc_root: str = "/proc") -> BackgroundWalk | None:
         """None when a child cannot (or should not) be forked here: then walk in-line."""
-        if not _may_fork():
+        if not may_fork():
             return None
         try:
             read_end, write_end = os.pipe()
@@ -334,12 +335,6 @@ def _child_walks_all(proc_root: str, read_end: int, write_end: int) -> None:  # 
         status = 0
     finally:
         os._exit(status)
-
-
-def _may_fork() -> bool:
-    """Only from a single-threaded process: a child forked beside other threads may inherit held locks."""
-    threading = sys.modules.get("threading")
-    return hasattr(os, "fork") and (threading is None or threading.active_count() == 1)
 
 
 def _read_links_one_by_one(fd_names: list[str], dir_fd: int) -> tuple[list[str], bool]:
