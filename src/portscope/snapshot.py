@@ -34,7 +34,8 @@ def snapshot(query: Query, *, proc_root: str = "/proc") -> Snapshot:
 
 
 def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None) -> Snapshot:
-    sockets, sources, bound_visible, warnings, ns_inode = _collect(query, target)
+    # The /proc walk, when running, is the longer task and keeps the second CPU busy: no dump prefetch then.
+    sockets, sources, bound_visible, warnings, ns_inode = _collect(query, target, prefetch=walk is None)
 
     predicates = _socket_predicates(query)
     if predicates:
@@ -67,7 +68,7 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None)
 # Collection
 
 
-def _collect(query: Query, target: netns.NetnsTarget | None):
+def _collect(query: Query, target: netns.NetnsTarget | None, *, prefetch: bool):
     proc_only_dir = None
     if target is not None and target.pid is not None and query.backend is Backend.PROC:
         # /proc/<pid>/net shows that process's namespace without entering it (no CAP_SYS_ADMIN needed)
@@ -77,7 +78,7 @@ def _collect(query: Query, target: netns.NetnsTarget | None):
         sockets, sources, warnings = _collect_proc_only(query, proc_only_dir, ns_inode)
         return sockets, sources, None, warnings, ns_inode
     with netns.entered(target) as ns_inode:
-        return _collect_here(query, ns_inode)
+        return _collect_here(query, ns_inode, prefetch)
 
 
 def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None):
@@ -107,7 +108,7 @@ def _wanted_tables(query: Query) -> list[tuple[Proto, Family]]:
 PREFETCH_MIN_SOCKETS = 5000
 
 
-def _collect_here(query: Query, ns_inode: int | None):
+def _collect_here(query: Query, ns_inode: int | None, prefetch: bool):
     sockets: list[Socket] = []
     sources: list[ProtoSource] = []
     warnings: list[str] = []
@@ -120,7 +121,7 @@ def _collect_here(query: Query, ns_inode: int | None):
     dumps = None
     nl_refused: str | None = None
     if query.backend is not Backend.PROC and tables:
-        prefetch = bytecode is None and (procnet.socket_count() or 0) >= PREFETCH_MIN_SOCKETS
+        prefetch = prefetch and bytecode is None and (procnet.socket_count() or 0) >= PREFETCH_MIN_SOCKETS
         try:
             dumps = netlink.TableDumps(requests, prefetch=prefetch)
         except netlink.NetlinkUnavailable as exc:
