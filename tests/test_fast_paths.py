@@ -10,11 +10,13 @@ import io
 import json
 import os
 import socket
+import time
 from collections.abc import Sequence
 
 import pytest
 
 from netns_util import new_netns
+from portscope.joins import fdscan
 from portscope.joins.fdscan import BackgroundWalk, FdScan, _halves, walk_socket_fds
 from portscope.query import Query
 from portscope.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
@@ -188,6 +190,38 @@ def test_background_walk_equals_the_walk_in_line(shared_mix):
     assert found == walk_socket_fds(wanted, "/proc", FdScan(), parallel=False)
     assert all(i is wanted[i] for _, inodes, _ in found for i in inodes)
     assert counts.scanned > 0
+
+
+def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
+    parent = os.getpid()
+    real_read_links = fdscan._read_links
+    read_by_parent = []
+
+    def read_links(listed, wanted, proc_root):
+        if os.getpid() == parent:
+            read_by_parent.extend(listed)
+        else:
+            time.sleep(0.002)  # a slow child: the parent must take over part of the walk
+        return real_read_links(listed, wanted, proc_root)
+
+    monkeypatch.setattr(fdscan, "UNIT_FDS", 2)
+    monkeypatch.setattr(fdscan, "_read_links", read_links)
+    walk = BackgroundWalk.start()
+    assert walk is not None
+    try:
+        deadline = time.monotonic() + 10
+        while walk._board.units() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        counts = FdScan()
+        found = walk.found(wanted, counts)
+    finally:
+        walk.close()
+    assert read_by_parent, "the parent took no part of the walk"
+    assert found == walk_socket_fds(wanted, "/proc", FdScan(), parallel=False)
+    assert all(i is wanted[i] for _, inodes, _ in found for i in inodes)
+    assert len({pid for pid, _, _ in found}) == len(found)  # a process cut into units comes back whole
 
 
 def test_sort_key_orders_like_the_readable_key(shared_mix):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import mmap
 import os
 import signal
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -246,40 +248,56 @@ def _child_reads(
 
 
 class BackgroundWalk:
-    """The whole /proc fd walk, run by a forked child while this process does something else.
+    """The /proc fd walk, run by a forked child while this process decodes the socket dump, and
+    shared with this process once it is done decoding.
 
-    A full listing spends less time decoding the socket dump (Python, this process) than walking /proc
-    (mostly kernel time): started first, the walk runs beside the decoding, and on busy hosts it reads
-    the links in two processes itself (the sooner it ends, the sooner the listing can). Use
+    The walk (one readlink per fd, mostly kernel time) takes longer than the decoding. The child lists
+    every process's fds, publishes that list in shared memory as units of at most :data:`UNIT_FDS`
+    fds, and reads units from the front; :meth:`found` reads units from the back until the two meet,
+    then merges. Each side claims a unit by moving its own index in a shared page (one writer per
+    index); a unit both happen to claim at the meeting point is read twice and kept once. Use
     :meth:`start`, then :meth:`found`, and :meth:`close` in any case.
     """
 
-    def __init__(self, pid: int, read_end: int) -> None:
+    def __init__(self, pid: int, read_end: int, board: _Board, proc_root: str) -> None:
         self._pid = pid
         self._read_end = read_end
+        self._board = board
+        self._proc_root = proc_root
 
     @classmethod
     def start(cls, proc_root: str = "/proc") -> BackgroundWalk | None:
         """None when a child cannot (or should not) be forked here: then walk in-line."""
         if not may_fork():
             return None
+        board = _Board.create()
+        if board is None:
+            return None
         try:
             read_end, write_end = os.pipe()
         except OSError:
+            board.close()
             return None
         try:
             pid = os.fork()
         except OSError:
             os.close(read_end)
             os.close(write_end)
+            board.close()
             return None
         if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
-            _child_walks_all(proc_root, read_end, write_end)
+            _child_walks(proc_root, read_end, write_end, board)
         os.close(write_end)
-        return cls(pid, read_end)
+        return cls(pid, read_end, board, proc_root)
 
     def found(self, wanted: dict[int, int] | None, counts: FdScan) -> Found | None:
-        """What :func:`walk_socket_fds` gives, from the child; None if the child failed."""
+        """What :func:`walk_socket_fds` gives; None if the child failed."""
+        proc_root = self._proc_root
+        mine: dict[int, tuple[Found, set[str]]] = {}
+        units = self._board.units()
+        if units is not None:
+            for index in iter(self._board.take_back, None):
+                mine[index] = _read_links([units[index]], wanted, proc_root)
         data = b""
         try:
             with os.fdopen(self._read_end, "rb") as pipe:
@@ -293,22 +311,29 @@ class BackgroundWalk:
         if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
             return None
         try:
-            found, scanned, vanished, denied = marshal.loads(data)
+            theirs, scanned, vanished, denied = marshal.loads(data)
         except (ValueError, EOFError, TypeError):
             return None
         counts.scanned += scanned
         counts.vanished += vanished
         counts.denied_by_uid.update(dict(denied))
-        if wanted is None:
-            return found
-        wanted_get = wanted.get
-        kept: Found = []
-        for pid, inodes, fds in found:
-            mine = [wanted_get(inode) for inode in inodes]  # the caller's own int objects
-            if any(inode is not None for inode in mine):
-                pairs = [(inode, fd) for inode, fd in zip(mine, fds, strict=True) if inode is not None]
-                kept.append((pid, [inode for inode, _ in pairs], [fd for _, fd in pairs]))
-        return kept
+        found: Found = []
+        refused: set[str] = set()
+        for index in sorted(mine.keys() | theirs.keys()):  # unit order is /proc order
+            if index in mine:
+                part, part_refused = mine[index]
+            else:
+                part, part_refused = _kept(theirs[index][0], wanted), theirs[index][1]
+            refused.update(part_refused)
+            for pid, inodes, fds in part:
+                if found and found[-1][0] == pid:  # a process cut into several units
+                    found[-1][1].extend(inodes)
+                    found[-1][2].extend(fds)
+                else:
+                    found.append((pid, inodes, fds))
+        for pid_name in refused:
+            counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
+        return found
 
     def close(self) -> None:
         if self._read_end >= 0:
@@ -320,16 +345,110 @@ class BackgroundWalk:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self._pid, 0)
             self._pid = 0
+        self._board.close()
 
 
-def _child_walks_all(proc_root: str, read_end: int, write_end: int) -> None:  # pragma: no cover - in the child
+def _kept(found: Found, wanted: dict[int, int] | None) -> Found:
+    """The wanted sockets of an unfiltered walk, as the caller's own int objects."""
+    if wanted is None:
+        return found
+    wanted_get = wanted.get
+    kept: Found = []
+    for pid, inodes, fds in found:
+        mine = [wanted_get(inode) for inode in inodes]
+        if any(inode is not None for inode in mine):
+            pairs = [(inode, fd) for inode, fd in zip(mine, fds, strict=True) if inode is not None]
+            kept.append((pid, [inode for inode, _ in pairs], [fd for _, fd in pairs]))
+    return kept
+
+
+UNIT_FDS = 256  # fds per unit of shared walking: a claim costs about a microsecond, a unit about a millisecond
+
+
+def _units(listed: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    return [
+        (pid_name, names[at : at + UNIT_FDS]) for pid_name, names in listed for at in range(0, len(names), UNIT_FDS)
+    ]
+
+
+class _Board:
+    """Shared between the walker and its parent: the unit list (a memfd) and two claim indexes (a page).
+
+    Page layout, native int64s: units published (0/1), list size in bytes, front (the child's next
+    unit), back (the lowest unit the parent claimed).
+    """
+
+    _LAYOUT = struct.Struct("=qqqq")
+    _FRONT = 16
+    _BACK = 24
+    _INDEX = struct.Struct("=q")
+
+    def __init__(self, page: mmap.mmap, list_fd: int) -> None:
+        self._page = page
+        self._list_fd = list_fd
+
+    @classmethod
+    def create(cls) -> _Board | None:
+        try:
+            list_fd = os.memfd_create("portscope-walk", os.MFD_CLOEXEC)
+        except (AttributeError, OSError):
+            return None
+        try:
+            page = mmap.mmap(-1, cls._LAYOUT.size)  # anonymous and shared: it survives fork() as one page
+        except OSError:
+            os.close(list_fd)
+            return None
+        return cls(page, list_fd)
+
+    def publish(self, units: list[tuple[str, list[str]]]) -> None:  # pragma: no cover - in the child
+        data = memoryview(marshal.dumps(units))
+        size = len(data)
+        while data:
+            data = data[os.write(self._list_fd, data) :]
+        self._LAYOUT.pack_into(self._page, 0, 0, size, 0, len(units))
+        self._INDEX.pack_into(self._page, 0, 1)  # last: the parent reads nothing before this
+
+    def units(self) -> list[tuple[str, list[str]]] | None:
+        published, size, _, _ = self._LAYOUT.unpack_from(self._page)
+        if not published:
+            return None
+        try:
+            return marshal.loads(os.pread(self._list_fd, size, 0))
+        except (OSError, ValueError, EOFError, TypeError):
+            return None
+
+    def take_front(self) -> int | None:  # pragma: no cover - in the child
+        front = self._INDEX.unpack_from(self._page, self._FRONT)[0]
+        if front >= self._INDEX.unpack_from(self._page, self._BACK)[0]:
+            return None
+        self._INDEX.pack_into(self._page, self._FRONT, front + 1)
+        return front
+
+    def take_back(self) -> int | None:
+        back = self._INDEX.unpack_from(self._page, self._BACK)[0] - 1
+        if back < self._INDEX.unpack_from(self._page, self._FRONT)[0]:
+            return None
+        self._INDEX.pack_into(self._page, self._BACK, back)
+        return back
+
+    def close(self) -> None:
+        self._page.close()
+        if self._list_fd >= 0:
+            os.close(self._list_fd)
+            self._list_fd = -1
+
+
+def _child_walks(proc_root: str, read_end: int, write_end: int, board: _Board) -> None:  # pragma: no cover
     status = 1
     try:
         os.close(read_end)
         counts = FdScan()
         # not this child itself: it holds copies of every fd of the caller
-        found = walk_socket_fds(None, proc_root, counts, skip_pid=os.getpid())
-        payload = (found, counts.scanned, counts.vanished, list(counts.denied_by_uid.items()))
+        units = _units(_list_fds(proc_root, counts, str(os.getpid())))
+        board.publish(units)
+        done = {index: _read_links([units[index]], None, proc_root) for index in iter(board.take_front, None)}
+        theirs = {index: (found, sorted(refused)) for index, (found, refused) in done.items()}
+        payload = (theirs, counts.scanned, counts.vanished, list(counts.denied_by_uid.items()))
         data = memoryview(marshal.dumps(payload))
         while data:
             data = data[os.write(write_end, data) :]
