@@ -212,7 +212,7 @@ def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
     assert walk is not None
     try:
         deadline = time.monotonic() + 10
-        while walk._board.units() is None and time.monotonic() < deadline:
+        while not walk._board.published() and time.monotonic() < deadline:
             time.sleep(0.001)
         counts = FdScan()
         found = walk.found(wanted, counts)

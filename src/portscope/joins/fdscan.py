@@ -294,10 +294,14 @@ class BackgroundWalk:
         """What :func:`walk_socket_fds` gives; None if the child failed."""
         proc_root = self._proc_root
         mine: dict[int, tuple[Found, set[str]]] = {}
-        units = self._board.units()
-        if units is not None:
-            for index in iter(self._board.take_back, None):
-                mine[index] = _read_links([units[index]], wanted, proc_root)
+        board = self._board
+        if board.published():
+            for index in iter(board.take_back, None):
+                try:
+                    unit = board.unit(index)
+                except (OSError, ValueError, EOFError, TypeError):
+                    return None  # claimed, so the child will not read it: the caller walks in-line
+                mine[index] = _read_links([unit], wanted, proc_root)
         data = b""
         try:
             with os.fdopen(self._read_end, "rb") as pipe:
@@ -372,10 +376,11 @@ def _units(listed: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
 
 
 class _Board:
-    """Shared between the walker and its parent: the unit list (a memfd) and two claim indexes (a page).
+    """Shared between the walker and its parent: the units (a memfd) and two claim indexes (a page).
 
-    Page layout, native int64s: units published (0/1), list size in bytes, front (the child's next
-    unit), back (the lowest unit the parent claimed).
+    Page layout, native int64s: units published (0/1), number of units, front (the child's next
+    unit), back (the lowest unit the parent claimed). The memfd holds each unit's end offset, then
+    the units, each marshalled on its own: the parent reads only the units it claims.
     """
 
     _LAYOUT = struct.Struct("=qqqq")
@@ -386,6 +391,7 @@ class _Board:
     def __init__(self, page: mmap.mmap, list_fd: int) -> None:
         self._page = page
         self._list_fd = list_fd
+        self._ends: list[int] = []
 
     @classmethod
     def create(cls) -> _Board | None:
@@ -401,21 +407,35 @@ class _Board:
         return cls(page, list_fd)
 
     def publish(self, units: list[tuple[str, list[str]]]) -> None:  # pragma: no cover - in the child
-        data = memoryview(marshal.dumps(units))
-        size = len(data)
+        blobs = [marshal.dumps(unit) for unit in units]
+        header = 8 * len(blobs)
+        ends = []
+        end = header
+        for blob in blobs:
+            end += len(blob)
+            ends.append(end)
+        data = memoryview(struct.pack(f"={len(ends)}q", *ends) + b"".join(blobs))
         while data:
             data = data[os.write(self._list_fd, data) :]
-        self._LAYOUT.pack_into(self._page, 0, 0, size, 0, len(units))
+        self._LAYOUT.pack_into(self._page, 0, 0, len(units), 0, len(units))
         self._INDEX.pack_into(self._page, 0, 1)  # last: the parent reads nothing before this
 
-    def units(self) -> list[tuple[str, list[str]]] | None:
-        published, size, _, _ = self._LAYOUT.unpack_from(self._page)
-        if not published:
-            return None
+    def published(self) -> bool:
+        """Whether the units are there; reads their offsets the first time they are."""
+        if self._ends:
+            return True
+        published, count, _, _ = self._LAYOUT.unpack_from(self._page)
+        if not published or not count:
+            return False
         try:
-            return marshal.loads(os.pread(self._list_fd, size, 0))
-        except (OSError, ValueError, EOFError, TypeError):
-            return None
+            self._ends = list(struct.unpack(f"={count}q", os.pread(self._list_fd, 8 * count, 0)))
+        except (OSError, struct.error):
+            return False
+        return True
+
+    def unit(self, index: int) -> tuple[str, list[str]]:
+        start = self._ends[index - 1] if index else 8 * len(self._ends)
+        return marshal.loads(os.pread(self._list_fd, self._ends[index] - start, start))
 
     def take_front(self) -> int | None:  # pragma: no cover - in the child
         front = self._INDEX.unpack_from(self._page, self._FRONT)[0]
