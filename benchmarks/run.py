@@ -393,8 +393,9 @@ def count_sockets(ns: str) -> dict[str, int]:
 
 def bench_size(size: int, args, tools: Tools, log) -> dict:
     population = Population.for_size(size)
-    # more rounds where the targets are checked, fewer where one round takes half a minute
-    rounds = 2 * args.rounds - 1 if size == TARGET_SIZE else args.rounds if size < 100_000 else max(2, args.rounds - 2)
+    # more rounds where the speed targets are checked; the large sizes judge linearity, so they get as
+    # many as the small ones (after a first round, commands slower than --slow-after are not repeated)
+    rounds = 2 * args.rounds - 1 if size == TARGET_SIZE else args.rounds
     result: dict = {"size": size, "population": asdict(population), "rounds": rounds}
     with (
         namespace(str(size)) as ns,
@@ -720,7 +721,7 @@ def parse_args(argv: Sequence[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1k and 10k sockets, fewer rounds; tables on stdout only")
     parser.add_argument("--sizes", help="comma-separated socket counts (default 1000,10000,40000,100000,200000)")
-    parser.add_argument("--rounds", type=int, help="alternating rounds per size below 100k (default 5; quick 3)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds per size (default 5; 40k: 2n-1; quick 3)")
     parser.add_argument("--slow-after", type=float, default=5.0, help="do not repeat a command slower than this (s)")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on one run after this many seconds")
     parser.add_argument("--decoder-max", type=int, default=100_000, help="largest size for the decoder comparison")
