@@ -5,11 +5,30 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, fields
 
 from netns_util import Netns
+from portscope.records import Socket, State
 
 OTHER_UID = 4242  # sockets fchown()ed to this uid: sk_uid follows (ss shows it as uid:4242)
+
+
+_SOCKET_FIELDS = tuple(f.name for f in fields(Socket))
+# what /proc cannot know: the device, v6only, a listener's backlog (its send_q), the cookie; and timers
+# tick between two listings
+PROC_BLIND = ("ifindex", "interface", "v6only", "cookie", "timer_ms")
+
+
+def socket_fields(sock: Socket, *, omit: Collection[str] = ("timer_ms",)) -> tuple:
+    """A socket's fields for comparing two listings of the same sockets, without those in ``omit``."""
+    return tuple(getattr(sock, name) for name in _SOCKET_FIELDS if name not in omit)
+
+
+def proc_comparable(sock: Socket) -> tuple:
+    """The fields a /proc listing can give too."""
+    send_q = None if sock.state is State.LISTEN else sock.send_q
+    return (*socket_fields(sock, omit=(*PROC_BLIND, "send_q")), send_q)
 
 
 @dataclass

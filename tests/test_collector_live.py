@@ -18,7 +18,7 @@ from netns_util import new_netns, ss_sockets
 from portscope.query import PortRange, Query
 from portscope.records import Backend, Proto, State
 from portscope.snapshot import snapshot
-from socket_mix import OTHER_UID, build_mix
+from socket_mix import OTHER_UID, build_mix, proc_comparable
 
 ALL = frozenset(State)
 WILDCARDS = {"0.0.0.0", "::", "*"}
@@ -108,34 +108,14 @@ def test_fields_ss_shows_with_extras(mixed):
     assert "v6only:0" in ss_v6only and "v6only:1" in ss_v6only
 
 
-def _comparable(sock):
-    """The fields /proc can know too (no device, v6only, backlog, cookie; timers to the second)."""
-    send_q = None if sock.state is State.LISTEN else sock.send_q
-    return (
-        sock.proto,
-        sock.family,
-        sock.state,
-        sock.local_address,
-        sock.local_port,
-        sock.remote_address,
-        sock.remote_port,
-        sock.recv_q,
-        send_q,
-        sock.uid,
-        sock.inode,
-        sock.timer,
-        sock.netns,
-    )
-
-
 def test_netlink_and_proc_agree(mixed):
     query = Query(states=ALL, join_processes=False, netns=mixed.ns.name)
     via_netlink = snapshot(Query(**{**query.__dict__, "backend": Backend.NETLINK}))
     via_proc = snapshot(Query(**{**query.__dict__, "backend": Backend.PROC}))
     assert {s.backend for s in via_proc.sources} == {Backend.PROC}
     assert via_proc.bound_visible is False and via_proc.warnings
-    nl = Counter(_comparable(s) for s in via_netlink.sockets if s.state is not State.BOUND)
-    pr = Counter(_comparable(s) for s in via_proc.sockets)
+    nl = Counter(proc_comparable(s) for s in via_netlink.sockets if s.state is not State.BOUND)
+    pr = Counter(proc_comparable(s) for s in via_proc.sockets)
     assert nl == pr
     # both tell the time left on TIME-WAIT timers, to within a second of each other
     nl_tw = sorted(s.timer_ms for s in via_netlink.sockets if s.state is State.TIME_WAIT)
@@ -153,7 +133,7 @@ def test_proc_of_a_pid_in_the_namespace(mixed):
             subprocess.run(["sleep", "0.02"], check=False)
         by_pid = snapshot(Query(states=ALL, backend=Backend.PROC, join_processes=False, netns=str(sleeper.pid)))
         by_name = snapshot(Query(states=ALL, backend=Backend.PROC, join_processes=False, netns=mixed.ns.name))
-        assert Counter(map(_comparable, by_pid.sockets)) == Counter(map(_comparable, by_name.sockets))
+        assert Counter(map(proc_comparable, by_pid.sockets)) == Counter(map(proc_comparable, by_name.sockets))
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -186,8 +166,8 @@ def test_kernel_port_filter_matches_python_filter(mixed):
                 )
             )
 
-        expected = Counter(map(_comparable, filter(wanted, everything.sockets)))
-        assert Counter(map(_comparable, filtered.sockets)) == expected, case
+        expected = Counter(map(proc_comparable, filter(wanted, everything.sockets)))
+        assert Counter(map(proc_comparable, filtered.sockets)) == expected, case
         assert filtered.sockets, case
 
 

@@ -14,7 +14,7 @@ from portscope.collectors import netlink, procnet
 from portscope.query import Query
 from portscope.records import Backend, State
 from portscope.snapshot import snapshot
-from socket_mix import build_mix
+from socket_mix import build_mix, socket_fields
 
 ALL = frozenset(State)
 
@@ -23,29 +23,6 @@ ALL = frozenset(State)
 def mixed():
     with new_netns() as ns:
         yield build_mix(ns)
-
-
-def _fields(sock):
-    # every field but the timers' remaining milliseconds, which tick between two dumps
-    return (
-        sock.proto,
-        sock.family,
-        sock.state,
-        sock.local_address,
-        sock.local_port,
-        sock.remote_address,
-        sock.remote_port,
-        sock.recv_q,
-        sock.send_q,
-        sock.uid,
-        sock.inode,
-        sock.ifindex,
-        sock.interface,
-        sock.v6only,
-        sock.timer,
-        sock.netns,
-        sock.cookie,
-    )
 
 
 def _listing(mixed, monkeypatch, *, prefetch: bool):
@@ -72,7 +49,7 @@ def test_prefetched_dumps_equal_dumps_received_here(mixed, monkeypatch):
     assert len(started) == 1 and started[0] is not None, "no child received the dumps"
     inline = _listing(mixed, monkeypatch, prefetch=False)
     assert len(started) == 1
-    assert Counter(map(_fields, prefetched.sockets)) == Counter(map(_fields, inline.sockets))
+    assert Counter(map(socket_fields, prefetched.sockets)) == Counter(map(socket_fields, inline.sockets))
     assert {s.state for s in prefetched.sockets} >= {State.LISTEN, State.ESTABLISHED, State.TIME_WAIT, State.BOUND}
     assert {s.backend for s in prefetched.sources} == {Backend.NETLINK}
     with pytest.raises(ChildProcessError):  # the child was waited for
@@ -94,7 +71,7 @@ def test_broken_stream_from_the_child_falls_back_to_dumping_here(mixed, monkeypa
     started = _spy_on_children(monkeypatch)
     recovered = _listing(mixed, monkeypatch, prefetch=True)
     assert started and started[0] is not None
-    assert Counter(map(_fields, recovered.sockets)) == Counter(map(_fields, inline.sockets))
+    assert Counter(map(socket_fields, recovered.sockets)) == Counter(map(socket_fields, inline.sockets))
     assert {s.backend for s in recovered.sources} == {Backend.NETLINK}
 
 

@@ -18,6 +18,7 @@ from portscope.joins.procinfo import parse_cmdline, parse_stat, parse_status_uid
 from portscope.query import PortRange, parse_network, parse_port_range, parse_states
 from portscope.records import Family, Proto, State
 from portscope.services import load_services, parse_services
+from socket_mix import proc_comparable
 
 MIX = Path(__file__).parent / "fixtures" / "mix"
 TABLES = [(Proto.TCP, Family.IPV4), (Proto.TCP, Family.IPV6), (Proto.UDP, Family.IPV4), (Proto.UDP, Family.IPV6)]
@@ -36,21 +37,6 @@ def recorded_netlink(proto, family):
     sockets, done = decoder.decode(data, "recording")
     assert done
     return sockets
-
-
-def comparable(sock):
-    return (
-        sock.state,
-        sock.local_address,
-        sock.local_port,
-        sock.remote_address,
-        sock.remote_port,
-        sock.recv_q,
-        None if sock.state is State.LISTEN else sock.send_q,
-        sock.uid,
-        sock.inode,
-        sock.timer,
-    )
 
 
 def test_proc_tcp_recording():
@@ -84,7 +70,7 @@ def test_proc_udp_recording():
 @pytest.mark.parametrize(("proto", "family"), TABLES)
 def test_netlink_and_proc_recordings_agree(proto, family):
     nl = [s for s in recorded_netlink(proto, family) if s.state is not State.BOUND]
-    assert Counter(map(comparable, nl)) == Counter(map(comparable, recorded_proc(proto, family)))
+    assert Counter(map(proc_comparable, nl)) == Counter(map(proc_comparable, recorded_proc(proto, family)))
 
 
 def test_netlink_recording_has_what_proc_lacks():
