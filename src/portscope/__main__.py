@@ -1,3 +1,3 @@
-from portscope.cli import run
+from portscope.console import run
 
 run()

@@ -1,0 +1,40 @@
+"""The console script entry: a Ctrl-C at any moment ends quietly with status 130."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from portscope import console
+from portscope.errors import ExitStatus
+
+# A real SIGINT, delivered while portscope.cli is being imported (the window before click's handling).
+INTERRUPT_DURING_IMPORT = """
+import builtins, os, signal
+real_import = builtins.__import__
+def importing(name, *args, **kwargs):
+    if name == "portscope.cli":
+        os.kill(os.getpid(), signal.SIGINT)
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = importing
+from portscope.console import run
+run()
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads():
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPT_DURING_IMPORT, "ls"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == ExitStatus.INTERRUPTED == console.INTERRUPTED
+    assert "Traceback" not in done.stderr
+
+
+def test_console_script_runs_the_cli():
+    done = subprocess.run(
+        [sys.executable, "-c", "from portscope.console import run; run()", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("portscope")
