@@ -68,7 +68,6 @@ def walk_socket_fds(
     counts: FdScan,
     *,
     parallel: bool | None = None,
-    skip_pid: int | None = None,
 ) -> Found:
     """Per readable process, in /proc order: ``(pid, inodes, fds)``, the wanted sockets it holds and
     through which fds.
@@ -81,9 +80,8 @@ def walk_socket_fds(
     the fds are listed first, then their links are read by two processes at once (this one and a
     forked child, each half of the fds): two CPUs, half the time. ``parallel`` forces the choice;
     by default it is taken when there are many fds and this process runs no other threads.
-    ``skip_pid``: a process not to look at (a walker forked from the caller holds copies of its fds).
     """
-    listed = _list_fds(proc_root, counts, None if skip_pid is None else str(skip_pid))
+    listed = _list_fds(proc_root, counts)
     total = sum(len(names) for _, names in listed)
     if parallel is None:
         parallel = total >= PARALLEL_MIN_FDS and may_fork()
