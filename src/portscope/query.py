@@ -90,6 +90,10 @@ class PortRange:
         return str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
 
 
+def port_in_ranges(port: int | None, ranges: Iterable[PortRange]) -> bool:
+    return port is not None and any(r.low <= port <= r.high for r in ranges)
+
+
 def parse_port_number(text: str, *, allow_zero: bool = False) -> int:
     try:
         port = int(text, 10)

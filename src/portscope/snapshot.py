@@ -15,7 +15,7 @@ from portscope.collectors import netlink, netns, procnet
 from portscope.errors import SourceError
 from portscope.joins import join_processes
 from portscope.joins.fdscan import BackgroundWalk
-from portscope.query import PortRange, Query
+from portscope.query import PortRange, Query, port_in_ranges
 from portscope.records import Backend, Family, Holder, JoinReport, Proto, ProtoSource, Snapshot, Socket, State
 
 Predicate = Callable[[Socket], bool]
@@ -193,10 +193,6 @@ def _kernel_lists_bound() -> bool:
 # Filters applied in Python
 
 
-def _in_ranges(port: int | None, ranges) -> bool:
-    return port is not None and any(r.low <= port <= r.high for r in ranges)
-
-
 def _address_matcher(networks: Sequence) -> Callable[[str | None], bool]:
     cache: dict[str, bool] = {}
 
@@ -220,13 +216,13 @@ def _socket_predicates(query: Query) -> list[Predicate]:
     predicates: list[Predicate] = []
     if query.local_ports:
         lp = query.local_ports
-        predicates.append(lambda s: _in_ranges(s.local_port, lp))
+        predicates.append(lambda s: port_in_ranges(s.local_port, lp))
     if query.remote_ports:
         rp = query.remote_ports
-        predicates.append(lambda s: _in_ranges(s.remote_port, rp))
+        predicates.append(lambda s: port_in_ranges(s.remote_port, rp))
     if query.any_ports:
         ap = query.any_ports
-        predicates.append(lambda s: _in_ranges(s.local_port, ap) or _in_ranges(s.remote_port, ap))
+        predicates.append(lambda s: port_in_ranges(s.local_port, ap) or port_in_ranges(s.remote_port, ap))
     if query.local_networks:
         local_match = _address_matcher(query.local_networks)
         predicates.append(lambda s: local_match(s.local_address))

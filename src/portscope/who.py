@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from portscope.errors import UsageError
 from portscope.joins.lineage import Lineage, LineageReader
-from portscope.query import PortRange, Query, parse_port_range
+from portscope.query import PortRange, Query, parse_port_range, port_in_ranges
 from portscope.records import Family, Process, Proto, Snapshot, Socket, State
 from portscope.services import Services, load_services
 from portscope.snapshot import snapshot
@@ -128,10 +128,6 @@ def _ip(text: str | None) -> IPAddress | None:
     return getattr(address, "ipv4_mapped", None) or address
 
 
-def _in_ranges(port: int | None, ranges: tuple[PortRange, ...]) -> bool:
-    return port is not None and any(port in r for r in ranges)
-
-
 def covered_families(sock: Socket) -> tuple[frozenset[Family], bool]:
     """Which address families a bound socket receives for, and whether that is certain.
 
@@ -163,12 +159,12 @@ def _local_address_matches(sock: Socket, address: IPAddress) -> bool:
 
 
 def socket_matches(sock: Socket, target: WhoTarget) -> bool:
-    local_hit = _in_ranges(sock.local_port, target.ports) and (
+    local_hit = port_in_ranges(sock.local_port, target.ports) and (
         target.address is None or _local_address_matches(sock, target.address)
     )
     if local_hit or not target.remote:
         return local_hit
-    return _in_ranges(sock.remote_port, target.ports) and (
+    return port_in_ranges(sock.remote_port, target.ports) and (
         target.address is None or _ip(sock.remote_address) == target.address
     )
 
@@ -242,7 +238,7 @@ def _peer_key(sock: Socket, target: WhoTarget) -> str | None:
     mapped = _ip(address)
     if mapped is not None and mapped.version == 4:
         address = str(mapped)
-    if _in_ranges(sock.local_port, target.ports):
+    if port_in_ranges(sock.local_port, target.ports):
         return address  # we are the server: the client's port is ephemeral, its address is what matters
     return f"[{address}]:{sock.remote_port}" if ":" in address else f"{address}:{sock.remote_port}"
 

@@ -15,6 +15,7 @@ from typing import IO
 
 from portscope.recordmaker import gc_paused
 from portscope.records import Family, Holder, Proto, Snapshot, Socket, State
+from portscope.render.console import printable
 from portscope.services import Services
 
 STATE_LABELS: dict[State, str] = {
@@ -87,13 +88,6 @@ def format_endpoint(address: str | None, port: int | None, family: Family, inter
     return f"{host}:{port}"
 
 
-def _printable(text: str) -> str:
-    # Command lines may hold control characters; never let them reach the terminal raw.
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-
-
 def compact_holders(holders: Sequence[Holder], shown_pids: int = 2) -> str:
     """``nginx[812,813,+2]``: every holder process counted, grouped by name."""
     by_name: dict[str, list[int]] = {}
@@ -103,7 +97,7 @@ def compact_holders(holders: Sequence[Holder], shown_pids: int = 2) -> str:
     for name, pids in by_name.items():
         shown = ",".join(str(p) for p in pids[:shown_pids])
         more = f",+{len(pids) - shown_pids}" if len(pids) > shown_pids else ""
-        parts.append(f"{_printable(name)}[{shown}{more}]")
+        parts.append(f"{printable(name)}[{shown}{more}]")
     return " ".join(parts)
 
 
@@ -136,7 +130,7 @@ class RowBuilder:
         holders = self.snap.holders_of(sock)
         if holders:
             process = compact_holders(holders)
-            command = _printable(" ".join(holders[0].process.cmdline) or holders[0].process.name)
+            command = printable(" ".join(holders[0].process.cmdline) or holders[0].process.name)
         elif sock.inode is None:
             process = command = ""
         elif self.snap.join.joined:
@@ -259,8 +253,8 @@ def plain_cells(
 
     def process_texts(process) -> tuple[str, str]:
         texts = processes[id(process)] = (
-            f"{_printable(process.name)}[{process.pid}]",
-            _printable(" ".join(process.cmdline) or process.name),
+            f"{printable(process.name)}[{process.pid}]",
+            printable(" ".join(process.cmdline) or process.name),
         )
         return texts
 

@@ -72,12 +72,6 @@ def format_time_left(milliseconds: int) -> str:
     return f"{milliseconds / 1000:.1f}s left"
 
 
-def _printable(text: str) -> str:
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-
-
 def shell_word(arg: str) -> str:
     """Quote like a person would: bare when safe, else '...' or "...", shlex's escapes only when needed."""
     quoted = shlex.quote(arg)
@@ -92,7 +86,7 @@ def command_line(argv: tuple[str, ...], name: str) -> str:
     """The full command line, quoted so it can be pasted back into a shell."""
     if not argv:
         return f"[{name}]"  # kernel threads and zombies have none
-    return _printable(" ".join(shell_word(arg) for arg in argv))
+    return term.printable(" ".join(shell_word(arg) for arg in argv))
 
 
 def families_label(families: frozenset[Family], certain: bool) -> str:
@@ -188,7 +182,7 @@ class PageBuilder:
     def process_block(self, entry: ProcessOnPort) -> Block:
         process = entry.process
         title: list[Segment] = [
-            (_printable(process.name), "bold"),
+            (term.printable(process.name), "bold"),
             ("  pid ", "dim"),
             (str(process.pid), "bold cyan"),
             ("  user ", "dim"),
@@ -204,7 +198,7 @@ class PageBuilder:
             uptime = lineage.uptime if lineage and lineage.uptime is not None else self.result.read_at - started
             block.rows.append(("started", [(stamp, ""), (f", up {format_duration(uptime)}", "dim")]))
         if lineage and lineage.unit:
-            block.rows.append(("unit", [(_printable(lineage.unit), "")]))
+            block.rows.append(("unit", [(term.printable(lineage.unit), "")]))
         if lineage and lineage.container:
             container = lineage.container
             value: list[Segment] = [(f"{container.runtime} ", ""), (container.short_id, "bold")]
@@ -253,7 +247,7 @@ class PageBuilder:
             return "unknown (the process exited)"
         if not lineage.ancestors:
             return "none: it is the service manager" if entry.process.pid == 1 else "none: top of its process tree"
-        chain = f" {self.left} ".join(f"{_printable(a.name)}[{a.pid}]" for a in lineage.ancestors)
+        chain = f" {self.left} ".join(f"{term.printable(a.name)}[{a.pid}]" for a in lineage.ancestors)
         if not lineage.complete:
             chain += f" {self.left} ? (an ancestor exited)"
         return chain
