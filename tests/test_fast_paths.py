@@ -17,7 +17,7 @@ import pytest
 
 from netns_util import new_netns
 from portscope.joins import fdscan
-from portscope.joins.fdscan import BackgroundWalk, FdScan, _halves, walk_socket_fds
+from portscope.joins.fdscan import BackgroundWalk, FdScan, walk_socket_fds
 from portscope.query import Query
 from portscope.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
 from portscope.render import jsonout
@@ -168,12 +168,13 @@ def test_walk_in_two_processes_equals_the_walk_in_one(shared_mix):
     assert all(i is wanted[i] for _, inodes, _ in parallel for i in inodes)  # the caller's own inode objects
 
 
-def test_halves_cut_the_fds_in_two_in_order():
+def test_units_cut_the_fds_in_order(monkeypatch):
+    monkeypatch.setattr(fdscan, "UNIT_FDS", 4)
     listed = [("1", ["0", "1"]), ("7", [str(n) for n in range(10)]), ("9", ["3"])]
-    mine, theirs = _halves(listed, 13)
-    assert sum(len(n) for _, n in mine) == 6 and sum(len(n) for _, n in theirs) == 7
-    assert mine[-1][0] == theirs[0][0] == "7"  # the big process is shared between the two
-    flat = [(p, n) for part in (mine, theirs) for p, names in part for n in names]
+    units = fdscan._units(listed)
+    assert [len(names) for _, names in units] == [2, 4, 4, 2, 1]
+    assert [pid for pid, _ in units] == ["1", "7", "7", "7", "9"]  # the big process is shared among units
+    flat = [(p, n) for p, names in units for n in names]
     assert flat == [(p, n) for p, names in listed for n in names]
 
 

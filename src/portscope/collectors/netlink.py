@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import signal
 import socket
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from portscope.errors import SourceError
-from portscope.forking import may_fork
+from portscope.forking import end_child, may_fork
 from portscope.query import PortRange
 from portscope.recordmaker import gc_paused, positional_maker
 from portscope.records import (
@@ -513,10 +512,7 @@ class _PrefetchChild:
 
     def stop(self) -> None:
         self.channel.close()  # a child still sending gets EPIPE and ends
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        end_child(self.pid)
 
 
 def _child_relays(sock: socket.socket, requests: list[bytes], out: socket.socket) -> None:  # pragma: no cover

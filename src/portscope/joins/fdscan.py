@@ -7,16 +7,14 @@ so the caller can say whose sockets' owners are hidden.
 
 from __future__ import annotations
 
-import contextlib
 import marshal
 import mmap
 import os
-import signal
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
-from portscope.forking import may_fork
+from portscope.forking import end_child, may_fork, write_all
 
 _SOCKET_PREFIX = "socket:["
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -78,20 +76,30 @@ def walk_socket_fds(
 
     The readlink() per fd is the cost of the whole join (a few µs each, in the kernel). On a busy host
     the fds are listed first, then their links are read by two processes at once (this one and a
-    forked child, each half of the fds): two CPUs, half the time. ``parallel`` forces the choice;
-    by default it is taken when there are many fds and this process runs no other threads.
+    forked child, sharing the units of a :class:`BackgroundWalk`): two CPUs, half the time.
+    ``parallel`` forces the choice; by default it is taken when there are many fds and this process
+    runs no other threads.
     """
     listed = _list_fds(proc_root, counts)
-    total = sum(len(names) for _, names in listed)
     if parallel is None:
-        parallel = total >= PARALLEL_MIN_FDS and may_fork()
-    if parallel and total > 1:
-        found, refused = _read_links_in_two(listed, total, wanted, proc_root)
-    else:
-        found, refused = _read_links(listed, wanted, proc_root)
+        parallel = sum(len(names) for _, names in listed) >= PARALLEL_MIN_FDS and may_fork()
+    if parallel:
+        walk = BackgroundWalk.start(proc_root, listed=listed, wanted=wanted)
+        if walk is not None:
+            try:
+                found = walk.found(wanted, counts)
+            finally:
+                walk.close()
+            if found is not None:
+                return found
+    found, refused = _read_links(listed, wanted, proc_root)
+    _count_refused(refused, proc_root, counts)
+    return found
+
+
+def _count_refused(refused: set[str], proc_root: str, counts: FdScan) -> None:
     for pid_name in refused:
         counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
-    return found
 
 
 def _list_fds(proc_root: str, counts: FdScan, skip: str | None = None) -> list[tuple[str, list[str]]]:
@@ -161,90 +169,6 @@ def _read_links(
     return found, refused
 
 
-def _read_links_in_two(
-    listed: list[tuple[str, list[str]]], total: int, wanted: dict[int, int] | None, proc_root: str
-) -> tuple[Found, set[str]]:
-    """:func:`_read_links` with the second half of the fds read by a forked child at the same time."""
-    mine, theirs = _halves(listed, total)
-    try:
-        read_end, write_end = os.pipe()
-    except OSError:
-        return _read_links(listed, wanted, proc_root)
-    try:
-        child = os.fork()
-    except OSError:
-        os.close(read_end)
-        os.close(write_end)
-        return _read_links(listed, wanted, proc_root)
-    if child == 0:  # pragma: no cover - runs in the child, which ends with _exit
-        _child_reads(theirs, wanted, proc_root, read_end, write_end)
-    os.close(write_end)
-    data = b""
-    try:
-        found, refused = _read_links(mine, wanted, proc_root)
-        with os.fdopen(read_end, "rb") as pipe:
-            read_end = -1
-            data = pipe.read()
-        _, status = os.waitpid(child, 0)
-        child = 0
-    finally:
-        if read_end >= 0:
-            os.close(read_end)
-        if child:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child, 0)
-    try:
-        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-            raise ValueError("the child walk failed")
-        their_found, their_refused = marshal.loads(data)
-    except (ValueError, EOFError, TypeError):
-        their_found, their_refused = _read_links(theirs, wanted, proc_root)  # do its half here instead
-    else:
-        if wanted is not None:  # the parent's own int objects, as promised
-            their_found = [(pid, [wanted[i] for i in inodes], fds) for pid, inodes, fds in their_found]
-    if found and their_found and found[-1][0] == their_found[0][0]:  # one process split between the two
-        _, inodes, fds = their_found.pop(0)
-        found[-1][1].extend(inodes)
-        found[-1][2].extend(fds)
-    return found + their_found, refused | set(their_refused)
-
-
-def _halves(listed: list[tuple[str, list[str]]], total: int):
-    """Split the fds in two runs of about equal length, in /proc order (a process may be cut)."""
-    half = total // 2
-    mine: list[tuple[str, list[str]]] = []
-    theirs: list[tuple[str, list[str]]] = []
-    seen = 0
-    for pid_name, names in listed:
-        if seen >= half:
-            theirs.append((pid_name, names))
-        elif seen + len(names) <= half:
-            mine.append((pid_name, names))
-        else:
-            cut = half - seen
-            mine.append((pid_name, names[:cut]))
-            theirs.append((pid_name, names[cut:]))
-        seen += len(names)
-    return mine, theirs
-
-
-def _child_reads(
-    listed: list[tuple[str, list[str]]], wanted: dict[int, int] | None, proc_root: str, read_end: int, write_end: int
-) -> None:  # pragma: no cover - runs in the forked child
-    status = 1
-    try:
-        os.close(read_end)
-        found, refused = _read_links(listed, wanted, proc_root)
-        data = memoryview(marshal.dumps((found, sorted(refused))))
-        while data:
-            data = data[os.write(write_end, data) :]
-        status = 0
-    finally:
-        os._exit(status)  # no atexit handlers, no flushing of buffers inherited from the parent
-
-
 class BackgroundWalk:
     """The /proc fd walk, run by a forked child while this process decodes the socket dump, and
     shared with this process once it is done decoding.
@@ -255,6 +179,9 @@ class BackgroundWalk:
     then merges. Each side claims a unit by moving its own index in a shared page (one writer per
     index); a unit both happen to claim at the meeting point is read twice and kept once. Use
     :meth:`start`, then :meth:`found`, and :meth:`close` in any case.
+
+    :func:`walk_socket_fds` uses the same split for a walk in two processes from the start: it lists
+    the fds itself and passes them (and the wanted inodes) to :meth:`start`.
     """
 
     def __init__(self, pid: int, read_end: int, board: _Board, proc_root: str) -> None:
@@ -264,14 +191,27 @@ class BackgroundWalk:
         self._proc_root = proc_root
 
     @classmethod
-    def start(cls, proc_root: str = "/proc") -> BackgroundWalk | None:
-        """None when a child cannot (or should not) be forked here: then walk in-line."""
+    def start(
+        cls,
+        proc_root: str = "/proc",
+        *,
+        listed: list[tuple[str, list[str]]] | None = None,
+        wanted: dict[int, int] | None = None,
+    ) -> BackgroundWalk | None:
+        """None when a child cannot (or should not) be forked here: then walk in-line.
+
+        ``listed``: the fds, already listed (and counted) here; ``wanted``: the inodes to keep, if known.
+        """
         if not may_fork():
             return None
         board = _Board.create()
         if board is None:
             return None
+        units = None
         try:
+            if listed is not None:
+                units = _units(listed)
+                board.publish(units)
             read_end, write_end = os.pipe()
         except OSError:
             board.close()
@@ -284,7 +224,7 @@ class BackgroundWalk:
             board.close()
             return None
         if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
-            _child_walks(proc_root, read_end, write_end, board)
+            _child_walks(proc_root, read_end, write_end, board, units, wanted)
         os.close(write_end)
         return cls(pid, read_end, board, proc_root)
 
@@ -333,8 +273,7 @@ class BackgroundWalk:
                     found[-1][2].extend(fds)
                 else:
                     found.append((pid, inodes, fds))
-        for pid_name in refused:
-            counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
+        _count_refused(refused, proc_root, counts)
         return found
 
     def close(self) -> None:
@@ -342,16 +281,13 @@ class BackgroundWalk:
             os.close(self._read_end)
             self._read_end = -1
         if self._pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._pid, 0)
+            end_child(self._pid)
             self._pid = 0
         self._board.close()
 
 
 def _kept(found: Found, wanted: dict[int, int] | None) -> Found:
-    """The wanted sockets of an unfiltered walk, as the caller's own int objects."""
+    """The wanted sockets of a walk made by the child, as the caller's own int objects."""
     if wanted is None:
         return found
     wanted_get = wanted.get
@@ -404,7 +340,7 @@ class _Board:
             return None
         return cls(page, list_fd)
 
-    def publish(self, units: list[tuple[str, list[str]]]) -> None:  # pragma: no cover - in the child
+    def publish(self, units: list[tuple[str, list[str]]]) -> None:
         blobs = [marshal.dumps(unit) for unit in units]
         header = 8 * len(blobs)
         ends = []
@@ -412,9 +348,7 @@ class _Board:
         for blob in blobs:
             end += len(blob)
             ends.append(end)
-        data = memoryview(struct.pack(f"={len(ends)}q", *ends) + b"".join(blobs))
-        while data:
-            data = data[os.write(self._list_fd, data) :]
+        write_all(self._list_fd, struct.pack(f"={len(ends)}q", *ends) + b"".join(blobs))
         self._LAYOUT.pack_into(self._page, 0, 0, len(units), 0, len(units))
         self._INDEX.pack_into(self._page, 0, 1)  # last: the parent reads nothing before this
 
@@ -456,23 +390,29 @@ class _Board:
             self._list_fd = -1
 
 
-def _child_walks(proc_root: str, read_end: int, write_end: int, board: _Board) -> None:  # pragma: no cover
+def _child_walks(
+    proc_root: str,
+    read_end: int,
+    write_end: int,
+    board: _Board,
+    units: list[tuple[str, list[str]]] | None,
+    wanted: dict[int, int] | None,
+) -> None:  # pragma: no cover - runs in the forked child
     status = 1
     try:
         os.close(read_end)
         counts = FdScan()
-        # not this child itself: it holds copies of every fd of the caller
-        units = _units(_list_fds(proc_root, counts, str(os.getpid())))
-        board.publish(units)
-        done = {index: _read_links([units[index]], None, proc_root) for index in iter(board.take_front, None)}
+        if units is None:
+            # not this child itself: it holds copies of every fd of the caller
+            units = _units(_list_fds(proc_root, counts, str(os.getpid())))
+            board.publish(units)
+        done = {index: _read_links([units[index]], wanted, proc_root) for index in iter(board.take_front, None)}
         theirs = {index: (found, sorted(refused)) for index, (found, refused) in done.items()}
         payload = (theirs, counts.scanned, counts.vanished, list(counts.denied_by_uid.items()))
-        data = memoryview(marshal.dumps(payload))
-        while data:
-            data = data[os.write(write_end, data) :]
+        write_all(write_end, marshal.dumps(payload))
         status = 0
     finally:
-        os._exit(status)
+        os._exit(status)  # no atexit handlers, no flushing of buffers inherited from the parent
 
 
 def _read_links_one_by_one(fd_names: list[str], dir_fd: int) -> tuple[list[str], bool]:
