@@ -54,8 +54,8 @@ def decode_pyroute2() -> tuple[int, float]:
 
 
 def decode_portscope() -> tuple[int, float]:
-    from portscope.collectors import netlink
-    from portscope.records import Family, Proto
+    from portscope.model.records import Family, Proto
+    from portscope.sources import netlink
 
     before = time.perf_counter()
     count = 0
@@ -74,7 +74,7 @@ def probe_decode(which: str) -> dict:
     if which == "pyroute2":
         import pyroute2  # noqa: F401  (imported before the baseline, like portscope's modules below)
     else:
-        import portscope.collectors.netlink  # noqa: F401
+        import portscope.sources.netlink  # noqa: F401
     baseline = rss_kib()
     count, seconds = decode_pyroute2() if which == "pyroute2" else decode_portscope()
     return {"decoder": which, "sockets": count, "seconds": seconds, "baseline_kib": baseline, "peak_kib": peak_kib()}

@@ -190,8 +190,8 @@ def namespace(tag: str) -> Iterator[str]:
 @contextlib.contextmanager
 def entered(name: str) -> Iterator[None]:
     """This thread (and every process it starts) inside the namespace."""
-    from portscope.collectors.netns import NetnsTarget
-    from portscope.collectors.netns import entered as netns_entered
+    from portscope.sources.netns import NetnsTarget
+    from portscope.sources.netns import entered as netns_entered
 
     with netns_entered(NetnsTarget(f"/run/netns/{name}", None)):
         yield
@@ -377,9 +377,9 @@ def probes_median(tools: Tools, runs: int, *args: str) -> dict | None:
 
 def count_sockets(ns: str) -> dict[str, int]:
     """What the namespace holds now, by the kernel's own count (netlink, through portscope's library)."""
-    from portscope.query import Query
-    from portscope.records import Proto, State
-    from portscope.snapshot import snapshot
+    from portscope.engine.snapshot import snapshot
+    from portscope.model.query import Query
+    from portscope.model.records import Proto, State
 
     snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=ns))
     tcp = [s for s in snap.sockets if s.proto is Proto.TCP]
@@ -778,7 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log("start-up")
     startup = measure(startup_commands(tools), 3 * args.rounds, slow_after=60, timeout=60, log=lambda _: None)
     report["startup"] = {k: asdict(m) for k, m in startup.items()}
-    report["imports"] = {m: probes_median(tools, 5, "import", m) for m in ("pyroute2", "portscope.collectors.netlink")}
+    report["imports"] = {m: probes_median(tools, 5, "import", m) for m in ("pyroute2", "portscope.sources.netlink")}
 
     previous: tuple[int, float] | None = None
     for size in args.sizes:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from netns_util import Netns
-from portscope.bind import BindReport, BindRequest
+from portscope.commands.can_bind import BindReport, BindRequest
 
 PEER_PORT = 45000  # a dual-stack listener clients connect to
 OTHER_UID = 40001

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from portscope.collectors import netns as netns_mod
+from portscope.sources import netns as netns_mod
 
 REQUIRE_LIVE = bool(os.environ.get("PORTSCOPE_REQUIRE_LIVE"))
 

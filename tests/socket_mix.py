@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, fields
 
 from netns_util import Netns
-from portscope.records import Socket, State
+from portscope.model.records import Socket, State
 
 OTHER_UID = 4242  # sockets fchown()ed to this uid: sk_uid follows (ss shows it as uid:4242)
 

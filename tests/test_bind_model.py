@@ -7,8 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from portscope.bind import _settle
-from portscope.bind.model import (
+from portscope.commands.can_bind import _settle
+from portscope.errors import UsageError
+from portscope.model.endpoint import parse_target
+from portscope.model.records import Family, Holder, Process, Proto, State
+from portscope.rules.bind import (
     Ipv6Address,
     LocalRoute,
     Namespace,
@@ -18,11 +21,8 @@ from portscope.bind.model import (
     Verdict,
     decide,
 )
-from portscope.bind.probe import ProbeResult
-from portscope.bind.target import parse_target
-from portscope.errors import UsageError
-from portscope.records import Family, Holder, Process, Proto, State
-from portscope.services import parse_services
+from portscope.sources.probe import ProbeResult
+from portscope.sources.services import parse_services
 
 TCP, UDP = Proto.TCP, Proto.UDP
 PORT = 8080

@@ -29,7 +29,7 @@ from bind_scenarios import (
     request_for,
 )
 from netns_util import new_netns, require_live
-from portscope.bind import check_binds
+from portscope.commands.can_bind import check_binds
 
 pytestmark = pytest.mark.live
 

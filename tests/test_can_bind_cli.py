@@ -17,8 +17,8 @@ from click.testing import CliRunner
 import portscope
 from bind_scenarios import OwnerSpec, build_owner, open_group
 from netns_util import new_netns
-from portscope.bind import BindRequest, check_bind
 from portscope.cli import cli
+from portscope.commands.can_bind import BindRequest, check_bind
 from portscope.render.can_bind import render_can_bind
 
 pytestmark = pytest.mark.live

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from netns_util import new_netns, ss_sockets
-from portscope.query import PortRange, Query
-from portscope.records import Backend, Proto, State
-from portscope.snapshot import snapshot
+from portscope.engine.snapshot import snapshot
+from portscope.model.query import PortRange, Query
+from portscope.model.records import Backend, Proto, State
 from socket_mix import OTHER_UID, build_mix, proc_comparable
 
 ALL = frozenset(State)
@@ -235,9 +235,9 @@ def test_join_agrees_with_proc_fd(mixed):
 UNPRIVILEGED_SCRIPT = r"""
 import json, socket, sys
 sys.path.insert(0, sys.argv[1])
-from portscope.query import Query
-from portscope.records import State
-from portscope.snapshot import snapshot
+from portscope.model.query import Query
+from portscope.model.records import State
+from portscope.engine.snapshot import snapshot
 own = socket.socket()
 own.bind(("127.0.0.1", 7999))
 own.listen(1)
@@ -314,7 +314,7 @@ def test_socket_in_namespace_is_invisible_outside(mixed):
 
 def test_bound_inactive_probe_for_older_or_vendor_kernels(mixed):
     """The probe used below 6.8 must recognise a kernel that lists bound-only sockets (this one does)."""
-    from portscope.snapshot import _kernel_lists_bound
+    from portscope.engine.snapshot import _kernel_lists_bound
 
     with mixed.ns.inside():  # the probe binds its throw-away socket in the namespace being dumped
         assert _kernel_lists_bound() is True

@@ -19,8 +19,9 @@ import pytest
 from netns_util import REQUIRE_LIVE, new_netns, ss_sockets
 from portscope import __version__
 from portscope.cli import cli
-from portscope.cli.completion import SHELLS, BashCompletion, completion_script
-from portscope.complete import (
+from portscope.model.query import state_choices
+from portscope.shell.scripts import SHELLS, BashCompletion, completion_script
+from portscope.shell.values import (
     complete_interfaces,
     complete_local_addresses,
     complete_netns,
@@ -33,7 +34,6 @@ from portscope.complete import (
     parse_if_inet6,
     running_processes,
 )
-from portscope.query import state_choices
 
 ROOT = Path(__file__).resolve().parents[1]
 BASH_WORDBREAKS = " \t\n\"'><=;|&(:"
@@ -211,7 +211,7 @@ def wired_param(command_name: str, param_name: str, callback) -> click.Parameter
         pytest.skip(f"no {command_name} command in this build")
     param = next(p for p in command.params if p.name == param_name)
     if command_name != "ls" and param._custom_shell_complete is not callback:
-        pytest.skip(f"{command_name} {param_name} is not wired to portscope.complete.{callback.__name__} yet")
+        pytest.skip(f"{command_name} {param_name} is not wired to portscope.shell.values.{callback.__name__} yet")
     return param
 
 

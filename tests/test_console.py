@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from portscope import console
+from portscope import entry as console
 from portscope.errors import ExitStatus
 
 # A real SIGINT, delivered while portscope.cli is being imported (the window before click's handling).
@@ -17,7 +17,7 @@ def importing(name, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
     return real_import(name, *args, **kwargs)
 builtins.__import__ = importing
-from portscope.console import run
+from portscope.entry import run
 run()
 """
 
@@ -32,7 +32,7 @@ def test_ctrl_c_while_the_command_line_loads():
 
 def test_console_script_runs_the_cli():
     done = subprocess.run(
-        [sys.executable, "-c", "from portscope.console import run; run()", "--version"],
+        [sys.executable, "-c", "from portscope.entry import run; run()", "--version"],
         capture_output=True,
         text=True,
         timeout=60,

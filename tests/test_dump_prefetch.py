@@ -9,11 +9,11 @@ from collections import Counter
 import pytest
 
 from netns_util import new_netns
-from portscope import snapshot as snapshot_module
-from portscope.collectors import netlink, procnet
-from portscope.query import Query
-from portscope.records import Backend, State
-from portscope.snapshot import snapshot
+from portscope.engine import snapshot as snapshot_module
+from portscope.engine.snapshot import snapshot
+from portscope.model.query import Query
+from portscope.model.records import Backend, State
+from portscope.sources import netlink, procnet
 from socket_mix import build_mix, socket_fields
 
 ALL = frozenset(State)

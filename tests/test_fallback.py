@@ -7,12 +7,12 @@ import socket
 import pytest
 
 from netns_util import new_netns
-from portscope import snapshot as snapshot_module
-from portscope.collectors import netlink
+from portscope.engine import snapshot as snapshot_module
+from portscope.engine.snapshot import snapshot
 from portscope.errors import SourceError
-from portscope.query import Query
-from portscope.records import Backend, Proto, State
-from portscope.snapshot import snapshot
+from portscope.model.query import Query
+from portscope.model.records import Backend, Proto, State
+from portscope.sources import netlink
 
 ALL = frozenset(State)
 UNSERVED_PROTOCOL = 253  # RFC 3692 experimentation: no kernel module serves it

@@ -16,14 +16,14 @@ from collections.abc import Sequence
 import pytest
 
 from netns_util import new_netns
-from portscope.joins import fdscan
-from portscope.joins.fdscan import BackgroundWalk, FdScan, walk_socket_fds
-from portscope.query import Query
-from portscope.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
+from portscope.engine.snapshot import snapshot
+from portscope.model.query import Query
+from portscope.model.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
 from portscope.render import jsonout
 from portscope.render.table import Column, RowBuilder, columns_for_width, sort_key, table_order, write_plain
-from portscope.services import load_services, parse_services
-from portscope.snapshot import snapshot
+from portscope.sources import fdscan
+from portscope.sources.fdscan import BackgroundWalk, FdScan, walk_socket_fds
+from portscope.sources.services import load_services, parse_services
 from socket_mix import build_mix
 
 pytestmark = pytest.mark.live

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from portscope.joins import join_processes
-from portscope.joins.fdscan import scan_socket_fds
-from portscope.records import Family, Proto, Socket, State
+from portscope.model.records import Family, Proto, Socket, State
+from portscope.sources.fdscan import scan_socket_fds
+from portscope.sources.join import join_processes
 
 
 def make_process(root: Path, pid: int, comm: str, fds: dict[int, str], cmdline: bytes, uid: int = 0) -> None:

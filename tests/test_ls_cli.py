@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from netns_util import new_netns
 from portscope.cli import cli
-from portscope.records import JoinReport, Snapshot
+from portscope.model.records import JoinReport, Snapshot
 from portscope.render.ls import render_listing
 from socket_mix import OTHER_UID, build_mix
 

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portscope.collectors import netlink, procnet
-from portscope.collectors.netlink import Decoder, NetlinkUnavailable
 from portscope.errors import SourceError, UsageError
-from portscope.joins.procinfo import parse_cmdline, parse_stat, parse_status_uid
-from portscope.query import PortRange, parse_network, parse_port_range, parse_states
-from portscope.records import Family, Proto, State
-from portscope.services import load_services, parse_services
+from portscope.model.query import PortRange, parse_network, parse_port_range, parse_states
+from portscope.model.records import Family, Proto, State
+from portscope.sources import netlink, procnet
+from portscope.sources.netlink import Decoder, NetlinkUnavailable
+from portscope.sources.procinfo import parse_cmdline, parse_stat, parse_status_uid
+from portscope.sources.services import load_services, parse_services
 from socket_mix import proc_comparable
 
 MIX = Path(__file__).parent / "fixtures" / "mix"

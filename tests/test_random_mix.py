@@ -13,9 +13,9 @@ from collections import Counter
 import pytest
 
 from netns_util import Netns, new_netns, ss_sockets
-from portscope.query import Query
-from portscope.records import Backend, State
-from portscope.snapshot import snapshot
+from portscope.engine.snapshot import snapshot
+from portscope.model.query import Query
+from portscope.model.records import Backend, State
 
 ALL = frozenset(State)
 V4_ADDRESSES = ["127.0.0.1", "127.0.0.2", "127.1.2.3", "0.0.0.0"]

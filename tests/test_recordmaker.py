@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from portscope.recordmaker import positional_maker
-from portscope.records import Family, Holder, Process, Proto, Socket, State
+from portscope.engine.recordmaker import positional_maker
+from portscope.model.records import Family, Holder, Process, Proto, Socket, State
 
 SOCKET_ARGS = (
     Proto.TCP,

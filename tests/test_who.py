@@ -21,8 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portscope.cli import cli, main
+from portscope.commands.who import parse_target, who_is_on
 from portscope.errors import UsageError
-from portscope.joins.lineage import (
+from portscope.model.query import PortRange
+from portscope.model.records import Proto
+from portscope.render.who import PageBuilder, command_line, format_duration, format_time_left, write_plain, write_rich
+from portscope.sources.lineage import (
     SUBREAPER_NAMES,
     Container,
     LineageReader,
@@ -31,11 +35,7 @@ from portscope.joins.lineage import (
     read_lineages,
     unit_of,
 )
-from portscope.query import PortRange
-from portscope.records import Proto
-from portscope.render.who import PageBuilder, command_line, format_duration, format_time_left, write_plain, write_rich
-from portscope.services import parse_services
-from portscope.who import parse_target, who_is_on
+from portscope.sources.services import parse_services
 
 SERVICES = parse_services(
     """

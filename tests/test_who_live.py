@@ -19,10 +19,10 @@ from click.testing import CliRunner
 
 from netns_util import new_netns, ss_sockets
 from portscope.cli import cli
-from portscope.query import PortRange, Query
-from portscope.records import Family
-from portscope.snapshot import snapshot
-from portscope.who import covered_families, parse_target, socket_matches
+from portscope.commands.who import covered_families, parse_target, socket_matches
+from portscope.engine.snapshot import snapshot
+from portscope.model.query import PortRange, Query
+from portscope.model.records import Family
 
 pytestmark = pytest.mark.live
 
@@ -230,7 +230,7 @@ SCRIPT = """
 import json, socket, sys
 from portscope.errors import UsageError
 from portscope.render.who import render_who
-from portscope.who import who_is_on
+from portscope.commands.who import who_is_on
 
 mode, target = sys.argv[1], sys.argv[2]
 if mode == "own":  # a listener of our own, which we may see

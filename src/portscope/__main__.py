@@ -1,3 +1,3 @@
-from portscope.console import run
+from portscope.entry import run
 
 run()

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from portscope.complete import complete_interfaces, complete_local_addresses, complete_netns, complete_users
+from portscope.shell.values import complete_interfaces, complete_local_addresses, complete_netns, complete_users
 
 
 @click.command("can-bind", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -88,9 +88,9 @@ def can_bind(
     \b
     Exit status: 0 can bind, 1 cannot, 3 uncertain, 2 usage error.
     """
-    from portscope.bind import BindRequest, check_bind
+    from portscope.commands.can_bind import BindRequest, check_bind
     from portscope.errors import ExitStatus, UsageError
-    from portscope.records import Family
+    from portscope.model.records import Family
 
     if ipv4 and ipv6:
         raise UsageError("-4 and -6 exclude each other")

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from portscope.complete import complete_netns, complete_pids, complete_ports, complete_states, complete_users
+from portscope.shell.values import complete_netns, complete_pids, complete_ports, complete_states, complete_users
 
 BACKENDS = ("auto", "netlink", "proc")
 
@@ -101,7 +101,7 @@ def ls(
       portscope ls --state connected --dst 10.0.0.0/8
       portscope ls -a -n --json --no-processes | jq length
     """
-    from portscope.listing import LsOptions, list_sockets
+    from portscope.commands.ls import LsOptions, list_sockets
 
     options = LsOptions(
         all_states=all_states,

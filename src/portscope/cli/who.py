@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from portscope.complete import complete_netns, complete_ports
 from portscope.errors import ExitStatus
+from portscope.shell.values import complete_netns, complete_ports
 
 
 @click.command("who", context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +38,7 @@ def who(ctx: click.Context, port: str, remote: bool, numeric: bool, as_json: boo
     \b
     Exit status: 0 something is on the port, 1 nothing is, 2 bad input.
     """
-    from portscope.who import who_is_on
+    from portscope.commands.who import who_is_on
 
     result = who_is_on(port, remote=remote, netns=netns)
 

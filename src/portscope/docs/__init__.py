@@ -20,8 +20,8 @@ COMPLETION_FILES = {
 def generated_files() -> dict[str, str]:
     """Path relative to the project root -> content, as the code produces them now."""
     from portscope.cli import cli
-    from portscope.cli.completion import completion_script
     from portscope.docs.manpages import man_pages
+    from portscope.shell.scripts import completion_script
 
     files = {f"man/{name}": text for name, text in man_pages(cli).items()}
     for shell, path in COMPLETION_FILES.items():

@@ -7,11 +7,11 @@ import os
 import textwrap
 from typing import IO, Any
 
-from portscope.bind import BindReport
-from portscope.bind.advice import endpoint, owner_flags, processes_text, state_name
-from portscope.render import console as term
+from portscope.commands.can_bind import BindReport
+from portscope.render import environment as term
 from portscope.render import jsonout
-from portscope.services import load_services
+from portscope.render.bind_words import endpoint, owner_flags, processes_text, state_name
+from portscope.sources.services import load_services
 
 _VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "uncertain": "bold yellow"}
 

@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable
 from typing import IO, Any
 
-from portscope.recordmaker import gc_paused
-from portscope.records import Holder, Snapshot, Socket
-from portscope.services import Services
+from portscope.engine.recordmaker import gc_paused
+from portscope.model.records import Holder, Snapshot, Socket
+from portscope.sources.services import Services
 
 SCHEMA_VERSION = 1
 

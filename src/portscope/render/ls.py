@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from typing import IO
 
-from portscope.records import Snapshot
-from portscope.render import console as term
+from portscope.model.records import Snapshot
+from portscope.render import environment as term
 from portscope.render import jsonout
-from portscope.services import load_services
+from portscope.sources.services import load_services
 
 
 def footer_lines(snap: Snapshot) -> list[str]:

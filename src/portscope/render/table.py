@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import IO
 
-from portscope.recordmaker import gc_paused
-from portscope.records import Family, Holder, Proto, Snapshot, Socket, State
-from portscope.render.console import printable
-from portscope.services import Services
+from portscope.engine.recordmaker import gc_paused
+from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
+from portscope.render.environment import printable
+from portscope.sources.services import Services
 
 STATE_LABELS: dict[State, str] = {
     State.LISTEN: "LISTEN",
@@ -113,7 +113,7 @@ class RowBuilder:
     def _user(self, uid: int | None) -> str:
         name = self._users.get(uid)
         if name is None:
-            from portscope.joins.procinfo import user_name
+            from portscope.sources.procinfo import user_name
 
             name = self._users[uid] = user_name(uid)  # type: ignore[arg-type]
         return name

@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from portscope.joins.procinfo import user_name
-from portscope.records import Family, Proto, Socket, State
-from portscope.render import console as term
+from portscope.commands.who import ProcessOnPort, Unheld, UnheldSocket, WhoResult, WhoTarget
+from portscope.model.records import Family, Proto, Socket, State
+from portscope.render import environment as term
 from portscope.render import jsonout
 from portscope.render.table import STATE_LABELS, STATE_STYLES, format_endpoint
-from portscope.services import Services, load_services
-from portscope.who import ProcessOnPort, Unheld, UnheldSocket, WhoResult, WhoTarget
+from portscope.sources.procinfo import user_name
+from portscope.sources.services import Services, load_services
 
 Segment = tuple[str, str]  # (text, rich style)
 UNHELD_SHOWN = 10  # per kind; the rest are counted, ls -a lists them all

@@ -1,7 +1,7 @@
 """What the model needs to know, read from the running system (in the target network namespace).
 
 * The owners of the port: every socket of the protocol on that port, all states (bound-only too),
-  from :func:`portscope.snapshot.snapshot`, with their holders.
+  from :func:`portscope.engine.snapshot.snapshot`, with their holders.
 * Their SO_REUSEADDR / SO_REUSEPORT / IPV6_V6ONLY, which no socket dump shows: read from a holder
   with pidfd_open + pidfd_getfd + getsockopt, closing the duplicate at once. Where that is not
   permitted (needs CAP_SYS_PTRACE, or the same user and a dumpable target) or there is no holder
@@ -18,11 +18,11 @@ import os
 import socket
 from dataclasses import dataclass
 
-from portscope.bind.model import Ipv6Address, LocalRoute, Namespace, Owner
-from portscope.collectors import netns
-from portscope.query import PortRange, Query
-from portscope.records import Family, Proto, Snapshot, Socket, State
-from portscope.snapshot import snapshot
+from portscope.engine.snapshot import snapshot
+from portscope.model.query import PortRange, Query
+from portscope.model.records import Family, Proto, Snapshot, Socket, State
+from portscope.rules.bind import Ipv6Address, LocalRoute, Namespace, Owner
+from portscope.sources import netns
 
 SYS_PIDFD_GETFD = 438  # the same number on every architecture (new syscalls share one table)
 CAP_NET_BIND_SERVICE = 10

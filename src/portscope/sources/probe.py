@@ -21,9 +21,9 @@ import pwd
 import socket
 from dataclasses import dataclass
 
-from portscope.bind.model import NewSocket, Stage
-from portscope.collectors import netns
-from portscope.records import Family, Proto
+from portscope.model.records import Family, Proto
+from portscope.rules.bind import NewSocket, Stage
+from portscope.sources import netns
 
 SO_BINDTOIFINDEX = 62
 IP_FREEBIND = 15

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
-from portscope.query import (
+from portscope.model.query import (
     DEFAULT_STATES,
     STATE_GROUPS,
     Query,
@@ -15,9 +16,8 @@ from portscope.query import (
     parse_user,
     split_values,
 )
-from portscope.records import Backend, Family, Proto, Snapshot
-from portscope.services import load_services
-from portscope.snapshot import snapshot
+from portscope.model.records import Backend, Family, Proto, Snapshot
+from portscope.sources.services import load_services
 
 
 @dataclass(frozen=True)

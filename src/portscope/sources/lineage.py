@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from portscope.joins.procinfo import _read_bytes, boot_time, parse_stat
+from portscope.sources.procinfo import _read_bytes, boot_time, parse_stat
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MAX_CHAIN = 64  # a guard against cycles in a tree that changes while we read it

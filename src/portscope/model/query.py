@@ -1,4 +1,4 @@
-"""What a caller asks for: the query every command hands to :func:`portscope.snapshot.snapshot`.
+"""What a caller asks for: the query every command hands to :func:`portscope.engine.snapshot.snapshot`.
 
 Parsing helpers for user input (states, ports, ranges, CIDRs) live here too, so that the CLI stays
 thin and every command rejects bad input the same way.
@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from portscope.errors import UsageError
-from portscope.records import UDP_STATES, Backend, Family, Proto, State
+from portscope.model.records import UDP_STATES, Backend, Family, Proto, State
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -9,9 +9,9 @@ import socket
 from dataclasses import dataclass
 
 from portscope.errors import UsageError
-from portscope.query import parse_port_number
-from portscope.records import Family, Proto
-from portscope.services import Services
+from portscope.model.query import parse_port_number
+from portscope.model.records import Family, Proto
+from portscope.sources.services import Services
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 

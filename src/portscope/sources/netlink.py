@@ -18,11 +18,11 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from portscope.engine.parallel import end_child, may_fork
+from portscope.engine.recordmaker import gc_paused, positional_maker
 from portscope.errors import SourceError
-from portscope.forking import end_child, may_fork
-from portscope.query import PortRange
-from portscope.recordmaker import gc_paused, positional_maker
-from portscope.records import (
+from portscope.model.query import PortRange
+from portscope.model.records import (
     TCP_STATE_BY_NUMBER,
     TIMER_BY_CODE,
     UDP_STATE_BY_NUMBER,

@@ -3,7 +3,7 @@
 One snapshot with the port filtered in the kernel (the /proc fd walk is the only expensive step and
 runs once), then grouping by process, a lineage read for each holder, and a classification of the
 sockets no visible process holds (TIME-WAIT and orphans, or owners hidden from a non-root caller).
-Imports only the standard library, like :mod:`portscope.snapshot`.
+Imports only the standard library, like :mod:`portscope.engine.snapshot`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
-from portscope.joins.lineage import Lineage, LineageReader
-from portscope.query import PortRange, Query, parse_port_range, port_in_ranges
-from portscope.records import Family, Process, Proto, Snapshot, Socket, State
-from portscope.services import Services, load_services
-from portscope.snapshot import snapshot
+from portscope.model.query import PortRange, Query, parse_port_range, port_in_ranges
+from portscope.model.records import Family, Process, Proto, Snapshot, Socket, State
+from portscope.sources.lineage import Lineage, LineageReader
+from portscope.sources.services import Services, load_services
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PEERS_SHOWN = 5

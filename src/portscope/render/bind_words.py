@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from portscope.records import Family, Proto, State
+from portscope.model.records import Family, Proto, State
 
 if TYPE_CHECKING:
-    from portscope.bind.model import NewSocket, Owner
+    from portscope.rules.bind import NewSocket, Owner
 
 
 def endpoint(family: Family, address: str, port: int) -> str:

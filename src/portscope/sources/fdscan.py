@@ -14,7 +14,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass, field
 
-from portscope.forking import end_child, may_fork, write_all
+from portscope.engine.parallel import end_child, may_fork, write_all
 
 _SOCKET_PREFIX = "socket:["
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

@@ -12,12 +12,12 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from portscope.bind.model import BindVerdict, NewSocket, Owner, Stage, Verdict, decide
-from portscope.bind.probe import ProbeResult
-from portscope.bind.target import Target, parse_target
 from portscope.errors import UsageError
-from portscope.query import parse_user
-from portscope.records import Family, Proto
+from portscope.model.endpoint import Target, parse_target
+from portscope.model.query import parse_user
+from portscope.model.records import Family, Proto
+from portscope.rules.bind import BindVerdict, NewSocket, Owner, Stage, Verdict, decide
+from portscope.sources.probe import ProbeResult
 
 __all__ = ["BindReport", "BindRequest", "check_bind", "check_binds", "new_socket_for"]
 
@@ -85,7 +85,7 @@ def _interface_index(name: str, interfaces: dict[str, int], what: str) -> int:
 
 def new_socket_for(request: BindRequest, ns_facts, services=None) -> tuple[NewSocket, str | None]:
     """The NewSocket a request describes, in a namespace described by ``ns_facts``."""
-    from portscope.services import load_services
+    from portscope.sources.services import load_services
 
     proto = Proto.UDP if request.udp else Proto.TCP
     target = parse_target(request.target, proto, services if services is not None else load_services())
@@ -104,7 +104,7 @@ def new_socket_for(request: BindRequest, ns_facts, services=None) -> tuple[NewSo
     me = os.geteuid()
     uid = parse_user(request.user) if request.user is not None else me
     if uid == me:
-        from portscope.bind.facts import CAP_NET_BIND_SERVICE, has_capability
+        from portscope.sources.bindfacts import CAP_NET_BIND_SERVICE, has_capability
 
         privileged = has_capability(CAP_NET_BIND_SERVICE)
     else:
@@ -157,9 +157,9 @@ def check_binds(requests: Sequence[BindRequest]) -> list[BindReport]:
     Requests should name distinct ports: a probe binds for an instant, and a TCP probe updates the
     port's fast-path cache, which could change the answer for a later request on the same port.
     """
-    from portscope.bind import facts
-    from portscope.bind.probe import trial_bind
-    from portscope.collectors import netns
+    from portscope.sources import bindfacts as facts
+    from portscope.sources import netns
+    from portscope.sources.probe import trial_bind
 
     reports: dict[int, BindReport] = {}
     by_netns: dict[str | None, list[int]] = {}

@@ -11,7 +11,7 @@ import socket
 import sys
 
 from portscope.errors import SourceError
-from portscope.records import (
+from portscope.model.records import (
     TCP_STATE_BY_NUMBER,
     TIMER_BY_CODE,
     UDP_STATE_BY_NUMBER,

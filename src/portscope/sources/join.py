@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from portscope.joins.fdscan import BackgroundWalk, FdScan, walk_socket_fds
-from portscope.joins.procinfo import read_process
-from portscope.recordmaker import gc_paused, positional_maker
-from portscope.records import Holder, JoinReport, Socket
+from portscope.engine.recordmaker import gc_paused, positional_maker
+from portscope.model.records import Holder, JoinReport, Socket
+from portscope.sources.fdscan import BackgroundWalk, FdScan, walk_socket_fds
+from portscope.sources.procinfo import read_process
 
 _make_holder = positional_maker(Holder)
 

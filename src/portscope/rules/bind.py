@@ -19,8 +19,8 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from portscope.bind import advice
-from portscope.records import Family, Holder, Proto, Socket, State
+from portscope.model.records import Family, Holder, Proto, Socket, State
+from portscope.render import bind_words as advice
 
 
 class Verdict(str, enum.Enum):

@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass, field
 
 from portscope.errors import UsageError
-from portscope.records import Proto
+from portscope.model.records import Proto
 
 DEFAULT_SERVICES_PATH = "/etc/services"
 

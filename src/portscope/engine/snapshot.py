@@ -11,12 +11,12 @@ import os
 import socket as socket_module
 from collections.abc import Callable, Sequence
 
-from portscope.collectors import netlink, netns, procnet
 from portscope.errors import SourceError
-from portscope.joins import join_processes
-from portscope.joins.fdscan import BackgroundWalk
-from portscope.query import PortRange, Query, port_in_ranges
-from portscope.records import Backend, Family, Holder, JoinReport, Proto, ProtoSource, Snapshot, Socket, State
+from portscope.model.query import PortRange, Query, port_in_ranges
+from portscope.model.records import Backend, Family, Holder, JoinReport, Proto, ProtoSource, Snapshot, Socket, State
+from portscope.sources import netlink, netns, procnet
+from portscope.sources.fdscan import BackgroundWalk
+from portscope.sources.join import join_processes
 
 Predicate = Callable[[Socket], bool]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import click
 from click.shell_completion import CompletionItem
 
-from portscope.query import STATE_ALIASES, STATE_GROUPS, state_choices
-from portscope.records import State
+from portscope.model.query import STATE_ALIASES, STATE_GROUPS, state_choices
+from portscope.model.records import State
 
 # CompletionItem type telling our shell scripts not to append a space (the user goes on typing).
 NOSPACE = "nospace"
@@ -63,7 +63,7 @@ def _inside_netns(ctx: click.Context) -> Iterator[None]:
     if spec is None:
         yield
         return
-    from portscope.collectors import netns
+    from portscope.sources import netns
 
     with netns.entered(netns.resolve(spec)):
         yield
@@ -111,9 +111,9 @@ def ports_in_use(*, listening: bool = True) -> list[PortInUse]:
     ``listening``: only listeners and bound UDP sockets (what people ask about); otherwise the
     local ports of every other socket too (connections, TIME-WAIT).
     """
-    from portscope.query import Query
-    from portscope.services import load_services
-    from portscope.snapshot import snapshot
+    from portscope.engine.snapshot import snapshot
+    from portscope.model.query import Query
+    from portscope.sources.services import load_services
 
     # Bound-only TCP sockets stay out: asking for them makes the snapshot probe with a trial bind.
     states = LISTENING_STATES if listening else frozenset(State) - {State.BOUND}
@@ -338,7 +338,7 @@ def complete_interfaces(ctx: click.Context, param: click.Parameter, incomplete: 
 @_never_fail
 def complete_netns(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """``--netns``: the names ``ip netns`` knows (a pid or a path works too)."""
-    from portscope.collectors.netns import NETNS_RUN_DIR
+    from portscope.sources.netns import NETNS_RUN_DIR
 
     names = sorted(os.listdir(NETNS_RUN_DIR)) if os.path.isdir(NETNS_RUN_DIR) else []
     return [CompletionItem(name, help="network namespace") for name in names if name.startswith(incomplete)]

@@ -10,7 +10,7 @@ import functools
 import os
 import pwd
 
-from portscope.records import Process
+from portscope.model.records import Process
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
