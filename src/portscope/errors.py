@@ -10,6 +10,8 @@ class ExitStatus(enum.IntEnum):
     NOT_FOUND = 1  # who: nothing on the port; can-bind: cannot bind
     USAGE = 2
     UNCERTAIN = 3  # can-bind: the answer depends on what cannot be seen
+    UNREADABLE = 4  # the system could not be read (netlink refused, a namespace not enterable, a source unreadable)
+    INTERNAL = 5  # an unexpected error inside portscope: never 0, 1 or 3
     INTERRUPTED = 130
 
 
