@@ -42,7 +42,8 @@ def test_snapshot_who_and_can_bind_through_public_names() -> None:
         assert isinstance(snap, portscope.Snapshot)
         [sock] = [s for s in snap.sockets if s.local_port == port]
         assert isinstance(sock, portscope.Socket)
-        assert (sock.proto, sock.family, sock.local_address) == (portscope.Proto.TCP, portscope.Family.IPV4, "127.0.0.1")
+        assert (sock.proto, sock.family) == (portscope.Proto.TCP, portscope.Family.IPV4)
+        assert sock.local_address == "127.0.0.1"
         assert [h.process.pid for h in snap.holders_of(sock)] == [os.getpid()]
 
         who = portscope.who_is_on(str(port), netns=ns.path)
@@ -76,7 +77,7 @@ def test_readme_library_example_runs() -> None:
     assert result.returncode == 0, result.stderr
     listing, who, verdict = result.stdout.splitlines()
     proto, address, port, holders = listing.split(" ", 3)
-    assert (proto, address) == ("tcp", "127.0.0.1")
+    assert (proto, address) == ("tcp", "127.0.0.1") and port.isdigit()
     pid = re.fullmatch(r"python[\w.]*\[(\d+)\]", holders).group(1)  # the example's own process holds it
     assert who == f"who: [{pid}]"
     assert verdict.startswith("no EADDRINUSE R-")

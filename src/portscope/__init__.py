@@ -11,7 +11,7 @@ They are loaded on first use, so ``import portscope`` (done by every command) st
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -63,25 +63,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
-
-
-if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from portscope.commands.can_bind import BindReport, BindRequest, check_bind, check_binds
-    from portscope.commands.ls import LsOptions, list_sockets
-    from portscope.commands.who import WhoResult, who_is_on
-    from portscope.engine.snapshot import snapshot
-    from portscope.errors import ExitStatus, PortscopeError, SourceError, UsageError
-    from portscope.model.query import PortRange, Query
-    from portscope.model.records import (
-        Backend,
-        Family,
-        Holder,
-        JoinReport,
-        Process,
-        Proto,
-        ProtoSource,
-        Snapshot,
-        Socket,
-        State,
-    )
-    from portscope.rules.bind import Verdict
