@@ -378,7 +378,7 @@ complete -p portscope
 
 def bash_completions(line: str) -> list[str]:
     bash = _shell("bash")
-    script = ROOT / "completions" / "portscope.bash"
+    script = ROOT / "completions" / "portscope"
     result = subprocess.run(
         [bash, "--norc", "-c", BASH_HARNESS, "harness", script, line],
         env=_shell_env(),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 REGENERATE_COMMAND = "python -m portscope.docs"
 COMPLETION_FILES = {
-    "bash": "completions/portscope.bash",
+    "bash": "completions/portscope",
     "zsh": "completions/_portscope",
     "fish": "completions/portscope.fish",
 }
