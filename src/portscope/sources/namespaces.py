@@ -1,0 +1,151 @@
+"""Every network namespace on the host, found without any daemon (``--netns all``).
+
+Three places keep a network namespace alive, and each is read here:
+- a process inside it: ``/proc/PID/ns/net`` (deduplicated by the nsfs inode);
+- an nsfs bind mount: ``ip netns`` names in ``/run/netns``, docker's ``/run/docker/netns/<sandbox>``,
+  podman's ``netns-<uuid>``, per-user runtime dirs; every nsfs mount of ``/proc/self/mountinfo``;
+- an open file descriptor on one (``readlink`` gives ``net:[INODE]``), e.g. rootlessport's.
+
+What could not be looked at (another user's processes, when not root) is counted, so the caller can say so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+NET_LINK_PREFIX = "net:["
+DOCKER_NETNS_DIR = "/run/docker/netns"
+IP_NETNS_DIR = "/run/netns"
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceRef:
+    """One network namespace and a way to enter or read it."""
+
+    inode: int
+    path: str  # an nsfs file setns() can open: /proc/PID/ns/net, a mount point, or /proc/PID/fd/N
+    pid: int | None = None  # a process inside it: /proc/PID/net can be read without entering
+    names: tuple[str, ...] = ()  # ip netns names (mount points under /run/netns)
+    mounts: tuple[str, ...] = ()  # every nsfs mount point of it
+
+
+@dataclass(frozen=True)
+class Discovery:
+    namespaces: tuple[NamespaceRef, ...]  # the host's namespace (that of PID 1, if readable) first
+    host_inode: int | None
+    processes_refused: int = 0  # /proc/PID/ns/net not readable (another user's process, when not root)
+    refused_uids: frozenset[int] = field(default_factory=frozenset)
+
+
+def _unescape_mount_field(text: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 3 < len(text) and text[i + 1 : i + 4].isdigit():
+            out.append(chr(int(text[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def parse_nsfs_mounts(mountinfo: str) -> list[tuple[str, int]]:
+    """(mount point, namespace inode) of every network-namespace nsfs mount in a mountinfo text."""
+    mounts = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        try:
+            separator = fields.index("-", 6)
+        except ValueError:
+            continue
+        if len(fields) <= separator + 1 or fields[separator + 1] != "nsfs" or len(fields) < 5:
+            continue
+        root = fields[3]
+        if not (root.startswith(NET_LINK_PREFIX) and root.endswith("]")):
+            continue
+        inode_text = root[len(NET_LINK_PREFIX) : -1]
+        if not inode_text.isascii() or not inode_text.isdigit():
+            continue
+        mounts.append((_unescape_mount_field(fields[4]), int(inode_text)))
+    return mounts
+
+
+def _ns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def discover(proc_root: str = "/proc", *, mountinfo: str | None = None, scan_fds: bool = True) -> Discovery:
+    """Every network namespace visible from here, each once."""
+    found: dict[int, dict] = {}
+
+    def note(inode: int, path: str, pid: int | None = None, mount: str | None = None) -> None:
+        entry = found.setdefault(inode, {"path": path, "pid": pid, "mounts": []})
+        if entry["pid"] is None and pid is not None:
+            entry["pid"] = pid
+            entry["path"] = path  # a process's own link outlives nothing; prefer it for /proc/PID/net
+        if mount is not None:
+            entry["mounts"].append(mount)
+
+    refused = 0
+    refused_uids: set[int] = set()
+    try:
+        pid_names = sorted((name for name in os.listdir(proc_root) if name.isdigit()), key=int)
+    except OSError:
+        pid_names = []
+    host_inode = _ns_inode(f"{proc_root}/1/ns/net")
+    for name in pid_names:
+        path = f"{proc_root}/{name}/ns/net"
+        try:
+            inode = os.stat(path).st_ino
+        except PermissionError:
+            refused += 1
+            try:
+                refused_uids.add(os.stat(f"{proc_root}/{name}").st_uid)
+            except OSError:
+                pass
+            continue
+        except OSError:
+            continue  # exited, or a kernel thread
+        note(inode, path, int(name))
+
+    if mountinfo is None:
+        try:
+            with open(f"{proc_root}/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+                mountinfo = handle.read()
+        except OSError:
+            mountinfo = ""
+    for mount_point, inode in parse_nsfs_mounts(mountinfo):
+        note(inode, mount_point, mount=mount_point)
+
+    if scan_fds:
+        for name in pid_names:
+            fd_dir = f"{proc_root}/{name}/fd"
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    link = os.readlink(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if link.startswith(NET_LINK_PREFIX) and link.endswith("]") and link[5:-1].isdigit():
+                    inode = int(link[5:-1])
+                    if inode not in found:
+                        note(inode, f"{fd_dir}/{fd}")
+
+    def ref(inode: int, entry: dict) -> NamespaceRef:
+        mounts = tuple(dict.fromkeys(entry["mounts"]))
+        names = tuple(os.path.basename(m) for m in mounts if os.path.dirname(m) == IP_NETNS_DIR)
+        return NamespaceRef(inode, entry["path"], entry["pid"], names, mounts)
+
+    refs = [ref(inode, entry) for inode, entry in found.items()]
+    refs.sort(key=lambda r: (r.inode != host_inode, r.pid is None, r.pid or 0, r.inode))
+    return Discovery(tuple(refs), host_inode, refused, frozenset(refused_uids))
