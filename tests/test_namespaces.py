@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -13,8 +11,6 @@ import pytest
 
 from netns_util import new_netns
 from portscope.sources.namespaces import discover, parse_nsfs_mounts
-
-CLONE_NEWNET = 0x40000000
 
 
 def test_parse_nsfs_mounts_reads_net_mounts_only() -> None:
@@ -29,21 +25,15 @@ def test_parse_nsfs_mounts_reads_net_mounts_only() -> None:
     assert parse_nsfs_mounts(text) == [("/run/netns/blue", 4026532178), ("/run/my ns", 4026532179)]
 
 
-def _child_in_new_netns() -> int:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.close(read_end)
-            os.unshare(CLONE_NEWNET)
-            os.write(write_end, b"x")
-            time.sleep(60)
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    os.read(read_end, 1)
-    os.close(read_end)
-    return pid
+def _process_in_new_netns() -> subprocess.Popen:
+    """A process alone in a new network namespace (unshare(1) execs sleep there)."""
+    child = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    own = os.stat("/proc/self/ns/net").st_ino
+    deadline = time.monotonic() + 10
+    while os.stat(f"/proc/{child.pid}/ns/net").st_ino == own:
+        assert time.monotonic() < deadline, "unshare did not switch namespaces"
+        time.sleep(0.01)
+    return child
 
 
 @pytest.mark.live
@@ -55,21 +45,20 @@ def test_discover_finds_process_mount_and_fd_namespaces() -> None:
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         held_fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
         subprocess.run(["ip", "netns", "del", name], check=True, capture_output=True)
-        child = _child_in_new_netns()
+        child = _process_in_new_netns()
         try:
             fd_inode = os.fstat(held_fd).st_ino
-            child_inode = os.stat(f"/proc/{child}/ns/net").st_ino
+            child_inode = os.stat(f"/proc/{child.pid}/ns/net").st_ino
             found = {ref.inode: ref for ref in discover().namespaces}
 
             assert found[mounted_inode].names == (mounted.name,)
             assert mounted.path in found[mounted_inode].mounts
-            assert found[child_inode].pid == child
+            assert found[child_inode].pid == child.pid
             assert found[fd_inode].path == f"/proc/{os.getpid()}/fd/{held_fd}"
             assert found[fd_inode].pid is None
             for inode in (mounted_inode, fd_inode, child_inode):  # each path leads to its namespace
                 assert os.stat(found[inode].path).st_ino == inode
         finally:
             os.close(held_fd)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
-            os.waitpid(child, 0)
+            child.kill()
+            child.wait()

@@ -11,6 +11,7 @@ What could not be looked at (another user's processes, when not root) is counted
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -106,10 +107,8 @@ def discover(proc_root: str = "/proc", *, mountinfo: str | None = None, scan_fds
             inode = os.stat(path).st_ino
         except PermissionError:
             refused += 1
-            try:
+            with contextlib.suppress(OSError):
                 refused_uids.add(os.stat(f"{proc_root}/{name}").st_uid)
-            except OSError:
-                pass
             continue
         except OSError:
             continue  # exited, or a kernel thread
