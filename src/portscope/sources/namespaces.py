@@ -82,6 +82,45 @@ def _ns_inode(path: str) -> int | None:
         return None
 
 
+def _fd_namespaces(pid_dir: str, own_mnt: int | None, nsfs_dev: int | None) -> list[tuple[str, int]]:
+    """Network namespaces one process holds open: (its /proc/PID/fd/N path, inode).
+
+    An fd opened through /proc/PID/ns/net reads ``net:[INODE]``; one opened through a mount that was
+    removed since reads ``/``. Only the second needs a stat(), which follows the link to the file: that
+    is done only for processes in our own mount namespace, whose ``/`` is our root, so no user's file
+    system (FUSE) is ever asked.
+    """
+    fd_dir = f"{pid_dir}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return []
+    held = []
+    same_root: bool | None = None
+    for fd in fds:
+        path = f"{fd_dir}/{fd}"
+        try:
+            link = os.readlink(path)
+        except OSError:
+            continue
+        if link.startswith(NET_LINK_PREFIX) and link.endswith("]"):
+            number = link[len(NET_LINK_PREFIX) : -1]
+            if number.isascii() and number.isdigit():
+                held.append((path, int(number)))
+        elif link == "/":
+            if same_root is None:
+                same_root = own_mnt is not None and _ns_inode(f"{pid_dir}/ns/mnt") == own_mnt
+            if not same_root:
+                continue
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            if info.st_dev == nsfs_dev:
+                held.append((path, info.st_ino))
+    return held
+
+
 def discover(proc_root: str = "/proc", *, mountinfo: str | None = None, scan_fds: bool = True) -> Discovery:
     """Every network namespace visible from here, each once."""
     found: dict[int, dict] = {}
@@ -124,21 +163,15 @@ def discover(proc_root: str = "/proc", *, mountinfo: str | None = None, scan_fds
         note(inode, mount_point, mount=mount_point)
 
     if scan_fds:
+        own_mnt = _ns_inode(f"{proc_root}/self/ns/mnt")
+        try:
+            nsfs_dev: int | None = os.stat(f"{proc_root}/self/ns/net").st_dev
+        except OSError:
+            nsfs_dev = None
         for name in pid_names:
-            fd_dir = f"{proc_root}/{name}/fd"
-            try:
-                fds = os.listdir(fd_dir)
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    link = os.readlink(f"{fd_dir}/{fd}")
-                except OSError:
-                    continue
-                if link.startswith(NET_LINK_PREFIX) and link.endswith("]") and link[5:-1].isdigit():
-                    inode = int(link[5:-1])
-                    if inode not in found:
-                        note(inode, f"{fd_dir}/{fd}")
+            for path, inode in _fd_namespaces(f"{proc_root}/{name}", own_mnt, nsfs_dev):
+                if inode not in found:
+                    note(inode, path)
 
     def ref(inode: int, entry: dict) -> NamespaceRef:
         mounts = tuple(dict.fromkeys(entry["mounts"]))
