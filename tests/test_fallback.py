@@ -9,7 +9,7 @@ import pytest
 from netns_util import new_netns
 from portscope.engine.parallel import Parallelism
 from portscope.engine.snapshot import snapshot
-from portscope.errors import SourceError
+from portscope.errors import ExitStatus, SourceError
 from portscope.model.query import Query
 from portscope.model.records import Backend, Proto, State
 from portscope.sources import netlink
@@ -71,6 +71,6 @@ def test_forced_netlink_failure_is_a_one_line_error(small_ns, monkeypatch, capsy
     monkeypatch.setattr(netlink, "open_socket", refuse)
     with pytest.raises(SystemExit) as exit_info:
         main(["ls", "--backend", "netlink", "--netns", small_ns.name])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == ExitStatus.UNREADABLE == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Permission denied" in err and err.startswith("portscope: error:")
