@@ -12,7 +12,6 @@ PR_SET_CHILD_SUBREAPER flag in /proc, so subreapers are recognised by name.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from portscope.sources.linux import CLOCK_TICKS
@@ -240,14 +239,3 @@ class LineageReader:
                 return tuple(chain), True
             current = parent
         return tuple(chain), False
-
-
-def read_lineages(pids: Iterable[int], proc_root: str = "/proc") -> dict[int, Lineage]:
-    """Lineage of each pid that still exists."""
-    reader = LineageReader(proc_root)
-    result = {}
-    for pid in pids:
-        lineage = reader.lineage(pid)
-        if lineage is not None:
-            result[pid] = lineage
-    return result
