@@ -11,6 +11,7 @@ the process and its RSS just before the measured part, in KiB).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import resource
@@ -57,6 +58,7 @@ def decode_portscope() -> tuple[int, float]:
     from portscope.model.records import Family, Proto
     from portscope.sources import netlink
 
+    gc.disable()  # as the console script runs (the library leaves the collector alone)
     before = time.perf_counter()
     count = 0
     nl_sock = netlink.open_socket()

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from netns_util import new_netns
-from portscope.engine import snapshot as snapshot_module
+from portscope.engine.parallel import Parallelism
 from portscope.engine.snapshot import snapshot
 from portscope.model.query import Query
 from portscope.model.records import Backend, State
@@ -25,9 +25,9 @@ def mixed():
         yield build_mix(ns)
 
 
-def _listing(mixed, monkeypatch, *, prefetch: bool):
-    monkeypatch.setattr(snapshot_module, "PREFETCH_MIN_SOCKETS", 0 if prefetch else 10**9)
-    return snapshot(Query(states=ALL, join_processes=False, netns=mixed.ns.name))
+def _listing(mixed, *, prefetch: bool):
+    parallelism = Parallelism(prefetch_min_sockets=0 if prefetch else 10**9)
+    return snapshot(Query(states=ALL, join_processes=False, netns=mixed.ns.name), parallelism=parallelism)
 
 
 def _spy_on_children(monkeypatch) -> list:
@@ -45,9 +45,9 @@ def _spy_on_children(monkeypatch) -> list:
 
 def test_prefetched_dumps_equal_dumps_received_here(mixed, monkeypatch):
     started = _spy_on_children(monkeypatch)
-    prefetched = _listing(mixed, monkeypatch, prefetch=True)
+    prefetched = _listing(mixed, prefetch=True)
     assert len(started) == 1 and started[0] is not None, "no child received the dumps"
-    inline = _listing(mixed, monkeypatch, prefetch=False)
+    inline = _listing(mixed, prefetch=False)
     assert len(started) == 1
     assert Counter(map(socket_fields, prefetched.sockets)) == Counter(map(socket_fields, inline.sockets))
     assert {s.state for s in prefetched.sockets} >= {State.LISTEN, State.ESTABLISHED, State.TIME_WAIT, State.BOUND}
@@ -66,10 +66,10 @@ def _relays_half_a_buffer(sock, requests, out):  # pragma: no cover - runs in th
 
 
 def test_broken_stream_from_the_child_falls_back_to_dumping_here(mixed, monkeypatch):
-    inline = _listing(mixed, monkeypatch, prefetch=False)
+    inline = _listing(mixed, prefetch=False)
     monkeypatch.setattr(netlink, "_child_relays", _relays_half_a_buffer)
     started = _spy_on_children(monkeypatch)
-    recovered = _listing(mixed, monkeypatch, prefetch=True)
+    recovered = _listing(mixed, prefetch=True)
     assert started and started[0] is not None
     assert Counter(map(socket_fields, recovered.sockets)) == Counter(map(socket_fields, inline.sockets))
     assert {s.backend for s in recovered.sources} == {Backend.NETLINK}

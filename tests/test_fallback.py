@@ -7,9 +7,9 @@ import socket
 import pytest
 
 from netns_util import new_netns
-from portscope.engine import snapshot as snapshot_module
+from portscope.engine.parallel import Parallelism
 from portscope.engine.snapshot import snapshot
-from portscope.errors import SourceError
+from portscope.errors import ExitStatus, SourceError
 from portscope.model.query import Query
 from portscope.model.records import Backend, Proto, State
 from portscope.sources import netlink
@@ -44,17 +44,17 @@ def test_netlink_socket_refused_falls_back_for_every_protocol(small_ns, monkeypa
 
 
 @pytest.fixture(params=["in-line", "prefetched"])
-def dump_mode(request, monkeypatch):
+def dump_mode(request) -> Parallelism:
     """Both ways the dumps are received: here, or by a forked child (large listings)."""
-    monkeypatch.setattr(snapshot_module, "PREFETCH_MIN_SOCKETS", 10**9 if request.param == "in-line" else 0)
-    return request.param
+    return Parallelism(prefetch_min_sockets=10**9 if request.param == "in-line" else 0)
 
 
 def test_kernel_refusing_udp_falls_back_for_udp_only(small_ns, monkeypatch, dump_mode):
     # Ask about an IP protocol no sock_diag handler serves: the kernel itself answers ENOENT, as it
     # does for UDP when udp_diag is missing.
     monkeypatch.setitem(netlink.IPPROTO, Proto.UDP, UNSERVED_PROTOCOL)
-    snap = snapshot(Query(states=ALL, netns=small_ns.name))
+    # without processes: no /proc walk ahead, which would keep the dumps in this process
+    snap = snapshot(Query(states=ALL, join_processes=False, netns=small_ns.name), parallelism=dump_mode)
     backends = {(s.proto, s.backend) for s in snap.sources}
     assert backends == {(Proto.TCP, Backend.NETLINK), (Proto.UDP, Backend.PROC)}
     assert all("no sock_diag support" in s.note for s in snap.sources if s.backend is Backend.PROC)
@@ -71,6 +71,6 @@ def test_forced_netlink_failure_is_a_one_line_error(small_ns, monkeypatch, capsy
     monkeypatch.setattr(netlink, "open_socket", refuse)
     with pytest.raises(SystemExit) as exit_info:
         main(["ls", "--backend", "netlink", "--netns", small_ns.name])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == ExitStatus.UNREADABLE == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Permission denied" in err and err.startswith("portscope: error:")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from portscope.model.records import Family, Proto, Socket, State
-from portscope.sources.fdscan import scan_socket_fds
+from portscope.sources.fdscan import FdScan, walk_socket_fds
 from portscope.sources.join import join_processes
 
 
@@ -39,12 +39,13 @@ def fake_proc(tmp_path: Path) -> Path:
     return root
 
 
-def test_scan_finds_every_holder(tmp_path):
-    scan = scan_socket_fds({555, 556}, str(fake_proc(tmp_path)))
-    assert sorted(scan.holders[555]) == [(100, 3), (101, 3), (102, 9)]
-    assert scan.holders[556] == [(100, 7)]
-    assert 999 not in scan.holders  # not wanted
-    assert scan.vanished == 1 and scan.scanned == 3
+def test_walk_finds_every_holder(tmp_path):
+    counts = FdScan()
+    found = walk_socket_fds({555: 555, 556: 556}, str(fake_proc(tmp_path)), counts)
+    held = {(pid, inode, fd) for pid, inodes, fds in found for inode, fd in zip(inodes, fds, strict=True)}
+    assert held == {(100, 555, 3), (100, 556, 7), (101, 555, 3), (102, 555, 9)}  # 999: not wanted
+    assert sorted(pid for pid, _, _ in found) == [100, 101, 102]  # one entry per process
+    assert counts.vanished == 1 and counts.scanned == 3
 
 
 def test_join_builds_processes_once_with_their_fds(tmp_path):
@@ -54,7 +55,7 @@ def test_join_builds_processes_once_with_their_fds(tmp_path):
     assert [h.process.pid for h in holders[555]] == [100, 101, 102]
     nginx = holders[555][0].process
     assert holders[556][0].process is nginx  # one record per process
-    assert nginx.fds == (3, 7) and holders[556][0].fds == (7,)
+    assert holders[555][0].fds == (3,) and holders[556][0].fds == (7,) and holders[555][2].fds == (9,)
     assert nginx.cmdline == ("nginx", "-g", "daemon off;")
     assert nginx.start_time == 1700000000 + 500 / os.sysconf("SC_CLK_TCK")
     odd = holders[555][2].process

@@ -36,7 +36,7 @@ SOCKET_ARGS = (
     ("cls", "args"),
     [
         (Socket, SOCKET_ARGS),
-        (Process, (12, 1, "nginx", 0, "root", ("nginx", "-g"), 1.5e9, (3, 4))),
+        (Process, (12, 1, "nginx", 0, "root", ("nginx", "-g"), 1.5e9)),
         (Holder, (Process(1, 0, "init", 0, "root", (), None), (7,))),
     ],
 )

@@ -32,7 +32,6 @@ from portscope.sources.lineage import (
     LineageReader,
     container_of,
     pick_cgroup_path,
-    read_lineages,
     unit_of,
 )
 from portscope.sources.services import parse_services
@@ -326,7 +325,8 @@ def container_tree(tmp_path: Path) -> Path:
 
 def test_lineage_stops_at_subreaper_and_reads_container(tmp_path):
     root = container_tree(tmp_path)
-    lineages = read_lineages([4243, 4242, 1, 9999], str(root))
+    reader = LineageReader(str(root))
+    lineages = {pid: lin for pid in (4243, 4242, 1, 9999) if (lin := reader.lineage(pid)) is not None}
     assert set(lineages) == {4243, 4242, 1}  # 9999 does not exist: skipped, no error
     worker = lineages[4243]
     assert [(a.pid, a.name) for a in worker.ancestors] == [(4242, "nginx: master ) x"), (4010, "tini")]

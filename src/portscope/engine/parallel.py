@@ -1,28 +1,66 @@
-"""Forked helper processes: the collectors fork to use a second CPU."""
+"""When a snapshot uses a second CPU: the one place that decides on forked helpers.
+
+Two helpers exist, both mechanisms of the sources; this module decides when each runs:
+
+- the dump prefetch (:class:`portscope.sources.netlink.TableDumps` with ``prefetch=True``): a forked child
+  receives the sock_diag dumps from the kernel while this process decodes them;
+- the shared /proc walk (:class:`portscope.sources.fdscan.BackgroundWalk`): a forked child reads the
+  fd links while this process collects the sockets, then both read what is left. Started ahead of the
+  collection for a full listing, or inside the join when the walk is large.
+
+At most one of them runs at a time: the walk, when started ahead, is the longer task and keeps the
+second CPU busy on its own. No helper is forked from a process that runs other threads: a child
+forked beside them may inherit locks they hold (and the library must work from threads).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 
-def may_fork() -> bool:
-    """Only from a single-threaded process: a child forked beside other threads may inherit held locks."""
+def single_threaded() -> bool:
+    """Whether forking is safe here: this process runs no other Python thread."""
     threading = sys.modules.get("threading")
     return hasattr(os, "fork") and (threading is None or threading.active_count() == 1)
 
 
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+@dataclass(frozen=True, slots=True)
+class Parallelism:
+    """The thresholds above which forking pays (a fork costs a few milliseconds), and the decisions.
+
+    ``enabled=False`` keeps everything in this process.
+    """
+
+    prefetch_min_sockets: int = 5000  # sockets in the namespace (sockstat) for the dump prefetch
+    split_walk_min_fds: int = 8192  # fds on the host for a /proc walk in two processes
+    enabled: bool = True
+
+    def may_fork(self) -> bool:
+        return self.enabled and single_threaded()
+
+    def walk_ahead(self, *, needs_processes: bool, port_filtered: bool) -> bool:
+        """Start the /proc walk before collecting? For a full listing with processes: its dump is large
+        and takes long to decode, the walk runs meanwhile. A port filter leaves few sockets to join."""
+        return needs_processes and not port_filtered and self.may_fork()
+
+    def prefetch_dumps(
+        self, *, kernel_filtered: bool, walking_ahead: bool, socket_count: Callable[[], int | None]
+    ) -> bool:
+        """Receive the dumps in a forked child? Only for a large unfiltered dump, and not beside a walk.
+
+        ``socket_count``: about how many sockets the dumps hold (read only when the rest allows a relay).
+        """
+        if walking_ahead or kernel_filtered or not self.may_fork():
+            return False
+        return (socket_count() or 0) >= self.prefetch_min_sockets
+
+    def split_walk(self, fd_count: int) -> bool:
+        """Read this many listed fd links in two processes?"""
+        return fd_count >= self.split_walk_min_fds and self.may_fork()
 
 
-def end_child(pid: int) -> None:
-    """Stop a helper if it still runs, and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+DEFAULT = Parallelism()
+IN_PROCESS = Parallelism(enabled=False)

@@ -1,4 +1,4 @@
-"""Building records by the ten thousand: fast positional constructors, and the collector paused meanwhile.
+"""Building records by the ten thousand: fast positional constructors.
 
 A frozen dataclass's generated ``__init__`` sets every field through ``object.__setattr__``: about 2 µs
 for Socket's 18 fields, measured as a third of the whole netlink decode at 40k sockets. The constructor
@@ -11,10 +11,8 @@ If the check fails (a future Python, a changed record), the plain class construc
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -41,21 +39,3 @@ def positional_maker(cls: type[T]) -> Callable[..., T]:
     if type(made) is not cls or any(getattr(made, n) is not getattr(reference, n) for n in names):
         return cls
     return make
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while the block allocates many acyclic objects.
-
-    Every few hundred allocations the collector walks the young objects, and every so often all of
-    them: while tens of thousands of records (which hold no reference cycles) are built, those walks
-    find nothing and cost about a fifth of a 40k-socket listing, measured. Reference counting still
-    frees everything; the collector is switched back on (if it was on) when the block ends.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()

@@ -10,7 +10,9 @@ import ipaddress
 import os
 import socket as socket_module
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.errors import SourceError
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import Backend, Family, Holder, JoinReport, Proto, ProtoSource, Snapshot, Socket, State
@@ -21,21 +23,27 @@ from portscope.sources.join import join_processes
 Predicate = Callable[[Socket], bool]
 
 
-def snapshot(query: Query, *, proc_root: str = "/proc") -> Snapshot:
+def snapshot(query: Query, *, proc_root: str = "/proc", parallelism: Parallelism = DEFAULT) -> Snapshot:
+    """The sockets ``query`` asks for, with their holders. Safe to call from several threads at once.
+
+    ``parallelism``: when forked helpers may use a second CPU (:mod:`portscope.engine.parallel`);
+    ``parallel.IN_PROCESS`` keeps all the work in this process.
+    """
     target = netns.resolve(query.netns) if query.netns else None
-    # A listing without port filters decodes a large dump: the /proc walk runs meanwhile in a child.
     port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
-    walk = BackgroundWalk.start(proc_root) if query.needs_processes and not port_filtered else None
+    walk = None
+    if parallelism.walk_ahead(needs_processes=query.needs_processes, port_filtered=port_filtered):
+        walk = BackgroundWalk.start(proc_root)
     try:
-        return _snapshot(query, target, proc_root, walk)
+        return _snapshot(query, target, proc_root, walk, parallelism)
     finally:
         if walk is not None:
             walk.close()
 
 
-def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None) -> Snapshot:
-    # The /proc walk, when running, is the longer task and keeps the second CPU busy: no dump prefetch then.
-    sockets, sources, bound_visible, warnings, ns_inode = _collect(query, target, prefetch=walk is None)
+def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None, parallelism: Parallelism) -> Snapshot:
+    collection = _collect(query, target, parallelism, walking_ahead=walk is not None)
+    sockets: Sequence[Socket] = collection.sockets
 
     predicates = _socket_predicates(query)
     if predicates:
@@ -44,23 +52,21 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None)
     holders: dict[int, tuple[Holder, ...]] = {}
     report = JoinReport(joined=False)
     if query.needs_processes:
-        holders, report = join_processes(sockets, proc_root, prefetched=walk)
+        holders, report = join_processes(sockets, proc_root, prefetched=walk, split_walk=parallelism.split_walk)
         process_filter = _process_predicate(query, holders)
         if process_filter is not None:
             sockets = [s for s in sockets if process_filter(s)]
     elif query.uids is not None:
         sockets = [s for s in sockets if s.uid in query.uids]
 
-    if not report.joined and query.join_processes:
-        warnings.append("process join skipped")
     return Snapshot(
         sockets=tuple(sockets),
         holders=holders,
-        sources=tuple(sources),
+        sources=collection.sources,
         join=report,
-        netns=ns_inode,
-        bound_visible=bound_visible,
-        warnings=tuple(warnings),
+        netns=collection.netns_inode,
+        bound_visible=collection.bound_visible,
+        warnings=collection.warnings,
     )
 
 
@@ -68,30 +74,42 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None)
 # Collection
 
 
-def _collect(query: Query, target: netns.NetnsTarget | None, *, prefetch: bool):
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """The sockets read from the kernel (or /proc), before the filters that run in Python."""
+
+    sockets: tuple[Socket, ...]
+    sources: tuple[ProtoSource, ...]
+    bound_visible: bool | None  # could bound-only TCP sockets be listed? None: not asked for
+    warnings: tuple[str, ...]
+    netns_inode: int | None
+
+
+def _collect(
+    query: Query, target: netns.NetnsTarget | None, parallelism: Parallelism, *, walking_ahead: bool
+) -> Collection:
     proc_only_dir = None
     if target is not None and target.pid is not None and query.backend is Backend.PROC:
         # /proc/<pid>/net shows that process's namespace without entering it (no CAP_SYS_ADMIN needed)
         proc_only_dir = f"/proc/{target.pid}/net"
     if proc_only_dir is not None:
         ns_inode = os.stat(target.path).st_ino
-        sockets, sources, warnings = _collect_proc_only(query, proc_only_dir, ns_inode)
-        return sockets, sources, None, warnings, ns_inode
+        return _collect_proc_only(query, proc_only_dir, ns_inode)
     with netns.entered(target) as ns_inode:
-        return _collect_here(query, ns_inode, prefetch)
+        return _collect_here(query, ns_inode, parallelism, walking_ahead)
 
 
-def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None):
+def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None) -> Collection:
     sockets: list[Socket] = []
     sources: list[ProtoSource] = []
     for proto, family in _wanted_tables(query):
         states = query.kernel_states(proto)
         sockets += procnet.read_proc_net(proto, family, net_dir=net_dir, netns=ns_inode, states=states)
         sources.append(ProtoSource(proto, family, Backend.PROC))
-    warnings = []
+    warnings = ()
     if Proto.TCP in query.protocols and State.BOUND in query.kernel_states(Proto.TCP):
-        warnings.append("bound-only TCP sockets are invisible in /proc")
-    return sockets, sources, warnings
+        warnings = ("bound-only TCP sockets are invisible in /proc",)
+    return Collection(tuple(sockets), tuple(sources), None, warnings, ns_inode)
 
 
 def _wanted_tables(query: Query) -> list[tuple[Proto, Family]]:
@@ -104,14 +122,9 @@ def _wanted_tables(query: Query) -> list[tuple[Proto, Family]]:
     ]
 
 
-# A dump this large is received by a forked child while this process decodes (netlink.TableDumps).
-PREFETCH_MIN_SOCKETS = 5000
-
-
-def _collect_here(query: Query, ns_inode: int | None, prefetch: bool):
+def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, walking_ahead: bool) -> Collection:
     sockets: list[Socket] = []
     sources: list[ProtoSource] = []
-    warnings: list[str] = []
     tables = _wanted_tables(query)
     bytecode = netlink.port_filter_bytecode(query.local_ports, query.remote_ports, query.any_ports)
     requests = [
@@ -121,7 +134,9 @@ def _collect_here(query: Query, ns_inode: int | None, prefetch: bool):
     dumps = None
     nl_refused: str | None = None
     if query.backend is not Backend.PROC and tables:
-        prefetch = prefetch and bytecode is None and (procnet.socket_count() or 0) >= PREFETCH_MIN_SOCKETS
+        prefetch = parallelism.prefetch_dumps(
+            kernel_filtered=bytecode is not None, walking_ahead=walking_ahead, socket_count=procnet.socket_count
+        )
         try:
             dumps = netlink.TableDumps(requests, prefetch=prefetch)
         except netlink.NetlinkUnavailable as exc:
@@ -147,9 +162,10 @@ def _collect_here(query: Query, ns_inode: int | None, prefetch: bool):
         if dumps is not None:
             dumps.close()
     bound_visible = _bound_visibility(query, sources, sockets)
+    warnings = ()
     if bound_visible is False:
-        warnings.append("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)")
-    return sockets, sources, bound_visible, warnings, ns_inode
+        warnings = ("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)",)
+    return Collection(tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode)
 
 
 def _bound_visibility(query: Query, sources, sockets) -> bool | None:

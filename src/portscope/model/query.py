@@ -83,9 +83,6 @@ class PortRange:
     low: int
     high: int
 
-    def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and self.low <= port <= self.high
-
     def __str__(self) -> str:
         return str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
 

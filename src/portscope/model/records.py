@@ -62,7 +62,6 @@ TCP_STATE_BY_NUMBER: dict[int, State] = {
 }
 UDP_STATE_BY_NUMBER: dict[int, State] = {1: State.ESTABLISHED, 7: State.UNCONN}
 
-TCP_STATES: frozenset[State] = frozenset(TCP_STATE_BY_NUMBER.values())
 UDP_STATES: frozenset[State] = frozenset(UDP_STATE_BY_NUMBER.values())
 
 # Timer codes shared by inet_diag's idiag_timer and the "tr" column of /proc/net/tcp.
@@ -100,7 +99,6 @@ class Process:
     user: str | None
     cmdline: tuple[str, ...]
     start_time: float | None  # seconds since the epoch
-    fds: tuple[int, ...] = ()  # every socket fd this process holds among the listed sockets
 
 
 @dataclass(frozen=True, slots=True)

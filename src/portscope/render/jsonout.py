@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterable
 from typing import IO, Any
 
-from portscope.engine.recordmaker import gc_paused
 from portscope.model.records import Holder, Snapshot, Socket
 from portscope.sources.services import Services
 
@@ -65,7 +64,6 @@ _BOOL = {None: "null", True: "true", False: "false"}
 JSON_CHUNK = 2048  # socket objects per write()
 
 
-@gc_paused()  # text and small tuples by the ten thousand, no cycles
 def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> None:
     """Write ``ls --json``: a JSON array, one object per socket, equal to :func:`socket_object`.
 

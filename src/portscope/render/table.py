@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import IO
 
-from portscope.engine.recordmaker import gc_paused
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
 from portscope.render.environment import printable
 from portscope.sources.services import Services
@@ -181,7 +180,6 @@ def table_order(sockets: Sequence[Socket]) -> list[Socket]:
 PLAIN_CHUNK = 4096  # lines per write()
 
 
-@gc_paused()  # a tuple of cells per row, no cycles
 def write_plain(out: IO[str], builder: RowBuilder, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
     """Aligned columns without colour: the cells of :meth:`RowBuilder.row`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from portscope.commands.who import ProcessOnPort, Unheld, UnheldSocket, WhoResult, WhoTarget
+from portscope.model.query import port_in_ranges
 from portscope.model.records import Family, Proto, Socket, State
 from portscope.render import environment as term
 from portscope.render import jsonout
@@ -295,7 +296,7 @@ class PageBuilder:
         waiting = [
             u.socket
             for u in unheld
-            if u.socket.state is State.TIME_WAIT and any(u.socket.local_port in r for r in target.ports)
+            if u.socket.state is State.TIME_WAIT and port_in_ranges(u.socket.local_port, target.ports)
         ]
         if waiting:
             port = waiting[0].local_port

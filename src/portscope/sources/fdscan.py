@@ -12,9 +12,10 @@ import mmap
 import os
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from portscope.engine.parallel import end_child, may_fork, write_all
+from portscope.sources.linux import end_child, write_all
 
 _SOCKET_PREFIX = "socket:["
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -22,7 +23,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 @dataclass
 class FdScan:
-    holders: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # inode -> [(pid, fd)]
+    """What a walk saw of the processes: how many were read, had vanished, or refused (per uid)."""
+
     scanned: int = 0
     vanished: int = 0
     denied_by_uid: Counter[int] = field(default_factory=Counter)
@@ -39,25 +41,7 @@ def _owner_uid(proc_root: str, pid_name: str) -> int:
         return -1
 
 
-def scan_socket_fds(wanted: set[int] | None, proc_root: str = "/proc") -> FdScan:
-    """Find the holders of the ``wanted`` socket inodes (all socket inodes when ``None``)."""
-    result = FdScan()
-    holders = result.holders
-    canonical = None if wanted is None else {inode: inode for inode in wanted}
-    for pid, inodes, fds in walk_socket_fds(canonical, proc_root, result):
-        for inode, fd in zip(inodes, fds, strict=True):
-            entry = holders.get(inode)
-            if entry is None:
-                holders[inode] = [(pid, fd)]
-            else:
-                entry.append((pid, fd))
-    return result
-
-
 Found = list[tuple[int, list[int], list[int]]]  # per process: (pid, socket inodes, their fds)
-
-# Below this many fds one process walks alone: forking costs a few milliseconds.
-PARALLEL_MIN_FDS = 8192
 
 
 def walk_socket_fds(
@@ -65,7 +49,7 @@ def walk_socket_fds(
     proc_root: str,
     counts: FdScan,
     *,
-    parallel: bool | None = None,
+    split: Callable[[int], bool] | None = None,
 ) -> Found:
     """Per readable process, in /proc order: ``(pid, inodes, fds)``, the wanted sockets it holds and
     through which fds.
@@ -74,16 +58,14 @@ def walk_socket_fds(
     (one object per socket, not one more per holder). ``counts`` gets the scanned, vanished and
     denied processes.
 
-    The readlink() per fd is the cost of the whole join (a few µs each, in the kernel). On a busy host
-    the fds are listed first, then their links are read by two processes at once (this one and a
-    forked child, sharing the units of a :class:`BackgroundWalk`): two CPUs, half the time.
-    ``parallel`` forces the choice; by default it is taken when there are many fds and this process
-    runs no other threads.
+    The readlink() per fd is the cost of the whole join (a few µs each, in the kernel). The fds are
+    listed first; ``split`` then says, given their number, whether their links are read by two
+    processes at once (this one and a forked child, sharing the units of a :class:`BackgroundWalk`):
+    two CPUs, half the time. It is the caller's policy (:meth:`Parallelism.split_walk
+    <portscope.engine.parallel.Parallelism.split_walk>`); by default this process walks alone.
     """
     listed = _list_fds(proc_root, counts)
-    if parallel is None:
-        parallel = sum(len(names) for _, names in listed) >= PARALLEL_MIN_FDS and may_fork()
-    if parallel:
+    if split is not None and split(sum(len(names) for _, names in listed)):
         walk = BackgroundWalk.start(proc_root, listed=listed, wanted=wanted)
         if walk is not None:
             try:
@@ -198,12 +180,11 @@ class BackgroundWalk:
         listed: list[tuple[str, list[str]]] | None = None,
         wanted: dict[int, int] | None = None,
     ) -> BackgroundWalk | None:
-        """None when a child cannot (or should not) be forked here: then walk in-line.
+        """None when the child could not be started: then walk in-line.
 
+        Forks: call it only where the parallelism policy allows (:mod:`portscope.engine.parallel`).
         ``listed``: the fds, already listed (and counted) here; ``wanted``: the inodes to keep, if known.
         """
-        if not may_fork():
-            return None
         board = _Board.create()
         if board is None:
             return None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from portscope.engine.recordmaker import gc_paused, positional_maker
+from portscope.engine.recordmaker import positional_maker
 from portscope.model.records import Holder, JoinReport, Socket
 from portscope.sources.fdscan import BackgroundWalk, FdScan, walk_socket_fds
 from portscope.sources.procinfo import read_process
@@ -13,14 +13,18 @@ from portscope.sources.procinfo import read_process
 _make_holder = positional_maker(Holder)
 
 
-@gc_paused()  # many Holder records, no cycles
 def join_processes(
-    sockets: Sequence[Socket], proc_root: str = "/proc", *, prefetched: BackgroundWalk | None = None
+    sockets: Sequence[Socket],
+    proc_root: str = "/proc",
+    *,
+    prefetched: BackgroundWalk | None = None,
+    split_walk: Callable[[int], bool] | None = None,
 ) -> tuple[dict[int, tuple[Holder, ...]], JoinReport]:
     """Map every listed socket's inode to all of its holders, with what could not be seen.
 
     ``prefetched``: a walk of /proc started earlier (see :meth:`BackgroundWalk.start`), used instead
-    of walking now when it succeeded.
+    of walking now when it succeeded. ``split_walk``: otherwise, given the number of fds, whether to
+    walk in two processes (see :func:`walk_socket_fds`); by default in this one.
     """
     # inode -> the same int object, so the holders map shares the sockets' inodes (memory at 100k+)
     wanted = {sock.inode: sock.inode for sock in sockets if sock.inode is not None}
@@ -35,10 +39,10 @@ def join_processes(
     found = prefetched.found(wanted, counts) if prefetched is not None else None
     if found is None:
         counts = FdScan()
-        found = walk_socket_fds(wanted, proc_root, counts)
+        found = walk_socket_fds(wanted, proc_root, counts, split=split_walk)
     # Each process becomes holders at once: no second map of every (pid, fd).
     for pid, inodes, fds in found:
-        process = read_process(pid, tuple(sorted(fds)), proc_root)
+        process = read_process(pid, proc_root)
         if process is None:
             vanished += 1
             continue

@@ -11,14 +11,12 @@ PR_SET_CHILD_SUBREAPER flag in /proc, so subreapers are recognised by name.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
+from portscope.sources.linux import CLOCK_TICKS
 from portscope.sources.procinfo import _read_bytes, boot_time, parse_stat
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MAX_CHAIN = 64  # a guard against cycles in a tree that changes while we read it
 
 # comm names (at most 15 characters) of processes that adopt orphans and supervise services
@@ -208,7 +206,7 @@ class LineageReader:
             return None
         _, ppid, start_ticks = stat
         ancestors, complete = self._chain(pid, ppid)
-        start_s = start_ticks / _CLOCK_TICKS
+        start_s = start_ticks / CLOCK_TICKS
         cgroup_data = _read_bytes(f"{self.proc_root}/{pid}/cgroup")
         cgroup = pick_cgroup_path(cgroup_data.decode("utf-8", "backslashreplace")) if cgroup_data else None
         return Lineage(
@@ -241,14 +239,3 @@ class LineageReader:
                 return tuple(chain), True
             current = parent
         return tuple(chain), False
-
-
-def read_lineages(pids: Iterable[int], proc_root: str = "/proc") -> dict[int, Lineage]:
-    """Lineage of each pid that still exists."""
-    reader = LineageReader(proc_root)
-    result = {}
-    for pid in pids:
-        lineage = reader.lineage(pid)
-        if lineage is not None:
-            result[pid] = lineage
-    return result

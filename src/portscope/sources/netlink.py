@@ -18,8 +18,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from portscope.engine.parallel import end_child, may_fork
-from portscope.engine.recordmaker import gc_paused, positional_maker
+from portscope.engine.recordmaker import positional_maker
 from portscope.errors import SourceError
 from portscope.model.query import PortRange
 from portscope.model.records import (
@@ -31,6 +30,7 @@ from portscope.model.records import (
     Socket,
     State,
 )
+from portscope.sources.linux import end_child
 
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
@@ -415,18 +415,17 @@ def receive(recv_into, decoder: Decoder, source: str) -> list[Socket]:
     result: list[Socket] = []
     buffer = bytearray(RECV_BUFFER)
     view = memoryview(buffer)
-    with gc_paused():
-        while True:
-            try:
-                received = recv_into(buffer)
-            except OSError as exc:
-                raise NetlinkUnavailable(f"{source}: receive failed ({exc.strerror})") from None
-            if received == 0:
-                raise SourceError(source, "netlink socket closed mid-dump")
-            batch, done = decoder.decode(view[:received], source)
-            result.extend(batch)
-            if done:
-                return result
+    while True:
+        try:
+            received = recv_into(buffer)
+        except OSError as exc:
+            raise NetlinkUnavailable(f"{source}: receive failed ({exc.strerror})") from None
+        if received == 0:
+            raise SourceError(source, "netlink socket closed mid-dump")
+        batch, done = decoder.decode(view[:received], source)
+        result.extend(batch)
+        if done:
+            return result
 
 
 class TableDumps:
@@ -434,8 +433,9 @@ class TableDumps:
 
     With ``prefetch``, a forked child receives them all from the kernel and passes the buffers on
     through a socket pair while this process decodes: the kernel's half of the work (about 40% of a
-    large dump, measured) runs on a second CPU. Anything odd in the child's stream, and this table
-    and the rest are dumped here instead, on a fresh socket. A refused table raises
+    large dump, measured) runs on a second CPU. It forks: the caller decides when that is allowed and
+    pays (:meth:`portscope.engine.parallel.Parallelism.prefetch_dumps`). Anything odd in the child's
+    stream, and this table and the rest are dumped here instead, on a fresh socket. A refused table raises
     :class:`NetlinkUnavailable` and the next one is tried on a fresh socket (the caller falls back).
     """
 
@@ -489,9 +489,7 @@ class _PrefetchChild:
 
     @classmethod
     def start(cls, sock: socket.socket, requests: Sequence[DumpRequest]) -> _PrefetchChild | None:
-        """None when no child can be forked here (the caller dumps in-line)."""
-        if not may_fork():
-            return None
+        """None when the child could not be started (the caller dumps in-line)."""
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         except OSError:

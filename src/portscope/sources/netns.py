@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from portscope.errors import UsageError
+from portscope.errors import SourceError, UsageError
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
@@ -52,6 +53,13 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def _refusal(exc: OSError, what: str, path: str, needs: str) -> Exception:
+    """No privilege (EPERM, EACCES) is a system that cannot be read; anything else, a bad name or path."""
+    if exc.errno in (errno.EPERM, errno.EACCES):
+        return SourceError(path, f"{what}: {exc.strerror} ({needs})")
+    return UsageError(f"{what} {path}: {exc.strerror}")
+
+
 @contextlib.contextmanager
 def entered(target: NetnsTarget | None) -> Iterator[int | None]:
     """Run the body in the target namespace (this thread only); yields the namespace inode."""
@@ -61,7 +69,7 @@ def entered(target: NetnsTarget | None) -> Iterator[int | None]:
     try:
         target_fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        raise UsageError(f"cannot open network namespace {target.path}: {exc.strerror}") from None
+        raise _refusal(exc, "cannot open network namespace", target.path, "needs root") from None
     own_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         if os.fstat(target_fd).st_ino == os.fstat(own_fd).st_ino:
@@ -70,7 +78,7 @@ def entered(target: NetnsTarget | None) -> Iterator[int | None]:
         try:
             _setns(target_fd)
         except OSError as exc:
-            raise UsageError(f"cannot enter network namespace {target.path}: {exc.strerror}") from None
+            raise _refusal(exc, "cannot enter network namespace", target.path, "needs CAP_SYS_ADMIN") from None
         try:
             yield os.fstat(target_fd).st_ino
         finally:

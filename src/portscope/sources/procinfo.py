@@ -7,12 +7,10 @@ the JSON encoder.
 from __future__ import annotations
 
 import functools
-import os
 import pwd
 
 from portscope.model.records import Process
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from portscope.sources.linux import CLOCK_TICKS
 
 
 @functools.cache
@@ -69,7 +67,7 @@ def parse_status_uid(data: bytes) -> int | None:
     return None
 
 
-def read_process(pid: int, fds: tuple[int, ...] = (), proc_root: str = "/proc") -> Process | None:
+def read_process(pid: int, proc_root: str = "/proc") -> Process | None:
     """Read one process; ``None`` if it vanished."""
     stat = _read_bytes(f"{proc_root}/{pid}/stat")
     if stat is None:
@@ -89,6 +87,5 @@ def read_process(pid: int, fds: tuple[int, ...] = (), proc_root: str = "/proc") 
         uid=uid,
         user=user_name(uid) if uid is not None else None,
         cmdline=cmdline,
-        start_time=btime + start_ticks / _CLOCK_TICKS if btime is not None else None,
-        fds=fds,
+        start_time=btime + start_ticks / CLOCK_TICKS if btime is not None else None,
     )

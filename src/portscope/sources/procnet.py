@@ -20,6 +20,7 @@ from portscope.model.records import (
     Socket,
     State,
 )
+from portscope.sources.linux import CLOCK_TICKS
 
 FILE_NAMES = {
     (Proto.TCP, Family.IPV4): "tcp",
@@ -29,7 +30,6 @@ FILE_NAMES = {
 }
 _PLACEHOLDER_STATES = {3, 6, 12}  # SYN_RECV, TIME_WAIT, NEW_SYN_RECV: uid/inode are placeholders
 _LISTEN = 10
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _decode_address(hex_text: str, family: Family, cache: dict[str, str]) -> str:
@@ -109,7 +109,7 @@ def parse_proc_net(
                 None,
                 None,
                 timer,
-                when * 1000 // _CLOCK_TICKS if timer else None,
+                when * 1000 // CLOCK_TICKS if timer else None,
                 netns,
                 None,
             )
