@@ -77,7 +77,7 @@ def _resolve_host(target: Target, family: Family | None) -> tuple[Family, str]:
 def _interface_index(name: str, interfaces: dict[str, int], what: str) -> int:
     if name in interfaces:
         return interfaces[name]
-    if name.isdigit() and int(name) in interfaces.values():
+    if name.isascii() and name.isdigit() and int(name) in interfaces.values():
         return int(name)
     known = ", ".join(sorted(interfaces)) or "none"
     raise UsageError(f"unknown interface {name!r} for {what} in the target namespace (known: {known})")
