@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from portscope.errors import SourceError, UsageError
 from portscope.model.query import PortRange, parse_network, parse_port_range, parse_states
 from portscope.model.records import Family, Proto, State
-from portscope.sources import netlink, procnet
+from portscope.shell.values import local_addresses
+from portscope.sources import addresses, netlink, procnet
 from portscope.sources.netlink import Decoder, NetlinkUnavailable
 from portscope.sources.procinfo import parse_cmdline, parse_stat, parse_status_uid
 from portscope.sources.services import load_services, parse_services
@@ -332,3 +333,88 @@ def test_process_files():
     assert parse_cmdline(b"python3\0-c\0print('\xff')\0") == ("python3", "-c", "print('\\xff')")
     assert parse_cmdline(b"") == ()
     assert parse_status_uid(b"Name:\tx\nUid:\t1000\t1001\t1000\t1000\n") == 1001
+
+
+# ---------------------------------------------------------------------------------------------------
+# Local addresses (/proc/net/fib_trie, /proc/net/if_inet6)
+
+FIB_TRIE = """\
+Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     |-- 10.9.9.0
+        /24 link UNICAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+        |-- 127.255.255.255
+           /32 link BROADCAST
+     |-- 192.0.2.7
+        /32 host LOCAL
+        /32 host type 13
+     |-- 999.0.0.1
+        /32 host LOCAL
+"""
+
+
+def test_fib_trie_local_table():
+    routes = {(str(r.network), r.kind) for r in addresses.parse_fib_trie(FIB_TRIE)}
+    assert routes == {
+        ("127.0.0.0/8", "local"),
+        ("127.0.0.1/32", "local"),
+        ("127.255.255.255/32", "broadcast"),
+        ("192.0.2.7/32", "local"),
+        ("192.0.2.7/32", "13"),
+    }  # main's unicast routes and the impossible 999.0.0.1 left out
+    local = addresses.LocalAddresses(addresses.parse_fib_trie(FIB_TRIE), ())
+    assert [str(a) for a in local.ipv4_addresses] == ["127.0.0.1", "192.0.2.7"]
+
+
+def test_fib_trie_of_the_running_kernel():
+    with open("/proc/net/fib_trie", encoding="ascii") as handle:
+        local = addresses.LocalAddresses(addresses.parse_fib_trie(handle.read()), ())
+    found = {str(a) for a in local.ipv4_addresses}
+    assert "127.0.0.1" in found and "127.0.0.0" not in found and "127.255.255.255" not in found
+
+
+def test_if_inet6_skips_only_the_bad_lines():
+    text = (
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "fe800000000000000000000000000001 02 40 20 c0     eth0\n"
+        "20010db8000000000000000000000009 02 40 00 08     eth0\n"
+        "2001XXb8000000000000000000000009 02 40 00 08     eth0\n"  # not hex
+        "20010db8000000000000000000000009 02 ff 00 08     eth0\n"  # prefix length 255
+        "20010db8000000000000000000000009 02 40 00\n"  # short
+    )
+    parsed = addresses.parse_if_inet6(text)
+    assert [(str(a.address), a.interface, a.scope, a.tentative, a.dadfailed) for a in parsed] == [
+        ("::1", "lo", "host", False, False),
+        ("fe80::1", "eth0", "link", True, False),
+        ("2001:db8::9", "eth0", "global", False, True),
+    ]
+    assert parsed[1].ifindex == 2 and parsed[1].prefixlen == 64
+
+
+def test_completion_offers_bindable_addresses_only(tmp_path):
+    (tmp_path / "fib_trie").write_text(FIB_TRIE)
+    (tmp_path / "if_inet6").write_text(
+        "fe800000000000000000000000000001 02 40 20 c0     eth0\n20010db8000000000000000000000009 02 40 00 08     eth0\n"
+    )
+    found = local_addresses(str(tmp_path))
+    assert [a.bind_text() for a in found] == ["127.0.0.1:", "192.0.2.7:", "[fe80::1%eth0]:"]  # DAD failed: left out
+    assert found[2].tentative
+
+
+def test_unreadable_fib_trie_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="fib_trie"):
+        addresses.read_local_addresses(str(tmp_path))
+    (tmp_path / "fib_trie").write_text(FIB_TRIE)
+    assert addresses.read_local_addresses(str(tmp_path)).ipv6 == ()  # IPv6 off: no if_inet6

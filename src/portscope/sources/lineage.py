@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from portscope.errors import SourceError
 from portscope.sources.procinfo import _read_bytes, boot_time, parse_stat
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -197,7 +198,7 @@ class LineageReader:
             data = _read_bytes(f"{self.proc_root}/{pid}/stat")
             try:
                 self._stats[pid] = parse_stat(data) if data else None
-            except (ValueError, IndexError):
+            except SourceError:
                 self._stats[pid] = None
         return self._stats[pid]
 
