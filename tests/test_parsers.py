@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portscope.errors import SourceError, UsageError
-from portscope.model.query import PortRange, parse_network, parse_port_range, parse_states
+from portscope.model.endpoint import parse_endpoint
+from portscope.model.query import PortRange, parse_network, parse_port_range, parse_states, parse_user
 from portscope.model.records import Family, Proto, State
 from portscope.shell.values import local_addresses
 from portscope.sources import addresses, netlink, procnet
@@ -418,3 +419,50 @@ def test_unreadable_fib_trie_is_a_source_error(tmp_path):
         addresses.read_local_addresses(str(tmp_path))
     (tmp_path / "fib_trie").write_text(FIB_TRIE)
     assert addresses.read_local_addresses(str(tmp_path)).ipv6 == ()  # IPv6 off: no if_inet6
+
+
+# ---------------------------------------------------------------------------------------------------
+# One ADDR:PORT parser, read two ways
+
+
+def test_endpoint_forms_shared_by_who_and_can_bind():
+    services = parse_services("ssh 22/tcp\n3com-tsmux 106/tcp\nhttp 80/tcp\nhttp 80/udp\n")
+    for text in ("80", ":80", "*:80", "0.0.0.0:80", "[::]:80", "[::1]:http", "127.0.0.1:00080"):
+        who = parse_endpoint(text, services, ranges=True)
+        bind = parse_endpoint(text, services, hostnames=True, allow_zero=True, zone_ids=True)
+        assert who == bind and who.ports == PortRange(80, 80)
+    assert parse_endpoint("3com-tsmux", services).service == "3com-tsmux"  # a name may start with a digit
+    assert parse_endpoint("http/udp", services).proto is Proto.UDP
+    assert parse_endpoint("8000-8100/tcp", services, ranges=True).ports == PortRange(8000, 8100)
+    with pytest.raises(UsageError, match="not a range"):
+        parse_endpoint(":8000-8100", services)
+    with pytest.raises(UsageError, match="is not used here"):
+        parse_endpoint("[fe80::1%eth0]:80", services)  # refused where zone ids mean nothing, never ignored
+    zoned = parse_endpoint("[ff02::1%eth0]:80", services, zone_ids=True)  # link-local multicast takes one too
+    assert zoned.zone == "eth0"
+    with pytest.raises(UsageError, match="only to link-local"):
+        parse_endpoint("[2001:db8::1%eth0]:80", services, zone_ids=True)
+    with pytest.raises(UsageError, match="names are not looked up"):
+        parse_endpoint("localhost:80", services)
+    assert parse_endpoint("localhost:80", services, hostnames=True).hostname == "localhost"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-5", "port -5 is out of range"),
+        ("9" * 5000, "out of range"),
+        ("٨٠", "not a port number"),
+        ("8_0", "not a port"),
+    ],
+)
+def test_port_numbers_are_ascii_and_bounded(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_port_range(text, services=parse_services(""))
+
+
+def test_uids_stop_below_the_unchanged_marker():
+    assert parse_user("4294967294") == 4294967294
+    for text in ("4294967295", "-1", "²", "", "a\0b"):
+        with pytest.raises(UsageError):
+            parse_user(text)
