@@ -30,8 +30,6 @@ from portscope.shell.values import (
     complete_states,
     complete_users,
     local_addresses,
-    parse_fib_trie,
-    parse_if_inet6,
     running_processes,
 )
 
@@ -280,23 +278,6 @@ def test_bash_trims_addresses_at_the_colon(monkeypatch) -> None:
     assert "nospace,127.0.0.1:" in answers["portscope bind "]
     assert answers["portscope bind 127.0"] == ["nospace,127.0.0.1:"]
     assert "nospace,1]:" in answers["portscope bind [::"]  # bash's word starts after the last colon
-
-
-def test_address_parsers_on_kernel_text() -> None:
-    with open("/proc/net/fib_trie", encoding="ascii") as handle:
-        ipv4 = parse_fib_trie(handle.read())
-    assert "127.0.0.1" in ipv4 and "127.0.0.0" not in ipv4 and "127.255.255.255" not in ipv4
-    text = (
-        "00000000000000000000000000000001 01 80 10 80       lo\n"
-        "fe800000000000000000000000000001 02 40 20 c0     eth0\n"
-        "20010db8000000000000000000000009 02 40 00 08     eth0\n"
-    )
-    parsed = parse_if_inet6(text)
-    assert [(a.address, a.interface, a.link_local, a.tentative) for a in parsed] == [
-        ("::1", "lo", False, False),
-        ("fe80::1", "eth0", True, True),
-    ]  # the DAD-failed address is not bindable
-    assert parsed[1].bind_text() == "[fe80::1%eth0]:"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portscope.errors import SourceError, UsageError
-from portscope.model.query import PortRange, parse_network, parse_port_range, parse_states
+from portscope.model.endpoint import parse_endpoint
+from portscope.model.query import PortRange, parse_network, parse_port_range, parse_states, parse_user
 from portscope.model.records import Family, Proto, State
-from portscope.sources import netlink, procnet
+from portscope.shell.values import local_addresses
+from portscope.sources import addresses, netlink, procnet
 from portscope.sources.netlink import Decoder, NetlinkUnavailable
 from portscope.sources.procinfo import parse_cmdline, parse_stat, parse_status_uid
 from portscope.sources.services import load_services, parse_services
@@ -332,3 +334,135 @@ def test_process_files():
     assert parse_cmdline(b"python3\0-c\0print('\xff')\0") == ("python3", "-c", "print('\\xff')")
     assert parse_cmdline(b"") == ()
     assert parse_status_uid(b"Name:\tx\nUid:\t1000\t1001\t1000\t1000\n") == 1001
+
+
+# ---------------------------------------------------------------------------------------------------
+# Local addresses (/proc/net/fib_trie, /proc/net/if_inet6)
+
+FIB_TRIE = """\
+Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     |-- 10.9.9.0
+        /24 link UNICAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 127.0.0.0/8 2 0 2
+        +-- 127.0.0.0/31 1 0 0
+           |-- 127.0.0.0
+              /8 host LOCAL
+           |-- 127.0.0.1
+              /32 host LOCAL
+        |-- 127.255.255.255
+           /32 link BROADCAST
+     |-- 192.0.2.7
+        /32 host LOCAL
+        /32 host type 13
+     |-- 999.0.0.1
+        /32 host LOCAL
+"""
+
+
+def test_fib_trie_local_table():
+    routes = {(str(r.network), r.kind) for r in addresses.parse_fib_trie(FIB_TRIE)}
+    assert routes == {
+        ("127.0.0.0/8", "local"),
+        ("127.0.0.1/32", "local"),
+        ("127.255.255.255/32", "broadcast"),
+        ("192.0.2.7/32", "local"),
+        ("192.0.2.7/32", "13"),
+    }  # main's unicast routes and the impossible 999.0.0.1 left out
+    local = addresses.LocalAddresses(addresses.parse_fib_trie(FIB_TRIE), ())
+    assert [str(a) for a in local.ipv4_addresses] == ["127.0.0.1", "192.0.2.7"]
+
+
+def test_fib_trie_of_the_running_kernel():
+    with open("/proc/net/fib_trie", encoding="ascii") as handle:
+        local = addresses.LocalAddresses(addresses.parse_fib_trie(handle.read()), ())
+    found = {str(a) for a in local.ipv4_addresses}
+    assert "127.0.0.1" in found and "127.0.0.0" not in found and "127.255.255.255" not in found
+
+
+def test_if_inet6_skips_only_the_bad_lines():
+    text = (
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "fe800000000000000000000000000001 02 40 20 c0     eth0\n"
+        "20010db8000000000000000000000009 02 40 00 08     eth0\n"
+        "2001XXb8000000000000000000000009 02 40 00 08     eth0\n"  # not hex
+        "20010db8000000000000000000000009 02 ff 00 08     eth0\n"  # prefix length 255
+        "20010db8000000000000000000000009 02 40 00\n"  # short
+    )
+    parsed = addresses.parse_if_inet6(text)
+    assert [(str(a.address), a.interface, a.scope, a.tentative, a.dadfailed) for a in parsed] == [
+        ("::1", "lo", "host", False, False),
+        ("fe80::1", "eth0", "link", True, False),
+        ("2001:db8::9", "eth0", "global", False, True),
+    ]
+    assert parsed[1].ifindex == 2 and parsed[1].prefixlen == 64
+
+
+def test_completion_offers_bindable_addresses_only(tmp_path):
+    (tmp_path / "fib_trie").write_text(FIB_TRIE)
+    (tmp_path / "if_inet6").write_text(
+        "fe800000000000000000000000000001 02 40 20 c0     eth0\n20010db8000000000000000000000009 02 40 00 08     eth0\n"
+    )
+    found = local_addresses(str(tmp_path))
+    assert [a.bind_text() for a in found] == ["127.0.0.1:", "192.0.2.7:", "[fe80::1%eth0]:"]  # DAD failed: left out
+    assert found[2].tentative
+
+
+def test_unreadable_fib_trie_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="fib_trie"):
+        addresses.read_local_addresses(str(tmp_path))
+    (tmp_path / "fib_trie").write_text(FIB_TRIE)
+    assert addresses.read_local_addresses(str(tmp_path)).ipv6 == ()  # IPv6 off: no if_inet6
+
+
+# ---------------------------------------------------------------------------------------------------
+# One ADDR:PORT parser, read two ways
+
+
+def test_endpoint_forms_shared_by_who_and_can_bind():
+    services = parse_services("ssh 22/tcp\n3com-tsmux 106/tcp\nhttp 80/tcp\nhttp 80/udp\n")
+    for text in ("80", ":80", "*:80", "0.0.0.0:80", "[::]:80", "[::1]:http", "127.0.0.1:00080"):
+        who = parse_endpoint(text, services, ranges=True)
+        bind = parse_endpoint(text, services, hostnames=True, allow_zero=True, zone_ids=True)
+        assert who == bind and who.ports == PortRange(80, 80)
+    assert parse_endpoint("3com-tsmux", services).service == "3com-tsmux"  # a name may start with a digit
+    assert parse_endpoint("http/udp", services).proto is Proto.UDP
+    assert parse_endpoint("8000-8100/tcp", services, ranges=True).ports == PortRange(8000, 8100)
+    with pytest.raises(UsageError, match="not a range"):
+        parse_endpoint(":8000-8100", services)
+    with pytest.raises(UsageError, match="is not used here"):
+        parse_endpoint("[fe80::1%eth0]:80", services)  # refused where zone ids mean nothing, never ignored
+    zoned = parse_endpoint("[ff02::1%eth0]:80", services, zone_ids=True)  # link-local multicast takes one too
+    assert zoned.zone == "eth0"
+    with pytest.raises(UsageError, match="only to link-local"):
+        parse_endpoint("[2001:db8::1%eth0]:80", services, zone_ids=True)
+    with pytest.raises(UsageError, match="names are not looked up"):
+        parse_endpoint("localhost:80", services)
+    assert parse_endpoint("localhost:80", services, hostnames=True).hostname == "localhost"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("-5", "port -5 is out of range"),
+        ("9" * 5000, "out of range"),
+        ("٨٠", "not a port number"),
+        ("8_0", "not a port"),
+    ],
+)
+def test_port_numbers_are_ascii_and_bounded(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_port_range(text, services=parse_services(""))
+
+
+def test_uids_stop_below_the_unchanged_marker():
+    assert parse_user("4294967294") == 4294967294
+    for text in ("4294967295", "-1", "²", "", "a\0b"):
+        with pytest.raises(UsageError):
+            parse_user(text)

@@ -15,6 +15,7 @@ import click
 from portscope import __version__
 from portscope.errors import ExitStatus, PortscopeError
 
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.2+: a group run without a command
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -86,7 +87,11 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         where = exc.ctx.command_path if exc.ctx else "portscope"
-        click.echo(f"{where}: error: {exc.format_message()} (see --help)", err=True)
+        if isinstance(exc, _NO_ARGS):  # click's message would be the whole help page
+            message = f"missing command ({', '.join(sorted(cli.commands))})"
+        else:
+            message = " ".join(exc.format_message().split())  # one line: click lists choices on several
+        click.echo(f"{where}: error: {message} (see --help)", err=True)
         sys.exit(ExitStatus.USAGE)
     except PortscopeError as exc:
         if debug:

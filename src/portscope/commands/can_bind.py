@@ -77,7 +77,7 @@ def _resolve_host(target: Target, family: Family | None) -> tuple[Family, str]:
 def _interface_index(name: str, interfaces: dict[str, int], what: str) -> int:
     if name in interfaces:
         return interfaces[name]
-    if name.isdigit() and int(name) in interfaces.values():
+    if name.isascii() and name.isdigit() and int(name) in interfaces.values():
         return int(name)
     known = ", ".join(sorted(interfaces)) or "none"
     raise UsageError(f"unknown interface {name!r} for {what} in the target namespace (known: {known})")
@@ -99,7 +99,7 @@ def new_socket_for(request: BindRequest, ns_facts, services=None) -> tuple[NewSo
         family = request.family or (Family.IPV6 if ns_facts.ipv6_enabled else Family.IPV4)
         address = "::" if family is Family.IPV6 else "0.0.0.0"
     ns = ns_facts.namespace
-    device = _interface_index(request.device, ns_facts.interfaces, "--device") if request.device else 0
+    device = _interface_index(request.device, ns_facts.interfaces, "--device") if request.device is not None else 0
     scope_id = _interface_index(target.scope, ns_facts.interfaces, "the scope id") if target.scope else 0
     me = os.geteuid()
     uid = parse_user(request.user) if request.user is not None else me

@@ -10,6 +10,7 @@ from portscope.model.query import (
     DEFAULT_STATES,
     STATE_GROUPS,
     Query,
+    parse_decimal,
     parse_network,
     parse_port_range,
     parse_states,
@@ -42,29 +43,35 @@ class LsOptions:
     netns: str | None = None
 
 
-def _port_ranges(values: tuple[str, ...]):
+PID_MAX = 4194304  # PID_MAX_LIMIT: the kernel's ceiling for pid_max
+
+
+def _port_ranges(values: tuple[str, ...], option: str):
     if not values:
         return None
     services = load_services()
-    return tuple(parse_port_range(v, services=services) for v in split_values(values))
+    return tuple(parse_port_range(v, services=services) for v in split_values(values, option))
 
 
 def _pids(values: tuple[str, ...]) -> frozenset[int] | None:
     if not values:
         return None
-    pids = set()
-    for value in split_values(values):
-        if not value.strip().isdigit() or int(value) <= 0:
-            raise UsageError(f"not a pid: {value!r}")
-        pids.add(int(value))
-    return frozenset(pids)
+    return frozenset(parse_decimal(value, "pid", 1, PID_MAX) for value in split_values(values, "--pid"))
+
+
+def _networks(values: tuple[str, ...], option: str):
+    return tuple(parse_network(v) for v in split_values(values, option)) or None
 
 
 def build_query(options: LsOptions) -> Query:
     protocols = {p for p, on in ((Proto.TCP, options.tcp), (Proto.UDP, options.udp)) if on} or set(Proto)
     families = {f for f, on in ((Family.IPV4, options.ipv4), (Family.IPV6, options.ipv6)) if on} or set(Family)
+    pickers = (("--state", options.states), ("-l", options.listening), ("-a", options.all_states))
+    chosen = [name for name, on in pickers if on]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} exclude each other (each picks the states to show)")
     if options.states:
-        states = parse_states(split_values(options.states))
+        states = parse_states(split_values(options.states, "--state"))
     elif options.listening:
         states = STATE_GROUPS["listening"]
     elif options.all_states:
@@ -79,14 +86,14 @@ def build_query(options: LsOptions) -> Query:
         protocols=frozenset(protocols),
         families=frozenset(families),
         states=states,
-        local_ports=_port_ranges(options.sport),
-        remote_ports=_port_ranges(options.dport),
-        any_ports=_port_ranges(options.ports),
-        local_networks=tuple(parse_network(v) for v in split_values(options.src)) or None,
-        remote_networks=tuple(parse_network(v) for v in split_values(options.dst)) or None,
+        local_ports=_port_ranges(options.sport, "--sport"),
+        remote_ports=_port_ranges(options.dport, "--dport"),
+        any_ports=_port_ranges(options.ports, "--port"),
+        local_networks=_networks(options.src, "--src"),
+        remote_networks=_networks(options.dst, "--dst"),
         pids=_pids(options.pids),
-        process_names=tuple(split_values(options.process_names)) or None,
-        uids=frozenset(parse_user(u) for u in split_values(options.users)) or None,
+        process_names=tuple(split_values(options.process_names, "--process")) or None,
+        uids=frozenset(parse_user(u) for u in split_values(options.users, "--user")) or None,
         join_processes=options.join_processes,
         backend=backend,
         netns=options.netns,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
-from portscope.model.query import PortRange, Query, parse_port_range, port_in_ranges
+from portscope.model.endpoint import parse_endpoint
+from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import Family, Process, Proto, Snapshot, Socket, State
 from portscope.sources.lineage import Lineage, LineageReader
 from portscope.sources.services import Services, load_services
@@ -45,60 +46,30 @@ class WhoTarget:
         return f"{where}{ports} ({protos})"
 
 
-def _parse_host(host: str, text: str) -> IPAddress | None:
-    if host in ("", "*"):
-        return None
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(f"malformed address {host!r} in {text!r} (an IP address; names are not looked up)") from None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
-
-
 def parse_target(text: str, services: Services | None = None, *, remote: bool = False) -> WhoTarget:
-    """``8899``, ``:8899``, ``8899/udp``, ``127.0.0.1:8899``, ``[::1]:8899``, ``ssh``, ``http/tcp``, ``8000-8100``."""
+    """``8899``, ``:8899``, ``8899/udp``, ``127.0.0.1:8899``, ``[::1]:8899``, ``ssh``, ``http/tcp``, ``8000-8100``.
+
+    who's reading of :func:`parse_endpoint`: ranges and ``/proto`` allowed, names not looked up, no
+    zone ids (a socket's address carries none), a v4-mapped address means the IPv4 address.
+    """
     raw = text.strip()
     if not raw:
         raise UsageError("empty port")
-    body, proto = raw, None
-    if "/" in raw:
-        body, _, proto_text = raw.rpartition("/")
-        try:
-            proto = Proto(proto_text.lower())
-        except ValueError:
-            raise UsageError(f"unknown protocol {proto_text!r} in {text!r} (use tcp or udp)") from None
-    host = ""
-    port_text = body
-    if body.startswith("["):
-        inner, closed, rest = body[1:].partition("]")
-        if not closed or not rest.startswith(":"):
-            raise UsageError(f"malformed address {text!r} (expected [IPv6]:PORT)")
-        host, port_text = inner, rest[1:]
-        if not host or ":" not in host:
-            raise UsageError(f"malformed address {text!r}: brackets are for IPv6 addresses")
-    elif body.count(":") == 1:
-        host, _, port_text = body.partition(":")
-    elif ":" in body:
-        host, _, port_text = body.rpartition(":")
-        raise UsageError(f"malformed address {text!r}: put IPv6 addresses in brackets, as in [{host}]:{port_text}")
-    address = _parse_host(host, text)
-    if not port_text:
-        raise UsageError(f"no port in {text!r}")
-
     if services is None:
         services = load_services()
-    port_range = parse_port_range(port_text, services=services, proto=proto)
-    if proto is not None:
-        protocols = frozenset({proto})
-    elif port_text[0].isdigit():
+    endpoint = parse_endpoint(raw, services, ranges=True)
+    address = endpoint.address
+    address = getattr(address, "ipv4_mapped", None) or address
+    if endpoint.proto is not None:
+        protocols = frozenset({endpoint.proto})
+    elif endpoint.service is None:
         protocols = frozenset(Proto)
     else:
         # a service name: the protocols it is registered for on that port (ssh: tcp, domain: both)
-        name = port_text.lower()
-        protocols = frozenset(p for p in Proto if services.by_name.get((name, p.value)) == port_range.low)
+        port = endpoint.ports.low
+        protocols = frozenset(p for p in Proto if services.by_name.get((endpoint.service, p.value)) == port)
         protocols = protocols or frozenset(Proto)
-    return WhoTarget(text=raw, ports=(port_range,), protocols=protocols, address=address, remote=remote)
+    return WhoTarget(text=raw, ports=(endpoint.ports,), protocols=protocols, address=address, remote=remote)
 
 
 def build_query(target: WhoTarget, netns: str | None = None) -> Query:

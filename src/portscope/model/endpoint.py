@@ -1,5 +1,12 @@
-"""Parsing ``ADDR:PORT`` for can-bind: ``0.0.0.0:21``, ``[::]:8080``, ``[fe80::1%eth0]:80``, ``:8080``,
-``localhost:8080``, ``:http``. Pure: the services table is a parameter; names are resolved later."""
+"""``ADDR:PORT`` as people type it, parsed once for every command.
+
+:func:`parse_endpoint` takes the forms both ``who`` and ``can-bind`` accept: ``8080``, ``:8080``,
+``*:8080``, ``127.0.0.1:8080``, ``[::1]:8080``, ``[fe80::1%eth0]:80``, a service name (``ssh``,
+``:http``), a ``/tcp`` or ``/udp`` suffix, and (where allowed) ranges, host names, port 0 and zone ids.
+What a command makes of the result is a thin layer: :func:`parse_target` here for can-bind,
+:func:`portscope.commands.who.parse_target` for who. Pure: the services table is a parameter and
+host names are only checked for shape (can-bind resolves them later).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,131 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
-from portscope.model.query import parse_port_number
+from portscope.model.query import PortRange, parse_port_range
 from portscope.model.records import Family, Proto
-from portscope.sources.services import Services
+
+if TYPE_CHECKING:
+    from portscope.sources.services import Services
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+_NUMBER_OR_RANGE = re.compile(r"[0-9]+(-[0-9]+)?")
+_IPV4_LIKE = re.compile(r"[0-9]*(\.[0-9]*){3}")  # "127.0.0.1" alone: an address that lacks its port
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A parsed ``ADDR:PORT``, before a command gives it meaning."""
+
+    address: IPAddress | None  # a literal address; None: any address (":80", "*:80", "80") or a host name
+    hostname: str | None  # a name to resolve (only where host names are allowed)
+    zone: str | None  # the zone id after '%' in [fe80::1%eth0] (only where zone ids are allowed)
+    ports: PortRange  # one port unless ranges are allowed
+    proto: Proto | None  # a /tcp or /udp suffix
+    service: str | None  # the service name the port came from (lower case), None for numbers
+
+
+def _needs_zone(address: ipaddress.IPv6Address) -> bool:
+    """Does the kernel use sin6_scope_id for this address (link-local unicast, link/interface-local multicast)?"""
+    return address.is_link_local or (address.is_multicast and address.packed[1] & 0x0F in (1, 2))
+
+
+def _bracketed(body: str, raw: str, zone_ids: bool) -> tuple[IPAddress, str | None, str]:
+    """``[IPv6]:PORT`` or ``[IPv6%zone]:PORT``: (address, zone, port text)."""
+    inner, closed, rest = body[1:].partition("]")
+    if not closed:
+        raise UsageError(f"malformed address {raw!r}: missing ']'")
+    if not rest.startswith(":"):
+        raise UsageError(f"malformed address {raw!r}: missing port after {body[: len(inner) + 2]!r} (use [IPv6]:PORT)")
+    address_text, percent, zone = inner.partition("%")
+    try:
+        address = ipaddress.IPv6Address(address_text)
+    except ValueError:
+        raise UsageError(
+            f"not an IPv6 address: {address_text!r} in {raw!r} (brackets are for IPv6 addresses)"
+        ) from None
+    if percent:
+        if not zone:
+            raise UsageError(f"empty scope after '%' in {raw!r}")
+        if not zone_ids:
+            raise UsageError(f"a zone id ('%{zone}') is not used here: give [{address_text}]{rest}")
+        if not _needs_zone(address):
+            raise UsageError(f"a zone id ('%{zone}') applies only to link-local addresses, not to {address_text}")
+    return address, zone or None, rest[1:]
+
+
+def _host(host: str, raw: str, hostnames: bool) -> tuple[IPAddress | None, str | None]:
+    """An unbracketed host: (address, host name); both None for the wildcard."""
+    if host in ("", "*"):
+        return None, None
+    if "%" in host:
+        raise UsageError(f"a zone id belongs to an IPv6 link-local address in brackets ([fe80::1%eth0]:80): {raw!r}")
+    try:
+        return ipaddress.IPv4Address(host), None
+    except ValueError:
+        pass
+    if not hostnames:
+        raise UsageError(f"malformed address {host!r} in {raw!r} (an IP address; names are not looked up)")
+    if host.replace(".", "").isdigit() or not _HOSTNAME.match(host):
+        raise UsageError(f"not an IPv4 address or host name: {host!r}")
+    return None, host
+
+
+def parse_endpoint(
+    text: str,
+    services: Services | None,
+    *,
+    proto: Proto | None = None,
+    ranges: bool = False,
+    hostnames: bool = False,
+    allow_zero: bool = False,
+    zone_ids: bool = False,
+) -> Endpoint:
+    """Split and check ``[ADDR:]PORT[/PROTO]``.
+
+    ``proto``: the protocol service names are looked up for when there is no suffix (None: either);
+    ``ranges``: ``8000-8100``; ``hostnames``: a name instead of an address; ``allow_zero``: port 0;
+    ``zone_ids``: ``[fe80::1%eth0]`` (refused otherwise, never ignored).
+    """
+    raw = text.strip()
+    if not raw:
+        raise UsageError("empty address (use ADDR:PORT, e.g. 0.0.0.0:8080, [::]:8080 or :8080)")
+    body, suffix = raw, None
+    if "/" in raw:
+        body, _, proto_text = raw.rpartition("/")
+        try:
+            suffix = Proto(proto_text.lower())
+        except ValueError:
+            raise UsageError(f"unknown protocol {proto_text!r} in {raw!r} (use tcp or udp)") from None
+        if "/" in body:
+            raise UsageError(f"malformed address {raw!r}: one /PROTO at most")
+    address: IPAddress | None = None
+    hostname = zone = None
+    if body.startswith("["):
+        address, zone, port_text = _bracketed(body, raw, zone_ids)
+    elif ":" not in body:
+        if _IPV4_LIKE.fullmatch(body):
+            raise UsageError(f"missing port in {raw!r} (use ADDR:PORT, e.g. {body}:8080)")
+        port_text = body  # a bare port or service: any address, like ":8080"
+    elif body.count(":") == 1:
+        host, _, port_text = body.partition(":")
+        address, hostname = _host(host, raw, hostnames)
+    else:
+        host, _, port_text = body.rpartition(":")
+        raise UsageError(f"malformed address {raw!r}: put IPv6 addresses in brackets, as in [{host}]:{port_text}")
+    if not port_text:
+        raise UsageError(f"missing port in {raw!r} (no port after ':')")
+    ports = parse_port_range(port_text, services=services, proto=suffix or proto, ranges=ranges, allow_zero=allow_zero)
+    service = None if _NUMBER_OR_RANGE.fullmatch(port_text) else port_text.lower()
+    return Endpoint(address, hostname, zone, ports, suffix, service)
+
+
+# ---------------------------------------------------------------------------------------------------
+# can-bind's reading
 
 
 @dataclass(frozen=True)
@@ -25,53 +150,18 @@ class Target:
     scope: str | None = None  # the text after % in [fe80::1%eth0]
 
 
-def _port(text: str, proto: Proto, services: Services | None) -> int:
-    text = text.strip()
-    if not text:
-        raise UsageError("missing port (use ADDR:PORT, e.g. 0.0.0.0:8080 or [::]:8080)")
-    if text.isdigit():
-        return parse_port_number(text, allow_zero=True)
-    if text.lstrip("-").isdigit():
-        raise UsageError(f"port {text} is out of range (0-65535)")
-    if services is None or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(/(tcp|udp))?", text):
-        raise UsageError(f"not a port number or service name: {text!r}")
-    return services.port_of(text, proto)
-
-
 def parse_target(text: str, proto: Proto, services: Services | None) -> Target:
-    text = text.strip()
-    if not text:
-        raise UsageError("empty address (use ADDR:PORT, e.g. 0.0.0.0:8080, [::]:8080 or :8080)")
-    if text.startswith("["):
-        inner, bracket, rest = text[1:].partition("]")
-        if not bracket:
-            raise UsageError(f"missing ']' in {text!r}")
-        if not rest.startswith(":"):
-            raise UsageError(f"missing port after {text[: len(inner) + 2]!r} (use [ADDR]:PORT)")
-        address, _, scope = inner.partition("%")
-        try:
-            parsed = ipaddress.IPv6Address(address)
-        except ValueError:
-            raise UsageError(f"not an IPv6 address: {address!r}") from None
-        if "%" in inner and not scope:
-            raise UsageError(f"empty scope after '%' in {text!r}")
-        text6 = socket.inet_ntop(socket.AF_INET6, parsed.packed)  # as the kernel and ss print it (::ffff:a.b.c.d)
-        return Target(_port(rest[1:], proto, services), Family.IPV6, text6, scope=scope or None)
-    if ":" not in text:
-        if not text.isdigit() and (text.count(".") == 3 or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+/-]*", text)):
-            raise UsageError(f"missing port in {text!r} (use ADDR:PORT, e.g. {text}:8080)")
-        # a bare port or service: the wildcard, like ":8080"
-        return Target(_port(text, proto, services), None, None)
-    host, _, port_text = text.rpartition(":")
-    if ":" in host:
-        raise UsageError(f"put IPv6 addresses in brackets: [{host}]:{port_text}")
-    port = _port(port_text, proto, services)
-    if not host or host == "*":
-        return Target(port, None, None)
-    try:
-        return Target(port, Family.IPV4, str(ipaddress.IPv4Address(host)))
-    except ValueError:
-        pass
-    if host.replace(".", "").isdigit() or not _HOSTNAME.match(host):
-        raise UsageError(f"not an IPv4 address or host name: {host!r}")
-    return Target(port, None, None, hostname=host)
+    """can-bind's ``ADDR:PORT``: one port (0 too), host names resolved later, zone ids used."""
+    endpoint = parse_endpoint(text, services, proto=proto, hostnames=True, allow_zero=True, zone_ids=True)
+    if endpoint.proto is not None and endpoint.proto is not proto:
+        raise UsageError(
+            f"{text.strip()!r} names {endpoint.proto.value}, but the new socket is {proto.value} (see --udp)"
+        )
+    port = endpoint.ports.low
+    address = endpoint.address
+    if address is None:
+        return Target(port, None, None, hostname=endpoint.hostname)
+    if address.version == 4:
+        return Target(port, Family.IPV4, str(address))
+    text6 = socket.inet_ntop(socket.AF_INET6, address.packed)  # as the kernel and ss print it (::ffff:a.b.c.d)
+    return Target(port, Family.IPV6, text6, scope=endpoint.zone)

@@ -7,6 +7,7 @@ thin and every command rejects bad input the same way.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -66,6 +67,8 @@ def parse_states(names: Iterable[str]) -> frozenset[State]:
     states: set[State] = set()
     for raw in names:
         name = raw.strip().lower().replace("_", "-")
+        if not name:
+            raise UsageError("empty state name")
         if name in STATE_GROUPS:
             states |= STATE_GROUPS[name]
         elif name in STATE_ALIASES:
@@ -74,7 +77,11 @@ def parse_states(names: Iterable[str]) -> frozenset[State]:
             try:
                 states.add(State(name))
             except ValueError:
-                raise UsageError(f"unknown state {raw!r} (known: {', '.join(state_choices())})") from None
+                import difflib  # only on this error path
+
+                close = difflib.get_close_matches(name, state_choices(), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise UsageError(f"unknown state {raw!r} ({hint}known: {', '.join(state_choices())})") from None
     return frozenset(states)
 
 
@@ -91,43 +98,72 @@ def port_in_ranges(port: int | None, ranges: Iterable[PortRange]) -> bool:
     return port is not None and any(r.low <= port <= r.high for r in ranges)
 
 
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: int() also takes "٨٠", "8_0" and " 80"
+_NEGATIVE = re.compile(r"-[0-9]+")
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(/[A-Za-z]+)?")
+MAX_UID = 4294967294  # (uid_t)-1 means "unchanged" to setresuid() and "no owner" in the kernel
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else text[:20] + "..."
+
+
+def parse_decimal(text: str, what: str, low: int, high: int) -> int:
+    """A number typed by a user: ASCII digits only, within ``low..high`` (ports, pids, uids)."""
+    if _NEGATIVE.fullmatch(text):
+        raise UsageError(f"{what} {_short(text)} is out of range ({low}-{high})")
+    if not _DIGITS.fullmatch(text):
+        raise UsageError(f"not a {what} number: {text!r}" if what == "port" else f"not a {what}: {text!r}")
+    if len(text.lstrip("0")) > len(str(high)):  # also keeps int() clear of its 4300-digit limit
+        raise UsageError(f"{what} {_short(text)} is out of range ({low}-{high})")
+    number = int(text)
+    if not low <= number <= high:
+        raise UsageError(f"{what} {number} is out of range ({low}-{high})")
+    return number
+
+
 def parse_port_number(text: str, *, allow_zero: bool = False) -> int:
-    try:
-        port = int(text, 10)
-    except ValueError:
-        raise UsageError(f"not a port number: {text!r}") from None
-    low = 0 if allow_zero else 1
-    if not low <= port <= 65535:
-        raise UsageError(f"port {port} is out of range ({low}-65535)")
-    return port
+    return parse_decimal(text, "port", 0 if allow_zero else 1, 65535)
 
 
-def parse_port_range(text: str, *, services=None, proto: Proto | None = None) -> PortRange:
-    """Parse ``80``, ``8000-8100`` or (with a services table) ``http``/``http/tcp``."""
+def parse_port_range(
+    text: str, *, services=None, proto: Proto | None = None, ranges: bool = True, allow_zero: bool = False
+) -> PortRange:
+    """Parse ``80``, ``8000-8100`` (``ranges``) or (with a services table) ``http``/``http/tcp``."""
     text = text.strip()
     if not text:
         raise UsageError("empty port")
-    if text[0].isdigit():
-        if "-" in text:
-            low_text, _, high_text = text.partition("-")
-            low, high = parse_port_number(low_text), parse_port_number(high_text)
-            if low > high:
-                raise UsageError(f"port range {text!r} runs backwards")
-            return PortRange(low, high)
-        port = parse_port_number(text)
+    if _DIGITS.fullmatch(text) or _NEGATIVE.fullmatch(text):
+        port = parse_port_number(text, allow_zero=allow_zero)
         return PortRange(port, port)
-    if services is None:
-        raise UsageError(f"not a port number: {text!r}")
-    port = services.port_of(text, proto)
+    low_text, dash, high_text = text.partition("-")
+    if dash and _DIGITS.fullmatch(low_text) and _DIGITS.fullmatch(high_text):
+        if not ranges:
+            raise UsageError(f"one port, not a range: {text!r}")
+        low, high = parse_port_number(low_text, allow_zero=allow_zero), parse_port_number(high_text)
+        if low > high:
+            raise UsageError(f"port range {text!r} runs backwards")
+        return PortRange(low, high)
+    if services is None or not _SERVICE_NAME.fullmatch(text):
+        kind = "port number" if text[0].isdigit() or services is None else "port number or service name"
+        raise UsageError(f"not a {kind}: {text!r}")
+    try:
+        port = services.port_of(text, proto)
+    except UsageError:
+        if text[0].isdigit():  # "8x", "8_0": a mistyped number far more often than a service (3com-tsmux)
+            raise UsageError(f"not a port number: {text!r}") from None
+        raise
     return PortRange(port, port)
 
 
 def parse_network(text: str) -> IPNetwork:
-    """An address or CIDR; brackets around IPv6 are accepted."""
+    """An address or CIDR; brackets around IPv6 are accepted, zone ids are refused."""
     cleaned = text.strip()
     if cleaned.startswith("[") and "]" in cleaned:
         inner, _, rest = cleaned[1:].partition("]")
         cleaned = inner + rest
+    if "%" in cleaned:
+        raise UsageError(f"a zone id ('%...') cannot filter sockets: {text!r} (give the address alone)")
     try:
         return ipaddress.ip_network(cleaned, strict=False)
     except ValueError:
@@ -164,20 +200,33 @@ class Query:
             return wanted & UDP_STATES
         return wanted - {State.UNCONN, State.CLOSE}
 
+    def __post_init__(self) -> None:
+        if self.netns is not None and not self.netns.strip():
+            raise UsageError("empty network namespace (a name under /run/netns, a pid or a path)")
+
 
 def parse_user(text: str) -> int:
-    """A user name or a numeric uid."""
+    """A user name or a numeric uid (0-4294967294)."""
     text = text.strip()
-    if text.isdigit():
-        return int(text)
+    if not text:
+        raise UsageError("empty user")
+    if _DIGITS.fullmatch(text) or _NEGATIVE.fullmatch(text):
+        return parse_decimal(text, "uid", 0, MAX_UID)
     import pwd
 
     try:
         return pwd.getpwnam(text).pw_uid
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: an embedded NUL
         raise UsageError(f"unknown user {text!r}") from None
 
 
-def split_values(values: Iterable[str]) -> list[str]:
-    """Repeatable options also take comma-separated lists: ``--port 80,443``."""
-    return [part for value in values for part in value.split(",") if part.strip()]
+def split_values(values: Iterable[str], option: str) -> list[str]:
+    """Repeatable options also take comma-separated lists: ``--port 80,443``. Empty items are errors:
+    ``--port ''`` silently matching everything would answer a question nobody asked."""
+    parts = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip():
+                raise UsageError(f"empty value for {option}: {value!r}")
+            parts.append(part.strip())
+    return parts

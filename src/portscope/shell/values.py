@@ -211,48 +211,21 @@ class LocalAddress:
         return ", ".join(p for p in [*parts, "tentative" if self.tentative else None] if p)
 
 
-def parse_fib_trie(text: str) -> list[str]:
-    """The IPv4 addresses of this host: the ``/32 host LOCAL`` keys of ``/proc/net/fib_trie``."""
-    found: list[str] = []
-    key = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("|-- "):
-            key = stripped[4:]
-        elif key and stripped.startswith("/32 host LOCAL") and key not in found:
-            found.append(key)
-    return found
+def local_addresses(net_dir: str | None = None) -> list[LocalAddress]:
+    """Addresses a socket may bind in this thread's network namespace (read from /proc, no netlink)."""
+    from portscope.errors import SourceError
+    from portscope.sources.addresses import DEFAULT_NET_DIR, read_local_addresses
 
-
-IFA_F_DADFAILED = 0x08
-IFA_F_TENTATIVE = 0x40
-IPV6_SCOPE_LINK = 0x20
-
-
-def parse_if_inet6(text: str) -> list[LocalAddress]:
-    """``/proc/net/if_inet6``: address, ifindex, prefix length, scope, flags, interface."""
-    found = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) != 6:
-            continue
-        hex_address, _, _, scope_hex, flags_hex, name = fields
-        flags = int(flags_hex, 16)
-        if flags & IFA_F_DADFAILED:
-            continue
-        address = str(ipaddress.IPv6Address(bytes.fromhex(hex_address)))
-        link_local = int(scope_hex, 16) == IPV6_SCOPE_LINK
-        found.append(LocalAddress(address, name, link_local, bool(flags & IFA_F_TENTATIVE)))
-    return found
-
-
-def local_addresses(net_dir: str = "/proc/thread-self/net") -> list[LocalAddress]:
-    """Addresses a socket may bind in this thread's network namespace (no netlink needed)."""
-    found: list[LocalAddress] = []
-    with contextlib.suppress(OSError), open(os.path.join(net_dir, "fib_trie"), encoding="ascii") as handle:
-        found += [LocalAddress(a, None) for a in parse_fib_trie(handle.read())]
-    with contextlib.suppress(OSError), open(os.path.join(net_dir, "if_inet6"), encoding="ascii") as handle:
-        found += parse_if_inet6(handle.read())
+    try:
+        local = read_local_addresses(net_dir or DEFAULT_NET_DIR)
+    except SourceError:  # completion offers the wildcards then
+        return []
+    found = [LocalAddress(str(address), None) for address in local.ipv4_addresses]
+    found += [
+        LocalAddress(str(entry.address), entry.interface, entry.scope == "link", entry.tentative)
+        for entry in local.ipv6
+        if not entry.dadfailed  # DAD failed: never bindable
+    ]
     return found
 
 

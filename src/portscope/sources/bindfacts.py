@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno as errno_mod
 import os
@@ -23,23 +22,10 @@ from portscope.model.query import PortRange, Query
 from portscope.model.records import Family, Proto, Snapshot, Socket, State
 from portscope.rules.bind import Ipv6Address, LocalRoute, Namespace, Owner
 from portscope.sources import netns
+from portscope.sources.addresses import read_local_addresses
 
 SYS_PIDFD_GETFD = 438  # the same number on every architecture (new syscalls share one table)
 CAP_NET_BIND_SERVICE = 10
-
-_ROUTE_TYPES = {
-    1: "unicast",
-    2: "local",
-    3: "broadcast",
-    4: "anycast",
-    5: "multicast",
-    6: "blackhole",
-    7: "unreachable",
-}
-_IFA_F_OPTIMISTIC = 0x04
-_IFA_F_DADFAILED = 0x08
-_IFA_F_TENTATIVE = 0x40
-_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host"}
 
 
 @dataclass(frozen=True)
@@ -78,31 +64,10 @@ def _int_sysctl(name: str, default: int) -> int:
 
 
 def _routes_and_addresses() -> tuple[tuple[LocalRoute, ...], tuple[Ipv6Address, ...]]:
-    import ipaddress
-
-    from pyroute2 import IPRoute  # heavy: imported only here
-
-    routes: list[LocalRoute] = []
-    addresses: list[Ipv6Address] = []
-    with IPRoute() as ipr:
-        for msg in ipr.get_routes(family=socket.AF_INET, table=255):
-            dst = msg.get_attr("RTA_DST") or "0.0.0.0"
-            kind = _ROUTE_TYPES.get(msg["type"], str(msg["type"]))
-            routes.append(LocalRoute(ipaddress.IPv4Network(f"{dst}/{msg['dst_len']}", strict=False), kind))
-        with contextlib.suppress(Exception):  # IPv6 disabled: no address list
-            for msg in ipr.get_addr(family=socket.AF_INET6):
-                flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
-                addresses.append(
-                    Ipv6Address(
-                        ipaddress.IPv6Address(msg.get_attr("IFA_ADDRESS")),
-                        msg["index"],
-                        _SCOPES.get(msg["scope"], str(msg["scope"])),
-                        tentative=bool(flags & _IFA_F_TENTATIVE),
-                        dadfailed=bool(flags & _IFA_F_DADFAILED),
-                        optimistic=bool(flags & _IFA_F_OPTIMISTIC),
-                    )
-                )
-    return tuple(routes), tuple(addresses)
+    local = read_local_addresses()  # this thread's namespace: /proc/thread-self/net
+    routes = tuple(LocalRoute(route.network, route.kind) for route in local.ipv4_routes)
+    v6 = tuple(Ipv6Address(a.address, a.ifindex, a.scope, a.tentative, a.dadfailed, a.optimistic) for a in local.ipv6)
+    return routes, v6
 
 
 def read_namespace(target: netns.NetnsTarget | None) -> NamespaceFacts:

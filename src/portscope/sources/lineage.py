@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from portscope.errors import SourceError
 from portscope.sources.linux import CLOCK_TICKS
 from portscope.sources.procinfo import _read_bytes, boot_time, parse_stat
 
@@ -195,7 +196,7 @@ class LineageReader:
             data = _read_bytes(f"{self.proc_root}/{pid}/stat")
             try:
                 self._stats[pid] = parse_stat(data) if data else None
-            except (ValueError, IndexError):
+            except SourceError:
                 self._stats[pid] = None
         return self._stats[pid]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import pwd
 
+from portscope.errors import SourceError
 from portscope.model.records import Process
 from portscope.sources.linux import CLOCK_TICKS
 
@@ -27,8 +28,9 @@ def boot_time(proc_root: str = "/proc") -> float | None:
         with open(f"{proc_root}/stat", "rb") as handle:
             for line in handle:
                 if line.startswith(b"btime "):
-                    return float(line.split()[1])
-    except OSError:
+                    value = line.split()[1]
+                    return float(value) if value.isdigit() else None
+    except (OSError, IndexError):
         pass
     return None
 
@@ -41,13 +43,23 @@ def _read_bytes(path: str) -> bytes | None:
         return None
 
 
-def parse_stat(data: bytes) -> tuple[str, int, int]:
+def _decimal(field: bytes, what: str, source: str) -> int:
+    if not (field.isdigit() and len(field) <= 20):  # bytes.isdigit(): ASCII digits only
+        raise SourceError(source, f"{what} is not a number: {field[:24]!r}")
+    return int(field)
+
+
+def parse_stat(data: bytes, source: str = "/proc/PID/stat") -> tuple[str, int, int]:
     """(comm, ppid, start time in clock ticks since boot) from /proc/<pid>/stat."""
-    open_paren = data.index(b"(")
-    close_paren = data.rindex(b")")  # comm may itself contain ')'
+    open_paren = data.find(b"(")
+    close_paren = data.rfind(b")")  # comm may itself contain ')'
+    if open_paren < 0 or close_paren < open_paren:
+        raise SourceError(source, "no (comm) field")
     comm = data[open_paren + 1 : close_paren].decode("utf-8", "backslashreplace")
     rest = data[close_paren + 2 :].split()
-    return comm, int(rest[1]), int(rest[19])
+    if len(rest) < 20:
+        raise SourceError(source, f"{len(rest) + 2} fields, expected at least 22")
+    return comm, _decimal(rest[1], "ppid", source), _decimal(rest[19], "starttime", source)
 
 
 def parse_cmdline(data: bytes) -> tuple[str, ...]:
@@ -59,11 +71,17 @@ def parse_cmdline(data: bytes) -> tuple[str, ...]:
     return tuple(part.decode("utf-8", "backslashreplace") for part in parts)
 
 
-def parse_status_uid(data: bytes) -> int | None:
+def parse_status_uid(data: bytes, source: str = "/proc/PID/status") -> int | None:
+    """The effective uid (as ps shows) from /proc/<pid>/status; None without a Uid line."""
     for line in data.split(b"\n"):
         if line.startswith(b"Uid:"):
             fields = line.split()
-            return int(fields[2]) if len(fields) > 2 else None  # the effective uid, as ps shows
+            if len(fields) < 3:
+                raise SourceError(source, f"short Uid line: {line[:40]!r}")
+            uid = _decimal(fields[2], "uid", source)
+            if uid > 0xFFFFFFFF:
+                raise SourceError(source, f"uid {uid} out of range")
+            return uid
     return None
 
 
@@ -74,10 +92,13 @@ def read_process(pid: int, proc_root: str = "/proc") -> Process | None:
         return None
     try:
         comm, ppid, start_ticks = parse_stat(stat)
-    except (ValueError, IndexError):
+    except SourceError:
         return None
     status = _read_bytes(f"{proc_root}/{pid}/status")
-    uid = parse_status_uid(status) if status else None
+    try:
+        uid = parse_status_uid(status) if status else None
+    except SourceError:
+        uid = None  # unreadable: shown as unknown rather than guessed
     cmdline = parse_cmdline(_read_bytes(f"{proc_root}/{pid}/cmdline") or b"")
     btime = boot_time(proc_root)
     return Process(

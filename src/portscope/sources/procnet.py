@@ -7,6 +7,7 @@ socket cookie. Bound-only TCP sockets are not listed in /proc at all.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 
@@ -32,12 +33,29 @@ _PLACEHOLDER_STATES = {3, 6, 12}  # SYN_RECV, TIME_WAIT, NEW_SYN_RECV: uid/inode
 _LISTEN = 10
 
 
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def _hex(text: str) -> int:
+    # int(text, 16) would also take "-1f", "0x1f", "1_f" and non-ASCII digits
+    if not _HEX.fullmatch(text):
+        raise ValueError(f"not hex: {text[:20]!r}")
+    return int(text, 16)
+
+
+def _decimal(text: str) -> int:
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"not a number: {text[:20]!r}")
+    return int(text)
+
+
 def _decode_address(hex_text: str, family: Family, cache: dict[str, str]) -> str:
     text = cache.get(hex_text)
     if text is not None:
         return text
     # The kernel prints each 32-bit word of the address in host byte order.
-    raw = b"".join(int(hex_text[i : i + 8], 16).to_bytes(4, sys.byteorder) for i in range(0, len(hex_text), 8))
+    raw = b"".join(_hex(hex_text[i : i + 8]).to_bytes(4, sys.byteorder) for i in range(0, len(hex_text), 8))
     text = socket.inet_ntop(socket.AF_INET if family is Family.IPV4 else socket.AF_INET6, raw)
     cache[hex_text] = text
     return text
@@ -67,19 +85,21 @@ def parse_proc_net(
         try:
             local_hex, local_port_hex = fields[1].split(":")
             remote_hex, remote_port_hex = fields[2].split(":")
-            state_no = int(fields[3], 16)
+            state_no = _hex(fields[3])
             tx_hex, rx_hex = fields[4].split(":")
             timer_hex, when_hex = fields[5].split(":")
-            uid = int(fields[7])
-            inode = int(fields[9])
+            uid = _decimal(fields[7])
+            inode = _decimal(fields[9])
             if len(local_hex) != hex_len or len(remote_hex) != hex_len:
                 raise ValueError("address of the wrong length for this family")
-            local_port = int(local_port_hex, 16)
-            remote_port = int(remote_port_hex, 16)
-            timer_code = int(timer_hex, 16)
-            when = int(when_hex, 16)
-            recv_q = int(rx_hex, 16)
-            send_q = int(tx_hex, 16)
+            local_port = _hex(local_port_hex)
+            remote_port = _hex(remote_port_hex)
+            if local_port > 0xFFFF or remote_port > 0xFFFF:
+                raise ValueError("port out of range")
+            timer_code = _hex(timer_hex)
+            when = _hex(when_hex)
+            recv_q = _hex(rx_hex)
+            send_q = _hex(tx_hex)
             local = _decode_address(local_hex, family, cache)
             remote = _decode_address(remote_hex, family, cache)
         except (IndexError, ValueError) as exc:

@@ -45,6 +45,8 @@ class Services:
 
 
 def parse_services(text: str, path: str = DEFAULT_SERVICES_PATH) -> Services:
+    """Parse services(5) text. A line that does not parse (no ``PORT/PROTO``, a port outside 1-65535,
+    digits that are not ASCII) is skipped: anyone who can write the file must not break the commands."""
     by_port: dict[tuple[int, str], str] = {}
     by_name: dict[tuple[str, str], int] = {}
     for line in text.splitlines():
@@ -52,9 +54,11 @@ def parse_services(text: str, path: str = DEFAULT_SERVICES_PATH) -> Services:
         if len(fields) < 2:
             continue
         port_text, _, proto = fields[1].partition("/")
-        if not port_text.isdigit() or not proto:
+        if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) or not proto:
             continue
         port = int(port_text)
+        if not 1 <= port <= 65535:
+            continue
         proto = proto.lower()
         by_port.setdefault((port, proto), fields[0])
         for name in fields[:1] + fields[2:]:
