@@ -177,7 +177,8 @@ def start_seconds(start_ticks: int, btime: float | None) -> float | None:
 
 # hidepid values (numbers or, since Linux 5.8, names) that leave other users' /proc/PID out of listings
 HIDEPID_INVISIBLE = frozenset({"2", "invisible", "4", "ptraceable"})
-HIDEPID_NAMES = {"1": "noaccess", "2": "invisible", "4": "ptraceable"}
+HIDEPID_ALIASES = {"1": "noaccess", "2": "invisible", "4": "ptraceable"}
+HIDEPID_ALIASES |= {name: number for number, name in HIDEPID_ALIASES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +195,9 @@ class HidePid:
 
     @property
     def option(self) -> str:
-        name = HIDEPID_NAMES.get(self.value)
-        return f"hidepid={self.value}" + (f" ({name})" if name else "")
+        """``hidepid=invisible (hidepid=2)``: as mounted, and its other spelling."""
+        alias = HIDEPID_ALIASES.get(self.value)
+        return f"hidepid={self.value}" + (f" (hidepid={alias})" if alias else "")
 
 
 def _unescape_mountinfo(field: str) -> str:
