@@ -1,15 +1,17 @@
 """``who PORT`` as a library call: every process on a port, what it is, and what its sockets are doing.
 
 One snapshot with the port filtered in the kernel (the /proc fd walk is the only expensive step and
-runs once), then grouping by process, a lineage read for each holder, and a classification of the
-sockets no visible process holds (TIME-WAIT and orphans, or owners hidden from a non-root caller).
-Imports only the standard library, like :mod:`portscope.engine.snapshot`.
+runs once), then grouping by process, a lineage and details read for each holder (anchored to the
+process the walk saw), and a classification of the sockets no visible process holds (TIME-WAIT and
+orphans, or owners hidden from a non-root caller, by permissions or by a ``hidepid`` mount of /proc).
+Imports the standard library, and psutil for the holders' details (:class:`DetailsReader`).
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from portscope.errors import UsageError
 from portscope.model.endpoint import parse_endpoint
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import Family, Process, Proto, Snapshot, Socket, State
-from portscope.sources.lineage import Lineage, LineageReader
+from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader
+from portscope.sources.procinfo import HidePid, raise_if_out_of_fds, read_hidepid
 from portscope.sources.services import Services, load_services
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -171,6 +174,7 @@ class Peer:
 class ProcessOnPort:
     process: Process
     lineage: Lineage | None  # None when the process exited before we read it
+    details: Details | None  # None when not read (a proc_root psutil does not read)
     sockets: tuple[Socket, ...]  # its sockets on the port
     fds: tuple[tuple[int, tuple[int, ...]], ...]  # (socket inode, its fds in this process)
     listeners: tuple[Listener, ...]  # LISTEN, UNCONN and bound-only sockets
@@ -192,6 +196,7 @@ class WhoResult:
     processes: tuple[ProcessOnPort, ...]
     unheld: tuple[UnheldSocket, ...]
     read_at: float  # seconds since the epoch, for "up 3h" and "52s left"
+    hidepid: HidePid | None = None  # /proc hides other users' processes from us
 
     @property
     def found(self) -> bool:
@@ -215,7 +220,11 @@ def _peer_key(sock: Socket, target: WhoTarget) -> str | None:
 
 
 def _summarise(
-    process: Process, lineage: Lineage | None, entries: list[tuple[Socket, tuple[int, ...]]], target: WhoTarget
+    process: Process,
+    lineage: Lineage | None,
+    details: Details | None,
+    entries: list[tuple[Socket, tuple[int, ...]]],
+    target: WhoTarget,
 ) -> ProcessOnPort:
     sockets = tuple(sock for sock, _ in entries)
     listeners = []
@@ -234,6 +243,7 @@ def _summarise(
     return ProcessOnPort(
         process=process,
         lineage=lineage,
+        details=details,
         sockets=sockets,
         fds=tuple((sock.inode, fds) for sock, fds in entries if sock.inode is not None),
         listeners=tuple(listeners),
@@ -257,9 +267,19 @@ def who_is_on(
     """Everything on a port: its sockets, grouped by the processes that hold them."""
     if isinstance(target, str):
         target = parse_target(target, remote=remote)
+    try:
+        return _who_is_on(target, netns, proc_root)
+    except OSError as exc:
+        raise_if_out_of_fds(exc, proc_root)
+        raise
+
+
+def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str) -> WhoResult:
     snap = snapshot(build_query(target, netns), proc_root=proc_root)
     read_at = time.time()
     sockets = tuple(sorted((s for s in snap.sockets if socket_matches(s, target)), key=_socket_order))
+    hidepid = read_hidepid(proc_root)
+    my_uid = os.geteuid()
 
     by_pid: dict[int, tuple[Process, list[tuple[Socket, tuple[int, ...]]]]] = {}
     unheld: list[UnheldSocket] = []
@@ -273,13 +293,20 @@ def who_is_on(
             continue
         if sock.inode is None:
             unheld.append(UnheldSocket(sock, Unheld.NO_FILE))
+        elif sock.inode in hidden_inodes or (hidepid is not None and hidepid.invisible and sock.uid != my_uid):
+            # under hidepid=invisible other users' processes are not even listed, so nothing counted them
+            unheld.append(UnheldSocket(sock, Unheld.HIDDEN))
         else:
-            unheld.append(UnheldSocket(sock, Unheld.HIDDEN if sock.inode in hidden_inodes else Unheld.UNOWNED))
+            unheld.append(UnheldSocket(sock, Unheld.UNOWNED))
 
-    reader = LineageReader(proc_root)
-    processes = [
-        _summarise(process, reader.lineage(pid), entries, target) for pid, (process, entries) in by_pid.items()
-    ]
+    processes = []
+    if by_pid:
+        lineages = LineageReader(proc_root)
+        details = DetailsReader(proc_root)
+        for pid, (process, entries) in by_pid.items():
+            lineage = lineages.lineage(pid, process.start_time)
+            depth = details.details(pid, process.start_time)
+            processes.append(_summarise(process, lineage, depth, entries, target))
     processes.sort(key=lambda p: (not p.listeners, p.process.pid))
     return WhoResult(
         target=target,
@@ -289,4 +316,5 @@ def who_is_on(
         processes=tuple(processes),
         unheld=tuple(unheld),
         read_at=read_at,
+        hidepid=hidepid,
     )

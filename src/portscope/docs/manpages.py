@@ -25,13 +25,22 @@ SEE_ALSO_TOOLS = (("ss", 8), ("netstat", 8), ("lsof", 8), ("fuser", 1))
 EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.OK: "Success.",
     ExitStatus.NOT_FOUND: "A negative answer: nothing found (who), or the bind would fail (can-bind).",
-    ExitStatus.USAGE: "Usage error (an unknown option, a malformed port or address), or a data source that "
-    "could not be read; the error is one line on standard error.",
+    ExitStatus.USAGE: "Bad input (an unknown option, a malformed port or address, contradictory options); "
+    "the error is one line on standard error.",
     ExitStatus.UNCERTAIN: "The answer depends on what cannot be seen (can-bind).",
-    ExitStatus.INTERRUPTED: "Interrupted.",
+    ExitStatus.UNREADABLE: "The system could not be read: netlink refused under --backend netlink, a network "
+    "namespace that cannot be entered for lack of privilege, an unreadable source.",
+    ExitStatus.INTERNAL: "An unexpected error inside portscope (a bug: please report it; --debug shows where).",
+    ExitStatus.INTERRUPTED: "Interrupted (Ctrl-C).",
 }
-# Every command can end in these, whatever it does.
-COMMON_EXIT_STATUSES = (ExitStatus.OK, ExitStatus.USAGE, ExitStatus.INTERRUPTED)
+# Every command can end in these, whatever it does; a command's docstring adds its answers.
+COMMON_EXIT_STATUSES = (
+    ExitStatus.OK,
+    ExitStatus.USAGE,
+    ExitStatus.UNREADABLE,
+    ExitStatus.INTERNAL,
+    ExitStatus.INTERRUPTED,
+)
 
 ENVIRONMENT = (
     ("NO_COLOR", "When set, output to a terminal is not coloured."),
@@ -187,9 +196,9 @@ def _add_examples(page: Page, examples: list[tuple[str, str | None]]) -> None:
 
 def _add_exit_status(page: Page, statuses: list[tuple[str, str]]) -> None:
     page.section("EXIT STATUS")
-    if not statuses:
-        statuses = [(str(int(s)), EXIT_STATUS_MEANINGS[s]) for s in COMMON_EXIT_STATUSES]
-    for code, meaning in statuses:
+    listed = {code for code, _ in statuses}
+    common = [(str(int(s)), EXIT_STATUS_MEANINGS[s]) for s in COMMON_EXIT_STATUSES if str(int(s)) not in listed]
+    for code, meaning in sorted([*statuses, *common], key=lambda item: int(item[0])):
         page.tagged(bold(code), meaning)
 
 

@@ -22,7 +22,8 @@ from portscope.model.records import Family, Proto, Socket, State
 from portscope.render import environment as term
 from portscope.render import jsonout
 from portscope.render.table import STATE_LABELS, STATE_STYLES, format_endpoint
-from portscope.sources.procinfo import user_name
+from portscope.sources.lineage import EXITED
+from portscope.sources.procinfo import HidePid, user_name
 from portscope.sources.services import Services, load_services
 
 Segment = tuple[str, str]  # (text, rich style)
@@ -116,8 +117,15 @@ def _can_encode(out: IO[str], text: str) -> bool:
     return True
 
 
+def hidepid_note(hidepid: HidePid) -> str:
+    hidden = "invisible" if hidepid.invisible else "unreadable"
+    return f"/proc is mounted with {hidepid.option}: other users' processes are {hidden}"
+
+
 def partial_view_note(result: WhoResult) -> str | None:
     """Without privileges the holders we see may not be all of them: say so when nothing else does."""
+    if result.hidepid is not None and result.processes and not result.hidden:
+        return f"{hidepid_note(result.hidepid)} and may hold these sockets too"
     denied = result.snapshot.join.processes_denied
     if not denied or result.hidden or not result.processes:
         return None
@@ -126,6 +134,43 @@ def partial_view_note(result: WhoResult) -> str | None:
         f"{denied} process{'es' if denied != 1 else ''} {whose}could not be inspected and may hold "
         f"these sockets too; {term.hidden_owner_advice()}"
     )
+
+
+STATUS_WORDS = {
+    "zombie": "zombie: it exited and its parent has not reaped it",
+    EXITED: "exited while it was being read",
+    "stopped": "stopped (SIGSTOP or a job-control stop): it does not answer",
+    "tracing-stop": "stopped by a debugger",
+    "disk-sleep": "waiting on I/O (uninterruptible)",
+}
+CHILDREN_SHOWN = 8
+
+
+def details_rows(entry: ProcessOnPort, holder_pids: frozenset[int]) -> list[tuple[str, list[Segment]]]:
+    """exe when the command line does not name it (or it was replaced on disk), cwd, an unusual status,
+    and the child processes (workers of a pre-forking server)."""
+    details = entry.details
+    if details is None:
+        return []
+    rows: list[tuple[str, list[Segment]]] = []
+    argv0 = entry.process.cmdline[0] if entry.process.cmdline else ""
+    replaced = bool(details.exe) and details.exe.endswith(" (deleted)")  # upgraded on disk, old code running
+    if details.exe and (replaced or os.path.basename(details.exe) != os.path.basename(argv0)):
+        rows.append(("exe", [(term.printable(details.exe), "yellow" if replaced else "")]))
+    if details.cwd:
+        rows.append(("cwd", [(term.printable(details.cwd), "")]))
+    if details.status in STATUS_WORDS:
+        rows.append(("status", [(STATUS_WORDS[details.status], "yellow")]))
+    if details.children:
+        on_port = holder_pids.intersection(details.children)
+        shown = ", ".join(str(pid) for pid in details.children[:CHILDREN_SHOWN])
+        value: list[Segment] = [(f"{len(details.children)}: {shown}", "")]
+        if len(details.children) > CHILDREN_SHOWN:
+            value.append((f", +{len(details.children) - CHILDREN_SHOWN} more", "dim"))
+        if on_port:
+            value.append((f"  ({len(on_port)} on this port)", "dim"))
+        rows.append(("children", value))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -138,6 +183,7 @@ class PageBuilder:
         self.services = services
         self.left = "←" if unicode else "<-"
         self.right = "→" if unicode else "->"
+        self.holder_pids = frozenset(p.process.pid for p in result.processes)
 
     def build(self) -> Page:
         result = self.result
@@ -191,6 +237,7 @@ class PageBuilder:
         ]
         block = Block(title)
         block.rows.append(("command", [(command_line(process.cmdline, process.name), "")]))
+        block.rows.extend(details_rows(entry, self.holder_pids))
         lineage = entry.lineage
         block.rows.append(("parents", [(self.parent_chain(entry), "")]))
         started = lineage.started if lineage else process.start_time
@@ -324,7 +371,11 @@ class PageBuilder:
 
         block.lines = self.socket_lines(unheld, owner)
         processes = self.result.snapshot.join.processes_denied
-        if os.geteuid() != 0:
+        if self.result.hidepid is not None:
+            it = "it" if len(unheld) == 1 else "them"
+            block.notes.append(f"The process holding {it} is not visible: {hidepid_note(self.result.hidepid)}.")
+            block.hints.append(("Run as root:", f"sudo portscope who {shlex.quote(self.result.target.text)}"))
+        elif os.geteuid() != 0:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
                 f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
@@ -433,7 +484,7 @@ def _iso(seconds: float | None) -> str | None:
 
 
 def process_object(entry: ProcessOnPort) -> dict[str, Any]:
-    process, lineage = entry.process, entry.lineage
+    process, lineage, details = entry.process, entry.lineage, entry.details
     container = lineage.container if lineage else None
     started = lineage.started if lineage else process.start_time
     return {
@@ -451,6 +502,10 @@ def process_object(entry: ProcessOnPort) -> dict[str, Any]:
         else {"runtime": container.runtime, "id": container.id, "pod": container.pod},
         "cgroup": lineage.cgroup if lineage else None,
         "parents": [{"pid": a.pid, "name": a.name} for a in lineage.ancestors] if lineage else [],
+        "exe": details.exe if details else None,
+        "cwd": details.cwd if details else None,
+        "status": details.status if details else None,
+        "children": list(details.children) if details else [],
         "inodes": list(entry.inodes),
         "fds": sorted({fd for _, fds in entry.fds for fd in fds}),
     }

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from portscope.sources.linux import end_child, write_all
+from portscope.sources.procinfo import raise_if_out_of_fds
 
 _SOCKET_PREFIX = "socket:["
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -89,7 +90,8 @@ def _list_fds(proc_root: str, counts: FdScan, skip: str | None = None) -> list[t
     listed = []
     try:
         entries = os.listdir(proc_root)
-    except OSError:
+    except OSError as exc:
+        raise_if_out_of_fds(exc, proc_root)
         return listed
     for pid_name in entries:
         if not pid_name.isdigit() or pid_name == skip:
@@ -102,7 +104,8 @@ def _list_fds(proc_root: str, counts: FdScan, skip: str | None = None) -> list[t
         except PermissionError:
             counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
             continue
-        except OSError:
+        except OSError as exc:
+            raise_if_out_of_fds(exc, proc_root)  # our limit, not a vanished process
             counts.vanished += 1
             continue
         counts.scanned += 1
@@ -123,7 +126,8 @@ def _read_links(
     for pid_name, fd_names in listed:
         try:
             dir_fd = os.open(f"{proc_root}/{pid_name}/fd", _DIR_FLAGS)
-        except OSError:
+        except OSError as exc:
+            raise_if_out_of_fds(exc, proc_root)
             continue  # gone since it was listed: its fds are closed
         inodes: list[int] = []
         fds: list[int] = []

@@ -42,7 +42,7 @@ def join_processes(
         found = walk_socket_fds(wanted, proc_root, counts, split=split_walk)
     # Each process becomes holders at once: no second map of every (pid, fd).
     for pid, inodes, fds in found:
-        process = read_process(pid, proc_root)
+        process = read_process(pid, proc_root, seen=(inodes, fds))  # anchored: see read_process
         if process is None:
             vanished += 1
             continue

@@ -7,16 +7,23 @@ while we read: a vanished process ends its chain early instead of failing.
 The chain stops at the service manager: pid 1, a process without a parent in this pid namespace
 (ppid 0), or a known subreaper (a user systemd, a container shim). The kernel does not expose the
 PR_SET_CHILD_SUBREAPER flag in /proc, so subreapers are recognised by name.
+
+A holder's own facts are anchored to the process the fd walk saw: its stat and cgroup are read
+through an open ``/proc/PID`` directory and its start time must match the one seen in the walk.
+:class:`DetailsReader` adds what psutil reads well (executable, working directory, status, children),
+bracketed by the same check; psutil is imported only there, so ``ls`` and completion never load it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from portscope.errors import SourceError
 from portscope.sources.linux import CLOCK_TICKS
-from portscope.sources.procinfo import _read_bytes, boot_time, parse_stat
+from portscope.sources.procinfo import _read_bytes, boot_time, open_process_dir, parse_stat, start_seconds
 
 MAX_CHAIN = 64  # a guard against cycles in a tree that changes while we read it
 
@@ -182,6 +189,13 @@ def _uptime(proc_root: str) -> float | None:
         return None
 
 
+def _parsed_stat(data: bytes | None) -> tuple[str, int, int] | None:
+    try:
+        return parse_stat(data) if data else None
+    except SourceError:
+        return None
+
+
 class LineageReader:
     """Reads lineages for several processes, reading each shared ancestor once."""
 
@@ -193,28 +207,32 @@ class LineageReader:
 
     def _stat(self, pid: int) -> tuple[str, int, int] | None:
         if pid not in self._stats:
-            data = _read_bytes(f"{self.proc_root}/{pid}/stat")
-            try:
-                self._stats[pid] = parse_stat(data) if data else None
-            except SourceError:
-                self._stats[pid] = None
+            self._stats[pid] = _parsed_stat(_read_bytes(f"{self.proc_root}/{pid}/stat"))
         return self._stats[pid]
 
-    def lineage(self, pid: int) -> Lineage | None:
-        """``None`` if the process itself has vanished."""
-        stat = self._stat(pid)
-        if stat is None:
+    def lineage(self, pid: int, started: float | None = None) -> Lineage | None:
+        """``None`` if the process itself has vanished, or (with ``started``, the start time seen in the
+        walk) if its pid now belongs to another process."""
+        dir_fd = open_process_dir(pid, self.proc_root)
+        if dir_fd is None:
             return None
+        try:
+            stat = _parsed_stat(_read_bytes("stat", dir_fd))
+            if stat is None or (started is not None and start_seconds(stat[2], self._btime) != started):
+                return None
+            self._stats[pid] = stat
+            cgroup_data = _read_bytes("cgroup", dir_fd)
+        finally:
+            os.close(dir_fd)
         _, ppid, start_ticks = stat
         ancestors, complete = self._chain(pid, ppid)
         start_s = start_ticks / CLOCK_TICKS
-        cgroup_data = _read_bytes(f"{self.proc_root}/{pid}/cgroup")
         cgroup = pick_cgroup_path(cgroup_data.decode("utf-8", "backslashreplace")) if cgroup_data else None
         return Lineage(
             pid=pid,
             ancestors=ancestors,
             complete=complete,
-            started=self._btime + start_s if self._btime is not None else None,
+            started=start_seconds(start_ticks, self._btime),
             uptime=max(0.0, self._uptime - start_s) if self._uptime is not None else None,
             cgroup=cgroup,
             unit=unit_of(cgroup) if cgroup else None,
@@ -240,3 +258,116 @@ class LineageReader:
                 return tuple(chain), True
             current = parent
         return tuple(chain), False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Details through psutil
+
+
+EXITED = "exited"  # Details.status of a holder that went away while we read it
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    """What a holder is doing now, read after the walk from the process the walk saw."""
+
+    status: str  # psutil's status (running, sleeping, disk-sleep, stopped, zombie, ...) or EXITED
+    exe: str | None  # the executable; a replaced binary ends in " (deleted)"; None: unreadable or a zombie
+    cwd: str | None
+    children: tuple[int, ...]  # pids of its child processes (workers of a pre-forking server)
+
+    @property
+    def gone(self) -> bool:
+        return self.status in (EXITED, "zombie")
+
+
+_GONE = Details(EXITED, None, None, ())
+
+
+class DetailsReader:
+    """psutil for one holder at a time, anchored: the ``/proc/PID`` directory is opened and the start
+    time checked before psutil reads (by path) and checked again after. A pid is only reused once its
+    process is reaped, and reads through the directory fail from then on: when both checks pass,
+    everything psutil read came from that process.
+
+    Details are only read from the /proc psutil reads (``psutil.PROCFS_PATH``): with another
+    ``proc_root`` (a recorded tree, a second proc mount) :meth:`details` gives ``None``.
+    """
+
+    def __init__(self, proc_root: str = "/proc") -> None:
+        import psutil  # the only import of psutil, for the few processes `who` shows
+
+        self._psutil = psutil
+        self.proc_root = proc_root
+        self._usable = os.path.realpath(proc_root) == os.path.realpath(psutil.PROCFS_PATH)
+        self._btime = boot_time(proc_root)
+        self._children: dict[int, list[int]] | None = None
+
+    def details(self, pid: int, started: float | None) -> Details | None:
+        """``started``: the start time seen in the walk (``Process.start_time``)."""
+        if not self._usable:
+            return None
+        dir_fd = open_process_dir(pid, self.proc_root)
+        if dir_fd is None:
+            return _GONE
+        try:
+            if not self._same(dir_fd, started):
+                return _GONE
+            details = self._read(pid, started)
+            if details is None or not self._same(dir_fd, started):
+                return _GONE  # exited (and maybe replaced) while psutil read: nothing it read is kept
+            return details
+        finally:
+            os.close(dir_fd)
+
+    def process(self, pid: int, started: float | None) -> Any:
+        """A ``psutil.Process`` for ``pid`` if it is still the process that started at ``started``, else
+        ``None``: the identity a command that signals processes checks first (psutil re-checks it
+        before sending a signal)."""
+        psutil = self._psutil
+        try:
+            process = psutil.Process(pid)
+            same = started is None or abs(process.create_time() - started) < 1 / CLOCK_TICKS
+        except psutil.NoSuchProcess:
+            return None
+        return process if same else None
+
+    def _same(self, dir_fd: int, started: float | None) -> bool:
+        stat = _parsed_stat(_read_bytes("stat", dir_fd))
+        return stat is not None and (started is None or start_seconds(stat[2], self._btime) == started)
+
+    def _read(self, pid: int, started: float | None) -> Details | None:
+        psutil = self._psutil
+        process = self.process(pid, started)
+        if process is None:
+            return None
+        try:
+            with process.oneshot():
+                status = process.status()
+                exe = self._optional(process.exe)
+                cwd = self._optional(process.cwd)
+        except psutil.ZombieProcess:
+            return Details("zombie", None, None, tuple(self._children_of(pid)))
+        except psutil.NoSuchProcess:
+            return None
+        except psutil.AccessDenied:
+            status, exe, cwd = "unknown", None, None
+        return Details(status, exe, cwd, tuple(self._children_of(pid)))
+
+    def _optional(self, read) -> str | None:
+        psutil = self._psutil
+        try:
+            return read() or None  # psutil gives "" where the link is gone (a zombie's exe)
+        except (psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+
+    def _children_of(self, pid: int) -> list[int]:
+        if self._children is None:
+            # one pass for every holder: psutil's Process.children() reads all of /proc on each call
+            children: dict[int, list[int]] = {}
+            for process in self._psutil.process_iter(["ppid"]):
+                ppid = process.info["ppid"]
+                if ppid is not None:
+                    children.setdefault(ppid, []).append(process.pid)
+            self._children = children
+        return sorted(self._children.get(pid, ()))

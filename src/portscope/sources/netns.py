@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from portscope.errors import SourceError, UsageError
+from portscope.sources.procinfo import raise_if_out_of_fds
 
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
@@ -24,8 +25,12 @@ def resolve(spec: str) -> NetnsTarget:
     """``NAME`` (ip netns), ``PID``, or a path to an nsfs file."""
     if spec.isdigit():
         path = f"/proc/{spec}/ns/net"
-        if not os.path.exists(path):
-            raise UsageError(f"no process {spec} to take a network namespace from")
+        try:
+            os.stat(path)
+        except PermissionError:
+            raise SourceError(path, f"permission denied: the network namespace of process {spec}") from None
+        except OSError:
+            raise UsageError(f"no process {spec} to take a network namespace from") from None
         return NetnsTarget(path, int(spec))
     path = spec if "/" in spec else os.path.join(NETNS_RUN_DIR, spec)
     if not os.path.exists(path):
@@ -69,6 +74,7 @@ def entered(target: NetnsTarget | None) -> Iterator[int | None]:
     try:
         target_fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
+        raise_if_out_of_fds(exc, target.path)
         raise _refusal(exc, "cannot open network namespace", target.path, "needs root") from None
     own_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
