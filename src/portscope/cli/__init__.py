@@ -14,6 +14,7 @@ import click
 
 from portscope import __version__
 from portscope.errors import ExitStatus, PortscopeError
+from portscope.render.text import safe_text
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -57,7 +58,7 @@ _register_commands()
 
 
 def _error(message: str, status: int = ExitStatus.USAGE) -> None:
-    click.echo(f"portscope: error: {message}", err=True)
+    click.echo(f"portscope: error: {safe_text(message)}", err=True)  # it may quote names and arguments
     sys.exit(status)
 
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         where = exc.ctx.command_path if exc.ctx else "portscope"
-        click.echo(f"{where}: error: {exc.format_message()} (see --help)", err=True)
+        click.echo(f"{where}: error: {safe_text(exc.format_message())} (see --help)", err=True)
         sys.exit(ExitStatus.USAGE)
     except PortscopeError as exc:
         if debug:
@@ -123,7 +124,7 @@ def run() -> None:
         if exc.code is None or isinstance(exc.code, int):
             status = exc.code or 0
         else:  # sys.exit("message"), as Python would print it
-            print(exc.code, file=sys.stderr)
+            print(safe_text(str(exc.code)), file=sys.stderr)
             status = 1
     try:
         sys.stdout.flush()

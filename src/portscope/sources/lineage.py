@@ -210,7 +210,7 @@ class LineageReader:
         ancestors, complete = self._chain(pid, ppid)
         start_s = start_ticks / _CLOCK_TICKS
         cgroup_data = _read_bytes(f"{self.proc_root}/{pid}/cgroup")
-        cgroup = pick_cgroup_path(cgroup_data.decode("utf-8", "backslashreplace")) if cgroup_data else None
+        cgroup = pick_cgroup_path(cgroup_data.decode("utf-8", "surrogateescape")) if cgroup_data else None
         return Lineage(
             pid=pid,
             ancestors=ancestors,

@@ -47,7 +47,7 @@ def parse_stat(data: bytes) -> tuple[str, int, int]:
     """(comm, ppid, start time in clock ticks since boot) from /proc/<pid>/stat."""
     open_paren = data.index(b"(")
     close_paren = data.rindex(b")")  # comm may itself contain ')'
-    comm = data[open_paren + 1 : close_paren].decode("utf-8", "backslashreplace")
+    comm = data[open_paren + 1 : close_paren].decode("utf-8", "surrogateescape")
     rest = data[close_paren + 2 :].split()
     return comm, int(rest[1]), int(rest[19])
 
@@ -58,7 +58,7 @@ def parse_cmdline(data: bytes) -> tuple[str, ...]:
     parts = data.split(b"\0")
     if parts and parts[-1] == b"":
         parts.pop()
-    return tuple(part.decode("utf-8", "backslashreplace") for part in parts)
+    return tuple(part.decode("utf-8", "surrogateescape") for part in parts)
 
 
 def parse_status_uid(data: bytes) -> int | None:
