@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -471,3 +473,94 @@ def test_version_and_module_entry_point() -> None:
     assert helped.returncode == 0
     for name in command_names():
         assert re.search(rf"^\s+{re.escape(name)}\s", helped.stdout, re.M), name
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hostile values: interface names other namespaces choose
+
+HOSTILE_INTERFACES = ["a;id>x", "ab'$(id)'", "a\\b", "a\x1b]0;x\x07"]  # the last holds controls: never offered
+
+
+def _add_interfaces(ns, names: list[str]) -> None:
+    for index, name in enumerate(names):
+        ns.run("ip", "link", "add", name, "type", "veth", "peer", "name", f"peer{index}")
+
+
+def _printf_q(values: list[str]) -> list[str]:
+    done = subprocess.run(
+        [_shell("bash"), "-c", 'printf "%q\\n" "$@"', "q", *values], capture_output=True, text=True, timeout=30
+    )
+    return done.stdout.splitlines()
+
+
+@pytest.mark.live
+def test_hostile_interfaces_complete_quoted_in_each_shell() -> None:
+    wired_param("can-bind", "device", complete_interfaces)
+    offered = HOSTILE_INTERFACES[:3]
+    with new_netns() as ns:
+        _add_interfaces(ns, HOSTILE_INTERFACES)
+        line = f"portscope can-bind --netns {ns.name} --device a"
+        # bash inserts replies verbatim: they come quoted as printf %q quotes them
+        assert bash_completions(line) == _printf_q(offered) == ["a\\;id\\>x", "ab\\'\\$\\(id\\)\\'", "a\\\\b"]
+        # zsh's compadd quotes what it inserts: it is handed the names themselves (backslash kept)
+        assert zsh_completions(line) == set(offered)
+        script = ROOT / "completions" / "portscope.fish"
+        fish = subprocess.run(
+            [_shell("fish"), "--no-config", "-c", f"source {script}; complete -C '{line}'"],
+            env=_shell_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert [c.split("\t")[0] for c in fish.stdout.splitlines()] == offered
+        for shell in SHELLS:  # nothing raw in the protocol either
+            assert "\x1b" not in request(shell, line).stdout
+
+
+SHELL_SESSIONS = {
+    "bash": ("bash --norc --noprofile -i", "PS1='$ '; source {completions}/portscope"),
+    "zsh": ("zsh -f -i", "PS1='$ '; fpath=({completions} $fpath); autoload -U compinit; compinit -u -D"),
+    "fish": ("fish --no-config -i", "function fish_prompt; echo '$ '; end; source {completions}/portscope.fish"),
+}
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("shell", SHELLS)
+def test_tab_then_enter_runs_nothing_hidden_in_a_name(shell: str, tmp_path) -> None:
+    """An interactive shell in a tmux pane: ``--device a<TAB>`` completes ``a;id>x``; Enter runs only portscope."""
+    _shell(shell)
+    if shutil.which("tmux") is None:
+        (pytest.fail if REQUIRE_LIVE else pytest.skip)("tmux is not installed")
+    wired_param("can-bind", "device", complete_interfaces)
+    server = f"pstest-{os.getpid()}-{shell}"
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", server, *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+
+    def wait_for(marker: str) -> str:
+        deadline = time.monotonic() + 30
+        while marker not in (screen := tmux("capture-pane", "-p", "-J")):
+            assert time.monotonic() < deadline, f"{marker!r} never appeared:\n{screen}"
+            time.sleep(0.2)
+        return screen
+
+    command, setup = SHELL_SESSIONS[shell]
+    with new_netns() as ns:
+        _add_interfaces(ns, ["a;id>x"])
+        tmux("-f", "/dev/null", "new-session", "-d", "-x", "200", "-y", "50", "-c", str(tmp_path),
+             "env", f"PATH={ENV_PATH}", f"PYTHONPATH={os.environ.get('PYTHONPATH', '')}", *command.split())  # fmt: skip
+        pid = int(tmux("display", "-p", "#{pid}"))
+        try:
+            tmux("send-keys", "-l", setup.format(completions=ROOT / "completions") + "; echo READ''Y")
+            tmux("send-keys", "Enter")
+            wait_for("READY")
+            tmux("send-keys", "-l", f"portscope can-bind --netns {ns.name} --device a")
+            tmux("send-keys", "Tab")
+            wait_for("--device a\\;id\\>x")
+            tmux("send-keys", "-l", " :80; echo DONE''-42")
+            tmux("send-keys", "Enter")
+            screen = wait_for("DONE-42")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        assert "with device a;id>x" in screen  # portscope got the whole name as one argument
+        assert not (tmp_path / "x").exists() and "uid=" not in screen  # and id>x never ran

@@ -232,3 +232,32 @@ def test_sort_key_orders_like_the_readable_key(shared_mix):
 
     mixed = [*snap.sockets, make_socket(local_port=65535), make_socket(proto=Proto.UDP, local_port=1)]
     assert sorted(mixed, key=sort_key) == sorted(mixed, key=readable) == table_order(mixed)
+
+
+def test_json_writer_text_with_hostile_names():
+    """Byte for byte what jsonout.dumps (json.dumps, escaped) gives for the socket objects, hostile names too.
+
+    A string holding bytes that are not UTF-8 is given whole in the escaped text form (its ESC as \\x1b too)."""
+    hostile = Process(30, 1, "\x1b]0;x\x07\u202e", 4242, "us\udcffer", ("a\u2028b", "\x85\x7f", "日本"), None)
+    plain = Process(31, 1, "srv", 0, "root", ("srv", "-x"), None)
+    sockets = (
+        make_socket(inode=21, ifindex=3, interface="e\x1b[2Jth\udcfe"),
+        make_socket(local_port=81, inode=22),
+        make_socket(local_port=82, inode=23, timer="keepalive", timer_ms=10),
+    )
+    holders = {21: (Holder(hostile, (5,)),), 22: (Holder(plain, (6,)), Holder(hostile, ()))}
+    snap = Snapshot(sockets, holders, (), JoinReport(joined=True), 1, None)
+    out = io.StringIO()
+    jsonout.write_sockets(out, snap, SERVICES)
+    objects = [jsonout.socket_object(s, snap.holders_of(s), SERVICES) for s in sockets]
+    assert out.getvalue() == "[\n" + ",\n".join(jsonout.dumps(o) for o in objects) + "\n]\n"
+    assert out.getvalue().encode("utf-8") and all(c.isprintable() or c == "\n" for c in out.getvalue())
+    parsed = json.loads(out.getvalue())
+    assert parsed[0]["interface"] == "e\\x1b[2Jth\\xfe" and parsed[0]["processes"][0]["user"] == "us\\xffer"
+    assert parsed[1]["processes"][1]["cmdline"] == ["a\u2028b", "\x85\x7f", "日本"]
+    # printable names: exactly json.dumps of the objects, as before
+    plain_snap = Snapshot(sockets[1:], {22: (Holder(plain, (6,)),)}, (), JoinReport(joined=True), 1, None)
+    out = io.StringIO()
+    jsonout.write_sockets(out, plain_snap, SERVICES)
+    objects = [jsonout.socket_object(s, plain_snap.holders_of(s), SERVICES) for s in plain_snap.sockets]
+    assert out.getvalue() == "[\n" + ",\n".join(json.dumps(o, ensure_ascii=False) for o in objects) + "\n]\n"

@@ -59,7 +59,7 @@ def test_join_builds_processes_once_with_their_fds(tmp_path):
     assert nginx.cmdline == ("nginx", "-g", "daemon off;")
     assert nginx.start_time == 1700000000 + 500 / os.sysconf("SC_CLK_TCK")
     odd = holders[555][2].process
-    assert odd.name == "we(ird) name" and odd.cmdline == ("tool", "\\xff\\xfe")
+    assert odd.name == "we(ird) name" and odd.cmdline == ("tool", "\udcff\udcfe")  # not UTF-8: kept, escaped when shown
     assert 777 not in holders
     assert report.unowned_sockets == 1 and report.hidden_sockets == 0
     assert report.processes_vanished == 1

@@ -331,7 +331,7 @@ def test_process_files():
         7,
         12345,
     )
-    assert parse_cmdline(b"python3\0-c\0print('\xff')\0") == ("python3", "-c", "print('\\xff')")
+    assert parse_cmdline(b"python3\0-c\0print('\xff')\0") == ("python3", "-c", "print('\udcff')")
     assert parse_cmdline(b"") == ()
     assert parse_status_uid(b"Name:\tx\nUid:\t1000\t1001\t1000\t1000\n") == 1001
 

@@ -497,4 +497,4 @@ def test_command_lines_paste_back_into_a_shell(argv):
 
 
 def test_control_characters_are_escaped():
-    assert command_line(("evil\x1b[2Jname",), "x") == "'evil\\x1b[2Jname'"
+    assert command_line(("evil\x1b[2Jname",), "x") == "$'evil\\x1b[2Jname'"

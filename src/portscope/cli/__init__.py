@@ -14,6 +14,7 @@ import click
 
 from portscope import __version__
 from portscope.errors import ExitStatus, PortscopeError
+from portscope.render.text import safe_text
 
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.2+: a group run without a command
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -58,7 +59,7 @@ _register_commands()
 
 
 def _error(message: str, status: int = ExitStatus.USAGE) -> None:
-    click.echo(f"portscope: error: {message}", err=True)
+    click.echo(f"portscope: error: {safe_text(message)}", err=True)  # it may quote names and arguments
     sys.exit(status)
 
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, _NO_ARGS):  # click's message would be the whole help page
             message = f"missing command ({', '.join(sorted(cli.commands))})"
         else:
-            message = " ".join(exc.format_message().split())  # one line: click lists choices on several
+            message = safe_text(" ".join(exc.format_message().split()))  # one line: click lists choices on several
         click.echo(f"{where}: error: {message} (see --help)", err=True)
         sys.exit(ExitStatus.USAGE)
     except PortscopeError as exc:
@@ -128,7 +129,7 @@ def run() -> None:
         if exc.code is None or isinstance(exc.code, int):
             status = exc.code or 0
         else:  # sys.exit("message"), as Python would print it
-            print(exc.code, file=sys.stderr)
+            print(safe_text(str(exc.code)), file=sys.stderr)
             status = 1
     try:
         sys.stdout.flush()

@@ -11,6 +11,7 @@ from portscope.commands.can_bind import BindReport
 from portscope.render import environment as term
 from portscope.render import jsonout
 from portscope.render.bind_words import endpoint, owner_flags, processes_text, state_name
+from portscope.render.text import safe_text
 from portscope.sources.services import load_services
 
 _VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "uncertain": "bold yellow"}
@@ -137,7 +138,8 @@ def render_can_bind(report: BindReport, out: IO[str], *, as_json: bool) -> None:
     if as_json:
         jsonout.dump(report_object(report, load_services()), out)
         return
-    lines = text_lines(report)
+    # The sentences carry process, user and interface names: escaped here, where they become output.
+    lines = [(safe_text(text), style) for text, style in text_lines(report)]
     if term.is_terminal(out):
         from rich.text import Text
 

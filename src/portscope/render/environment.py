@@ -8,13 +8,6 @@ import sys
 from typing import IO
 
 
-def printable(text: str) -> str:
-    """Text safe to show: control characters (command lines may hold any) as ``\\xNN``."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-
-
 def is_terminal(stream: IO[str] | None = None) -> bool:
     stream = stream or sys.stdout
     try:

@@ -3,20 +3,70 @@
 Socket objects are shared by ``ls --json``, ``who --json`` and ``can-bind --json``. Large listings
 are written with a template per record instead of ``json.dumps`` of dicts: the keys are fixed and
 most values are numbers or addresses, so only names, users and command lines need escaping.
+
+Strings are written as ``json.dumps(..., ensure_ascii=False)`` writes them (letters of every script
+stay UTF-8), except that nothing a terminal or a reader acts on is left raw: every character that is
+not printable (``str.isprintable()``: C0 and C1 controls, DEL, bidi controls, U+2028/2029, format
+characters) is a ``\\uXXXX`` escape, so the parsed value is unchanged. A string holding bytes that are
+not UTF-8 (an interface or user name the kernel gave as bytes: lone surrogates in Python) cannot be a
+JSON string: it is given in the escaped text form of :mod:`portscope.render.text` (the byte as
+``\\xNN``, backslashes doubled), as the text output shows it. The output is valid UTF-8 always.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, Any
 
 from portscope.model.records import Holder, Snapshot, Socket
+from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
 
 SCHEMA_VERSION = 1
 
-_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
+def _unicode_escape(char: str) -> str:
+    if char.isprintable():
+        return char
+    code = ord(char)
+    if code > 0xFFFF:  # JSON escapes are UTF-16 units
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def _escape_nonprintable(text: str) -> str:
+    """JSON text (no raw newline in it) with every character that is not printable escaped."""
+    return text if text.isprintable() else "".join(map(_unicode_escape, text))
+
+
+def json_string(value: str) -> str:
+    """One string as JSON text, escaped as the module docstring says; printable text at C speed."""
+    if value.isprintable():
+        return encode_basestring(value)
+    if has_surrogates(value):
+        value = safe_text(value)
+    return _escape_nonprintable(encode_basestring(value))
+
+
+def _valid(value: Any) -> Any:
+    """``value`` with each string that holds bytes that are not UTF-8 in its escaped text form."""
+    if isinstance(value, str):
+        return value if value.isprintable() or not has_surrogates(value) else safe_text(value)
+    if isinstance(value, dict):
+        return {key: _valid(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid(item) for item in value]
+    return value
+
+
+def dumps(value: Any, indent: int | None = None) -> str:
+    """``json.dumps(value, indent=indent, ensure_ascii=False)``, escaped as the module docstring says."""
+    text = json.dumps(_valid(value), indent=indent, ensure_ascii=False)
+    # Inside strings a newline is already "\\n": the raw ones are the layout's.
+    return "\n".join(map(_escape_nonprintable, text.split("\n")))
 
 
 def holder_object(holder: Holder) -> dict[str, Any]:
@@ -57,7 +107,7 @@ def socket_object(sock: Socket, holders: Iterable[Holder], services: Services | 
 
 
 def _text(value: str | None) -> str:
-    return "null" if value is None else _dumps(value)
+    return "null" if value is None else json_string(value)
 
 
 _BOOL = {None: "null", True: "true", False: "false"}
@@ -87,9 +137,10 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> No
             process = holder.process
             head = process_json.get(id(process))
             if head is None:
-                head = process_json[id(process)] = _dumps(
-                    {"pid": process.pid, "name": process.name, "user": process.user, "cmdline": list(process.cmdline)}
-                )[:-1]
+                head = process_json[id(process)] = (
+                    f'{{"pid": {process.pid}, "name": {json_string(process.name)}, "user": {_text(process.user)}, '
+                    f'"cmdline": [{", ".join(map(json_string, process.cmdline))}]'
+                )
             fds = holder.fds
             if len(fds) == 1:
                 parts.append(f'{head}, "fd": {fds[0]}, "fds": [{fds[0]}]}}')
@@ -104,7 +155,7 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> No
         timer_ms = sock.timer_ms
         netns = sock.netns
         return (
-            f'"interface": {"null" if interface is None else _dumps(interface)}, '
+            f'"interface": {"null" if interface is None else json_string(interface)}, '
             f'"v6only": {bools[sock.v6only]}, "service": {service}, "timer": {_text(sock.timer)}, '
             f'"timer_ms": {"null" if timer_ms is None else timer_ms}, "netns": {"null" if netns is None else netns}, '
             f'"processes": {processes_text(holders) if holders else "[]"}}}'
@@ -153,5 +204,4 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> No
 
 def dump(value: Any, out: IO[str]) -> None:
     """Small documents (who, can-bind): plain json with stable indentation."""
-    json.dump(value, out, indent=2, ensure_ascii=False)
-    out.write("\n")
+    out.write(dumps(value, indent=2) + "\n")

@@ -8,6 +8,7 @@ from typing import IO
 from portscope.model.records import Snapshot
 from portscope.render import environment as term
 from portscope.render import jsonout
+from portscope.render.text import safe_text
 from portscope.sources.services import load_services
 
 
@@ -19,7 +20,7 @@ def footer_lines(snap: Snapshot) -> list[str]:
             f"owners of {join.hidden_sockets} socket(s) are hidden: {join.processes_denied} process(es) "
             f"could not be inspected; {term.hidden_owner_advice()}"
         )
-    lines.extend(snap.warnings)
+    lines.extend(map(safe_text, snap.warnings))  # they may quote names and paths
     return lines
 
 

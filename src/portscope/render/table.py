@@ -14,7 +14,7 @@ from operator import attrgetter, itemgetter
 from typing import IO
 
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
-from portscope.render.environment import printable
+from portscope.render.text import safe_text
 from portscope.sources.services import Services
 
 STATE_LABELS: dict[State, str] = {
@@ -83,7 +83,7 @@ def format_endpoint(address: str | None, port: int | None, family: Family, inter
         return "*"
     host = f"[{address}]" if family is Family.IPV6 else address
     if interface:
-        host = f"{host}%{interface}"
+        host = f"{host}%{safe_text(interface)}"
     return f"{host}:{port}"
 
 
@@ -96,7 +96,7 @@ def compact_holders(holders: Sequence[Holder], shown_pids: int = 2) -> str:
     for name, pids in by_name.items():
         shown = ",".join(str(p) for p in pids[:shown_pids])
         more = f",+{len(pids) - shown_pids}" if len(pids) > shown_pids else ""
-        parts.append(f"{printable(name)}[{shown}{more}]")
+        parts.append(f"{safe_text(name)}[{shown}{more}]")
     return " ".join(parts)
 
 
@@ -114,7 +114,7 @@ class RowBuilder:
         if name is None:
             from portscope.sources.procinfo import user_name
 
-            name = self._users[uid] = user_name(uid)  # type: ignore[arg-type]
+            name = self._users[uid] = safe_text(user_name(uid))  # type: ignore[arg-type]
         return name
 
     def _endpoint(self, sock: Socket, address: str | None, port: int | None, local: bool) -> str:
@@ -122,14 +122,14 @@ class RowBuilder:
         if self.names is not None and port is not None:
             service = self.names.get((port, sock.proto.value))
             if service:
-                return f"{text} ({service})"
+                return f"{text} ({safe_text(service)})"
         return text
 
     def row(self, sock: Socket) -> dict[str, str]:
         holders = self.snap.holders_of(sock)
         if holders:
             process = compact_holders(holders)
-            command = printable(" ".join(holders[0].process.cmdline) or holders[0].process.name)
+            command = safe_text(" ".join(holders[0].process.cmdline) or holders[0].process.name)
         elif sock.inode is None:
             process = command = ""
         elif self.snap.join.joined:
@@ -240,10 +240,15 @@ def plain_cells(
     udp_suffixes: dict[int, str] = {}
     for (port, proto_name), service in (names or {}).items():
         if service and proto_name in ("tcp", "udp"):
-            (tcp_suffixes if proto_name == "tcp" else udp_suffixes)[port] = f" ({service})"
+            (tcp_suffixes if proto_name == "tcp" else udp_suffixes)[port] = f" ({safe_text(service)})"
     queues: dict[int | None, str] = {None: "-"}
     users: dict[int | None, str] = {None: "-"}
     processes: dict[int, tuple[str, str]] = {}  # id(Process) -> (process cell, command cell)
+    interfaces: dict[str, str] = {}  # name -> as shown
+
+    def interface_text(name: str) -> str:
+        text = interfaces[name] = safe_text(name)
+        return text
 
     def bracketed(address: str) -> str:
         text = brackets[address] = f"[{address}]"
@@ -251,8 +256,8 @@ def plain_cells(
 
     def process_texts(process) -> tuple[str, str]:
         texts = processes[id(process)] = (
-            f"{printable(process.name)}[{process.pid}]",
-            printable(" ".join(process.cmdline) or process.name),
+            f"{safe_text(process.name)}[{process.pid}]",
+            safe_text(" ".join(process.cmdline) or process.name),
         )
         return texts
 
@@ -286,7 +291,10 @@ def plain_cells(
         else:
             host = (brackets.get(address) or bracketed(address)) if v6 else address
             interface = sock.interface
-            local = f"{host}%{interface}:{port}" if interface else f"{host}:{port}"
+            if interface:
+                local = f"{host}%{interfaces.get(interface) or interface_text(interface)}:{port}"
+            else:
+                local = f"{host}:{port}"
         if port is not None:
             local += by_port.get(port, "")
         address = sock.remote_address
@@ -336,7 +344,7 @@ def plain_cells(
                 width += 1 + len(str(port)) + len(by_port.get(port, ""))
                 interface = sock.interface
                 if interface:
-                    width += 1 + len(interface)
+                    width += 1 + len(interfaces.get(interface) or interface_text(interface))
             if width > local_w:
                 local_w = width
             address = sock.remote_address

@@ -22,6 +22,7 @@ from portscope.model.records import Family, Proto, Socket, State
 from portscope.render import environment as term
 from portscope.render import jsonout
 from portscope.render.table import STATE_LABELS, STATE_STYLES, format_endpoint
+from portscope.render.text import dollar_quoted, safe_text
 from portscope.sources.lineage import EXITED
 from portscope.sources.procinfo import HidePid, user_name
 from portscope.sources.services import Services, load_services
@@ -76,6 +77,8 @@ def format_time_left(milliseconds: int) -> str:
 
 def shell_word(arg: str) -> str:
     """Quote like a person would: bare when safe, else '...' or "...", shlex's escapes only when needed."""
+    if not arg.isprintable():
+        return dollar_quoted(arg)  # pastes back into bash and zsh, and shows no control character
     quoted = shlex.quote(arg)
     if quoted == arg or "'" not in arg:
         return quoted
@@ -87,8 +90,8 @@ def shell_word(arg: str) -> str:
 def command_line(argv: tuple[str, ...], name: str) -> str:
     """The full command line, quoted so it can be pasted back into a shell."""
     if not argv:
-        return f"[{name}]"  # kernel threads and zombies have none
-    return term.printable(" ".join(shell_word(arg) for arg in argv))
+        return f"[{safe_text(name)}]"  # kernel threads and zombies have none
+    return " ".join(shell_word(arg) for arg in argv)
 
 
 def families_label(families: frozenset[Family], certain: bool) -> str:
@@ -156,9 +159,9 @@ def details_rows(entry: ProcessOnPort, holder_pids: frozenset[int]) -> list[tupl
     argv0 = entry.process.cmdline[0] if entry.process.cmdline else ""
     replaced = bool(details.exe) and details.exe.endswith(" (deleted)")  # upgraded on disk, old code running
     if details.exe and (replaced or os.path.basename(details.exe) != os.path.basename(argv0)):
-        rows.append(("exe", [(term.printable(details.exe), "yellow" if replaced else "")]))
+        rows.append(("exe", [(safe_text(details.exe), "yellow" if replaced else "")]))
     if details.cwd:
-        rows.append(("cwd", [(term.printable(details.cwd), "")]))
+        rows.append(("cwd", [(safe_text(details.cwd), "")]))
     if details.status in STATUS_WORDS:
         rows.append(("status", [(STATUS_WORDS[details.status], "yellow")]))
     if details.children:
@@ -211,9 +214,9 @@ class PageBuilder:
             port = target.ports[0].low
             names = {self.services.name_of(port, p) for p in Proto if p in target.protocols} - {None}
             if names:
-                label += f" [{', '.join(sorted(names))}]"  # type: ignore[arg-type]
+                label += f" [{safe_text(', '.join(sorted(names)))}]"  # type: ignore[arg-type]
         if self.result.netns:
-            label += f" in network namespace {self.result.netns}"
+            label += f" in network namespace {safe_text(self.result.netns)}"
         return label
 
     def header(self) -> list[Segment]:
@@ -229,11 +232,11 @@ class PageBuilder:
     def process_block(self, entry: ProcessOnPort) -> Block:
         process = entry.process
         title: list[Segment] = [
-            (term.printable(process.name), "bold"),
+            (safe_text(process.name), "bold"),
             ("  pid ", "dim"),
             (str(process.pid), "bold cyan"),
             ("  user ", "dim"),
-            (process.user or "?", "bold"),
+            (safe_text(process.user) if process.user else "?", "bold"),
         ]
         block = Block(title)
         block.rows.append(("command", [(command_line(process.cmdline, process.name), "")]))
@@ -246,12 +249,12 @@ class PageBuilder:
             uptime = lineage.uptime if lineage and lineage.uptime is not None else self.result.read_at - started
             block.rows.append(("started", [(stamp, ""), (f", up {format_duration(uptime)}", "dim")]))
         if lineage and lineage.unit:
-            block.rows.append(("unit", [(term.printable(lineage.unit), "")]))
+            block.rows.append(("unit", [(safe_text(lineage.unit), "")]))
         if lineage and lineage.container:
             container = lineage.container
-            value: list[Segment] = [(f"{container.runtime} ", ""), (container.short_id, "bold")]
+            value: list[Segment] = [(f"{safe_text(container.runtime)} ", ""), (safe_text(container.short_id), "bold")]
             if container.pod:
-                value.append((f"  pod {container.pod}", "dim"))
+                value.append((f"  pod {safe_text(container.pod)}", "dim"))
             block.rows.append(("container", value))
         fds_by_inode = dict(entry.fds)
         previous_verb = None
@@ -295,7 +298,7 @@ class PageBuilder:
             return "unknown (the process exited)"
         if not lineage.ancestors:
             return "none: it is the service manager" if entry.process.pid == 1 else "none: top of its process tree"
-        chain = f" {self.left} ".join(f"{term.printable(a.name)}[{a.pid}]" for a in lineage.ancestors)
+        chain = f" {self.left} ".join(f"{safe_text(a.name)}[{a.pid}]" for a in lineage.ancestors)
         if not lineage.complete:
             chain += f" {self.left} ? (an ancestor exited)"
         return chain
@@ -366,7 +369,7 @@ class PageBuilder:
         block = Block([("Owner hidden", "bold yellow")])
 
         def owner(sock: Socket) -> str:
-            uid = "?" if sock.uid is None else f"{sock.uid} ({user_name(sock.uid)})"
+            uid = "?" if sock.uid is None else f"{sock.uid} ({safe_text(user_name(sock.uid))})"
             return f"uid {uid}  inode {sock.inode}"
 
         block.lines = self.socket_lines(unheld, owner)
@@ -381,7 +384,7 @@ class PageBuilder:
                 f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
                 "inspected."
             )
-            block.hints.append(("Run as root:", f"sudo portscope who {shlex.quote(self.result.target.text)}"))
+            block.hints.append(("Run as root:", f"sudo portscope who {shell_word(self.result.target.text)}"))
         else:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} could not be inspected: "
@@ -463,7 +466,7 @@ def write_rich(page: Page, out: IO[str], width: int | None) -> None:
             hint = Text.assemble(INDENT, lead, " ", (command, "bold"), no_wrap=True, overflow="ignore")
             console.print(hint, crop=False)
     for note in page.footer:
-        console.print(Text(f"note: {note}", style="yellow"))
+        console.print(Text(f"note: {safe_text(note)}", style="yellow"))
 
 
 def query_object(target: WhoTarget, netns: str | None) -> dict[str, Any]:
@@ -533,7 +536,7 @@ def render_who(result: WhoResult, out: IO[str] | None = None, *, as_json: bool =
             )
         partial = partial_view_note(result)
         for note in ([partial] if partial else []) + list(result.snapshot.warnings):
-            print(f"portscope: note: {note}", file=sys.stderr)
+            print(f"portscope: note: {safe_text(note)}", file=sys.stderr)
         return
     page = PageBuilder(result, services, unicode=_can_encode(out, "←→")).build()
     width = term.terminal_width(out)
@@ -543,4 +546,4 @@ def render_who(result: WhoResult, out: IO[str] | None = None, *, as_json: bool =
     footer, page.footer = page.footer, []
     write_plain(page, out, width)
     for note in footer:
-        print(f"portscope: note: {note}", file=sys.stderr)
+        print(f"portscope: note: {safe_text(note)}", file=sys.stderr)

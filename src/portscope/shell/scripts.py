@@ -11,6 +11,13 @@ stock ones where the stock ones break on this tool's arguments:
 - values the user goes on typing (``127.0.0.1:`` before the port) get no trailing space.
 - zsh and fish replace the whole word, so ``--state=lis`` is answered with ``--state=listen``.
 
+Offered values come from other users and namespaces (an interface may be named ``a;id>x``), so each
+shell inserts them quoted: bash through ``printf %q`` (it inserts replies verbatim otherwise), zsh's
+``compadd`` and fish quote what they insert themselves. A value holding a character that is not
+printable (a control, a bidi override) is not offered at all: no shell could show it safely, and
+without that character it would name something else. Descriptions are shown escaped
+(:func:`portscope.render.text.safe_text`).
+
 Importing this module registers the classes with click (``portscope.cli`` imports it at start-up).
 """
 
@@ -28,6 +35,8 @@ from click.shell_completion import (
     add_completion_class,
     split_arg_string,
 )
+
+from portscope.render.text import safe_text
 
 PROG_NAME = "portscope"
 COMPLETE_VAR = "_PORTSCOPE_COMPLETE"
@@ -47,8 +56,8 @@ _BASH_SCRIPT = """\
         type=${line%%%%,*}
         value=${line#*,}
         case $type in
-            plain) COMPREPLY+=("$value") ;;
-            nospace) COMPREPLY+=("$value"); compopt -o nospace 2>/dev/null ;;
+            plain) printf -v value %%q "$value"; COMPREPLY+=("$value") ;;
+            nospace) printf -v value %%q "$value"; COMPREPLY+=("$value"); compopt -o nospace 2>/dev/null ;;
             dir) compopt -o dirnames 2>/dev/null ;;
             file) compopt -o default 2>/dev/null ;;
         esac
@@ -131,7 +140,12 @@ def _option_prefix(incomplete: str) -> str:
 
 
 def _one_line(text: str | None) -> str:
-    return " ".join(text.split()) if text else "_"
+    return safe_text(" ".join(text.split())) if text else "_"
+
+
+def _offered(items: list[CompletionItem]) -> list[CompletionItem]:
+    """The items a shell may show and insert: none whose value holds a character that is not printable."""
+    return [item for item in items if str(item.value).isprintable()]
 
 
 class _Deterministic(ShellComplete):
@@ -155,7 +169,7 @@ class BashCompletion(_Deterministic, BashComplete):
 
     def complete(self) -> str:
         args, incomplete = self.get_completion_args()
-        items = self.get_completions(args, incomplete)
+        items = _offered(self.get_completions(args, incomplete))
         # bash replaces only what follows its last word break (``80`` in ``127.0.0.1:80``).
         raw = incomplete.partition("=")[2] if _option_prefix(incomplete) else incomplete
         breaks = os.environ.get("COMP_WORDBREAKS", "\"'><=;|&(:")
@@ -178,11 +192,11 @@ class ZshCompletion(_Deterministic, ZshComplete):
         args, incomplete = self.get_completion_args()
         prefix = _option_prefix(incomplete)
         out = []
-        for item in self.get_completions(args, incomplete):
+        for item in _offered(self.get_completions(args, incomplete)):
             help_text = _one_line(item.help)
             value = prefix + str(item.value)
             if help_text != "_":  # _describe splits value from description at the first bare colon
-                value = value.replace(":", r"\:")
+                value = value.replace("\\", "\\\\").replace(":", r"\:")  # and takes a backslash as an escape
             out.append(f"{item.type}\n{value}\n{help_text}")
         return "\n".join(out)
 
@@ -193,7 +207,7 @@ class FishCompletion(_Deterministic, FishComplete):
     def complete(self) -> str:
         args, incomplete = self.get_completion_args()
         prefix = _option_prefix(incomplete)
-        items = self.get_completions(args, incomplete)
+        items = _offered(self.get_completions(args, incomplete))
         return "\n".join(f"{item.type}\t{prefix}{item.value}\t{_one_line(item.help)}" for item in items)
 
 

@@ -227,7 +227,7 @@ class LineageReader:
         _, ppid, start_ticks = stat
         ancestors, complete = self._chain(pid, ppid)
         start_s = start_ticks / CLOCK_TICKS
-        cgroup = pick_cgroup_path(cgroup_data.decode("utf-8", "backslashreplace")) if cgroup_data else None
+        cgroup = pick_cgroup_path(cgroup_data.decode("utf-8", "surrogateescape")) if cgroup_data else None
         return Lineage(
             pid=pid,
             ancestors=ancestors,

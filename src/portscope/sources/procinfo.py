@@ -108,7 +108,7 @@ def parse_stat(data: bytes, source: str = "/proc/PID/stat") -> tuple[str, int, i
     close_paren = data.rfind(b")")  # comm may itself contain ')'
     if open_paren < 0 or close_paren < open_paren:
         raise SourceError(source, "no (comm) field")
-    comm = data[open_paren + 1 : close_paren].decode("utf-8", "backslashreplace")
+    comm = data[open_paren + 1 : close_paren].decode("utf-8", "surrogateescape")
     rest = data[close_paren + 2 :].split()
     if len(rest) < 20:
         raise SourceError(source, f"{len(rest) + 2} fields, expected at least 22")
@@ -121,7 +121,7 @@ def parse_cmdline(data: bytes) -> tuple[str, ...]:
     parts = data.split(b"\0")
     if parts and parts[-1] == b"":
         parts.pop()
-    return tuple(part.decode("utf-8", "backslashreplace") for part in parts)
+    return tuple(part.decode("utf-8", "surrogateescape") for part in parts)
 
 
 def parse_status_uid(data: bytes, source: str = "/proc/PID/status") -> int | None:
