@@ -103,9 +103,21 @@ def _pids(owners: Sequence[Owner]) -> list[int]:
     return sorted({h.process.pid for o in owners for h in o.holders})
 
 
+def _alike(owners: Sequence[Owner]) -> list[Owner]:
+    """One socket for each set of the facts bind() reads: thousands of accepted connections are one case.
+
+    The first of each keeps its place, which is all the UDP chain order needs.
+    """
+    cases: dict[tuple, Owner] = {}
+    for o in owners:
+        key = (o.proto, o.family, o.address, o.port, o.state, o.uid, o.device, o.reuseaddr, o.reuseport, o.v6only)
+        cases.setdefault((*key, o.timewait), o)
+    return list(cases.values())
+
+
 def _changes(n: NewSocket, group: BlockerGroup, clears: Clears) -> list[Coded]:
     """Option changes that get the new socket past this group, cheapest first (new socket only, then both)."""
-    owners = group.owners
+    owners = _alike(group.owners)
     found: list[Coded] = []
     changeable = group.key != TIME_WAIT  # a TIME-WAIT socket keeps the flags it had
 
@@ -123,17 +135,28 @@ def _changes(n: NewSocket, group: BlockerGroup, clears: Clears) -> list[Coded]:
             return False
         if clears(changed, [replace(o, **{field: True}) for o in owners]) != "yes":
             return False
-        found.append(action(ActionKind.SET_OPTION, option=option, on="both", pids=_pids(owners)))
+        found.append(action(ActionKind.SET_OPTION, option=option, on="both", pids=_pids(group.owners)))
         return True
 
     if n.family is Family.IPV6 and n.address == "::" and not n.v6only:
         on_new("IPV6_V6ONLY", replace(n, v6only=True))
-    wildcards6 = [o for o in owners if o.family is Family.IPV6 and o.address == "::" and o.v6only is not True]
+
+    def dual_stack(o: Owner) -> bool:
+        return o.family is Family.IPV6 and o.address == "::" and o.v6only is not True
+
+    wildcards6 = [o for o in owners if dual_stack(o)]
     new_is_ipv4 = n.family is Family.IPV4 or n.address.startswith("::ffff:")
     if wildcards6 and changeable and new_is_ipv4:
         flipped = [replace(o, v6only=True) if o in wildcards6 else o for o in owners]
         if clears(n, flipped) == "yes":
-            found.append(action(ActionKind.SET_OPTION, option="IPV6_V6ONLY", on="existing", pids=_pids(wildcards6)))
+            found.append(
+                action(
+                    ActionKind.SET_OPTION,
+                    option="IPV6_V6ONLY",
+                    on="existing",
+                    pids=_pids([o for o in group.owners if dual_stack(o)]),
+                )
+            )
     if not n.reuseport:
         on_new("SO_REUSEPORT", replace(n, reuseport=True))
     if not n.reuseaddr:
