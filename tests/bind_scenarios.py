@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from netns_util import Netns
 from portscope.commands.can_bind import BindReport, BindRequest
+from portscope.rules.codes import Coded, UncertaintyCode
 
 PEER_PORT = 45000  # a dual-stack listener clients connect to
 OTHER_UID = 40001
@@ -307,15 +308,23 @@ def kernel_oracle(group: Group, new: NewSpec, port: int, as_user: bool = False) 
     return Outcome(errno_mod.errorcode[err] if stage else None, stage)
 
 
-ALLOWED_UNCERTAINTY = ("R-FASTPATH", "R-UDP-FIRSTMATCH", "TIME-WAIT", "no process")
+# The spec's §4 sources of uncertainty: the fast path, the UDP chain order, flags of sockets without a process.
+ALLOWED_UNCERTAINTY = {UncertaintyCode.FASTPATH, UncertaintyCode.UDP_ORDER}
+ALLOWED_HIDDEN = {"time-wait", "no-holder"}
+
+
+def _allowed(doubt: Coded) -> bool:
+    if doubt.code is UncertaintyCode.HIDDEN_FLAGS:
+        return doubt["why"] in ALLOWED_HIDDEN
+    return doubt.code in ALLOWED_UNCERTAINTY
 
 
 def judge(report: BindReport, kernel: Outcome) -> str | None:
     """None when the report is consistent with the kernel, else what is wrong."""
     model = report.model
     if model.verdict.value == "uncertain":
-        if not model.uncertainty or not all(any(a in r for a in ALLOWED_UNCERTAINTY) for r in model.uncertainty):
-            return f"uncertain without an allowed reason: {model.uncertainty}"
+        if not model.uncertainty or not all(_allowed(doubt) for doubt in model.uncertainty):
+            return f"uncertain without an allowed reason: {[d.params | {'code': d.code} for d in model.uncertainty]}"
     else:
         predicted = (model.errno, model.stage.value if model.stage else None)
         if predicted != (kernel.errno, kernel.stage):

@@ -11,6 +11,7 @@ from portscope.commands.can_bind import _settle
 from portscope.errors import UsageError
 from portscope.model.endpoint import parse_target
 from portscope.model.records import Family, Holder, Process, Proto, State
+from portscope.render import bind_words
 from portscope.rules.bind import (
     Ipv6Address,
     LocalRoute,
@@ -21,6 +22,7 @@ from portscope.rules.bind import (
     Verdict,
     decide,
 )
+from portscope.rules.codes import ActionKind, BsdNote, ReasonCode, UncertaintyCode, action
 from portscope.sources.probe import ProbeResult
 from portscope.sources.services import parse_services
 
@@ -57,6 +59,10 @@ def owner(address: str = "127.0.0.1", state: State = State.LISTEN, proto: Proto 
     defaults = {"reuseaddr": False, "reuseport": False, "uid": 0, "v6only": False if family is Family.IPV6 else None}
     defaults.update(fields)
     return Owner(proto=proto, family=family, address=address, port=PORT, state=state, **defaults)
+
+
+def codes(items) -> list[str]:
+    return [item.code.value for item in items]
 
 
 def answer(n: NewSocket, *owners: Owner, ns: Namespace = NS) -> tuple[str, str | None]:
@@ -173,7 +179,9 @@ def test_ipv6_address_checks(address, expected):
 
 def test_tentative_explanation():
     verdict = decide(new("2001:db8::2"), (), NS)
-    assert verdict.rule == "R-ADDR6" and "tentative" in verdict.explanation
+    assert verdict.rule == "R-ADDR6" and codes(verdict.reasons) == ["address-tentative"]
+    assert "tentative" in bind_words.explanation(verdict.reasons)
+    assert verdict.actions[0] == action(ActionKind.WAIT, until="dad-finishes")
 
 
 def test_scope_and_device():
@@ -201,6 +209,10 @@ def test_v4_mapped_on_v6only_and_multicast():
 def test_privileged_ports_and_error_order():
     user = {"privileged": False, "uid": 1000}
     assert answer(new(port=80, **user)) == ("no", "EACCES")
+    refused = decide(new(port=80, **user), (), NS)
+    assert refused.reasons[0].params == {"port": 80, "unprivileged_port_start": 1024}
+    assert codes(refused.actions) == ["grant-capability", "set-sysctl", "use-another-port"]
+    assert refused.actions[2]["at_least"] == 1024 and refused.bsd_note is BsdNote.PRIVILEGED_PORTS
     assert answer(new("::1", UDP, port=80, **user)) == ("no", "EACCES")
     assert answer(new(port=80)) == ("yes", None)  # with CAP_NET_BIND_SERVICE
     assert answer(new(port=0, **user)) == ("yes", None)  # port 0 is exempt
@@ -258,11 +270,57 @@ def test_hidden_time_wait_flags_give_uncertainty_only_when_they_matter():
     tw = owner(state=State.TIME_WAIT, timewait=True, reuseaddr=None, reuseport=None, uid=None, timer_ms=47_000)
     plain = decide(new(), (tw,), NS)
     assert (plain.verdict, plain.errno) == (Verdict.NO, "EADDRINUSE")  # no flag on the new socket: blocked anyway
-    assert "wait 47 s for TIME-WAIT to expire" in plain.fixes
+    assert action(ActionKind.WAIT, until="time-wait-expires", seconds=47) in plain.actions
+    assert "wait 47 s for TIME-WAIT to expire" in bind_words.fixes(plain.actions)
+    # SO_REUSEADDR on the new socket is offered, but only as far as the old socket's flag allows
+    (conditional,) = [a for a in plain.actions if a.code is ActionKind.SET_OPTION and a["option"] == "SO_REUSEADDR"]
+    assert conditional["on"] == "new" and conditional["if_existing_has_it"]
+    assert any("helps only if" in fix for fix in bind_words.fixes(plain.actions))
     hoping = decide(new(reuseaddr=True), (tw,), NS)
     assert hoping.verdict is Verdict.UNCERTAIN
-    assert any("TIME-WAIT" in reason and "SO_REUSEADDR" in reason for reason in hoping.uncertainty)
-    assert any("helps only if" in fix for fix in hoping.fixes)
+    (hidden,) = hoping.uncertainty
+    assert hidden.code is UncertaintyCode.HIDDEN_FLAGS and hidden["why"] == "time-wait"
+    assert "SO_REUSEADDR" in hidden["options"] and hidden["socket"] is tw
+    assert "TIME-WAIT" in bind_words.uncertainty_text(hidden)
+
+
+def test_one_wait_for_many_time_wait_sockets_the_longest_timer():
+    tws = [owner(state=State.TIME_WAIT, timewait=True, uid=None, timer_ms=ms) for ms in (25_000, 59_500, 3_000)]
+    verdict = decide(new(), tws, NS)
+    waits = [a for a in verdict.actions if a.code is ActionKind.WAIT]
+    assert waits == [action(ActionKind.WAIT, until="time-wait-expires", seconds=60)]
+    assert len(verdict.blockers) == 3 and verdict.reasons[-1].params == {"count": 2}
+
+
+def test_a_listener_shared_by_workers_gives_one_stop():
+    parent = Process(pid=9947, ppid=1, name="python3", uid=0, user="root", cmdline=(), start_time=None)
+    workers = [
+        Process(pid=pid, ppid=9947, name="python3", uid=0, user="root", cmdline=(), start_time=None)
+        for pid in (10073, 10074, 10075)
+    ]
+    listener = owner("0.0.0.0", holders=tuple(Holder(p, (3,)) for p in (parent, *workers)))
+    children = [owner("127.0.0.1", State.ESTABLISHED, holders=(Holder(workers[i % 3], (9 + i,)),)) for i in range(6)]
+    verdict = decide(new(), (listener, *children), NS)
+    stops = [a for a in verdict.actions if a.code is ActionKind.STOP_PROCESS]
+    assert stops == [action(ActionKind.STOP_PROCESS, pid=9947, name="python3", workers=[10073, 10074, 10075])]
+    assert bind_words.fixes(verdict.actions)[0] == "stop pid 9947 (python3) and its 3 workers"
+
+
+def test_no_action_the_owners_rule_out():
+    b = owner(reuseport=True, uid=1000)
+    verdict = decide(new(reuseport=True, uid=0), (b,), NS)
+    assert codes(verdict.reasons)[1] == "reuseport-owner-differs"
+    assert verdict.reasons[1].params == {"existing_uid": 1000, "new_uid": 0}
+    options = [a for a in verdict.actions if a.code is ActionKind.SET_OPTION]
+    assert options == []  # SO_REUSEPORT on both cannot help: the owners differ
+    assert action(ActionKind.RUN_AS_USER, uid=1000) in verdict.actions
+    # without SO_REUSEPORT anywhere and the same user: "both" is the fix
+    same = decide(new(), (owner(),), NS)
+    assert action(ActionKind.SET_OPTION, option="SO_REUSEPORT", on="both") in same.actions
+    assert not any(a.code is ActionKind.SET_OPTION and a["option"] == "SO_REUSEADDR" for a in same.actions)
+    # another user's plain listener: only stopping it, or running as its user with SO_REUSEPORT on both, could help
+    other = decide(new(), (owner(uid=1000),), NS)
+    assert not any(a.code in (ActionKind.SET_OPTION, ActionKind.RUN_AS_USER) for a in other.actions)
 
 
 def test_fast_path_uncertainty():
@@ -299,8 +357,12 @@ def test_device_rule():
 def test_dual_stack_advice():
     verdict = decide(new("0.0.0.0"), (owner("::"),), NS)
     assert verdict.rule == "R-OVERLAP-DUAL"
-    assert any("IPV6_V6ONLY on the existing [::] socket" in fix for fix in verdict.fixes)
-    assert "FreeBSD" in verdict.bsd_note
+    assert codes(verdict.reasons) == ["overlap", "dual-stack-overlap", "listener-needs-reuseport"]
+    assert action(ActionKind.SET_OPTION, option="IPV6_V6ONLY", on="existing") in verdict.actions
+    assert any("IPV6_V6ONLY on the existing [::] socket" in fix for fix in bind_words.fixes(verdict.actions))
+    assert verdict.bsd_note is BsdNote.DUAL_STACK and "FreeBSD" in bind_words.BSD_NOTES[verdict.bsd_note]
+    new6 = decide(new("::"), (owner("0.0.0.0"),), NS)
+    assert action(ActionKind.SET_OPTION, option="IPV6_V6ONLY", on="new") in new6.actions
     assert answer(new("0.0.0.0"), owner("::", v6only=True)) == ("yes", None)
 
 
@@ -309,14 +371,16 @@ def test_blockers_and_stop_advice_name_the_process():
     b = owner("0.0.0.0", holders=(Holder(nginx, (6,)),))
     verdict = decide(new(), (b,), NS)
     assert verdict.blockers == (b,)
-    assert verdict.fixes[0] == "stop pid 812 (nginx)"
-    assert "pid 812 nginx (user www-data)" in verdict.explanation
+    assert verdict.actions[0] == action(ActionKind.STOP_PROCESS, pid=812, name="nginx")
+    assert bind_words.fixes(verdict.actions)[0] == "stop pid 812 (nginx)"
+    assert verdict.reasons[0].code is ReasonCode.OVERLAP and verdict.reasons[0]["socket"] is b
+    assert "pid 812 nginx (user www-data)" in bind_words.explanation(verdict.reasons)
     assert verdict.stage is Stage.BIND
 
 
 def test_bound_only_sockets_invisible_makes_yes_uncertain():
     verdict = decide(new(), (), replace(NS, bound_visible=False))
-    assert verdict.verdict is Verdict.UNCERTAIN and "bound-only" in verdict.uncertainty[0]
+    assert verdict.verdict is Verdict.UNCERTAIN and codes(verdict.uncertainty) == ["bound-invisible"]
     assert answer(new(), owner(), ns=replace(NS, bound_visible=False)) == ("no", "EADDRINUSE")
 
 

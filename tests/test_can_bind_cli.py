@@ -19,26 +19,13 @@ from bind_scenarios import OwnerSpec, build_owner, open_group
 from netns_util import new_netns
 from portscope.cli import cli
 from portscope.commands.can_bind import BindRequest, check_bind
-from portscope.render.can_bind import render_can_bind
+from portscope.render.can_bind import JSON_KEYS, render_can_bind
+from test_bind_codes import readme_json_keys
 
 pytestmark = pytest.mark.live
 
 ANSI = re.compile(r"\x1b\[")
 LISTEN_PORT, UDP_PORT, TW_PORT, FREE_PORT = 7100, 7101, 7102, 7199
-JSON_KEYS = {
-    "verdict",
-    "errno",
-    "stage",
-    "rule",
-    "blockers",
-    "explanation",
-    "fixes",
-    "model_verdict",
-    "probe",
-    "uncertainty",
-    "bsd_note",
-    "request",
-}
 # the environment of a child `python -m portscope`: this very source tree
 ENV = {**os.environ, "PYTHONPATH": str(Path(portscope.__file__).parents[1])}
 
@@ -102,10 +89,22 @@ def test_forms_verdicts_and_exit_codes(bindns, args, status, verdict, errno, add
 def test_json_shape_and_blockers_match_ls(bindns):
     code, doc = can_bind_json(bindns, f"127.0.0.1:{LISTEN_PORT}", "--reuseaddr")
     assert code == 1
-    assert set(doc) == JSON_KEYS
+    assert list(doc) == list(JSON_KEYS) == readme_json_keys()  # exactly what README documents
     assert doc["model_verdict"] == "no" and doc["probe"] is None and doc["uncertainty"] == []
-    assert doc["rule"].startswith("R-")
-    assert isinstance(doc["explanation"], str) and doc["fixes"] and all(isinstance(f, str) for f in doc["fixes"])
+    assert doc["uncertain_because"] == [] and doc["bsd_note_code"] == "tcp-reuseaddr"
+    assert doc["rule"] == "R-TCP-REUSEADDR"
+    assert [r["code"] for r in doc["reasons"]] == ["overlap", "listener-needs-reuseport"]
+    assert doc["reasons"][0]["socket"]["inode"] == doc["blockers"][0]["inode"]
+    assert doc["actions"][0] == {
+        "kind": "stop-process",
+        "pid": os.getpid(),
+        "name": doc["actions"][0]["name"],
+        "workers": [],
+        "other_pids": [],
+    }
+    assert doc["actions"][-1] == {"kind": "use-another-port", "at_least": None}
+    assert len(doc["fixes"]) == len(doc["actions"]) and all(isinstance(f, str) for f in doc["fixes"])
+    assert isinstance(doc["explanation"], str) and isinstance(doc["bsd_note"], str)
     assert doc["request"]["reuseaddr"] is True and doc["request"]["proto"] == "tcp"
     (blocker,) = doc["blockers"]
     listing = json.loads(CliRunner().invoke(cli, ["ls", "-a", "--netns", bindns.name, "--json"]).stdout)
@@ -119,6 +118,8 @@ def test_uncertain_json_explains_why(bindns):
     code, doc = can_bind_json(bindns, f"127.0.0.1:{TW_PORT}", "--reuseaddr")
     assert code == 3 and doc["model_verdict"] == "uncertain"
     assert any("TIME-WAIT" in reason for reason in doc["uncertainty"])
+    (hidden,) = doc["uncertain_because"]
+    assert hidden["code"] == "hidden-flags" and hidden["why"] == "time-wait" and "SO_REUSEADDR" in hidden["options"]
     assert doc["blockers"][0]["state"] == "time-wait"
 
 

@@ -1,8 +1,9 @@
 """can-bind as a library call: would bind() (and listen()) of ADDR:PORT succeed here, and if not, why.
 
 :func:`check_bind` turns a :class:`BindRequest` (user-level text) into a :class:`BindReport`: it parses
-the target, gathers facts in the target namespace (:mod:`.facts`), runs the pure model
-(:mod:`.model`), and with ``probe`` settles the bind stage with a trial bind (:mod:`.probe`).
+the target, gathers facts in the target namespace (:mod:`portscope.sources.bindfacts`), runs the pure
+model (:mod:`portscope.rules.bind`), and with ``probe`` settles the bind stage with a trial bind
+(:mod:`portscope.sources.probe`). The report is data (codes); the renderer makes the words.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from portscope.model.endpoint import Target, parse_target
 from portscope.model.query import parse_user
 from portscope.model.records import Family, Proto
 from portscope.rules.bind import BindVerdict, NewSocket, Owner, Stage, Verdict, decide
+from portscope.rules.codes import BsdNote, Coded
 from portscope.sources.probe import ProbeResult
 
 __all__ = ["BindReport", "BindRequest", "check_bind", "check_binds", "new_socket_for"]
@@ -49,10 +51,10 @@ class BindReport:
     stage: Stage | None
     rule: str
     blockers: tuple[Owner, ...]
-    explanation: str
-    fixes: tuple[str, ...]
-    bsd_note: str | None
-    uncertainty: tuple[str, ...]
+    reasons: tuple[Coded, ...]  # codes of portscope.rules.codes; portscope.render.bind_words words them
+    actions: tuple[Coded, ...]
+    bsd_note: BsdNote | None
+    uncertainty: tuple[Coded, ...]
     model: BindVerdict
     probe: ProbeResult | None
     probe_agrees: bool | None  # None: no probe, or the model was uncertain
@@ -189,13 +191,6 @@ def check_binds(requests: Sequence[BindRequest]) -> list[BindReport]:
 
 def _report(request, new, resolved_from, namespace, model, probe, inode, found) -> BindReport:
     verdict, errno, stage, agrees = _settle(model, probe, new)
-    explanation = model.explanation
-    if probe is not None and probe.error is None:
-        kernel = f"bind() failed with {probe.errno}" if probe.errno else "bind() succeeded"
-        if agrees is False:
-            explanation = f"The trial bind disagrees with the model: {kernel}. The model said: {model.explanation}"
-        elif agrees is None:
-            explanation = f"The trial bind settled it: {kernel}. {model.explanation}"
     failed = verdict is not Verdict.YES
     return BindReport(
         request=request,
@@ -207,8 +202,8 @@ def _report(request, new, resolved_from, namespace, model, probe, inode, found) 
         stage=stage,
         rule=model.rule,
         blockers=model.blockers if failed else (),
-        explanation=explanation,
-        fixes=model.fixes if failed else (),
+        reasons=model.reasons,
+        actions=model.actions if failed else (),
         bsd_note=model.bsd_note,
         uncertainty=model.uncertainty if verdict is Verdict.UNCERTAIN else (),
         model=model,

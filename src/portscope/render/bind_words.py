@@ -1,25 +1,26 @@
-"""The words of a bind verdict: explanations, fixes, and where Linux differs from the BSD lore.
+"""The words of a bind verdict: the model's codes (:mod:`portscope.rules.codes`) as sentences.
 
-Pure text over the model's records (no I/O); the sentences follow ``linux-bind-rules.md`` §3 and §6.
+Pure text (no I/O); the sentences follow ``linux-bind-rules.md`` §3 and §6. Every code has one entry
+in the tables below (a test checks that none is missing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from portscope.model.records import Family, Proto, State
-
-if TYPE_CHECKING:
-    from portscope.rules.bind import NewSocket, Owner
+from portscope.model.records import Family, State
+from portscope.rules.bind import Owner
+from portscope.rules.bind_actions import BlockerGroup, stop_action
+from portscope.rules.codes import ActionKind, BsdNote, Coded, ReasonCode, UncertaintyCode
 
 
 def endpoint(family: Family, address: str, port: int) -> str:
     return f"[{address}]:{port}" if family is Family.IPV6 else f"{address}:{port}"
 
 
-def new_endpoint(n: NewSocket) -> str:
-    return endpoint(n.family, n.address, n.port)
+def _endpoint(address: str, port: int) -> str:
+    return endpoint(Family.IPV6 if ":" in address else Family.IPV4, address, port)
 
 
 def state_name(owner: Owner) -> str:
@@ -30,12 +31,34 @@ def state_name(owner: Owner) -> str:
     return owner.state.value.upper()
 
 
+def _pid_list(pids: Sequence[int]) -> str:
+    return ("pid " if len(pids) == 1 else "pids ") + ", ".join(str(pid) for pid in pids)
+
+
+def _stop_words(stop: Coded, user: str | None = None) -> str:
+    """``pid 9947 python3 (user www) and its 3 workers``: the words of one stop-process target."""
+    if user is None:  # as an action: "stop pid 812 (nginx)"
+        text = f"pid {stop['pid']} ({stop['name']})"
+    else:  # as a description: "pid 812 nginx (user www-data)"
+        text = f"pid {stop['pid']} {stop['name']}" + (f" (user {user})" if user else "")
+    workers, others = stop["workers"], stop["other_pids"]
+    if workers:
+        text += f" and its {len(workers)} worker" + ("s" if len(workers) > 1 else "")
+    if others:
+        text += " and " + _pid_list(others)
+    return text
+
+
+def holders_text(processes: Sequence) -> str:
+    """The holders of a socket as one target: the parent process, its workers, other pids."""
+    stop = stop_action(processes)
+    main = next(p for p in processes if p.pid == stop["pid"])
+    return _stop_words(stop, main.user or "")
+
+
 def processes_text(owner: Owner) -> str:
     if owner.holders:
-        return ", ".join(
-            f"pid {h.process.pid} {h.process.name}" + (f" (user {h.process.user})" if h.process.user else "")
-            for h in owner.holders
-        )
+        return holders_text([h.process for h in owner.holders])
     if owner.timewait:
         return "no process: kernel TIME-WAIT state"
     if owner.socket is not None and owner.socket.inode is None:
@@ -62,38 +85,18 @@ def owner_flags(owner: Owner) -> str:
     return ", ".join(parts)
 
 
-def stop_fixes(owner: Owner) -> list[str]:
-    fixes = [f"stop pid {h.process.pid} ({h.process.name})" for h in owner.holders]
-    if owner.timewait:
-        if owner.timer_ms is not None:
-            fixes.append(f"wait {max(1, round(owner.timer_ms / 1000))} s for TIME-WAIT to expire")
-        else:
-            fixes.append("wait for TIME-WAIT to expire (at most 60 s)")
-    elif not owner.holders:
-        if owner.socket is not None and owner.socket.inode is None:
-            fixes.append("wait for the orphaned connection to close")
-        else:
-            fixes.append(
-                f"stop the process holding {endpoint(owner.family, owner.address, owner.port)} (run as root to see it)"
-            )
-    return fixes
-
-
 # ---------------------------------------------------------------------------------------------------
-# Address and privilege rules
-
-BSD_PRIV = (
-    "BSD reserves the fixed range below 1024 (IPPORT_RESERVED) for root; Linux uses the per-namespace "
-    "net.ipv4.ip_unprivileged_port_start and the CAP_NET_BIND_SERVICE capability, for IPv4, IPv6, TCP and UDP alike."
-)
-BSD_ADDR4 = (
-    "BSD requires the address to be configured on an interface; Linux accepts any address with a local route "
-    "(all of 127/8, addresses on interfaces that are down, AnyIP prefixes), broadcast and multicast addresses."
-)
-BSD_ADDR6 = "FreeBSD and OpenBSD default to IPV6_V6ONLY=1; OpenBSD has no v4-mapped addresses at all."
+# Reasons
 
 
-def privileged_text(port: int, start: int) -> str:
+def _listen_suffix(proto: str, listen: bool) -> str:
+    if proto != "tcp":
+        return ""
+    return " bind() and listen() succeed." if listen else " bind() succeeds."
+
+
+def _privileged(port: int, unprivileged_port_start: int) -> str:
+    start = unprivileged_port_start
     return (
         f"Ports below {start} (net.ipv4.ip_unprivileged_port_start={start} in this network namespace) need "
         f"CAP_NET_BIND_SERVICE in the namespace's owning user namespace; port {port} is below it. "
@@ -101,15 +104,7 @@ def privileged_text(port: int, start: int) -> str:
     )
 
 
-def privileged_fixes(port: int, start: int) -> tuple[str, ...]:
-    return (
-        "grant CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep PROGRAM, or AmbientCapabilities= in systemd)",
-        f"or lower net.ipv4.ip_unprivileged_port_start (now {start}) to {port} or less in this namespace",
-        f"or use a port >= {start}",
-    )
-
-
-def addr4_text(address: str, mapped: bool = False) -> str:
+def _not_local(address: str, mapped: bool = False) -> str:
     what = f"the IPv4 address {address} inside the v4-mapped address" if mapped else f"{address}"
     return (
         f"{what} is not local: Linux accepts an IPv4 address only if it has a local, broadcast or multicast route "
@@ -117,32 +112,49 @@ def addr4_text(address: str, mapped: bool = False) -> str:
     )
 
 
-def addr4_fixes(address: str) -> tuple[str, ...]:
-    return (
-        f"add {address} to an interface (ip addr add {address}/32 dev lo)",
-        "or set IP_FREEBIND on the socket (--freebind)",
-        "or set net.ipv4.ip_nonlocal_bind=1 in this namespace",
+def _port_free(proto: str, port: int, listen: bool) -> str:
+    text = f"No {proto.upper()} socket in this network namespace uses port {port}."
+    return text + (" bind() and listen() succeed." if proto == "tcp" and listen else "")
+
+
+def _pinned(proto: str, port: int, count: int, listen: bool) -> str:
+    return f"The {count} socket(s) on port {port} are pinned to other interfaces (SO_BINDTODEVICE)." + _listen_suffix(
+        proto, listen
     )
 
 
-MCAST_TCP_TEXT = "A TCP socket cannot bind an IPv6 multicast address (bind() returns EINVAL)."
-MCAST_TCP_FIXES = ("bind a unicast address, or use UDP (--udp) for multicast",)
-MAPPED_V6ONLY_TEXT = (
-    "A v4-mapped address (::ffff:a.b.c.d) cannot be bound on an IPV6_V6ONLY socket: the socket would accept "
-    "no IPv4 traffic, so bind() returns EINVAL."
-)
-MAPPED_V6ONLY_FIXES = ("clear IPV6_V6ONLY (--no-v6only)", "or bind the IPv4 address on an AF_INET socket")
-SCOPE_TEXT = (
-    "A link-local address needs an interface: give a scope id ([fe80::1%eth0]) or SO_BINDTODEVICE, "
-    "otherwise bind() returns EINVAL."
-)
+def _shared_reuseaddr(proto: str, port: int, listen: bool) -> str:
+    if proto != "tcp":
+        return "Every overlapping UDP socket has SO_REUSEADDR like the new one, so the port is shared."
+    return (
+        f"The overlapping socket(s) on port {port} have SO_REUSEADDR like the new one and are not listening, so "
+        "Linux lets them share." + _listen_suffix(proto, listen) + " A socket sharing this way can no longer "
+        "listen() once another one listens."
+    )
 
 
-def scope_fixes(address: str) -> tuple[str, ...]:
-    return (f"add the interface: [{address}%IFNAME]", "or pin the socket with --device IFNAME")
+def _shared_reuseport(proto: str, port: int, listen: bool) -> str:
+    if proto != "tcp":
+        return "The overlapping UDP socket(s) have SO_REUSEPORT and the same owner, so the port is shared."
+    return (
+        f"The overlapping socket(s) on port {port} have SO_REUSEPORT and the same owner (or are in TIME-WAIT), "
+        "so they share the port." + _listen_suffix(proto, listen)
+    )
 
 
-def addr6_text(address: str, why: str | None, device: str | None) -> str:
+def _no_overlap(proto: str, port: int, count: int, address: str, listen: bool) -> str:
+    return f"The {count} socket(s) on port {port} use addresses that do not overlap {_endpoint(address, port)}." + (
+        _listen_suffix(proto, listen)
+    )
+
+
+def _listed(socket: Owner | None, count: int) -> str:
+    if socket is None:
+        return "the sockets on this port"
+    return describe(socket) + (f" and {count - 1:,} more" if count > 1 else "")
+
+
+def _addr6(address: str, why: str, device: str | None = None) -> str:
     if why == "tentative":
         return (
             f"{address} exists but is still tentative: IPv6 duplicate address detection has not finished, "
@@ -156,264 +168,349 @@ def addr6_text(address: str, why: str | None, device: str | None) -> str:
     return f"{address} is not an address of this network namespace (ip -6 addr), so bind() returns EADDRNOTAVAIL."
 
 
-def addr6_fixes(address: str, why: str | None) -> tuple[str, ...]:
-    if why == "tentative":
-        return (
-            "wait for duplicate address detection to finish (about 1-2 s after the link is up)",
-            "or add the address with nodad, or set IPV6_FREEBIND (--freebind)",
-        )
-    return (
-        f"add {address} to an interface (ip -6 addr add {address}/128 dev IFNAME)",
-        "or set IPV6_FREEBIND (--freebind), or net.ipv6.ip_nonlocal_bind=1",
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
-# Uncertainty reasons
-
-FASTPATH_REASON = (
-    "R-FASTPATH: by the rules this fails, but the kernel skips the conflict check when the last SO_REUSEPORT "
-    "socket of this uid to bind or listen on the port covered this address; that bind history is not visible "
-    "(use --probe to ask the kernel)"
-)
-UDP_ORDER_REASON = (
-    "R-UDP-FIRSTMATCH: the first matching socket in the kernel's hash chain decides, and the order of IPv4 and "
-    "IPv6 sockets in that chain is not visible (use --probe to ask the kernel)"
-)
-BOUND_INVISIBLE_REASON = (
-    "bound-only TCP sockets cannot be listed here (needs netlink sock_diag on Linux 6.8+); "
-    "one of them may hold the port"
+_DUAL_STACK = (
+    "An IPv6 [::] socket without IPV6_V6ONLY covers every IPv4 address too (net.ipv6.bindv6only=0 is the "
+    "Linux default), so the IPv4 and IPv6 wildcard binds collide."
 )
 
-
-def hidden_flags_reason(owner: Owner, unknown: Sequence[str]) -> str:
-    if owner.timewait:
-        why = "TIME-WAIT sockets have no process to read them from"
-    elif not owner.holders:
-        why = "no process holding it could be inspected"
-    else:
-        why = "its holder could not be inspected (needs CAP_SYS_PTRACE or the same user)"
-    return f"{', '.join(unknown)} of {describe(owner)} not visible: {why}"
-
-
-# ---------------------------------------------------------------------------------------------------
-# TCP
-
-
-def free_text(n: NewSocket, bound_visible: bool) -> str:
-    proto = n.proto.value.upper()
-    text = f"No {proto} socket in this network namespace uses port {n.port}."
-    if n.proto is Proto.TCP and n.listen:
-        text += " bind() and listen() succeed."
-    return text
-
-
-def autobind_text(n: NewSocket) -> str:
-    return (
+REASONS: dict[ReasonCode, Callable[..., str]] = {
+    ReasonCode.PRIVILEGED_PORT: _privileged,
+    ReasonCode.ADDRESS_NOT_LOCAL: lambda address: _not_local(address),
+    ReasonCode.MAPPED_ADDRESS_NOT_LOCAL: lambda address: _not_local(address, mapped=True),
+    ReasonCode.ADDRESS_NOT_PRESENT: lambda address: _addr6(address, "absent"),
+    ReasonCode.ADDRESS_TENTATIVE: lambda address: _addr6(address, "tentative"),
+    ReasonCode.ADDRESS_ON_OTHER_DEVICE: lambda address, device: _addr6(address, "other-device", device),
+    ReasonCode.MULTICAST_ON_TCP: lambda address: (
+        "A TCP socket cannot bind an IPv6 multicast address (bind() returns EINVAL)."
+    ),
+    ReasonCode.MAPPED_ON_V6ONLY: lambda address: (
+        "A v4-mapped address (::ffff:a.b.c.d) cannot be bound on an IPV6_V6ONLY socket: the socket would accept "
+        "no IPv4 traffic, so bind() returns EINVAL."
+    ),
+    ReasonCode.SCOPE_NEEDED: lambda address: (
+        "A link-local address needs an interface: give a scope id ([fe80::1%eth0]) or SO_BINDTODEVICE, "
+        "otherwise bind() returns EINVAL."
+    ),
+    ReasonCode.PORT_FREE: _port_free,
+    ReasonCode.AUTOBIND: lambda proto: (
         "Port 0 asks the kernel to pick a free port from net.ipv4.ip_local_port_range (reserved ports skipped); "
         "it fails only when the range is exhausted."
-    )
+    ),
+    ReasonCode.PINNED_ELSEWHERE: _pinned,
+    ReasonCode.SHARED_REUSEADDR: _shared_reuseaddr,
+    ReasonCode.SHARED_REUSEPORT: _shared_reuseport,
+    ReasonCode.NO_OVERLAP: _no_overlap,
+    ReasonCode.FIRST_MATCH_COMPATIBLE: lambda: (
+        "A compatible SO_REUSEPORT socket is found before the blocking one in the kernel's hash chain, so the "
+        "kernel will accept this. The outcome depends on socket order."
+    ),
+    ReasonCode.OVERLAP: lambda socket, port: f"{describe(socket)} holds an overlapping address on port {port}.",
+    ReasonCode.DUAL_STACK_OVERLAP: lambda: _DUAL_STACK,
+    ReasonCode.REUSEPORT_OWNER_DIFFERS: lambda existing_uid, new_uid: (
+        "Both sockets set SO_REUSEPORT, but SO_REUSEPORT shares a port only between sockets of the same owner "
+        f"(uid {existing_uid} there, uid {new_uid} here); root gets no exemption."
+    ),
+    ReasonCode.LISTENER_BLOCKS_REUSEADDR: lambda: (
+        "It is LISTENING. On Linux SO_REUSEADDR never lets a second socket bind next to a listener; use "
+        "SO_REUSEPORT on both (same user) or a non-overlapping address."
+    ),
+    ReasonCode.LISTENER_NEEDS_REUSEPORT: lambda: (
+        "It is LISTENING, and a listener shares its port only through SO_REUSEPORT on both sockets."
+    ),
+    ReasonCode.EXISTING_LACKS_REUSEADDR: lambda state, timewait: (
+        f"Both sockets must set SO_REUSEADDR; the existing one ({state.upper()}) did not"
+        + (" (a TIME-WAIT socket keeps the flag of the socket it came from)." if timewait else ".")
+    ),
+    ReasonCode.EXISTING_LACKS_REUSEPORT: lambda: (
+        "SO_REUSEPORT shares only between sockets that all set it; the existing one did not."
+    ),
+    ReasonCode.NO_SHARING_OPTION: lambda: "Neither SO_REUSEADDR nor SO_REUSEPORT lets them share.",
+    ReasonCode.UDP_NEEDS_SHARING: lambda: (
+        "Both UDP sockets need SO_REUSEADDR, or both need SO_REUSEPORT under the same user."
+    ),
+    ReasonCode.MORE_BLOCKERS: lambda count: f"{count:,} more socket(s) block it too.",
+    ReasonCode.FASTPATH_MAY_ACCEPT: lambda socket, count: (
+        f"By the rules this fails with EADDRINUSE (blocked by {_listed(socket, count)}). The kernel may still "
+        "accept it: when the last SO_REUSEPORT socket of your uid to bind or listen on this port covered your "
+        "address, it skips the conflict check. That depends on bind history the tool cannot see."
+    ),
+    ReasonCode.DEPENDS_ON_HIDDEN: lambda socket, count: (
+        f"The answer depends on socket options the tool cannot read from {_listed(socket, count)}."
+    ),
+    ReasonCode.FIRST_MATCH_ORDER: lambda compatible, blocking: (
+        f"{describe(compatible)} would let this bind, {describe(blocking)} would block it: the kernel "
+        "stops at whichever comes first in its hash chain."
+    ),
+}
 
 
-def tcp_yes_text(n: NewSocket, rule: str, owners: int) -> str:
-    listen = " bind() and listen() succeed." if n.listen else " bind() succeeds."
-    if rule == "R-DEV":
-        return f"The {owners} socket(s) on port {n.port} are pinned to other interfaces (SO_BINDTODEVICE)." + listen
-    if rule == "R-TCP-REUSEADDR":
-        return (
-            f"The overlapping socket(s) on port {n.port} have SO_REUSEADDR like the new one and are not "
-            "listening, so Linux lets them share." + listen + " A socket sharing this way can no longer listen() "
-            "once another one listens."
-        )
-    if rule == "R-TCP-REUSEPORT":
-        return (
-            f"The overlapping socket(s) on port {n.port} have SO_REUSEPORT and the same owner (or are in TIME-WAIT), "
-            "so they share the port." + listen
-        )
-    return f"The {owners} socket(s) on port {n.port} use addresses that do not overlap {new_endpoint(n)}." + listen
+def _say(table: dict, coded: Coded) -> str:
+    return table[coded.code](**coded.params)
 
 
-def _overlap_words(n: NewSocket, owner: Owner, reasons: Sequence[str]) -> str:
-    if "dual-stack" in reasons:
-        return (
-            "An IPv6 [::] socket without IPV6_V6ONLY covers every IPv4 address too (net.ipv6.bindv6only=0 is the "
-            "Linux default), so the IPv4 and IPv6 wildcard binds collide."
-        )
-    return ""
+def reason_text(coded: Coded) -> str:
+    return _say(REASONS, coded)
 
 
-def tcp_conflict_text(n: NewSocket, owner: Owner, reasons: Sequence[str], count: int) -> str:
-    parts = [f"{describe(owner)} holds an overlapping address on port {n.port}."]
-    overlap = _overlap_words(n, owner, reasons)
-    if overlap:
-        parts.append(overlap)
-    if "reuseport-uid" in reasons:
-        parts.append(
-            f"Both sockets set SO_REUSEPORT, but SO_REUSEPORT shares a port only between sockets of the same owner "
-            f"(uid {owner.uid} there, uid {n.uid} here); root gets no exemption."
-        )
-    elif "reuseaddr-listen" in reasons:
-        parts.append(
-            "It is LISTENING. On Linux SO_REUSEADDR never lets a second socket bind next to a listener; use "
-            "SO_REUSEPORT on both (same user) or a non-overlapping address."
-        )
-    elif owner.listening:
-        parts.append("It is LISTENING, and a listener shares its port only through SO_REUSEPORT on both sockets.")
-    elif "reuseaddr-other" in reasons:
-        parts.append(
-            f"Both sockets must set SO_REUSEADDR; the existing one ({state_name(owner)}) did not"
-            + (" (a TIME-WAIT socket keeps the flag of the socket it came from)." if owner.timewait else ".")
-        )
-    elif "reuseport-other" in reasons:
-        parts.append("SO_REUSEPORT shares only between sockets that all set it; the existing one did not.")
-    else:
-        parts.append("Neither SO_REUSEADDR nor SO_REUSEPORT lets them share.")
-    if count > 1:
-        parts.append(f"{count - 1} more socket(s) block it too.")
-    return " ".join(parts)
-
-
-def tcp_uncertain_text(n: NewSocket, blockers: Sequence[Owner], fastpath: bool) -> str:
-    listed = "; ".join(describe(b) for b in blockers[:3])
-    if fastpath:
-        return (
-            f"By the rules this fails with EADDRINUSE (blocked by {listed}). The kernel may still accept it: when "
-            "the last SO_REUSEPORT socket of your uid to bind or listen on this port covered your address, it "
-            "skips the conflict check. That depends on bind history the tool cannot see."
-        )
-    return f"The answer depends on socket options the tool cannot read from {listed}."
-
-
-def tcp_fixes(n: NewSocket, blockers: Sequence[Owner], reasons: Sequence[Sequence[str]]) -> tuple[str, ...]:
-    fixes: list[str] = []
-    # Next to a listener, SO_REUSEADDR cannot help with the other blockers: the listener still blocks.
-    listener_blocks = any(owner.listening for owner in blockers)
-    for owner, why in zip(blockers, reasons, strict=True):
-        fixes += stop_fixes(owner)
-        if "dual-stack" in why:
-            if n.family is Family.IPV6:
-                fixes.append("set IPV6_V6ONLY on the new [::] socket (--v6only) so it leaves IPv4 alone")
-            else:
-                fixes.append(f"set IPV6_V6ONLY on the existing [::] socket ({processes_text(owner)})")
-        if owner.timewait:
-            if owner.reuseaddr:
-                fixes.append("or set SO_REUSEADDR (--reuseaddr): the old socket had it")
-            elif owner.reuseaddr is None:
-                fixes.append("SO_REUSEADDR (--reuseaddr) helps only if the old socket (its listener) had it too")
-            else:
-                fixes.append("SO_REUSEADDR would not help: the old socket did not have it")
-            if owner.reuseport:
-                fixes.append("or set SO_REUSEPORT (--reuseport): the old socket had it")
-            continue
-        if "reuseport-uid" in why:
-            fixes.append(f"run the new socket as uid {owner.uid}: SO_REUSEPORT needs the same user")
-        elif owner.listening:
-            if owner.reuseport and owner.uid == n.uid:
-                fixes.append("set SO_REUSEPORT on the new socket (--reuseport): the listener has it, same user")
-            else:
-                fixes.append("set SO_REUSEPORT on both sockets, same user")
-        elif listener_blocks:
-            pass
-        elif owner.reuseaddr and not n.reuseaddr:
-            fixes.append("set SO_REUSEADDR on the new socket (--reuseaddr): the existing one has it")
-        elif owner.reuseaddr is None:
-            fixes.append("set SO_REUSEADDR on both sockets (the existing one's setting is not visible)")
-        elif not owner.reuseaddr:
-            fixes.append(
-                "set SO_REUSEADDR on both sockets (the existing one lacks it), or SO_REUSEPORT on both, same user"
-            )
-        if owner.device and not n.device:
-            fixes.append("or pin the new socket to another interface (--device): the existing one is pinned")
-    fixes.append("or use another port")
-    return tuple(dict.fromkeys(fixes))
-
-
-def tcp_bsd_note(rule: str, n: NewSocket) -> str | None:
-    if rule == "R-OVERLAP-DUAL":
-        return (
-            "FreeBSD and OpenBSD default to IPV6_V6ONLY=1, so 0.0.0.0:P and [::]:P coexist there; on Linux they "
-            "collide unless the IPv6 socket sets IPV6_V6ONLY or net.ipv6.bindv6only=1."
-        )
-    if rule == "R-TCP-REUSEADDR":
-        return (
-            "On BSD SO_REUSEADDR on the new socket alone lets a specific address bind next to the wildcard, and lets "
-            "a restarted server bind over old connections. On Linux both sockets need it, and never next to a "
-            "listener; TIME-WAIT sockets keep the flag of the socket they came from."
-        )
-    if rule == "R-TCP-REUSEPORT":
-        return (
-            "On BSD SO_REUSEPORT allows duplicate bindings without load balancing; on Linux it needs the same owner "
-            "uid on every socket and load-balances listeners."
-        )
-    if rule in ("R-TCP-BASE", "R-TCP-PAIR") and n.reuseaddr:
-        return "SO_REUSEADDR does not override an existing binding on Linux the way BSD posts describe."
-    return None
+def explanation(reasons: Iterable[Coded]) -> str:
+    return " ".join(reason_text(r) for r in reasons)
 
 
 # ---------------------------------------------------------------------------------------------------
-# UDP
+# Actions
+
+_FLAGS = {
+    "SO_REUSEADDR": "--reuseaddr",
+    "SO_REUSEPORT": "--reuseport",
+    "IP_FREEBIND": "--freebind",
+    "IPV6_FREEBIND": "--freebind",
+    "SO_BINDTODEVICE": "--device IFNAME",
+}
 
 
-def udp_yes_text(n: NewSocket, rule: str, owners: int) -> str:
-    if rule == "R-UDP-FIRSTMATCH":
-        return (
-            "A compatible SO_REUSEPORT socket is found before the blocking one in the kernel's hash chain, so the "
-            "kernel will accept this. The outcome depends on socket order."
-        )
-    if rule == "R-DEV":
-        return f"The {owners} socket(s) on port {n.port} are pinned to other interfaces (SO_BINDTODEVICE)."
-    if rule == "R-UDP-REUSEADDR":
-        return "Every overlapping UDP socket has SO_REUSEADDR like the new one, so the port is shared."
-    if rule == "R-UDP-REUSEPORT":
-        return "The overlapping UDP socket(s) have SO_REUSEPORT and the same owner, so the port is shared."
-    return f"The {owners} socket(s) on port {n.port} use addresses that do not overlap {new_endpoint(n)}."
+def _set_option(option: str, on: str, value: bool, pids: Sequence[int], if_existing_has_it: bool) -> str:
+    if option == "IPV6_V6ONLY":
+        if not value:
+            return "clear IPV6_V6ONLY (--no-v6only)"
+        if on == "new":
+            return "set IPV6_V6ONLY on the new [::] socket (--v6only) so it leaves IPv4 alone"
+        return "set IPV6_V6ONLY on the existing [::] socket" + (f" ({_pid_list(pids)})" if pids else "")
+    if option == "SO_BINDTODEVICE":
+        return "pin the new socket to an interface (--device IFNAME) that the existing sockets are not pinned to"
+    flag = _FLAGS.get(option)
+    same_user = ", same user" if option == "SO_REUSEPORT" else ""
+    if on == "new":
+        text = f"set {option} on the new socket" + (f" ({flag})" if flag else "")
+        if if_existing_has_it:
+            text += ": it helps only if the old socket (for TIME-WAIT: its listener) had it too"
+        return text
+    held = f" (the existing one: {_pid_list(pids)})" if pids else ""
+    if on == "both":
+        return f"set {option} on both sockets{same_user}{held}"
+    return f"set {option} on the existing socket{held}"
 
 
-def udp_conflict_text(n: NewSocket, owner: Owner, rule: str) -> str:
-    parts = [f"{describe(owner)} holds an overlapping address on port {n.port}."]
-    if rule == "R-OVERLAP-DUAL":
-        parts.append(_overlap_words(n, owner, ("dual-stack",)))
-    if rule == "R-UDP-REUSEPORT" and owner.reuseport and n.reuseport:
-        parts.append(f"Both set SO_REUSEPORT, but the owners differ (uid {owner.uid} there, uid {n.uid} here).")
-    else:
-        parts.append("Both UDP sockets need SO_REUSEADDR, or both need SO_REUSEPORT under the same user.")
-    return " ".join(parts)
+def _wait(until: str, seconds: int | None) -> str:
+    if until == "time-wait-expires":
+        if seconds is not None:
+            return f"wait {seconds} s for TIME-WAIT to expire"
+        return "wait for TIME-WAIT to expire (at most 60 s)"
+    if until == "orphan-closes":
+        return "wait for the orphaned connection to close"
+    return "wait for duplicate address detection to finish (about 1-2 s after the link is up)"
 
 
-def udp_uncertain_text(n: NewSocket, blocking: Sequence[Owner], compatible: Sequence[Owner]) -> str:
-    if blocking and compatible:
-        return (
-            f"{describe(compatible[0])} would let this bind, {describe(blocking[0])} would block it: the kernel "
-            "stops at whichever comes first in its hash chain."
-        )
-    listed = "; ".join(describe(b) for b in blocking[:3]) or "the sockets on this port"
-    return f"The answer depends on what the tool cannot see about {listed}."
+def _set_sysctl(name: str, value: int, current: int | None) -> str:
+    if current is not None:
+        return f"lower {name} (now {current}) to {value} or less in this namespace"
+    return f"set {name}={value} in this namespace"
 
 
-def udp_fixes(n: NewSocket, blocking: Sequence[Owner]) -> tuple[str, ...]:
-    fixes: list[str] = []
-    for owner in blocking:
-        fixes += stop_fixes(owner)
-        if owner.reuseaddr and not n.reuseaddr:
-            fixes.append("set SO_REUSEADDR on the new socket (--reuseaddr): the existing one has it")
-        elif owner.reuseport and owner.uid == n.uid and not n.reuseport:
-            fixes.append("set SO_REUSEPORT on the new socket (--reuseport): the existing one has it, same user")
-        elif owner.reuseport and owner.uid != n.uid:
-            fixes.append(f"run the new socket as uid {owner.uid}: SO_REUSEPORT needs the same user")
+def _add_address(address: str, family: str) -> str:
+    if family == Family.IPV6.value:
+        return f"add {address} to an interface (ip -6 addr add {address}/128 dev IFNAME)"
+    return f"add {address} to an interface (ip addr add {address}/32 dev lo)"
+
+
+ACTIONS: dict[ActionKind, Callable[..., str]] = {
+    ActionKind.STOP_PROCESS: lambda **stop: "stop " + _stop_words(Coded(ActionKind.STOP_PROCESS, tuple(stop.items()))),
+    ActionKind.STOP_UNKNOWN_PROCESS: lambda address, port: (
+        f"stop the process holding {_endpoint(address, port)} (run as root to see it)"
+    ),
+    ActionKind.WAIT: _wait,
+    ActionKind.SET_OPTION: _set_option,
+    ActionKind.RUN_AS_USER: lambda uid, reuseport: (
+        f"run the new socket as uid {uid}"
+        + (" with SO_REUSEPORT (--reuseport)" if reuseport else "")
+        + ": SO_REUSEPORT needs the same user"
+    ),
+    ActionKind.USE_ANOTHER_PORT: lambda at_least: (
+        f"use a port >= {at_least}" if at_least is not None else "use another port"
+    ),
+    ActionKind.ADD_ADDRESS: _add_address,
+    ActionKind.SET_SYSCTL: _set_sysctl,
+    ActionKind.GRANT_CAPABILITY: lambda capability: (
+        f"grant {capability} (setcap {capability.lower()}=+ep PROGRAM, or AmbientCapabilities= in systemd)"
+    ),
+    ActionKind.ADD_SCOPE_ID: lambda address: f"add the interface: [{address}%IFNAME]",
+    ActionKind.USE_UNICAST_ADDRESS: lambda: "bind a unicast address",
+    ActionKind.USE_UDP: lambda: "use UDP (--udp) for multicast",
+    ActionKind.USE_IPV4_SOCKET: lambda address: f"bind {address} on an AF_INET socket",
+}
+
+# Removing blockers: each is needed for its own sockets; the other actions are alternatives ("or ...").
+_REMOVALS = frozenset({ActionKind.STOP_PROCESS, ActionKind.STOP_UNKNOWN_PROCESS, ActionKind.WAIT})
+
+
+def action_text(coded: Coded) -> str:
+    return _say(ACTIONS, coded)
+
+
+def fixes(actions: Sequence[Coded]) -> list[str]:
+    """The actions as a list of fixes: removals as they are, alternatives after the first with "or"."""
+    words = []
+    for index, coded in enumerate(actions):
+        text = action_text(coded)
+        words.append(text if index == 0 or coded.code in _REMOVALS else "or " + text)
+    return words
+
+
+# ---------------------------------------------------------------------------------------------------
+# Uncertainty and the BSD notes
+
+_HIDDEN_WHY = {
+    "time-wait": "TIME-WAIT sockets have no process to read them from",
+    "no-holder": "no process holding it could be inspected",
+    "holder-not-inspectable": "its holder could not be inspected (needs CAP_SYS_PTRACE or the same user)",
+}
+
+
+def _hidden_flags(socket: Owner, count: int, options: Sequence[str], why: str) -> str:
+    more = f" and {count - 1:,} more like it" if count > 1 else ""
+    return f"{', '.join(options)} of {describe(socket)}{more} not visible: {_HIDDEN_WHY[why]}"
+
+
+UNCERTAINTY: dict[UncertaintyCode, Callable[..., str]] = {
+    UncertaintyCode.FASTPATH: lambda: (
+        "R-FASTPATH: by the rules this fails, but the kernel skips the conflict check when the last SO_REUSEPORT "
+        "socket of this uid to bind or listen on the port covered this address; that bind history is not visible "
+        "(use --probe to ask the kernel)"
+    ),
+    UncertaintyCode.UDP_ORDER: lambda: (
+        "R-UDP-FIRSTMATCH: the first matching socket in the kernel's hash chain decides, and the order of IPv4 and "
+        "IPv6 sockets in that chain is not visible (use --probe to ask the kernel)"
+    ),
+    UncertaintyCode.HIDDEN_FLAGS: _hidden_flags,
+    UncertaintyCode.BOUND_INVISIBLE: lambda: (
+        "bound-only TCP sockets cannot be listed here (needs netlink sock_diag on Linux 6.8+); "
+        "one of them may hold the port"
+    ),
+}
+
+
+def uncertainty_text(coded: Coded) -> str:
+    return _say(UNCERTAINTY, coded)
+
+
+BSD_NOTES: dict[BsdNote, str] = {
+    BsdNote.PRIVILEGED_PORTS: (
+        "BSD reserves the fixed range below 1024 (IPPORT_RESERVED) for root; Linux uses the per-namespace "
+        "net.ipv4.ip_unprivileged_port_start and the CAP_NET_BIND_SERVICE capability, for IPv4, IPv6, TCP and UDP "
+        "alike."
+    ),
+    BsdNote.IPV4_LOCAL_ADDRESS: (
+        "BSD requires the address to be configured on an interface; Linux accepts any address with a local route "
+        "(all of 127/8, addresses on interfaces that are down, AnyIP prefixes), broadcast and multicast addresses."
+    ),
+    BsdNote.IPV6_V6ONLY_DEFAULT: (
+        "FreeBSD and OpenBSD default to IPV6_V6ONLY=1; OpenBSD has no v4-mapped addresses at all."
+    ),
+    BsdNote.DUAL_STACK: (
+        "FreeBSD and OpenBSD default to IPV6_V6ONLY=1, so 0.0.0.0:P and [::]:P coexist there; on Linux they "
+        "collide unless the IPv6 socket sets IPV6_V6ONLY or net.ipv6.bindv6only=1."
+    ),
+    BsdNote.TCP_REUSEADDR: (
+        "On BSD SO_REUSEADDR on the new socket alone lets a specific address bind next to the wildcard, and lets "
+        "a restarted server bind over old connections. On Linux both sockets need it, and never next to a "
+        "listener; TIME-WAIT sockets keep the flag of the socket they came from."
+    ),
+    BsdNote.TCP_REUSEPORT: (
+        "On BSD SO_REUSEPORT allows duplicate bindings without load balancing; on Linux it needs the same owner "
+        "uid on every socket and load-balances listeners."
+    ),
+    BsdNote.REUSEADDR_NO_OVERRIDE: (
+        "SO_REUSEADDR does not override an existing binding on Linux the way BSD posts describe."
+    ),
+    BsdNote.UDP_REUSEADDR: (
+        "BSD treats SO_REUSEADDR like SO_REUSEPORT only for multicast addresses; on Linux SO_REUSEADDR on both "
+        "sockets allows duplicate UDP binds to any address."
+    ),
+    BsdNote.UDP_REUSEPORT: (
+        "Linux SO_REUSEPORT needs the same owner uid on every socket and load-balances datagrams between them."
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Blockers, grouped by holder
+
+_LISTED_STATES = frozenset({State.LISTEN, State.BOUND, State.UNCONN})  # named one by one; the rest are counted
+
+
+def _counted(state: str, count: int) -> str:
+    if state == "ESTABLISHED":
+        return f"{count:,} established connection" + ("s" if count > 1 else "")
+    return f"{count:,} {state} socket" + ("s" if count > 1 else "")
+
+
+def group_text(group: BlockerGroup) -> str:
+    """``LISTEN 0.0.0.0:9000 and 6,000 established connections of pid 19100 python3 (user u)``"""
+    parts: list[str] = []
+    counts: dict[str, list[Owner]] = {}
+    for owner in group.owners:
+        if owner.state in _LISTED_STATES and not owner.timewait:
+            device = owner.socket.interface if owner.socket is not None and owner.socket.interface else ""
+            parts.append(
+                f"{state_name(owner)} {endpoint(owner.family, owner.address, owner.port)}"
+                + (f"%{device}" if device else "")
+            )
         else:
-            fixes.append("set SO_REUSEADDR on both sockets, or SO_REUSEPORT on both under the same user")
-    fixes.append("or use another port")
-    return tuple(dict.fromkeys(fixes))
+            counts.setdefault(state_name(owner), []).append(owner)
+    for state, owners in counts.items():
+        if len(owners) == 1:
+            parts.append(f"{state} {endpoint(owners[0].family, owners[0].address, owners[0].port)}")
+        else:
+            parts.append(_counted(state, len(owners)))
+    what = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    if isinstance(group.key, frozenset):
+        return f"{what} of {holders_text(group.processes)}"
+    return f"{what} ({processes_text(group.owners[0])})"
 
 
-def udp_bsd_note(rule: str) -> str | None:
-    if rule in ("R-UDP-REUSEADDR", "R-UDP"):
-        return (
-            "BSD treats SO_REUSEADDR like SO_REUSEPORT only for multicast addresses; on Linux SO_REUSEADDR on both "
-            "sockets allows duplicate UDP binds to any address."
-        )
-    if rule == "R-OVERLAP-DUAL":
-        return tcp_bsd_note(rule, None)  # type: ignore[arg-type]
-    if rule == "R-UDP-REUSEPORT":
-        return "Linux SO_REUSEPORT needs the same owner uid on every socket and load-balances datagrams between them."
-    return None
+def group_flags(group: BlockerGroup) -> str:
+    """The options of the group's first listener (or first socket): what the sharing rules compare."""
+    lead = next((o for o in group.owners if o.listening), group.owners[0])
+    return owner_flags(lead)
+
+
+def json_value(value: Any) -> Any:
+    """A code parameter as JSON: sockets as a short reference, tuples as lists."""
+    if isinstance(value, tuple):
+        return [json_value(v) for v in value]
+    if isinstance(value, Owner):
+        inode = value.socket.inode if value.socket is not None else None
+        return {
+            "state": "time-wait" if value.timewait else value.state.value,
+            "address": value.address,
+            "port": value.port,
+            "inode": inode,
+            "pids": sorted({h.process.pid for h in value.holders}),
+        }
+    return value
+
+
+def coded_object(coded: Coded, key: str) -> dict[str, Any]:
+    """``{"code": "overlap", ...params}`` (``key`` is "code" or "kind")."""
+    return {key: coded.code.value, **{name: json_value(value) for name, value in coded.args}}
+
+
+__all__ = [
+    "ACTIONS",
+    "BSD_NOTES",
+    "REASONS",
+    "UNCERTAINTY",
+    "action_text",
+    "coded_object",
+    "describe",
+    "endpoint",
+    "explanation",
+    "fixes",
+    "group_flags",
+    "group_text",
+    "holders_text",
+    "owner_flags",
+    "processes_text",
+    "reason_text",
+    "state_name",
+    "uncertainty_text",
+]

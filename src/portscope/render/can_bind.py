@@ -1,18 +1,47 @@
-"""Rendering of ``portscope can-bind``: a JSON object, or a verdict-first text for people."""
+"""Rendering of ``portscope can-bind``: a JSON object, or a verdict-first text for people.
+
+The report holds codes; :mod:`portscope.render.bind_words` makes their words. Text is built by
+:func:`text_lines` (pure: given a width and height it wraps and summarises to fit); only
+:func:`render_can_bind` writes.
+"""
 
 from __future__ import annotations
 
 import errno as errno_mod
 import os
+import shutil
 import textwrap
 from typing import IO, Any
 
 from portscope.commands.can_bind import BindReport
+from portscope.render import bind_words as words
 from portscope.render import environment as term
 from portscope.render import jsonout
-from portscope.render.bind_words import endpoint, owner_flags, processes_text, state_name
+from portscope.render.bind_words import endpoint
 from portscope.render.text import safe_text
+from portscope.rules.bind_actions import BlockerGroup, group_blockers
 from portscope.sources.services import load_services
+
+# Keys of the can-bind --json object, in order (README documents each; a test compares).
+JSON_KEYS = (
+    "verdict",
+    "errno",
+    "stage",
+    "rule",
+    "blockers",
+    "explanation",
+    "fixes",
+    "model_verdict",
+    "probe",
+    "uncertainty",
+    "bsd_note",
+    "request",
+    "reasons",
+    "actions",
+    "uncertain_because",
+    "bsd_note_code",
+)
+_MIN_ACTIONS = 3  # a terminal too short for everything still gets the verdict, one blocker and 3 actions
 
 _VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "uncertain": "bold yellow"}
 
@@ -36,12 +65,12 @@ def report_object(report: BindReport, services=None) -> dict[str, Any]:
         "blockers": [
             jsonout.socket_object(b.socket, b.holders, services) for b in report.blockers if b.socket is not None
         ],
-        "explanation": report.explanation,
-        "fixes": list(report.fixes),
+        "explanation": explanation_text(report),
+        "fixes": words.fixes(report.actions),
         "model_verdict": report.model.verdict.value,
         "probe": probe,
-        "uncertainty": list(report.uncertainty),
-        "bsd_note": report.bsd_note,
+        "uncertainty": [words.uncertainty_text(u) for u in report.uncertainty],
+        "bsd_note": words.BSD_NOTES[report.bsd_note] if report.bsd_note else None,
         "request": {
             "proto": new.proto.value,
             "family": new.family.value,
@@ -58,7 +87,25 @@ def report_object(report: BindReport, services=None) -> dict[str, Any]:
             "listen": new.listen,
             "netns": report.netns,
         },
+        "reasons": [words.coded_object(r, "code") for r in report.reasons],
+        "actions": [words.coded_object(a, "kind") for a in report.actions],
+        "uncertain_because": [words.coded_object(u, "code") for u in report.uncertainty],
+        "bsd_note_code": report.bsd_note.value if report.bsd_note else None,
     }
+
+
+def explanation_text(report: BindReport) -> str:
+    """The model's reasons in words, after what a trial bind said where it ran."""
+    text = words.explanation(report.reasons)
+    probe = report.probe
+    if probe is None or probe.error is not None:
+        return text
+    kernel = f"bind() failed with {probe.errno}" if probe.errno else "bind() succeeded"
+    if report.probe_agrees is False:
+        return f"The trial bind disagrees with the model: {kernel}. The model said: {text}"
+    if report.probe_agrees is None:
+        return f"The trial bind settled it: {kernel}. {text}"
+    return text
 
 
 def _errno_words(name: str | None) -> str:
@@ -99,10 +146,25 @@ def verdict_line(report: BindReport) -> str:
     return f"UNCERTAIN: {stage} of {subject} may fail with {_errno_words(report.errno)}"
 
 
-def text_lines(report: BindReport) -> list[tuple[str, str | None]]:
-    """(line, rich style) pairs; the plain writer ignores the styles."""
-    lines: list[tuple[str, str | None]] = [(verdict_line(report), _VERDICT_STYLE[report.verdict.value])]
-    lines.append((f"rule {report.rule}: {report.explanation}", None))
+Line = tuple[str, str | None]  # (text, rich style); the plain writer ignores the styles
+
+
+def _blocker_lines(groups: list[BlockerGroup], shown: int) -> list[Line]:
+    lines: list[Line] = [("blocking:", "bold")]
+    for group in groups[:shown]:
+        lines.append((f"  {words.group_text(group)}", None))
+        lines.append((f"      {words.group_flags(group)}", "dim"))
+    rest = groups[shown:]
+    if rest:
+        sockets = sum(len(g.owners) for g in rest)
+        more = f"  ... and {sockets:,} more socket(s) of {len(rest):,} other holder(s) (--json lists all)"
+        lines.append((more, None))
+    return lines
+
+
+def _lines(report: BindReport, groups: list[BlockerGroup], shown_groups: int, shown_actions: int) -> list[Line]:
+    lines: list[Line] = [(verdict_line(report), _VERDICT_STYLE[report.verdict.value])]
+    lines.append((f"rule {report.rule}: {explanation_text(report)}", None))
     if report.probe is not None:
         probe = report.probe
         if probe.error:
@@ -116,21 +178,46 @@ def text_lines(report: BindReport) -> list[tuple[str, str | None]]:
                 lines.append((f"model said: {report.model.verdict.value} ({report.model.errno or 'no error'})", None))
     if report.uncertainty:
         lines.append(("why uncertain:", "bold"))
-        lines += [(f"  - {reason}", None) for reason in report.uncertainty]
-    if report.blockers:
-        lines.append(("blocking:", "bold"))
-        for owner in report.blockers:
-            where = endpoint(owner.family, owner.address, owner.port)
-            device = f"%{owner.socket.interface}" if owner.socket is not None and owner.socket.interface else ""
-            lines.append((f"  {state_name(owner)} {where}{device}  {processes_text(owner)}", None))
-            lines.append((f"      {owner_flags(owner)}", "dim"))
-    if report.fixes:
+        lines += [(f"  - {words.uncertainty_text(u)}", None) for u in report.uncertainty]
+    if groups:
+        lines += _blocker_lines(groups, shown_groups)
+    if report.actions:
+        fixes = words.fixes(report.actions)
         lines.append(("what would make it work:", "bold"))
-        lines += [(f"  - {fix}", None) for fix in report.fixes]
+        lines += [(f"  - {fix}", None) for fix in fixes[:shown_actions]]
+        if len(fixes) > shown_actions:
+            lines.append((f"  ... and {len(fixes) - shown_actions} more (--json lists all)", None))
     if report.bsd_note and report.verdict.value != "yes":
-        lines.append((f"Linux vs BSD: {report.bsd_note}", "dim"))
+        lines.append((f"Linux vs BSD: {words.BSD_NOTES[report.bsd_note]}", "dim"))
     for warning in report.warnings:
         lines.append((f"note: {warning}", "yellow"))
+    return lines
+
+
+def _wrapped(lines: list[Line], width: int | None) -> list[Line]:
+    if width is None:
+        return lines
+    return [(piece, style) for text, style in lines for piece in _wrap(text, width)]
+
+
+def text_lines(report: BindReport, width: int | None = None, height: int | None = None) -> list[Line]:
+    """The text, verdict first; wrapped to ``width`` and summarised to ``height`` lines where given.
+
+    Blockers are grouped by holder. To fit a height, fewer groups are shown (the rest counted), then
+    fewer actions (never below a few); ``--json`` always lists everything.
+    """
+    groups = group_blockers(report.blockers)
+    shown_groups, shown_actions = len(groups), len(report.actions)
+    lines = _wrapped(_lines(report, groups, shown_groups, shown_actions), width)
+    while height is not None and len(lines) > height:
+        overflow = len(lines) - height
+        if shown_groups > 1:
+            shown_groups = max(1, shown_groups - max(1, (overflow + 1) // 2))  # two lines per group
+        elif shown_actions > _MIN_ACTIONS:
+            shown_actions = max(_MIN_ACTIONS, shown_actions - overflow)
+        else:
+            break
+        lines = _wrapped(_lines(report, groups, shown_groups, shown_actions), width)
     return lines
 
 
@@ -139,18 +226,17 @@ def render_can_bind(report: BindReport, out: IO[str], *, as_json: bool) -> None:
         jsonout.dump(report_object(report, load_services()), out)
         return
     # The sentences carry process, user and interface names: escaped here, where they become output.
-    lines = [(safe_text(text), style) for text, style in text_lines(report)]
     if term.is_terminal(out):
         from rich.text import Text
 
         width = term.terminal_width(out) or 80
+        height = shutil.get_terminal_size((80, 24)).lines
         console = term.make_console(out, width)
-        for text, style in lines:
-            for piece in _wrap(text, width):
-                console.print(Text(piece, style=style or ""), soft_wrap=True)
+        for text, style in text_lines(report, width, height):
+            console.print(Text(safe_text(text), style=style or ""), soft_wrap=True)
         return
-    for text, _ in lines:  # a pipe gets whole lines, for grep
-        out.write(text + "\n")
+    for text, _ in text_lines(report):  # a pipe gets whole lines, for grep
+        out.write(safe_text(text) + "\n")
 
 
 def _wrap(text: str, width: int) -> list[str]:

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from portscope.model.records import Family, Holder, Proto, Socket, State
-from portscope.render import bind_words as advice
+from portscope.rules import bind_actions
+from portscope.rules.codes import ActionKind, BsdNote, Coded, ReasonCode, UncertaintyCode, action, reason, uncertainty
 
 
 class Verdict(str, enum.Enum):
@@ -116,15 +117,17 @@ class Namespace:
 
 @dataclass(frozen=True)
 class BindVerdict:
+    """The answer as data (codes in :mod:`portscope.rules.codes`); :mod:`portscope.render.bind_words` words it."""
+
     verdict: Verdict
     errno: str | None  # for "uncertain": the error if it fails
     stage: Stage | None
     rule: str
     blockers: tuple[Owner, ...]
-    explanation: str
-    fixes: tuple[str, ...] = ()
-    bsd_note: str | None = None
-    uncertainty: tuple[str, ...] = ()
+    reasons: tuple[Coded, ...]  # the deciding reason first
+    actions: tuple[Coded, ...] = ()
+    bsd_note: BsdNote | None = None
+    uncertainty: tuple[Coded, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -287,6 +290,14 @@ def _worlds(b: Owner, n_device: int, reuseport: bool | None = None) -> Iterator[
         yield _World(r, p, o, d)
 
 
+def _hidden_why(b: Owner) -> str:
+    if b.timewait:
+        return "time-wait"
+    if not b.holders:
+        return "no-holder"
+    return "holder-not-inspectable"
+
+
 def _owner_unknowns(b: Owner) -> list[str]:
     missing = []
     if b.reuseaddr is None:
@@ -350,8 +361,18 @@ def _privileged_port(n: NewSocket, ns: Namespace) -> bool:
     return n.port != 0 and n.port < ns.unprivileged_port_start and not n.privileged
 
 
-def _no(rule: str, errno: str, explanation: str, **extra) -> BindVerdict:
-    return BindVerdict(Verdict.NO, errno, Stage.BIND, rule, (), explanation, **extra)
+def _no(rule: str, errno: str, why: Coded, *actions: Coded, bsd_note: BsdNote | None = None) -> BindVerdict:
+    return BindVerdict(Verdict.NO, errno, Stage.BIND, rule, (), (why,), actions, bsd_note)
+
+
+def _address_actions(address: str, family: Family) -> tuple[Coded, ...]:
+    freebind = "IPV6_FREEBIND" if family is Family.IPV6 else "IP_FREEBIND"
+    sysctl = "net.ipv6.ip_nonlocal_bind" if family is Family.IPV6 else "net.ipv4.ip_nonlocal_bind"
+    return (
+        action(ActionKind.ADD_ADDRESS, address=address, family=family.value),
+        action(ActionKind.SET_OPTION, option=freebind, on="new"),
+        action(ActionKind.SET_SYSCTL, name=sysctl, value=1),
+    )
 
 
 def _precheck(n: NewSocket, ns: Namespace) -> tuple[BindVerdict | None, _K, int]:
@@ -360,12 +381,15 @@ def _precheck(n: NewSocket, ns: Namespace) -> tuple[BindVerdict | None, _K, int]
     Returns (a failure verdict or None, N's kernel view after bind, N's effective bound device).
     """
     device = n.device
+    start = ns.unprivileged_port_start
     priv = _no(
         "R-PRIV",
         "EACCES",
-        advice.privileged_text(n.port, ns.unprivileged_port_start),
-        fixes=advice.privileged_fixes(n.port, ns.unprivileged_port_start),
-        bsd_note=advice.BSD_PRIV,
+        reason(ReasonCode.PRIVILEGED_PORT, port=n.port, unprivileged_port_start=start),
+        action(ActionKind.GRANT_CAPABILITY, capability="CAP_NET_BIND_SERVICE"),
+        action(ActionKind.SET_SYSCTL, name="net.ipv4.ip_unprivileged_port_start", value=n.port, current=start),
+        action(ActionKind.USE_ANOTHER_PORT, at_least=start),
+        bsd_note=BsdNote.PRIVILEGED_PORTS,
     )
     if n.family is Family.IPV4:
         address4 = ipaddress.IPv4Address(n.address)
@@ -374,9 +398,9 @@ def _precheck(n: NewSocket, ns: Namespace) -> tuple[BindVerdict | None, _K, int]
                 _no(
                     "R-ADDR4",
                     "EADDRNOTAVAIL",
-                    advice.addr4_text(n.address),
-                    fixes=advice.addr4_fixes(n.address),
-                    bsd_note=advice.BSD_ADDR4,
+                    reason(ReasonCode.ADDRESS_NOT_LOCAL, address=n.address),
+                    *_address_actions(n.address, Family.IPV4),
+                    bsd_note=BsdNote.IPV4_LOCAL_ADDRESS,
                 ),
                 _kview(n.family, n.address, False),
                 device,
@@ -390,7 +414,13 @@ def _precheck(n: NewSocket, ns: Namespace) -> tuple[BindVerdict | None, _K, int]
     kind = v6_kind(raw)
     if kind == "multicast" and n.proto is Proto.TCP:
         return (
-            _no("R-ADDR6", "EINVAL", advice.MCAST_TCP_TEXT, fixes=advice.MCAST_TCP_FIXES),
+            _no(
+                "R-ADDR6",
+                "EINVAL",
+                reason(ReasonCode.MULTICAST_ON_TCP, address=n.address),
+                action(ActionKind.USE_UNICAST_ADDRESS),
+                action(ActionKind.USE_UDP),
+            ),
             _kview(n.family, n.address, True),
             device,
         )
@@ -399,7 +429,13 @@ def _precheck(n: NewSocket, ns: Namespace) -> tuple[BindVerdict | None, _K, int]
     if kind == "mapped":
         if n.v6only:
             return (
-                _no("R-V6ONLY-MAPPED", "EINVAL", advice.MAPPED_V6ONLY_TEXT, fixes=advice.MAPPED_V6ONLY_FIXES),
+                _no(
+                    "R-V6ONLY-MAPPED",
+                    "EINVAL",
+                    reason(ReasonCode.MAPPED_ON_V6ONLY, address=n.address),
+                    action(ActionKind.SET_OPTION, option="IPV6_V6ONLY", on="new", value=False),
+                    action(ActionKind.USE_IPV4_SOCKET, address=str(ipaddress.IPv4Address(raw[12:]))),
+                ),
                 _kview(n.family, n.address, True),
                 device,
             )
@@ -409,9 +445,9 @@ def _precheck(n: NewSocket, ns: Namespace) -> tuple[BindVerdict | None, _K, int]
                 _no(
                     "R-ADDR6",
                     "EADDRNOTAVAIL",
-                    advice.addr4_text(str(embedded), mapped=True),
-                    fixes=advice.addr4_fixes(str(embedded)),
-                    bsd_note=advice.BSD_ADDR4,
+                    reason(ReasonCode.MAPPED_ADDRESS_NOT_LOCAL, address=str(embedded)),
+                    *_address_actions(str(embedded), Family.IPV4),
+                    bsd_note=BsdNote.IPV4_LOCAL_ADDRESS,
                 ),
                 _kview(n.family, n.address, False),
                 device,
@@ -424,21 +460,35 @@ def _precheck(n: NewSocket, ns: Namespace) -> tuple[BindVerdict | None, _K, int]
             device = n.scope_id  # the scope id becomes the bound device, overriding SO_BINDTODEVICE
         if not device:
             return (
-                _no("R-ADDR6", "EINVAL", advice.SCOPE_TEXT, fixes=advice.scope_fixes(n.address)),
+                _no(
+                    "R-ADDR6",
+                    "EINVAL",
+                    reason(ReasonCode.SCOPE_NEEDED, address=n.address),
+                    action(ActionKind.ADD_SCOPE_ID, address=n.address),
+                    action(ActionKind.SET_OPTION, option="SO_BINDTODEVICE", on="new"),
+                ),
                 _kview(n.family, n.address, True),
                 device,
             )
     if kind != "multicast" and not (ns.ipv6_nonlocal_bind or n.freebind):
         usable, why = _ipv6_present(address6, device, ns)
         if not usable:
+            if why == "tentative":
+                why_code = reason(ReasonCode.ADDRESS_TENTATIVE, address=n.address)
+                fixes: tuple[Coded, ...] = (
+                    action(ActionKind.WAIT, until="dad-finishes"),
+                    action(ActionKind.SET_OPTION, option="IPV6_FREEBIND", on="new"),
+                )
+            elif why == "other-device":
+                why_code = reason(
+                    ReasonCode.ADDRESS_ON_OTHER_DEVICE, address=n.address, device=ns.interface_name(device)
+                )
+                fixes = _address_actions(n.address, Family.IPV6)
+            else:
+                why_code = reason(ReasonCode.ADDRESS_NOT_PRESENT, address=n.address)
+                fixes = _address_actions(n.address, Family.IPV6)
             return (
-                _no(
-                    "R-ADDR6",
-                    "EADDRNOTAVAIL",
-                    advice.addr6_text(n.address, why, ns.interface_name(device) if device else None),
-                    fixes=advice.addr6_fixes(n.address, why),
-                    bsd_note=advice.BSD_ADDR6,
-                ),
+                _no("R-ADDR6", "EADDRNOTAVAIL", why_code, *fixes, bsd_note=BsdNote.IPV6_V6ONLY_DEFAULT),
                 _kview(n.family, n.address, True),
                 device,
             )
@@ -531,7 +581,74 @@ def _tcp_rule(reasons: tuple[str, ...]) -> str:
     return "R-TCP-BASE"
 
 
-def _decide_tcp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
+def _state_word(b: Owner) -> str:
+    return "time-wait" if b.timewait else b.state.value
+
+
+def _tcp_conflict_reasons(n: NewSocket, owner: Owner, tags: Sequence[str], count: int) -> tuple[Coded, ...]:
+    reasons = [reason(ReasonCode.OVERLAP, socket=owner, port=n.port)]
+    if "dual-stack" in tags:
+        reasons.append(reason(ReasonCode.DUAL_STACK_OVERLAP))
+    if "reuseport-uid" in tags:
+        reasons.append(reason(ReasonCode.REUSEPORT_OWNER_DIFFERS, existing_uid=owner.uid, new_uid=n.uid))
+    elif "reuseaddr-listen" in tags:
+        reasons.append(reason(ReasonCode.LISTENER_BLOCKS_REUSEADDR))
+    elif owner.listening:
+        reasons.append(reason(ReasonCode.LISTENER_NEEDS_REUSEPORT))
+    elif "reuseaddr-other" in tags:
+        reasons.append(reason(ReasonCode.EXISTING_LACKS_REUSEADDR, state=_state_word(owner), timewait=owner.timewait))
+    elif "reuseport-other" in tags:
+        reasons.append(reason(ReasonCode.EXISTING_LACKS_REUSEPORT))
+    else:
+        reasons.append(reason(ReasonCode.NO_SHARING_OPTION))
+    if count > 1:
+        reasons.append(reason(ReasonCode.MORE_BLOCKERS, count=count - 1))
+    return tuple(reasons)
+
+
+def _tcp_bsd_note(rule: str, n: NewSocket) -> BsdNote | None:
+    if rule == "R-OVERLAP-DUAL":
+        return BsdNote.DUAL_STACK
+    if rule == "R-TCP-REUSEADDR":
+        return BsdNote.TCP_REUSEADDR
+    if rule == "R-TCP-REUSEPORT":
+        return BsdNote.TCP_REUSEPORT
+    if rule in ("R-TCP-BASE", "R-TCP-PAIR") and n.reuseaddr:
+        return BsdNote.REUSEADDR_NO_OVERRIDE
+    return None
+
+
+def _hidden_flags(owners: Iterable[Owner]) -> list[Coded]:
+    """One hidden-flags code per kind of invisibility, counting the sockets it covers."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Owner]] = {}
+    for b in owners:
+        unknown = _owner_unknowns(b)
+        if unknown:
+            groups.setdefault((_hidden_why(b), tuple(unknown)), []).append(b)
+    return [
+        uncertainty(UncertaintyCode.HIDDEN_FLAGS, socket=group[0], count=len(group), options=options, why=why)
+        for (why, options), group in groups.items()
+    ]
+
+
+def _actions(n: NewSocket, blockers: Sequence[Owner], ns: Namespace) -> tuple[Coded, ...]:
+    """What would help, each option change checked by re-running the model without those blockers' veto."""
+    quiet = replace(ns, bound_visible=True)
+
+    def clears(changed: NewSocket, owners: Sequence[Owner]) -> str:
+        failure, nk, n_dev = _precheck(changed, quiet)
+        if failure is not None:
+            return "no"
+        table = _decide_tcp if changed.proto is Proto.TCP else _decide_udp
+        outcome = table(changed, nk, n_dev, owners, quiet, plan=False).verdict
+        return {Verdict.YES: "yes", Verdict.UNCERTAIN: "maybe", Verdict.NO: "no"}[outcome]
+
+    return bind_actions.plan(n, blockers, clears)
+
+
+def _decide_tcp(
+    n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: Namespace, plan: bool = True
+) -> BindVerdict:
     if not owners:
         return _port_free(n, ns)
     results = [_tcp_outcome(n, nk, n_dev, b) for b in owners]
@@ -547,9 +664,9 @@ def _decide_tcp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: N
             Stage.BIND,
             rule,
             blockers,
-            advice.tcp_conflict_text(n, lead.owner, lead.reasons, len(blockers)),
-            fixes=advice.tcp_fixes(n, blockers, [r.reasons for r in certain]),
-            bsd_note=advice.tcp_bsd_note(rule, n),
+            _tcp_conflict_reasons(n, lead.owner, lead.reasons, len(blockers)),
+            actions=_actions(n, blockers, ns) if plan else (),
+            bsd_note=_tcp_bsd_note(rule, n),
         )
     if not possible:
         # R-LISTEN-RECHECK: listen() re-runs the same check with N listening. The pair rule looks at the
@@ -558,40 +675,52 @@ def _decide_tcp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: N
         # sharing through SO_REUSEADDR starts listening first).
         return _tcp_yes(n, nk, n_dev, owners)
     # Some owner conflicts only in some worlds, or only if the fast path did not let N through.
-    reasons: list[str] = []
     rule = "R-TCP-PAIR"
     hidden = [r for r in possible if _NONE in r.outcomes]
     soft = [r for r in possible if _SOFT in r.outcomes]
-    for r in hidden:
-        unknown = _owner_unknowns(r.owner)
-        reasons.append(advice.hidden_flags_reason(r.owner, unknown))
+    doubts = _hidden_flags(r.owner for r in hidden)
     if soft:
         rule = "R-FASTPATH"
-        reasons.append(advice.FASTPATH_REASON)
+        doubts.append(uncertainty(UncertaintyCode.FASTPATH))
     elif hidden:
         rule = _tcp_rule(hidden[0].reasons)
     blockers = tuple(r.owner for r in possible)
+    why = ReasonCode.FASTPATH_MAY_ACCEPT if soft else ReasonCode.DEPENDS_ON_HIDDEN
     return BindVerdict(
         Verdict.UNCERTAIN,
         "EADDRINUSE",
         Stage.BIND,
         rule,
         blockers,
-        advice.tcp_uncertain_text(n, blockers, bool(soft)),
-        fixes=advice.tcp_fixes(n, blockers, [r.reasons for r in possible]),
-        bsd_note=advice.tcp_bsd_note(rule, n),
-        uncertainty=tuple(dict.fromkeys(reasons)),
+        (reason(why, socket=blockers[0], count=len(blockers)),),
+        actions=_actions(n, blockers, ns) if plan else (),
+        bsd_note=_tcp_bsd_note(rule, n),
+        uncertainty=tuple(doubts),
     )
 
 
 def _port_free(n: NewSocket, ns: Namespace) -> BindVerdict:
     rule = "R-TCP-PAIR" if n.proto is Proto.TCP else "R-UDP"
-    return BindVerdict(Verdict.YES, None, None, rule, (), advice.free_text(n, ns.bound_visible))
+    free = reason(ReasonCode.PORT_FREE, proto=n.proto.value, port=n.port, listen=n.listen)
+    return BindVerdict(Verdict.YES, None, None, rule, (), (free,))
+
+
+def _sharing_reason(n: NewSocket, rule: str, owners: int) -> Coded:
+    common = {"proto": n.proto.value, "port": n.port, "listen": n.listen}
+    if rule == "R-UDP-FIRSTMATCH":
+        return reason(ReasonCode.FIRST_MATCH_COMPATIBLE)
+    if rule == "R-DEV":
+        return reason(ReasonCode.PINNED_ELSEWHERE, count=owners, **common)
+    if rule in ("R-TCP-REUSEADDR", "R-UDP-REUSEADDR"):
+        return reason(ReasonCode.SHARED_REUSEADDR, **common)
+    if rule in ("R-TCP-REUSEPORT", "R-UDP-REUSEPORT"):
+        return reason(ReasonCode.SHARED_REUSEPORT, **common)
+    return reason(ReasonCode.NO_OVERLAP, count=owners, address=n.address, **common)
 
 
 def _tcp_yes(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner]) -> BindVerdict:
     rule = _sharing_rule(n, nk, n_dev, owners)
-    return BindVerdict(Verdict.YES, None, None, rule, (), advice.tcp_yes_text(n, rule, len(owners)))
+    return BindVerdict(Verdict.YES, None, None, rule, (), (_sharing_reason(n, rule, len(owners)),))
 
 
 def _sharing_rule(n: NewSocket, nk: _K, n_dev: int, owners: Iterable[Owner]) -> str:
@@ -713,10 +842,32 @@ def _udp_hash2(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner]) -> tup
     return outcomes, deciders, interleaving
 
 
-def _decide_udp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
+def _udp_conflict_reasons(n: NewSocket, owner: Owner, rule: str) -> tuple[Coded, ...]:
+    reasons = [reason(ReasonCode.OVERLAP, socket=owner, port=n.port)]
+    if rule == "R-OVERLAP-DUAL":
+        reasons.append(reason(ReasonCode.DUAL_STACK_OVERLAP))
+    if rule == "R-UDP-REUSEPORT" and owner.reuseport and n.reuseport:
+        reasons.append(reason(ReasonCode.REUSEPORT_OWNER_DIFFERS, existing_uid=owner.uid, new_uid=n.uid))
+    else:
+        reasons.append(reason(ReasonCode.UDP_NEEDS_SHARING))
+    return tuple(reasons)
+
+
+def _udp_bsd_note(rule: str) -> BsdNote | None:
+    return {
+        "R-UDP-REUSEADDR": BsdNote.UDP_REUSEADDR,
+        "R-UDP": BsdNote.UDP_REUSEADDR,
+        "R-OVERLAP-DUAL": BsdNote.DUAL_STACK,
+        "R-UDP-REUSEPORT": BsdNote.UDP_REUSEPORT,
+    }.get(rule)
+
+
+def _decide_udp(
+    n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: Namespace, plan: bool = True
+) -> BindVerdict:
     if not owners:
         return _port_free(n, ns)
-    uncertainty: list[str] = []
+    doubts: list[Coded] = []
     # With more than 10 sockets in the port's primary slot, a specific bind scans the hash2 slots instead
     # (the slot count also holds sockets of other namespaces, which we assume do not reach the limit).
     if _uses_hash2(nk) and ns.udp_slot_sockets > 10:
@@ -728,7 +879,7 @@ def _decide_udp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: N
     if outcomes == {_OK}:
         first_match = any(_udp_results(n, nk, n_dev, b, None) == {_FAIL} for b in owners) and compatible
         rule = "R-UDP-FIRSTMATCH" if first_match else _sharing_rule(n, nk, n_dev, owners)
-        return BindVerdict(Verdict.YES, None, None, rule, (), advice.udp_yes_text(n, rule, len(owners)))
+        return BindVerdict(Verdict.YES, None, None, rule, (), (_sharing_reason(n, rule, len(owners)),))
     rule = _udp_rule(n, nk, n_dev, blocking[0] if blocking else owners[0])
     if outcomes == {_FAIL}:
         return BindVerdict(
@@ -737,28 +888,29 @@ def _decide_udp(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: N
             Stage.BIND,
             rule,
             tuple(blocking),
-            advice.udp_conflict_text(n, blocking[0], rule),
-            fixes=advice.udp_fixes(n, blocking),
-            bsd_note=advice.udp_bsd_note(rule),
+            _udp_conflict_reasons(n, blocking[0], rule),
+            actions=_actions(n, blocking, ns) if plan else (),
+            bsd_note=_udp_bsd_note(rule),
         )
     if interleaving:
-        uncertainty.append(advice.UDP_ORDER_REASON)
-    for s in deciders:
-        unknown = _owner_unknowns(s.owner)
-        if unknown and len(s.results - {_SKIP}) + (_SKIP in s.results) > 1:
-            uncertainty.append(advice.hidden_flags_reason(s.owner, unknown))
-    if not uncertainty:
-        uncertainty.append(advice.UDP_ORDER_REASON)
+        doubts.append(uncertainty(UncertaintyCode.UDP_ORDER))
+    doubts += _hidden_flags(s.owner for s in deciders if len(s.results - {_SKIP}) + (_SKIP in s.results) > 1)
+    if not doubts:
+        doubts.append(uncertainty(UncertaintyCode.UDP_ORDER))
+    if blocking and compatible:
+        why = reason(ReasonCode.FIRST_MATCH_ORDER, compatible=compatible[0], blocking=blocking[0])
+    else:
+        why = reason(ReasonCode.DEPENDS_ON_HIDDEN, socket=blocking[0] if blocking else None, count=len(blocking))
     return BindVerdict(
         Verdict.UNCERTAIN,
         "EADDRINUSE",
         Stage.BIND,
         "R-UDP-FIRSTMATCH" if interleaving else rule,
         tuple(blocking),
-        advice.udp_uncertain_text(n, blocking, compatible),
-        fixes=advice.udp_fixes(n, blocking),
-        bsd_note=advice.udp_bsd_note(rule),
-        uncertainty=tuple(dict.fromkeys(uncertainty)),
+        (why,),
+        actions=_actions(n, blocking, ns) if plan and blocking else (),
+        bsd_note=_udp_bsd_note(rule),
+        uncertainty=tuple(dict.fromkeys(doubts)),
     )
 
 
@@ -784,7 +936,7 @@ def decide(n: NewSocket, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
         return failure
     if n.port == 0:
         rule = "R-AUTOBIND" if n.proto is Proto.TCP else "R-AUTOBIND-UDP"
-        return BindVerdict(Verdict.YES, None, None, rule, (), advice.autobind_text(n))
+        return BindVerdict(Verdict.YES, None, None, rule, (), (reason(ReasonCode.AUTOBIND, proto=n.proto.value),))
     owners = [b for b in owners if b.proto is n.proto and b.port == n.port and b.state is not State.SYN_RECV]
     decide_table = _decide_tcp if n.proto is Proto.TCP else _decide_udp
     verdict = decide_table(n, nk, n_dev, owners, ns)
@@ -794,7 +946,7 @@ def decide(n: NewSocket, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
             verdict=Verdict.UNCERTAIN,
             errno="EADDRINUSE",
             stage=Stage.BIND,
-            uncertainty=(*verdict.uncertainty, advice.BOUND_INVISIBLE_REASON),
+            uncertainty=(*verdict.uncertainty, uncertainty(UncertaintyCode.BOUND_INVISIBLE)),
         )
     return verdict
 
