@@ -291,8 +291,10 @@ def ssh_forwards(argv: Iterable[str]) -> tuple[Forward, ...]:
                     value = args[index] if index < len(args) else ""
                 if flag == "L":
                     specs.append(value)
-                elif flag == "o" and value.lower().startswith("localforward"):
-                    specs.append(value.split(None, 1)[1].replace(" ", ":", 1) if " " in value else value)
+                elif flag == "o":
+                    key, _, rest = value.replace("=", " ", 1).partition(" ")
+                    if key.lower() == "localforward":
+                        specs.append(":".join(rest.split()))  # "[bind:]port host:hostport"
                 break
         index += 1
     forwards = []
