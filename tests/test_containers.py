@@ -23,6 +23,7 @@ from portscope.sources.containers import (
     parse_docker_config,
     parse_storage_containers,
     rootless_storage,
+    shim_container,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "containers"
@@ -282,3 +283,10 @@ def test_missing_config_keeps_the_id(host):
     (host / f"var/lib/docker/containers/{DOCKER_ID}").mkdir()
     info = index_of(host).by_id(DOCKER_ID)
     assert (info.runtime, info.id, info.name) == ("docker", DOCKER_ID, None)
+
+
+def test_shim_argv_names_namespace_and_id():
+    argv = f"/usr/bin/containerd-shim-runc-v2 -namespace moby -id {HEX} -address /run/containerd/containerd.sock"
+    assert shim_container(argv.split()) == ("moby", HEX)
+    assert shim_container(["containerd-shim-runc-v2", "-id", "x"]) == ("default", "x")
+    assert shim_container(["containerd-shim-runc-v2", "-address", "/a"]) is None

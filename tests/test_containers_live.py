@@ -13,7 +13,7 @@ import time
 import pytest
 
 from containers_util import require, runtimes
-from portscope.sources.containers import ContainerIndex, RuntimeRoots, StorageRoot, dockerd_roots
+from portscope.sources.containers import ContainerIndex, RuntimeRoots, StorageRoot, dockerd_roots, shim_container
 from portscope.sources.forwarders import dockerd_published, read_facts, recognise
 from portscope.sources.lineage import pick_cgroup_path
 
@@ -177,6 +177,9 @@ def test_docker_proxy_names_the_container_and_its_compose_labels(live):
     assert (container.runtime, container.id, container.name) == ("docker", live.ids[key], live.names[key])
     assert (container.compose_project, container.compose_service) == ("psapp", "web")
     assert container.running is True
+    with open(f"/proc/{container.pid}/stat") as handle:
+        shim = int(handle.read().rsplit(")", 1)[1].split()[1])  # the container's parent is its shim
+    assert shim_container(read_facts(shim).argv) == ("moby", live.ids[key])
 
 
 def test_dockerd_published_port_matches_network_settings(live):

@@ -328,6 +328,18 @@ def option_value(argv: Iterable[str], *names: str) -> str | None:
     return found
 
 
+def shim_container(argv: Iterable[str]) -> tuple[str, str] | None:
+    """(containerd namespace, container id) from ``containerd-shim-runc-v2 -namespace moby -id <id> …``.
+
+    Namespace ``moby`` is docker's, ``k8s.io`` the CRI plugin's (look the id up in the index).
+    """
+    args = list(argv)
+    container_id = option_value(args, "-id", "--id")
+    if not container_id:
+        return None
+    return option_value(args, "-namespace", "--namespace") or "default", container_id
+
+
 def dockerd_roots(argv: Iterable[str]) -> tuple[str, str]:
     """(data root, exec root) of a running dockerd from its argv (defaults: /var/lib/docker, /run/docker)."""
     args = list(argv)
