@@ -1,0 +1,202 @@
+"""Real podman and docker containers: the index and the forwarder recognisers name them from the
+runtimes' own files, the processes' argv and cgroups, with `ss` (who holds the port) and the runtimes'
+`inspect` (names, ids, addresses) as oracles."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from containers_util import require, runtimes
+from portscope.sources.containers import ContainerIndex, RuntimeRoots, StorageRoot, dockerd_roots, shim_container
+from portscope.sources.forwarders import dockerd_published, read_facts, recognise
+from portscope.sources.lineage import pick_cgroup_path
+
+pytestmark = pytest.mark.containers
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def holder_of(port: int) -> int:
+    """The pid ss names for the TCP listener on ``port`` (exactly one)."""
+    out = subprocess.run(
+        ["ss", "-Htlnp", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    pids = set(re.findall(r"pid=(\d+)", out))
+    assert len(pids) == 1, f"ss shows {out!r} for port {port}"
+    return int(pids.pop())
+
+
+def wait_holder(port: int) -> int:
+    for _ in range(50):
+        try:
+            return holder_of(port)
+        except AssertionError:
+            time.sleep(0.1)
+    return holder_of(port)
+
+
+class Live:
+    """The containers this module starts, once."""
+
+    def __init__(self, rt) -> None:
+        self.rt = rt
+        self.ports: dict[str, int] = {}
+        self.ids: dict[str, str] = {}
+        suffix = os.urandom(3).hex()
+        if rt.podman is not None:
+            for key, options in (
+                ("podman-bridge", ("--network", rt.podman.networks[0])),
+                ("podman-slirp", ("--network", "slirp4netns")),
+            ):
+                self.ports[key] = _free_port()
+                self.ids[key] = rt.podman.run(f"ps-{key}-{suffix}", *options, "-p", f"127.0.0.1:{self.ports[key]}:8080")
+            self.ports["podman-host"] = _free_port()
+            self.ids["podman-host"] = rt.podman.run(
+                f"ps-podman-host-{suffix}", "--network", "host", port=self.ports["podman-host"]
+            )
+        if rt.docker is not None:
+            self.ports["docker-bridge"] = _free_port()
+            self.ids["docker-bridge"] = rt.docker.run(
+                f"ps-docker-bridge-{suffix}",
+                "-p", f"127.0.0.1:{self.ports['docker-bridge']}:8080",
+                "-l", "com.docker.compose.project=psapp",
+                "-l", "com.docker.compose.service=web",
+            )  # fmt: skip
+            self.ports["docker-host"] = _free_port()
+            self.ids["docker-host"] = rt.docker.run(
+                f"ps-docker-host-{suffix}", "--network", "host", port=self.ports["docker-host"]
+            )
+        self.names = {key: f"ps-{key}-{suffix}" for key in self.ids}
+
+    def index(self) -> ContainerIndex:
+        """A fresh index over this session's private roots (docker's found from the daemon's argv)."""
+        docker = ()
+        if self.rt.docker is not None:
+            argv = read_facts(self.rt.docker.daemon.pid).argv
+            docker = (dockerd_roots(argv)[0],)
+        storage = ()
+        if self.rt.podman is not None:
+            storage = (StorageRoot(self.rt.podman.storage_root, self.rt.podman.run_root),)
+        return ContainerIndex(RuntimeRoots(docker, storage, (), ("/var/lib/cni/results",)))
+
+    def inspect(self, key: str, template: str) -> str:
+        runtime = self.rt.podman if key.startswith("podman") else self.rt.docker
+        return runtime("inspect", "--format", template, self.ids[key])
+
+
+@pytest.fixture(scope="module")
+def live():
+    with runtimes() as rt:
+        yield Live(rt)
+
+
+def _podman(live: Live) -> None:
+    require(live.rt.podman_problem)
+
+
+def _docker(live: Live) -> None:
+    require(live.rt.docker_problem)
+
+
+def test_conmon_holds_a_bridge_port_and_names_its_container(live):
+    _podman(live)
+    port, key = live.ports["podman-bridge"], "podman-bridge"
+    facts = read_facts(wait_holder(port))
+    assert facts.name == "conmon"
+    forward = recognise(facts, listen=("127.0.0.1", port), index=live.index())
+    assert forward.kind == "conmon"
+    assert (forward.container.runtime, forward.container.id, forward.container.name) == (
+        "podman",
+        live.ids[key],
+        live.names[key],
+    )
+    assert forward.target_address == live.inspect(key, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
+    assert forward.target_port == 8080
+    pid = int(live.inspect(key, "{{.State.Pid}}"))
+    assert forward.netns_inode == os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+def test_conmon_without_readable_files_keeps_its_argv_identity(live, tmp_path):
+    _podman(live)
+    key = "podman-bridge"
+    facts = read_facts(wait_holder(live.ports[key]))
+    empty = ContainerIndex(RuntimeRoots((), (StorageRoot(str(tmp_path), str(tmp_path)),), (), ()))
+    forward = recognise(facts, index=empty)
+    assert (forward.container.id, forward.container.name) == (live.ids[key], live.names[key])
+    assert forward.container.addresses == ()
+
+
+def test_rootlessport_names_the_slirp_container_by_its_netns(live):
+    _podman(live)
+    port, key = live.ports["podman-slirp"], "podman-slirp"
+    facts = read_facts(wait_holder(port))
+    assert facts.name == "rootlessport"
+    forward = recognise(facts, listen=("127.0.0.1", port), index=live.index())
+    assert forward.kind == "rootlessport"
+    assert (forward.container.runtime, forward.container.id, forward.container.name) == (
+        "podman",
+        live.ids[key],
+        live.names[key],
+    )
+    pid = int(live.inspect(key, "{{.State.Pid}}"))
+    assert forward.netns_inode == os.stat(f"/proc/{pid}/ns/net").st_ino
+
+
+@pytest.mark.parametrize("key", ["podman-host", "docker-host"])
+def test_host_network_container_process_is_named_from_its_cgroup(live, key):
+    require(live.rt.podman_problem if key.startswith("podman") else live.rt.docker_problem)
+    pid = wait_holder(live.ports[key])
+    assert recognise(read_facts(pid), listen=("0.0.0.0", live.ports[key]), index=live.index()) is None
+    with open(f"/proc/{pid}/cgroup") as handle:
+        path = pick_cgroup_path(handle.read())
+    found = live.index().for_cgroup(path)
+    runtime = key.split("-")[0]
+    assert (found.runtime, found.id, found.name) == (runtime, live.ids[key], live.names[key])
+
+
+def test_docker_proxy_names_the_container_and_its_compose_labels(live):
+    _docker(live)
+    port, key = live.ports["docker-bridge"], "docker-bridge"
+    facts = read_facts(wait_holder(port))
+    assert facts.name == "docker-proxy"
+    forward = recognise(facts, listen=("127.0.0.1", port), index=live.index())
+    assert (forward.kind, forward.listen_address, forward.listen_port) == ("docker-proxy", "127.0.0.1", port)
+    address = live.inspect(key, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
+    assert (forward.target_address, forward.target_port) == (address, 8080)
+    container = forward.container
+    assert (container.runtime, container.id, container.name) == ("docker", live.ids[key], live.names[key])
+    assert (container.compose_project, container.compose_service) == ("psapp", "web")
+    assert container.running is True
+    with open(f"/proc/{container.pid}/stat") as handle:
+        shim = int(handle.read().rsplit(")", 1)[1].split()[1])  # the container's parent is its shim
+    assert shim_container(read_facts(shim).argv) == ("moby", live.ids[key])
+
+
+def test_dockerd_published_port_matches_network_settings(live):
+    _docker(live)
+    port, key = live.ports["docker-bridge"], "docker-bridge"
+    forward = dockerd_published(live.index(), ("127.0.0.1", port))
+    assert (forward.kind, forward.container.id, forward.target_port) == ("dockerd", live.ids[key], 8080)
+    assert dockerd_published(live.index(), ("127.0.0.1", _free_port())) is None
+
+
+@pytest.mark.parametrize("key", ["podman-bridge", "podman-slirp", "docker-bridge"])
+def test_container_netns_inode_and_short_id_find_the_container(live, key):
+    require(live.rt.podman_problem if key.startswith("podman") else live.rt.docker_problem)
+    index = live.index()
+    pid = int(live.inspect(key, "{{.State.Pid}}"))
+    by_netns = index.by_netns_inode(os.stat(f"/proc/{pid}/ns/net").st_ino)
+    assert by_netns is not None and by_netns.id == live.ids[key]
+    assert index.by_id(live.ids[key][:12]).name == live.names[key]
+    assert index.by_name(live.names[key]).id == live.ids[key]
+    assert index.by_id(live.ids[key]).pid == pid
