@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from portscope.errors import UsageError
 from portscope.model.endpoint import Target, parse_target
-from portscope.model.query import parse_user
+from portscope.model.query import ALL_NAMESPACES, parse_user
 from portscope.model.records import Family, Proto
 from portscope.rules.bind import BindVerdict, NewSocket, Owner, Stage, Verdict, decide
 from portscope.rules.codes import BsdNote, Coded
@@ -168,6 +168,8 @@ def check_binds(requests: Sequence[BindRequest]) -> list[BindReport]:
     for index, request in enumerate(requests):
         by_netns.setdefault(request.netns, []).append(index)
     for netns_spec, indexes in by_netns.items():
+        if netns_spec == ALL_NAMESPACES:
+            raise UsageError("can-bind judges one network namespace: give its name, a pid or a path")
         target = netns.resolve(netns_spec) if netns_spec else None
         ns_facts = facts.read_namespace(target)
         news = {i: new_socket_for(requests[i], ns_facts) for i in indexes}

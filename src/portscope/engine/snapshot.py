@@ -10,13 +10,24 @@ import ipaddress
 import os
 import socket as socket_module
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portscope.engine.parallel import DEFAULT, Parallelism
-from portscope.errors import SourceError
+from portscope.errors import SourceError, UsageError
 from portscope.model.query import PortRange, Query, port_in_ranges
-from portscope.model.records import Backend, Family, Holder, JoinReport, Proto, ProtoSource, Snapshot, Socket, State
-from portscope.sources import netlink, netns, procnet
+from portscope.model.records import (
+    Backend,
+    Family,
+    Holder,
+    JoinReport,
+    NetnsInfo,
+    Proto,
+    ProtoSource,
+    Snapshot,
+    Socket,
+    State,
+)
+from portscope.sources import namespaces, netlink, netns, procnet
 from portscope.sources.fdscan import BackgroundWalk
 from portscope.sources.join import join_processes
 
@@ -29,7 +40,7 @@ def snapshot(query: Query, *, proc_root: str = "/proc", parallelism: Parallelism
     ``parallelism``: when forked helpers may use a second CPU (:mod:`portscope.engine.parallel`);
     ``parallel.IN_PROCESS`` keeps all the work in this process.
     """
-    target = netns.resolve(query.netns) if query.netns else None
+    target = netns.resolve(query.netns) if query.netns and not query.every_namespace else None
     port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
     walk = None
     if parallelism.walk_ahead(needs_processes=query.needs_processes, port_filtered=port_filtered):
@@ -42,7 +53,10 @@ def snapshot(query: Query, *, proc_root: str = "/proc", parallelism: Parallelism
 
 
 def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None, parallelism: Parallelism) -> Snapshot:
-    collection = _collect(query, target, parallelism, walking_ahead=walk is not None)
+    if query.every_namespace:
+        collection = _collect_every_namespace(query, proc_root, parallelism, walking_ahead=walk is not None)
+    else:
+        collection = _collect(query, target, parallelism, walking_ahead=walk is not None)
     sockets: Sequence[Socket] = collection.sockets
 
     predicates = _socket_predicates(query)
@@ -67,6 +81,7 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
         netns=collection.netns_inode,
         bound_visible=collection.bound_visible,
         warnings=collection.warnings,
+        namespaces=collection.namespaces,
     )
 
 
@@ -83,6 +98,7 @@ class Collection:
     bound_visible: bool | None  # could bound-only TCP sockets be listed? None: not asked for
     warnings: tuple[str, ...]
     netns_inode: int | None
+    namespaces: tuple[NetnsInfo, ...] = ()  # --netns all: each namespace looked at
 
 
 def _collect(
@@ -97,6 +113,60 @@ def _collect(
         return _collect_proc_only(query, proc_only_dir, ns_inode)
     with netns.entered(target) as ns_inode:
         return _collect_here(query, ns_inode, parallelism, walking_ahead)
+
+
+def _collect_every_namespace(
+    query: Query, proc_root: str, parallelism: Parallelism, *, walking_ahead: bool
+) -> Collection:
+    """Each network namespace of the host dumped once: sock_diag inside it, or its /proc/PID/net when it
+    cannot be entered. A namespace that cannot be read is kept with its reason; none readable at all is an
+    error (the system could not be read)."""
+    discovery = namespaces.discover(proc_root)
+    sockets: list[Socket] = []
+    sources: dict[ProtoSource, None] = {}
+    warnings: dict[str, None] = {}
+    infos: list[NetnsInfo] = []
+    bound_visible: bool | None = None
+    for ref in discovery.namespaces:
+        info = NetnsInfo(ref.inode, ref.inode == discovery.host_inode, ref.names, ref.pid, ref.path)
+        try:
+            collection = _collect_namespace(query, ref, parallelism, walking_ahead)
+        except (SourceError, UsageError) as exc:  # vanished meanwhile, or not ours to enter
+            infos.append(replace(info, error=str(exc)))
+            continue
+        infos.append(info)
+        sockets += collection.sockets
+        sources.update(dict.fromkeys(collection.sources))
+        warnings.update(dict.fromkeys(collection.warnings))
+        if collection.bound_visible is not None:
+            bound_visible = collection.bound_visible and bound_visible is not False
+    if infos and all(info.error for info in infos):
+        raise SourceError("--netns all", f"no network namespace could be read ({infos[0].error})")
+    if discovery.processes_refused:
+        warnings[
+            f"the network namespaces of {discovery.processes_refused} process(es) of other users could not be "
+            "looked at (access refused)"
+        ] = None
+    unread = [info for info in infos if info.error]
+    if unread:
+        warnings[
+            f"{len(unread)} network namespace(s) could not be read: "
+            + "; ".join(f"{info.inode} ({info.error})" for info in unread[:3])
+        ] = None
+    return Collection(tuple(sockets), tuple(sources), bound_visible, tuple(warnings), None, tuple(infos))
+
+
+def _collect_namespace(
+    query: Query, ref: namespaces.NamespaceRef, parallelism: Parallelism, walking_ahead: bool
+) -> Collection:
+    target = netns.NetnsTarget(ref.path, ref.pid)
+    try:
+        return _collect(query, target, parallelism, walking_ahead=walking_ahead)
+    except SourceError:
+        if ref.pid is None or query.backend is Backend.NETLINK:
+            raise
+        # not ours to enter (no CAP_SYS_ADMIN): a process inside it still shows its tables in /proc
+        return _collect_proc_only(query, f"/proc/{ref.pid}/net", ref.inode)
 
 
 def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None) -> Collection:

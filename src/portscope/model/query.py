@@ -170,6 +170,9 @@ def parse_network(text: str) -> IPNetwork:
         raise UsageError(f"not an address or CIDR: {text!r}") from None
 
 
+ALL_NAMESPACES = "all"  # --netns all: every network namespace on the host
+
+
 @dataclass(frozen=True)
 class Query:
     """Which sockets to list. ``None`` means "no restriction" for every filter."""
@@ -187,7 +190,11 @@ class Query:
     uids: frozenset[int] | None = None
     join_processes: bool = True
     backend: Backend = Backend.AUTO
-    netns: str | None = None  # a name under /run/netns, a path, or a pid
+    netns: str | None = None  # a name under /run/netns, a path, a pid, or ALL_NAMESPACES
+
+    @property
+    def every_namespace(self) -> bool:
+        return self.netns == ALL_NAMESPACES
 
     @property
     def needs_processes(self) -> bool:

@@ -135,6 +135,18 @@ class JoinReport:
         return len(self.hidden_inodes)
 
 
+@dataclass(frozen=True, slots=True)
+class NetnsInfo:
+    """One network namespace a snapshot read (``--netns all``), or could not read (``error`` set)."""
+
+    inode: int
+    host: bool  # the namespace of PID 1
+    names: tuple[str, ...] = ()  # ip netns names (nsfs mounts in /run/netns)
+    pid: int | None = None  # a process inside it
+    path: str | None = None  # how it was entered: an nsfs mount, /proc/PID/ns/net or /proc/PID/fd/N
+    error: str | None = None  # why it could not be read
+
+
 @dataclass(frozen=True)
 class Snapshot:
     sockets: tuple[Socket, ...]
@@ -144,6 +156,7 @@ class Snapshot:
     netns: int | None
     bound_visible: bool | None  # could BOUND_INACTIVE sockets be listed? None: not asked
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    namespaces: tuple[NetnsInfo, ...] = ()  # with --netns all: every namespace looked at, read or not
 
     def holders_of(self, sock: Socket) -> tuple[Holder, ...]:
         if sock.inode is None:

@@ -1,0 +1,97 @@
+"""``--netns all``: every namespace's sockets exactly, each tagged with its namespace (ss inside each is the oracle)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from netns_util import new_netns, parse_ss
+from portscope.engine.snapshot import snapshot
+from portscope.model.query import ALL_NAMESPACES, Query
+from test_random_mix import _add_unreachable_link, _key, build_random_mix
+
+pytestmark = pytest.mark.live
+
+UNNAMED_HOLDER = """
+import socket, sys, time
+held = []
+for port in (31001, 31002):
+    s = socket.socket(); s.bind(("0.0.0.0", port)); s.listen(); held.append(s)
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("::", 31003)); held.append(u)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def _json_keys(objects, inode):
+    return Counter(
+        _key(
+            o["proto"],
+            o["state"],
+            o["local_address"],
+            o["local_port"],
+            o["remote_address"],
+            o["remote_port"],
+            o["uid"],
+            o["inode"],
+        )
+        for o in objects
+        if o["netns"] == inode and o["state"] != "bound"
+    )
+
+
+def _ss_keys(output: str):
+    return Counter(
+        _key(r.proto, r.state, r.local_address, r.local_port, r.remote_address, r.remote_port, r.uid, r.inode)
+        for r in parse_ss(output)
+    )
+
+
+def test_ls_netns_all_is_the_union_of_ss_in_every_namespace() -> None:
+    with new_netns("psall") as first, new_netns("psall") as second, new_netns("psall") as third:
+        for seed, ns in enumerate((first, second, third), start=11):
+            _add_unreachable_link(ns)
+            build_random_mix(ns, random.Random(seed), count=25)
+        # a namespace with no name, alive only through the process inside it
+        unnamed = subprocess.Popen(
+            ["unshare", "--net", sys.executable, "-c", UNNAMED_HOLDER], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert unnamed.stdout.readline().strip() == "ready"
+            time.sleep(0.05)
+            listing = subprocess.run(
+                ["portscope", "ls", "-a", "--netns", ALL_NAMESPACES, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert listing.returncode == 0, listing.stderr
+            objects = json.loads(listing.stdout)
+            expected = {os.stat(ns.path).st_ino: ns.run("ss", "-tuanHe").stdout for ns in (first, second, third)}
+            unnamed_inode = os.stat(f"/proc/{unnamed.pid}/ns/net").st_ino
+            expected[unnamed_inode] = subprocess.run(
+                ["nsenter", "-t", str(unnamed.pid), "-n", "ss", "-tuanHe"], capture_output=True, text=True, check=True
+            ).stdout
+            for inode, ss_output in expected.items():
+                assert _json_keys(objects, inode) == _ss_keys(ss_output), inode
+            assert len(_json_keys(objects, unnamed_inode)) == 3
+            # holders are joined across namespaces by the one /proc walk
+            ours = [o for o in objects if o["netns"] == unnamed_inode]
+            assert {p["pid"] for o in ours for p in o["processes"]} == {unnamed.pid}
+            # the library call gives the same namespaces, each once
+            snap = snapshot(Query(netns=ALL_NAMESPACES))
+            seen = [info.inode for info in snap.namespaces]
+            assert len(seen) == len(set(seen)) and set(expected) <= set(seen)
+            assert [info.names for info in snap.namespaces if info.inode == os.stat(first.path).st_ino] == [
+                (first.name,)
+            ]
+        finally:
+            unnamed.kill()
+            unnamed.wait()
