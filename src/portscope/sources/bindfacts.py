@@ -243,7 +243,7 @@ def _decode_flags(data: bytes, count: int) -> list[SocketFlags | None]:
 def _run_worker(held: Sequence[HeldSocket], out_fd: int, timeout: float) -> None:
     """In the worker: keep only the result pipe, then answer for each socket, the first holder that tells."""
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    signal.setitimer(signal.ITIMER_REAL, max(timeout, 0.01))  # 0 would disarm it
     out = fcntl.fcntl(out_fd, fcntl.F_DUPFD_CLOEXEC, 3)
     devnull = os.open(os.devnull, os.O_RDWR)
     for std in (0, 1, 2):
