@@ -24,13 +24,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from portscope.engine.parallel import end_child, may_fork, write_all
+from portscope.engine.parallel import single_threaded
 from portscope.engine.snapshot import snapshot
 from portscope.model.query import PortRange, Query
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
 from portscope.rules.bind import Ipv6Address, LocalRoute, Namespace, Owner
 from portscope.sources import netns
 from portscope.sources.addresses import read_local_addresses
+from portscope.sources.linux import end_child, write_all
 
 CAP_NET_BIND_SERVICE = 10
 
@@ -339,7 +340,7 @@ def read_held_flags(held: Sequence[HeldSocket], timeout: float = FLAGS_TIMEOUT) 
     read_end, write_end = os.pipe()
     try:
         try:
-            if may_fork():
+            if single_threaded():
                 launcher = _start_forked(held, read_end, write_end, timeout)
             else:
                 launcher = _start_spawned(held, write_end, timeout)
