@@ -369,7 +369,8 @@ def test_a_namespace_refused_for_lack_of_privilege_is_not_a_missing_process(nobo
         assert refused.returncode == 1
         assert (
             refused.stderr
-            == f"SourceError: /proc/{holder}/ns/net: permission denied: the network namespace of process {holder}\n"
+            == f"SourceError: /proc/{holder}/ns/net: permission denied: the network namespace of process {holder}"
+            " (it belongs to another user: run as root)\n"
         )
         end(holder)
         missing = subprocess.run(

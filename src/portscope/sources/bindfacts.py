@@ -3,28 +3,36 @@
 * The owners of the port: every socket of the protocol on that port, all states (bound-only too),
   from :func:`portscope.engine.snapshot.snapshot`, with their holders.
 * Their SO_REUSEADDR / SO_REUSEPORT / IPV6_V6ONLY, which no socket dump shows: read from a holder
-  with pidfd_open + pidfd_getfd + getsockopt, closing the duplicate at once. Where that is not
-  permitted (needs CAP_SYS_PTRACE, or the same user and a dumpable target) or there is no holder
-  (TIME-WAIT, orphans), the flag stays ``None`` and the model reasons over both values.
+  with pidfd_open + pidfd_getfd + getsockopt in a throw-away helper process (see below). Where that
+  is not permitted (needs CAP_SYS_PTRACE, or the same user and a dumpable target), the fd is no
+  longer that socket, or there is no holder (TIME-WAIT, orphans), the flag stays ``None`` and the
+  model reasons over both values.
 * The namespace's sysctls, its local routing table and IPv6 addresses with their DAD flags.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import errno as errno_mod
+import fcntl
 import os
+import select
+import signal
 import socket
+import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from portscope.engine.parallel import single_threaded
 from portscope.engine.snapshot import snapshot
 from portscope.model.query import PortRange, Query
-from portscope.model.records import Family, Proto, Snapshot, Socket, State
+from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
 from portscope.rules.bind import Ipv6Address, LocalRoute, Namespace, Owner
 from portscope.sources import netns
 from portscope.sources.addresses import read_local_addresses
+from portscope.sources.linux import end_child, write_all
 
-SYS_PIDFD_GETFD = 438  # the same number on every architecture (new syscalls share one table)
 CAP_NET_BIND_SERVICE = 10
 
 
@@ -107,19 +115,52 @@ def has_capability(cap: int, status_path: str = "/proc/self/status") -> bool:
 
 # ---------------------------------------------------------------------------------------------------
 # Socket options of sockets held by other processes
+#
+# A holder decides what its fd number points to: between the /proc walk and pidfd_getfd it can put any
+# file there, e.g. one on its own FUSE mount whose daemon never answers. So a duplicate is first checked
+# with getsockopt(SO_COOKIE) against the dump's cookie (a non-socket answers ENOTSOCK without its file
+# system being asked anything), and a duplicate that is not that socket is never used and never closed
+# by hand: close() of a FUSE file sends FLUSH and waits for the daemon, uninterruptibly.
+#
+# All duplicates live only in a throw-away worker process, a grandchild: its parent exits at once, so
+# it is adopted by init and never left as our zombie. It writes each answer as soon as it has it, ends
+# itself with a timer (SIGALRM, fatal, ends every killable wait), and is abandoned by the caller at a
+# deadline; a worker caught in a FUSE FLUSH while exiting holds nothing of ours. From a multi-threaded
+# process fork() is unsafe, so there the worker's parent is a fresh `python -I` started by posix_spawn.
+
+SYS_PIDFD_GETFD = 438  # the same number on every architecture (new syscalls share one table)
+SO_COOKIE = 57
+FLAGS_TIMEOUT = 2.0  # seconds for every flag read of one call; what is not read by then stays unknown
+_SPAWNED_WORKER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from portscope.sources.bindfacts import _spawned_launcher; _spawned_launcher(sys.argv[2:])"
+)
 
 _libc = None
 
 
-def _pidfd_getfd(pidfd: int, target_fd: int) -> int:
+def _c_library():
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    fd = _libc.syscall(SYS_PIDFD_GETFD, pidfd, target_fd, 0)
+    return _libc
+
+
+def _pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    fd = _c_library().syscall(SYS_PIDFD_GETFD, pidfd, target_fd, 0)
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return fd
+
+
+def _socket_cookie(fd: int) -> int | None:
+    """The kernel's cookie of the socket at ``fd``; None for anything else (the file is not touched)."""
+    value = ctypes.c_uint64(0)
+    size = ctypes.c_uint32(ctypes.sizeof(value))
+    if _c_library().getsockopt(fd, socket.SOL_SOCKET, SO_COOKIE, ctypes.byref(value), ctypes.byref(size)) != 0:
+        return None
+    return value.value
 
 
 @dataclass(frozen=True)
@@ -129,56 +170,193 @@ class SocketFlags:
     v6only: bool | None
 
 
-def read_socket_flags(pid: int, fd: int, inode: int) -> SocketFlags | None:
-    """SO_REUSEADDR, SO_REUSEPORT and IPV6_V6ONLY of another process's socket, or None if not permitted.
+@dataclass(frozen=True)
+class HeldSocket:
+    """A socket of the dump and the (pid, fd) places its holders keep it at, tried in order."""
 
-    The duplicate shares the open file description, so it reads the real socket; it is closed at once
-    (holding it would keep the socket alive if its owner closed it meanwhile).
-    """
+    cookie: int | None  # from the netlink dump; None (the /proc/net source): matched by inode instead
+    inode: int
+    places: tuple[tuple[int, int], ...]
+
+    def encode(self) -> str:
+        places = ",".join(f"{pid}.{fd}" for pid, fd in self.places)
+        return f"{'-' if self.cookie is None else self.cookie}:{self.inode}:{places}"
+
+    @classmethod
+    def decode(cls, text: str) -> HeldSocket:
+        cookie, inode, places = text.split(":")
+        pairs = tuple((int(pid), int(fd)) for pid, fd in (place.split(".") for place in places.split(",") if place))
+        return cls(None if cookie == "-" else int(cookie), int(inode), pairs)
+
+
+def _read_flags_at(pid: int, fd: int, held: HeldSocket) -> SocketFlags | None:
+    """Worker only: the flags, if ``pid``'s ``fd`` is still ``held``; a duplicate of anything else stays open."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
         return None
     try:
-        try:
-            dup = _pidfd_getfd(pidfd, fd)
-        except OSError:
-            return None
-        sock = None
-        try:
-            if os.fstat(dup).st_ino != inode:
-                return None  # the fd number was reused since the /proc walk
-            sock = socket.socket(fileno=dup)
-            reuseaddr = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
-            reuseport = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
-            v6only = None
-            if sock.family == socket.AF_INET6:
-                v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) != 0
-            return SocketFlags(reuseaddr, reuseport, v6only)
-        except OSError as exc:
-            if exc.errno in (errno_mod.ENOTSOCK, errno_mod.EBADF, errno_mod.ENOPROTOOPT):
-                return None
-            raise
-        finally:
-            if sock is not None:
-                sock.close()
-            else:
-                os.close(dup)
+        dup = _pidfd_getfd(pidfd, fd)
+    except OSError:
+        return None
     finally:
         os.close(pidfd)
+    cookie = _socket_cookie(dup)
+    if cookie is None:
+        return None  # not a socket: left for the worker's exit to close
+    if held.cookie is not None and cookie != held.cookie:
+        return None  # another socket: closing it is harmless, but there is no need
+    sock = socket.socket(fileno=dup)  # a socket from here on: no file system of anyone's is reached
+    try:
+        if held.cookie is None and os.fstat(dup).st_ino != held.inode:
+            return None
+        reuseaddr = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
+        reuseport = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
+        v6only = None
+        if sock.family == socket.AF_INET6:
+            v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) != 0
+        return SocketFlags(reuseaddr, reuseport, v6only)
+    except OSError:
+        return None
+    finally:
+        sock.close()  # at once: holding it would keep the socket alive if its owner closed it
 
 
-def _owner(sock: Socket, snap: Snapshot) -> Owner:
-    holders = snap.holders_of(sock)
-    flags = None
-    if sock.inode is not None:
-        for holder in holders:
-            for fd in holder.fds:
-                flags = read_socket_flags(holder.process.pid, fd, sock.inode)
-                if flags is not None:
-                    break
+def _encode_flags(index: int, flags: SocketFlags | None) -> bytes:
+    if flags is None:
+        return f"{index} -\n".encode()
+    v6only = "-" if flags.v6only is None else int(flags.v6only)
+    return f"{index} {int(flags.reuseaddr)} {int(flags.reuseport)} {v6only}\n".encode()
+
+
+def _decode_flags(data: bytes, count: int) -> list[SocketFlags | None]:
+    results: list[SocketFlags | None] = [None] * count
+    for line in data.decode("ascii", "replace").splitlines():
+        fields = line.split()
+        if len(fields) != 4 or not fields[0].isdigit() or int(fields[0]) >= count:
+            continue  # "N -" (unknown), "end", or a line cut off at the deadline
+        reuseaddr, reuseport, v6only = fields[1:]
+        results[int(fields[0])] = SocketFlags(
+            reuseaddr == "1", reuseport == "1", None if v6only == "-" else v6only == "1"
+        )
+    return results
+
+
+def _run_worker(held: Sequence[HeldSocket], out_fd: int, timeout: float) -> None:
+    """In the worker: keep only the result pipe, then answer for each socket, the first holder that tells."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, max(timeout, 0.01))  # 0 would disarm it
+    out = fcntl.fcntl(out_fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for std in (0, 1, 2):
+        os.dup2(devnull, std)
+    os.closerange(3, out)
+    os.closerange(out + 1, os.sysconf("SC_OPEN_MAX"))
+    for index, one in enumerate(held):
+        flags = None
+        for pid, fd in one.places:
+            flags = _read_flags_at(pid, fd, one)
             if flags is not None:
                 break
+        write_all(out, _encode_flags(index, flags))
+    write_all(out, b"end\n")
+    os.close(out)
+
+
+def _launch_worker(held: Sequence[HeldSocket], out_fd: int, timeout: float) -> None:
+    """In a single-threaded child that exits right after: fork the worker, which init then adopts."""
+    if os.fork() == 0:  # pragma: no cover - the worker
+        try:
+            _run_worker(held, out_fd, timeout)
+        finally:
+            os._exit(0)
+
+
+def _spawned_launcher(args: list[str]) -> None:  # pragma: no cover - runs in the spawned python
+    try:
+        _launch_worker([HeldSocket.decode(arg) for arg in args[2:]], int(args[0]), float(args[1]))
+    finally:
+        os._exit(0)
+
+
+def _start_forked(held: Sequence[HeldSocket], read_end: int, write_end: int, timeout: float) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the launcher
+        try:
+            os.close(read_end)
+            _launch_worker(held, write_end, timeout)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _start_spawned(held: Sequence[HeldSocket], write_end: int, timeout: float) -> int:
+    """posix_spawn is safe beside other threads; -I keeps the working directory and PYTHON* out of imports."""
+    source_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = 1 if write_end != 1 else 2  # dup2 onto itself would keep close-on-exec set
+    actions = [(os.POSIX_SPAWN_DUP2, write_end, out)]
+    actions += [(os.POSIX_SPAWN_OPEN, std, os.devnull, os.O_RDWR, 0) for std in (0, 1, 2) if std != out]
+    argv = [sys.executable, "-I", "-c", _SPAWNED_WORKER, source_root, str(out), str(timeout)]
+    argv += [one.encode() for one in held]
+    return os.posix_spawn(
+        sys.executable, argv, dict(os.environ), file_actions=actions, setsigmask=(), setsigdef=(signal.SIGALRM,)
+    )
+
+
+def _read_until(fd: int, deadline: float) -> bytes:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    while not data.endswith(b"end\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _reap(pid: int, deadline: float) -> None:
+    """The launcher only forks (or starts python and forks), so it ends quickly; past the deadline it is ended."""
+    with contextlib.suppress(ChildProcessError):  # SIGCHLD ignored: already reaped
+        while os.waitpid(pid, os.WNOHANG)[0] == 0:
+            if time.monotonic() >= deadline:
+                end_child(pid)
+                return
+            time.sleep(0.002)
+
+
+def read_held_flags(held: Sequence[HeldSocket], timeout: float = FLAGS_TIMEOUT) -> list[SocketFlags | None]:
+    """SO_REUSEADDR, SO_REUSEPORT and IPV6_V6ONLY of sockets other processes hold, one entry per ``held``.
+
+    None where a flag cannot be read: not permitted (needs CAP_SYS_PTRACE, or the same user and a
+    dumpable target), the fd no longer that socket, the helper not startable, or the deadline passed.
+    One helper serves the whole batch. Never blocks past ``timeout``, whatever the holders do.
+    """
+    if not held:
+        return []
+    read_end, write_end = os.pipe()
+    try:
+        try:
+            if single_threaded():
+                launcher = _start_forked(held, read_end, write_end, timeout)
+            else:
+                launcher = _start_spawned(held, write_end, timeout)
+        except OSError:  # no memory or no process left for a helper
+            return [None] * len(held)
+        finally:
+            os.close(write_end)
+        deadline = time.monotonic() + timeout
+        data = _read_until(read_end, deadline)
+        _reap(launcher, deadline)
+    finally:
+        os.close(read_end)
+    return _decode_flags(data, len(held))
+
+
+def _owner(sock: Socket, holders: tuple[Holder, ...], flags: SocketFlags | None) -> Owner:
     v6only = sock.v6only
     if flags is not None and flags.v6only is not None:
         v6only = flags.v6only
@@ -235,9 +413,15 @@ def read_owners(proto: Proto, ports: set[int], netns_spec: str | None, table_siz
     owners: dict[int, list[Owner]] = {port: [] for port in ports}
     slots: dict[int, int] = dict.fromkeys(ports, 0)
     size = max(1, table_size)
+    owning = [sock for sock in snap.sockets if sock.local_port in owners and sock.state is not State.SYN_RECV]
+    holders = [snap.holders_of(sock) for sock in owning]
+    asked = [i for i, sock in enumerate(owning) if sock.inode is not None and holders[i]]
+    places = [tuple((h.process.pid, fd) for h in holders[i] for fd in h.fds) for i in asked]
+    held = [HeldSocket(owning[i].cookie, owning[i].inode or 0, p) for i, p in zip(asked, places, strict=True)]
+    flags = dict(zip(asked, read_held_flags(held), strict=True))  # one helper for every holder
+    for i, sock in enumerate(owning):
+        owners[sock.local_port].append(_owner(sock, holders[i], flags.get(i)))
     for sock in snap.sockets:
-        if sock.local_port in owners and sock.state is not State.SYN_RECV:
-            owners[sock.local_port].append(_owner(sock, snap))
         if proto is Proto.UDP:
             for port in ports:
                 if port and sock.local_port % size == port % size:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from portscope.errors import SourceError, UsageError
+from portscope.errors import PortscopeError, SourceError, UsageError
 from portscope.sources.procinfo import raise_if_out_of_fds
 
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): the CLONE_NEW* kind of an nsfs fd
 NETNS_RUN_DIR = "/run/netns"
 
 
@@ -22,20 +25,65 @@ class NetnsTarget:
 
 
 def resolve(spec: str) -> NetnsTarget:
-    """``NAME`` (ip netns), ``PID``, or a path to an nsfs file."""
-    if spec.isdigit():
-        path = f"/proc/{spec}/ns/net"
+    """``NAME`` (ip netns), ``PID``, or a path to an nsfs file; checked to be a network namespace at once."""
+    if not spec:
+        raise UsageError("empty network namespace: give a name (ip netns), a pid or a path")
+    if spec.isascii() and spec.isdigit():
+        target = NetnsTarget(f"/proc/{spec}/ns/net", int(spec))
+    else:
+        target = NetnsTarget(spec if "/" in spec else os.path.join(NETNS_RUN_DIR, spec), None)
+    os.close(open_namespace(target, spec))
+    return target
+
+
+def _not_a_network_namespace(path: str) -> UsageError:
+    return UsageError(f"cannot enter {path}: not a network namespace")
+
+
+def _open_refusal(exc: OSError, target: NetnsTarget, spec: str) -> PortscopeError:
+    raise_if_out_of_fds(exc, target.path)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        # what would work: root, or (as root already) CAP_SYS_PTRACE over that process
+        hint = "needs CAP_SYS_PTRACE over it" if os.geteuid() == 0 else "it belongs to another user: run as root"
+        if target.pid is None:
+            return SourceError(target.path, f"permission denied ({hint})")
+        return SourceError(target.path, f"permission denied: the network namespace of process {target.pid} ({hint})")
+    if exc.errno == errno.ENOENT:
+        if target.pid is not None:
+            return UsageError(f"no process {target.pid} to take a network namespace from")
+        return UsageError(f"unknown network namespace {spec!r} (no {target.path})")
+    return UsageError(f"cannot open network namespace {target.path}: {exc.strerror}")
+
+
+def open_namespace(target: NetnsTarget, spec: str | None = None) -> int:
+    """An fd of the target's network namespace; never blocks, and opens nothing but a namespace file.
+
+    O_PATH reaches the inode without opening it: no FIFO wait, no device opened, no file system asked.
+    Only an nsfs inode (the st_dev of our own namespace files) is then opened, through /proc/self/fd,
+    i.e. that very inode; NS_GET_NSTYPE tells a network namespace from the other kinds.
+    """
+    try:
+        handle = os.open(target.path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _open_refusal(exc, target, spec or target.path) from None
+    try:
+        found = os.fstat(handle)
+        if not stat.S_ISREG(found.st_mode) or found.st_dev != os.stat("/proc/self/ns/net").st_dev:
+            raise _not_a_network_namespace(target.path)
         try:
-            os.stat(path)
-        except PermissionError:
-            raise SourceError(path, f"permission denied: the network namespace of process {spec}") from None
-        except OSError:
-            raise UsageError(f"no process {spec} to take a network namespace from") from None
-        return NetnsTarget(path, int(spec))
-    path = spec if "/" in spec else os.path.join(NETNS_RUN_DIR, spec)
-    if not os.path.exists(path):
-        raise UsageError(f"unknown network namespace {spec!r} (no {path})")
-    return NetnsTarget(path, None)
+            fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _open_refusal(exc, target, spec or target.path) from None
+    finally:
+        os.close(handle)
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = None
+    if kind != CLONE_NEWNET:
+        os.close(fd)
+        raise _not_a_network_namespace(target.path)
+    return fd
 
 
 def current_inode() -> int | None:
@@ -58,11 +106,11 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _refusal(exc: OSError, what: str, path: str, needs: str) -> Exception:
-    """No privilege (EPERM, EACCES) is a system that cannot be read; anything else, a bad name or path."""
+def _setns_refusal(exc: OSError, path: str) -> PortscopeError:
+    """No privilege (EPERM, EACCES) is a system that cannot be read; anything else, a bad namespace."""
     if exc.errno in (errno.EPERM, errno.EACCES):
-        return SourceError(path, f"{what}: {exc.strerror} ({needs})")
-    return UsageError(f"{what} {path}: {exc.strerror}")
+        return SourceError(path, f"cannot enter network namespace: {exc.strerror} (needs CAP_SYS_ADMIN: run as root)")
+    return UsageError(f"cannot enter network namespace {path}: {exc.strerror}")
 
 
 @contextlib.contextmanager
@@ -71,11 +119,7 @@ def entered(target: NetnsTarget | None) -> Iterator[int | None]:
     if target is None:
         yield current_inode()
         return
-    try:
-        target_fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise_if_out_of_fds(exc, target.path)
-        raise _refusal(exc, "cannot open network namespace", target.path, "needs root") from None
+    target_fd = open_namespace(target)
     own_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         if os.fstat(target_fd).st_ino == os.fstat(own_fd).st_ino:
@@ -84,7 +128,7 @@ def entered(target: NetnsTarget | None) -> Iterator[int | None]:
         try:
             _setns(target_fd)
         except OSError as exc:
-            raise _refusal(exc, "cannot enter network namespace", target.path, "needs CAP_SYS_ADMIN") from None
+            raise _setns_refusal(exc, target.path) from None
         try:
             yield os.fstat(target_fd).st_ino
         finally:
