@@ -4,6 +4,7 @@ runtimes' own files, the processes' argv and cgroups, with `ss` (who holds the p
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -200,3 +201,24 @@ def test_container_netns_inode_and_short_id_find_the_container(live, key):
     assert index.by_id(live.ids[key][:12]).name == live.names[key]
     assert index.by_name(live.names[key]).id == live.ids[key]
     assert index.by_id(live.ids[key]).pid == pid
+
+
+@pytest.mark.parametrize("key", ["podman-bridge", "docker-bridge"])
+@pytest.mark.parametrize("by", ["name", "id"])
+def test_netns_takes_a_container_name_or_id_for_every_command(live, key, by):
+    (_podman if key.startswith("podman") else _docker)(live)
+    spec = live.names[key] if by == "name" else live.ids[key][:12]
+    listing = subprocess.run(
+        ["portscope", "ls", "-l", "-t", "--netns", spec, "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert listing.returncode == 0, listing.stderr
+    inside = json.loads(listing.stdout)
+    assert [(s["local_port"], [p["name"] for p in s["processes"]]) for s in inside] == [(8080, ["busybox"])]
+    pid = int(live.inspect(key, "{{.State.Pid}}"))
+    assert {s["netns"] for s in inside} == {os.stat(f"/proc/{pid}/ns/net").st_ino}
+    who = subprocess.run(["portscope", "who", "8080", "--netns", spec], capture_output=True, text=True, timeout=60)
+    assert who.returncode == 0 and f"pid {pid}" in who.stdout, who.stdout + who.stderr
+    verdict = subprocess.run(
+        ["portscope", "can-bind", "0.0.0.0:8080", "--netns", spec], capture_output=True, text=True, timeout=60
+    )
+    assert verdict.returncode == 1 and verdict.stdout.startswith("NO"), verdict.stdout + verdict.stderr

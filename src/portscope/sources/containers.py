@@ -609,3 +609,43 @@ def _prefer_running(matches: list[ContainerInfo]) -> ContainerInfo | None:
     live = [c for c in matches if c.running is not False]
     candidates = live or matches
     return candidates[0] if len(candidates) == 1 else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The host's index: standard roots plus those the running runtimes were started with
+
+
+def _exit_command_args(argv: list[str]) -> list[str]:
+    """conmon's ``--exit-command-arg X`` values, in order: the podman command line it runs at exit."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--exit-command-arg"]
+
+
+def running_roots(proc_root: str = "/proc") -> tuple[tuple[str, ...], tuple[StorageRoot, ...]]:
+    """Docker data roots of running dockerds and podman storage roots of running conmons (their argv)."""
+    docker: dict[str, None] = {}
+    storage: dict[StorageRoot, None] = {}
+    try:
+        pids = [name for name in os.listdir(proc_root) if name.isdigit()]
+    except OSError:
+        return (), ()
+    for pid in pids:
+        argv = _read(f"{proc_root}/{pid}/cmdline")
+        if not argv:
+            continue
+        args = [part.decode("utf-8", "surrogateescape") for part in argv.split(b"\0") if part]
+        program = os.path.basename(args[0]) if args else ""
+        if program == "dockerd":
+            docker[dockerd_roots(args)[0]] = None
+        elif program == "conmon":
+            exit_args = _exit_command_args(args)
+            root = option_value(exit_args, "--root")
+            if root:
+                storage[StorageRoot(root, option_value(exit_args, "--runroot") or "/run/containers/storage")] = None
+    return tuple(docker), tuple(storage)
+
+
+def host_index(var_lib: str = "/var/lib", run: str = "/run", proc_root: str = "/proc") -> ContainerIndex:
+    """Every container of this host: the runtimes' standard roots and the roots their running daemons use."""
+    docker, storage = running_roots(proc_root)
+    roots = default_roots(var_lib, run, docker=docker)
+    return ContainerIndex(replace(roots, storage=tuple(dict.fromkeys((*roots.storage, *storage)))))

@@ -32,8 +32,26 @@ def resolve(spec: str) -> NetnsTarget:
         target = NetnsTarget(f"/proc/{spec}/ns/net", int(spec))
     else:
         target = NetnsTarget(spec if "/" in spec else os.path.join(NETNS_RUN_DIR, spec), None)
+        if "/" not in spec and not os.path.lexists(target.path):
+            target = container_target(spec) or target  # not an ip netns name: a container name or id?
     os.close(open_namespace(target, spec))
     return target
+
+
+def container_target(spec: str) -> NetnsTarget | None:
+    """The network namespace of the running container named ``spec`` (or with that id or id prefix),
+    from the runtimes' own files: no daemon is asked."""
+    from portscope.sources.containers import host_index
+
+    index = host_index()
+    info = index.by_name(spec) or index.by_id(spec)
+    if info is None or info.running is False:
+        return None
+    if info.pid:
+        return NetnsTarget(f"/proc/{info.pid}/ns/net", info.pid)
+    if info.netns_path:
+        return NetnsTarget(info.netns_path, None)
+    return None
 
 
 def _not_a_network_namespace(path: str) -> UsageError:
@@ -51,7 +69,9 @@ def _open_refusal(exc: OSError, target: NetnsTarget, spec: str) -> PortscopeErro
     if exc.errno == errno.ENOENT:
         if target.pid is not None:
             return UsageError(f"no process {target.pid} to take a network namespace from")
-        return UsageError(f"unknown network namespace {spec!r} (no {target.path})")
+        return UsageError(
+            f"unknown network namespace {spec!r} (no {target.path}, and no running container of that name or id)"
+        )
     return UsageError(f"cannot open network namespace {target.path}: {exc.strerror}")
 
 
