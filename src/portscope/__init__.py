@@ -42,6 +42,14 @@ _EXPORTS: dict[str, str] = {
     "check_bind": "portscope.commands.can_bind",
     "check_binds": "portscope.commands.can_bind",
     "Verdict": "portscope.rules.bind",
+    "ReasonCode": "portscope.rules.codes",
+    "ActionKind": "portscope.rules.codes",
+    "UncertaintyCode": "portscope.rules.codes",
+    "Coded": "portscope.rules.codes",
+    # how much a call may fork to use a second CPU
+    "Parallelism": "portscope.engine.parallel",
+    "ALL_NAMESPACES": "portscope.model.query",
+    "NetnsInfo": "portscope.model.records",
     # errors
     "ExitStatus": "portscope.errors",
     "PortscopeError": "portscope.errors",
