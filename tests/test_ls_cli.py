@@ -14,7 +14,9 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -299,3 +301,24 @@ def test_footer_says_when_owners_are_hidden(monkeypatch, capsys, euid, advice):
     render_listing(snap, io.StringIO(), as_json=False, numeric=True)
     err = capsys.readouterr().err
     assert "owners of 3 socket(s) are hidden" in err and advice in err
+
+
+def test_process_filter_matches_the_command_line_too():
+    # python3 -m http.server is found by what it runs, not only by the interpreter's name
+    with new_netns() as ns:
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns.name, sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "18731"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(100):
+                found = ls_json(SimpleNamespace(ns=ns), "-l", "--process", "http.server")
+                if found:
+                    break
+                time.sleep(0.05)
+            assert [(s["local_port"], [p["pid"] for p in s["processes"]]) for s in found] == [(18731, [server.pid])]
+            assert ls_json(SimpleNamespace(ns=ns), "-l", "--process", "no-such-module") == []
+        finally:
+            server.kill()
+            server.wait()

@@ -46,7 +46,13 @@ BACKENDS = ("auto", "netlink", "proc")
 @click.option(
     "--pid", "pids", multiple=True, metavar="PID", shell_complete=complete_pids, help="Sockets held by this process."
 )
-@click.option("--process", "process_names", multiple=True, metavar="NAME", help="Process name contains NAME.")
+@click.option(
+    "--process",
+    "process_names",
+    multiple=True,
+    metavar="NAME",
+    help="Process name or command line contains NAME (python3 -m http.server: http).",
+)
 @click.option(
     "--user",
     "users",

@@ -324,12 +324,21 @@ def _process_predicate(query: Query, holders: dict[int, tuple[Holder, ...]]) -> 
     pids = query.pids
     names = tuple(n.lower() for n in query.process_names or ())
     uids = query.uids
+    named: dict[int, bool] = {}  # pid -> does it match --process
+
+    def named_like(process) -> bool:
+        # the name, or anywhere in the command line: `python3 -m http.server` is found by "http"
+        hit = named.get(process.pid)
+        if hit is None:
+            texts = (process.name.lower(), " ".join(process.cmdline).lower())
+            hit = named[process.pid] = any(n in text for text in texts for n in names)
+        return hit
 
     def matches(sock: Socket) -> bool:
         owners = holders.get(sock.inode, ()) if sock.inode is not None else ()
         if pids and not any(h.process.pid in pids for h in owners):
             return False
-        if names and not any(n in h.process.name.lower() for h in owners for n in names):
+        if names and not any(named_like(h.process) for h in owners):
             return False
         return not (uids is not None and sock.uid not in uids and not any(h.process.uid in uids for h in owners))
 

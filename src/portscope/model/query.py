@@ -186,7 +186,7 @@ class Query:
     local_networks: tuple[IPNetwork, ...] | None = None
     remote_networks: tuple[IPNetwork, ...] | None = None
     pids: frozenset[int] | None = None
-    process_names: tuple[str, ...] | None = None  # substrings of the process name
+    process_names: tuple[str, ...] | None = None  # substrings of the process name or its command line
     uids: frozenset[int] | None = None
     join_processes: bool = True
     backend: Backend = Backend.AUTO
