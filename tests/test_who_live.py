@@ -131,6 +131,25 @@ def test_time_wait_only_port_lists_sockets_without_process():
         assert "pid " not in text
 
 
+def test_time_wait_sockets_are_listed_by_time_left():
+    with new_netns() as ns:
+        server, port = tcp_listener(ns)
+        for _ in range(4):
+            client = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.connect(("127.0.0.1", port))
+            accepted, _ = server.accept()
+            accepted.close()  # TIME-WAIT on the server's port, a little later each round
+            assert client.recv(1) == b""
+            client.close()
+            time.sleep(0.3)
+        server.close()
+        assert wait_for(lambda: len(ss_sockets(ns, f"sport = :{port}")) == 4)
+        code, document = who_json(ns, str(port))
+        left = [s["timer_ms"] for s in document["sockets"]]
+        assert code == 0 and len(left) == 4 and left == sorted(left)
+        assert left[-1] - left[0] >= 500  # made 0.3 s apart: the order is the timers', not the dump's
+
+
 def test_address_forms_match_what_connect_reaches():
     """who ADDR:PORT lists a socket exactly when a connection to ADDR:PORT would reach it."""
     with new_netns() as ns:

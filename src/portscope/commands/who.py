@@ -254,7 +254,17 @@ def _summarise(
 
 
 def _socket_order(sock: Socket):
-    return (sock.state not in BOUND_STATES, sock.proto.value, sock.local_port, sock.family.value, sock.local_address)
+    # listeners first; TIME-WAIT and other timed sockets by the time they have left, soonest first
+    timer = sock.timer_ms if sock.timer_ms is not None else -1
+    return (
+        sock.state not in BOUND_STATES,
+        sock.proto.value,
+        sock.local_port,
+        sock.state is State.TIME_WAIT,
+        timer,
+        sock.family.value,
+        sock.local_address,
+    )
 
 
 def who_is_on(
