@@ -21,7 +21,9 @@ from click.testing import CliRunner
 
 from netns_util import new_netns
 from portscope.cli import cli
+from portscope.commands.names import Names
 from portscope.model.records import JoinReport, Snapshot
+from portscope.render.environment import Environment
 from portscope.render.ls import render_listing
 from socket_mix import OTHER_UID, build_mix
 
@@ -285,8 +287,8 @@ def test_closed_pipe_ends_quietly(mixed):
     assert err == b""
 
 
-@pytest.mark.parametrize(("euid", "advice"), [(1000, "run as root to see them"), (0, "refused even to root")])
-def test_footer_says_when_owners_are_hidden(monkeypatch, capsys, euid, advice):
+@pytest.mark.parametrize(("root", "advice"), [(False, "run as root to see them"), (True, "refused even to root")])
+def test_footer_says_when_owners_are_hidden(root, advice):
     snap = Snapshot(
         sockets=(),
         holders={},
@@ -295,7 +297,8 @@ def test_footer_says_when_owners_are_hidden(monkeypatch, capsys, euid, advice):
         netns=None,
         bound_visible=True,
     )
-    monkeypatch.setattr(os, "geteuid", lambda: euid)
-    render_listing(snap, io.StringIO(), as_json=False, numeric=True)
-    err = capsys.readouterr().err
+    err = io.StringIO()
+    names = Names(services=None, caller_is_root=root, lookup_user=str)
+    render_listing(snap, Environment.detect(io.StringIO(), err), names, as_json=False)
+    err = err.getvalue()
     assert "owners of 3 socket(s) are hidden" in err and advice in err

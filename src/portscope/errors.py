@@ -28,6 +28,8 @@ class UsageError(PortscopeError):
 class SourceError(PortscopeError):
     """A data source (a /proc file, a netlink dump) could not be read or parsed."""
 
+    exit_status = ExitStatus.UNREADABLE
+
     def __init__(self, source: str, problem: str) -> None:
         super().__init__(f"{source}: {problem}")
         self.source = source

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from portscope.model.notation import format_endpoint
 from portscope.model.records import Family, Proto, State
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def endpoint(family: Family, address: str, port: int) -> str:
-    return f"[{address}]:{port}" if family is Family.IPV6 else f"{address}:{port}"
+    return format_endpoint(address, port, family)
 
 
 def new_endpoint(n: NewSocket) -> str:

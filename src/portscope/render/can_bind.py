@@ -5,13 +5,13 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 import textwrap
-from typing import IO, Any
+from typing import Any
 
 from portscope.commands.can_bind import BindReport
-from portscope.render import environment as term
+from portscope.commands.names import Names
 from portscope.render import jsonout
 from portscope.render.bind_words import endpoint, owner_flags, processes_text, state_name
-from portscope.sources.services import load_services
+from portscope.render.environment import Environment
 
 _VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "uncertain": "bold yellow"}
 
@@ -133,16 +133,17 @@ def text_lines(report: BindReport) -> list[tuple[str, str | None]]:
     return lines
 
 
-def render_can_bind(report: BindReport, out: IO[str], *, as_json: bool) -> None:
+def render_can_bind(report: BindReport, env: Environment, names: Names, *, as_json: bool) -> None:
+    out = env.stdout
     if as_json:
-        jsonout.dump(report_object(report, load_services()), out)
+        jsonout.dump(report_object(report, names.services), out)
         return
     lines = text_lines(report)
-    if term.is_terminal(out):
+    if env.is_tty:
         from rich.text import Text
 
-        width = term.terminal_width(out) or 80
-        console = term.make_console(out, width)
+        width = env.width or 80
+        console = env.console(width)
         for text, style in lines:
             for piece in _wrap(text, width):
                 console.print(Text(piece, style=style or ""), soft_wrap=True)

@@ -1,4 +1,4 @@
-"""The stable JSON interface (schema version in :data:`SCHEMA_VERSION`, documented in README.md).
+"""The stable JSON interface, documented in README.md (schema version 1: keys are added, never changed).
 
 Socket objects are shared by ``ls --json``, ``who --json`` and ``can-bind --json``. Large listings
 are written with a template per record instead of ``json.dumps`` of dicts: the keys are fixed and
@@ -14,8 +14,6 @@ from typing import IO, Any
 from portscope.engine.recordmaker import gc_paused
 from portscope.model.records import Holder, Snapshot, Socket
 from portscope.sources.services import Services
-
-SCHEMA_VERSION = 1
 
 _dumps = json.JSONEncoder(ensure_ascii=False).encode
 

@@ -8,21 +8,21 @@ lines. The plain path imports only the standard library.
 from __future__ import annotations
 
 import datetime
-import os
 import shlex
-import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from portscope.commands.names import Names
 from portscope.commands.who import ProcessOnPort, Unheld, UnheldSocket, WhoResult, WhoTarget
+from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.records import Family, Proto, Socket, State
-from portscope.render import environment as term
 from portscope.render import jsonout
-from portscope.render.table import STATE_LABELS, STATE_STYLES, format_endpoint
-from portscope.sources.procinfo import user_name
-from portscope.sources.services import Services, load_services
+from portscope.render.environment import Environment, printable
+from portscope.render.notes import hidden_owner_advice
+from portscope.render.table import STATE_STYLES
+from portscope.sources.services import Services
 
 Segment = tuple[str, str]  # (text, rich style)
 UNHELD_SHOWN = 10  # per kind; the rest are counted, ls -a lists them all
@@ -86,7 +86,7 @@ def command_line(argv: tuple[str, ...], name: str) -> str:
     """The full command line, quoted so it can be pasted back into a shell."""
     if not argv:
         return f"[{name}]"  # kernel threads and zombies have none
-    return term.printable(" ".join(shell_word(arg) for arg in argv))
+    return printable(" ".join(shell_word(arg) for arg in argv))
 
 
 def families_label(families: frozenset[Family], certain: bool) -> str:
@@ -98,7 +98,7 @@ def families_label(families: frozenset[Family], certain: bool) -> str:
 
 
 def _proto(sock: Socket) -> str:
-    return sock.proto.value + ("6" if sock.family is Family.IPV6 else "")
+    return proto_label(sock.proto, sock.family)
 
 
 def _endpoint(sock: Socket, local: bool) -> str:
@@ -107,23 +107,15 @@ def _endpoint(sock: Socket, local: bool) -> str:
     return format_endpoint(sock.remote_address, sock.remote_port, sock.family)
 
 
-def _can_encode(out: IO[str], text: str) -> bool:
-    try:
-        text.encode(getattr(out, "encoding", None) or "utf-8")
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
-
-def partial_view_note(result: WhoResult) -> str | None:
+def partial_view_note(result: WhoResult, caller_is_root: bool) -> str | None:
     """Without privileges the holders we see may not be all of them: say so when nothing else does."""
     denied = result.snapshot.join.processes_denied
     if not denied or result.hidden or not result.processes:
         return None
-    whose = "of other users " if os.geteuid() != 0 else ""
+    whose = "of other users " if not caller_is_root else ""
     return (
         f"{denied} process{'es' if denied != 1 else ''} {whose}could not be inspected and may hold "
-        f"these sockets too; {term.hidden_owner_advice()}"
+        f"these sockets too; {hidden_owner_advice(caller_is_root)}"
     )
 
 
@@ -132,11 +124,11 @@ def partial_view_note(result: WhoResult) -> str | None:
 
 
 class PageBuilder:
-    def __init__(self, result: WhoResult, services: Services | None, unicode: bool) -> None:
+    def __init__(self, result: WhoResult, names: Names, unicode: bool) -> None:
         self.result = result
-        self.services = services
+        self.names = names
+        self.services = names.services
         self.left = "←" if unicode else "<-"
-        self.right = "→" if unicode else "->"
 
     def build(self) -> Page:
         result = self.result
@@ -152,7 +144,7 @@ class PageBuilder:
         if groups[Unheld.UNOWNED]:
             blocks.append(self.unowned_block(groups[Unheld.UNOWNED]))
         footer = list(result.snapshot.warnings)
-        partial = partial_view_note(result)
+        partial = partial_view_note(result, self.names.caller_is_root)
         if partial:
             footer.insert(0, partial)
         return Page(header=self.header(), blocks=blocks, footer=footer)
@@ -182,7 +174,7 @@ class PageBuilder:
     def process_block(self, entry: ProcessOnPort) -> Block:
         process = entry.process
         title: list[Segment] = [
-            (term.printable(process.name), "bold"),
+            (printable(process.name), "bold"),
             ("  pid ", "dim"),
             (str(process.pid), "bold cyan"),
             ("  user ", "dim"),
@@ -198,7 +190,7 @@ class PageBuilder:
             uptime = lineage.uptime if lineage and lineage.uptime is not None else self.result.read_at - started
             block.rows.append(("started", [(stamp, ""), (f", up {format_duration(uptime)}", "dim")]))
         if lineage and lineage.unit:
-            block.rows.append(("unit", [(term.printable(lineage.unit), "")]))
+            block.rows.append(("unit", [(printable(lineage.unit), "")]))
         if lineage and lineage.container:
             container = lineage.container
             value: list[Segment] = [(f"{container.runtime} ", ""), (container.short_id, "bold")]
@@ -247,7 +239,7 @@ class PageBuilder:
             return "unknown (the process exited)"
         if not lineage.ancestors:
             return "none: it is the service manager" if entry.process.pid == 1 else "none: top of its process tree"
-        chain = f" {self.left} ".join(f"{term.printable(a.name)}[{a.pid}]" for a in lineage.ancestors)
+        chain = f" {self.left} ".join(f"{printable(a.name)}[{a.pid}]" for a in lineage.ancestors)
         if not lineage.complete:
             chain += f" {self.left} ? (an ancestor exited)"
         return chain
@@ -312,18 +304,18 @@ class PageBuilder:
         address = self.result.target.address
         if address is None:
             return f":{port}"
-        return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+        return format_endpoint(str(address), port)
 
     def hidden_block(self, unheld: list[UnheldSocket]) -> Block:
         block = Block([("Owner hidden", "bold yellow")])
 
         def owner(sock: Socket) -> str:
-            uid = "?" if sock.uid is None else f"{sock.uid} ({user_name(sock.uid)})"
+            uid = "?" if sock.uid is None else f"{sock.uid} ({self.names.user(sock.uid)})"
             return f"uid {uid}  inode {sock.inode}"
 
         block.lines = self.socket_lines(unheld, owner)
         processes = self.result.snapshot.join.processes_denied
-        if os.geteuid() != 0:
+        if not self.names.caller_is_root:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
                 f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
@@ -333,7 +325,7 @@ class PageBuilder:
         else:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} could not be inspected: "
-                f"{term.hidden_owner_advice()}."
+                f"{hidden_owner_advice(True)}."
             )
         return block
 
@@ -378,12 +370,12 @@ def write_plain(page: Page, out: IO[str], width: int | None) -> None:
     out.write("\n".join(lines) + "\n")
 
 
-def write_rich(page: Page, out: IO[str], width: int | None) -> None:
+def write_rich(page: Page, env: Environment) -> None:
     from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
 
-    console = term.make_console(out, width)
+    console = env.console()
 
     def styled(segments: list[Segment]) -> Text:
         return Text.assemble(*[(part, style) if style else part for part, style in segments])
@@ -464,27 +456,23 @@ def who_object(result: WhoResult, services: Services | None) -> dict[str, Any]:
     }
 
 
-def render_who(result: WhoResult, out: IO[str] | None = None, *, as_json: bool = False, numeric: bool = False) -> None:
-    out = out or sys.stdout
-    services = None if numeric else load_services()
+def render_who(result: WhoResult, env: Environment, names: Names, *, as_json: bool) -> None:
+    partial = partial_view_note(result, names.caller_is_root)
     if as_json:
-        jsonout.dump(who_object(result, services), out)
+        jsonout.dump(who_object(result, names.services), env.stdout)
         for unheld in result.hidden[:1]:
-            print(
-                f"portscope: note: owners of {len(result.hidden)} socket(s) are hidden; {term.hidden_owner_advice()} "
-                f"(first: inode {unheld.socket.inode}, uid {unheld.socket.uid})",
-                file=sys.stderr,
+            env.note(
+                f"owners of {len(result.hidden)} socket(s) are hidden; {hidden_owner_advice(names.caller_is_root)} "
+                f"(first: inode {unheld.socket.inode}, uid {unheld.socket.uid})"
             )
-        partial = partial_view_note(result)
         for note in ([partial] if partial else []) + list(result.snapshot.warnings):
-            print(f"portscope: note: {note}", file=sys.stderr)
+            env.note(note)
         return
-    page = PageBuilder(result, services, unicode=_can_encode(out, "←→")).build()
-    width = term.terminal_width(out)
-    if term.is_terminal(out):
-        write_rich(page, out, width)
+    page = PageBuilder(result, names, unicode=env.unicode).build()
+    if env.is_tty:
+        write_rich(page, env)
         return
     footer, page.footer = page.footer, []
-    write_plain(page, out, width)
+    write_plain(page, env.stdout, env.width)
     for note in footer:
-        print(f"portscope: note: {note}", file=sys.stderr)
+        env.note(note)
