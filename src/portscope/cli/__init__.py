@@ -116,6 +116,13 @@ def exit_status(args: list[str], debug: bool) -> int:
     """Run the command line and map how it ended to an exit status; an error is said on one line."""
     try:
         status = cli.main(args=args, prog_name="portscope", standalone_mode=False)
+    except SystemExit:
+        # click's own answer to EPIPE while it parses (portscope --help | head -0): sys.exit(1). Commands'
+        # output never gets here (PortscopeGroup.invoke), nor does anything else with standalone_mode off.
+        if not _stdout_gone():
+            raise
+        _silence_stdout()
+        return ExitStatus.OK
     except (click.exceptions.Abort, KeyboardInterrupt):
         _say("portscope: interrupted")
         return ExitStatus.INTERRUPTED
