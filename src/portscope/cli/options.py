@@ -34,7 +34,12 @@ class Invocation:
 
 
 def invocation() -> Invocation:
-    return click.get_current_context().find_object(Invocation)  # type: ignore[return-value]
+    """This run's state, made by the group (or here, for a command invoked on its own)."""
+    ctx = click.get_current_context()
+    run = ctx.find_object(Invocation)
+    if run is None:
+        run = ctx.obj = Invocation(debug=False, env=Environment.detect())
+    return run
 
 
 def netns_option(help: str = "Look inside another network namespace.") -> Callable[[F], F]:

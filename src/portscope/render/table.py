@@ -1,8 +1,8 @@
 """Socket tables for people: a rich table on a terminal, a plain column writer everywhere else.
 
-Both show the same columns. rich costs about 0.35 ms a row, so it is used only for a terminal and a
-moderate number of rows; pipes and large listings go through :func:`write_plain`, which sizes the
-columns in one pass over pre-formatted strings.
+Both show the same columns, with the same cells (:class:`RowCells`). rich is slow per row, so it is used
+only for a terminal and a moderate number of rows; pipes and large listings go through
+:func:`write_plain`, which sizes the columns in one pass over pre-formatted strings.
 """
 
 from __future__ import annotations
