@@ -19,7 +19,9 @@ from bind_scenarios import OwnerSpec, build_owner, open_group
 from netns_util import new_netns
 from portscope.cli import cli
 from portscope.commands.can_bind import BindRequest, check_bind
+from portscope.commands.names import Names
 from portscope.render.can_bind import JSON_KEYS, render_can_bind
+from portscope.render.environment import Environment
 from test_bind_codes import readme_json_keys
 
 pytestmark = pytest.mark.live
@@ -201,7 +203,7 @@ def test_colour_on_a_terminal_unless_no_color(bindns, monkeypatch, no_color, col
         monkeypatch.setenv("NO_COLOR", no_color)
     report = check_bind(BindRequest(f"0.0.0.0:{LISTEN_PORT}", netns=bindns.name))
     screen = _Terminal()
-    render_can_bind(report, screen, as_json=False)
+    render_can_bind(report, Environment.detect(screen), Names.resolve(), as_json=False)
     text = screen.getvalue()
     assert bool(ANSI.search(text)) is coloured
     assert re.sub(r"\x1b\[[0-9;]*m", "", text).startswith("NO: bind() of tcp 0.0.0.0:7100")

@@ -327,7 +327,9 @@ def test_completion_answers_fast() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: compiled once, not on every <TAB>
     baseline = _cpu_seconds([sys.executable, "-c", "pass"], env)
     answer = _cpu_seconds([sys.executable, "-m", "portscope"], env)
-    assert answer - baseline < 0.1, f"completion took {answer:.3f} s of CPU, the bare interpreter {baseline:.3f} s"
+    # 0.1 s on a quiet machine (the interpreter alone takes ~0.04 s); a loaded machine slows both alike
+    budget = 0.1 * max(1.0, baseline / 0.04)
+    assert answer - baseline < budget, f"completion took {answer:.3f} s of CPU, the bare interpreter {baseline:.3f} s"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The hot paths (plain table writer, process join, JSON writer) give exactly what the simple code gives.
 
-The simple reference of each lives beside it: :meth:`RowBuilder.row` (used for rich tables),
-:func:`socket_object` (used by who and can-bind), and a direct readlink walk of /proc.
+The simple reference of each lives here or beside it: :func:`reference_row` (a table row built from the
+formatting functions of :mod:`portscope.model.notation`), :func:`socket_object` (used by who and can-bind),
+and a direct readlink walk of /proc.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ from collections.abc import Sequence
 import pytest
 
 from netns_util import new_netns
+from portscope.commands.names import Names
 from portscope.engine.snapshot import snapshot
+from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import Query
 from portscope.model.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
 from portscope.render import jsonout
-from portscope.render.table import Column, RowBuilder, columns_for_width, sort_key, table_order, write_plain
+from portscope.render.table import (
+    ALL_KEYS,
+    Column,
+    RowCells,
+    columns_for_width,
+    compact_holders,
+    table_order,
+    write_plain,
+)
+from portscope.render.text import safe_text as printable
 from portscope.sources import fdscan
 from portscope.sources.fdscan import BackgroundWalk, FdScan, walk_socket_fds
 from portscope.sources.services import load_services, parse_services
@@ -31,9 +43,51 @@ pytestmark = pytest.mark.live
 SERVICES = parse_services("http 80/tcp\ndomain 53/udp\nx11 6000/tcp\nkvp 7001/tcp\n", "test")
 
 
-def reference_plain(builder: RowBuilder, sockets: Sequence[Socket], columns: Sequence[Column]) -> str:
-    """The obvious layout: every row from RowBuilder.row, ljust/rjust, two spaces, trailing blanks cut."""
-    rows = [[builder.row(s)[c.key] for c in columns] for s in sockets]
+def names_with(services) -> Names:
+    from portscope.sources.procinfo import user_name
+
+    return Names(services=services, caller_is_root=True, lookup_user=user_name)
+
+
+def reference_row(snap: Snapshot, names: Names, sock: Socket) -> dict[str, str]:
+    """A table row the obvious way: each cell from the formatting functions, one socket at a time."""
+
+    def endpoint(address: str | None, port: int | None, local: bool) -> str:
+        text = format_endpoint(address, port, sock.family, sock.interface if local else None)
+        service = names.services.name_of(port, sock.proto) if names.services is not None and port is not None else None
+        return f"{text} ({service})" if service else text
+
+    holders = snap.holders_of(sock)
+    if holders:
+        process = compact_holders(holders)
+        command = printable(" ".join(holders[0].process.cmdline) or holders[0].process.name)
+    elif sock.inode is not None and snap.join.joined:
+        process = "(hidden)" if sock.inode in snap.join.hidden_inodes else "-"
+        command = ""
+    else:
+        process = command = ""
+    return {
+        "proto": proto_label(sock.proto, sock.family),
+        "state": STATE_LABELS[sock.state],
+        "recv_q": "-" if sock.recv_q is None else str(sock.recv_q),
+        "send_q": "-" if sock.send_q is None else str(sock.send_q),
+        "local": endpoint(sock.local_address, sock.local_port, True),
+        "peer": endpoint(sock.remote_address, sock.remote_port, False),
+        "user": names.user(sock.uid) if sock.uid is not None else "-",
+        "process": process,
+        "command": command,
+    }
+
+
+def sort_key(sock: Socket):
+    """The table order the obvious way: listeners first, then TCP before UDP, by local port, IPv4 first, by address."""
+    listening = (State.LISTEN, State.UNCONN, State.BOUND)
+    return (sock.state not in listening, sock.proto.value, sock.local_port, sock.family.value, sock.local_address)
+
+
+def reference_plain(snap: Snapshot, names: Names, sockets: Sequence[Socket], columns: Sequence[Column]) -> str:
+    """The obvious layout: every row from reference_row, ljust/rjust, two spaces, trailing blanks cut."""
+    rows = [[reference_row(snap, names, s)[c.key] for c in columns] for s in sockets]
     widths = [max([len(c.title)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
 
     def line(cells):
@@ -51,8 +105,16 @@ def plain(snap: Snapshot, services, width: int | None) -> tuple[str, str]:
     sockets = sorted(snap.sockets, key=sort_key)
     columns = columns_for_width(width)
     out = io.StringIO()
-    write_plain(out, RowBuilder(snap, services), sockets, columns)
-    return out.getvalue(), reference_plain(RowBuilder(snap, services), sockets, columns)
+    write_plain(out, RowCells(snap, names_with(services)), sockets, columns)
+    return out.getvalue(), reference_plain(snap, names_with(services), sockets, columns)
+
+
+def test_rich_table_cells_are_the_reference_rows(shared_mix):
+    snap = snapshot(Query(states=frozenset(State), netns=shared_mix.ns.name))
+    names = names_with(load_services())
+    cells = RowCells(snap, names).cells
+    for sock in snap.sockets:
+        assert dict(zip(ALL_KEYS, cells(sock), strict=True)) == reference_row(snap, names, sock)
 
 
 def proc_walk_holders(inodes: set[int]) -> dict[int, list[tuple[int, tuple[int, ...]]]]:
@@ -223,15 +285,10 @@ def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
     assert len({pid for pid, _, _ in found}) == len(found)  # a process cut into units comes back whole
 
 
-def test_sort_key_orders_like_the_readable_key(shared_mix):
+def test_table_order_is_the_readable_order(shared_mix):
     snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
-    listening = (State.LISTEN, State.UNCONN, State.BOUND)
-
-    def readable(s: Socket):
-        return (s.state not in listening, s.proto.value, s.local_port, s.family.value, s.local_address)
-
     mixed = [*snap.sockets, make_socket(local_port=65535), make_socket(proto=Proto.UDP, local_port=1)]
-    assert sorted(mixed, key=sort_key) == sorted(mixed, key=readable) == table_order(mixed)
+    assert table_order(mixed) == sorted(mixed, key=sort_key)
 
 
 def test_json_writer_text_with_hostile_names():

@@ -17,8 +17,10 @@ import time
 import pytest
 
 from netns_util import new_netns
+from portscope.commands.names import Names
 from portscope.commands.who import who_is_on
 from portscope.errors import SourceError
+from portscope.render.environment import Environment
 from portscope.render.who import render_who
 from portscope.sources.fdscan import FdScan, walk_socket_fds
 from portscope.sources.lineage import EXITED, DetailsReader, LineageReader
@@ -207,7 +209,7 @@ def render_text(result) -> str:
     import io
 
     out = io.StringIO()
-    render_who(result, out)
+    render_who(result, Environment.detect(out, io.StringIO()), Names.resolve(), as_json=False)
     return out.getvalue()
 
 
@@ -215,7 +217,7 @@ def render_json(result) -> dict:
     import io
 
     out = io.StringIO()
-    render_who(result, out, as_json=True)
+    render_who(result, Environment.detect(out, io.StringIO()), Names.resolve(), as_json=True)
     return json.loads(out.getvalue())
 
 
@@ -245,12 +247,14 @@ AS_USER = """
 import sys
 from portscope.commands.who import who_is_on
 from portscope.errors import PortscopeError
+from portscope.commands.names import Names
+from portscope.render.environment import Environment
 from portscope.render.who import render_who
 try:
     result = who_is_on(sys.argv[1], netns=sys.argv[3] if len(sys.argv) > 3 else None)
 except PortscopeError as exc:
     sys.exit(f"{type(exc).__name__}: {exc}")
-render_who(result, sys.stdout, as_json=sys.argv[2] == "json")
+render_who(result, Environment.detect(), Names.resolve(), as_json=sys.argv[2] == "json")
 """
 
 

@@ -3,6 +3,7 @@ and the command line against real loopback sockets of this process (exit codes, 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import ipaddress
 import json
@@ -21,10 +22,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portscope.cli import cli, main
+from portscope.commands.names import Names
 from portscope.commands.who import parse_target, who_is_on
 from portscope.errors import UsageError
 from portscope.model.query import PortRange
 from portscope.model.records import Proto
+from portscope.render.environment import Environment
 from portscope.render.who import PageBuilder, command_line, format_duration, format_time_left, write_plain, write_rich
 from portscope.sources.lineage import (
     SUBREAPER_NAMES,
@@ -467,15 +470,16 @@ def test_cli_usage_error_without_argument(capsys):
 def test_rendering_fits_80_columns_and_keeps_command_lines_in_pipes(listener):
     port = listener.getsockname()[1]
     result = who_is_on(f"127.0.0.1:{port}")
-    page = PageBuilder(result, SERVICES, unicode=True).build()
+    names = Names(services=SERVICES, caller_is_root=True, lookup_user=str)
+    page = PageBuilder(result, names, unicode=True).build()
     narrow = io.StringIO()
-    write_rich(page, narrow, 80)
+    write_rich(page, dataclasses.replace(Environment.detect(narrow), width=80))
     lines = narrow.getvalue().splitlines()
     assert all(len(line) <= 80 for line in lines)
     assert any(f"127.0.0.1:{port}" in line for line in lines)
     assert "\x1b[" not in narrow.getvalue()  # not a terminal: no colour codes
     wide = io.StringIO()
-    write_plain(PageBuilder(result, SERVICES, unicode=True).build(), wide, None)
+    write_plain(PageBuilder(result, names, unicode=True).build(), wide, None)
     command = " ".join(psutil.Process().cmdline())
     assert any(command in line.replace("'", "") for line in wide.getvalue().splitlines())
 

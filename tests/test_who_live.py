@@ -250,6 +250,8 @@ SCRIPT = """
 import json, socket, sys
 from portscope.errors import UsageError
 from portscope.render.who import render_who
+from portscope.render.environment import Environment
+from portscope.commands.names import Names
 from portscope.commands.who import who_is_on
 
 mode, target = sys.argv[1], sys.argv[2]
@@ -263,7 +265,7 @@ try:
 except UsageError as exc:
     print(f"portscope: error: {exc}", file=sys.stderr)
     sys.exit(2)
-render_who(result, sys.stdout, as_json=mode in ("json", "own"))
+render_who(result, Environment.detect(), Names.resolve(), as_json=mode in ("json", "own"))
 sys.exit(0 if result.found else 1)
 """
 

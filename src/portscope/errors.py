@@ -30,6 +30,8 @@ class SourceError(PortscopeError):
 
     exit_status = ExitStatus.UNREADABLE
 
+    exit_status = ExitStatus.UNREADABLE
+
     def __init__(self, source: str, problem: str) -> None:
         super().__init__(f"{source}: {problem}")
         self.source = source

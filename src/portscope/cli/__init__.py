@@ -2,18 +2,30 @@
 
 Start-up is kept lean: these modules import only click and the small record/query modules; the
 collectors, rich and pyroute2 are imported inside the commands that need them.
+
+Exit statuses are decided here, by category (:class:`portscope.errors.ExitStatus`): a command's answer
+(0, 1, 3), bad input (2), a system that could not be read (4), anything unexpected (5), Ctrl-C (130).
+An error never ends with 0, 1 or 3.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import os
+import re
+import select
 import sys
+import traceback
+from typing import NoReturn
 
 import click
 
 from portscope import __version__
+from portscope.cli.options import Invocation
 from portscope.errors import ExitStatus, PortscopeError
+from portscope.render.environment import Environment
 from portscope.render.text import safe_text
 
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.2+: a group run without a command
@@ -21,12 +33,22 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 class PortscopeGroup(click.Group):
-    def invoke(self, ctx: click.Context):
-        # click turns EPIPE into exit status 1; a reader that stops early (| head) is not an error.
+    def invoke(self, ctx: click.Context) -> NoReturn:
+        """Run the command, flush its output, and give its answer.
+
+        The one place a closed stdout is handled: a reader that stops early (``| head``) is not an error,
+        and the answer stands (``ls`` 0; ``who`` and ``can-bind`` what they found). click alone would turn
+        EPIPE into status 1.
+        """
         try:
-            return super().invoke(ctx)
+            super().invoke(ctx)
+            sys.stdout.flush()
         except BrokenPipeError:
-            _quiet_broken_pipe()
+            if not _stdout_gone():  # a pipe of the library's own, not the reader: an error like any other
+                raise
+            _silence_stdout()
+        run = ctx.find_object(Invocation)
+        ctx.exit(run.answer if run is not None else ExitStatus.OK)  # click would drop a returned status
 
 
 @click.group(cls=PortscopeGroup, context_settings=CONTEXT_SETTINGS)
@@ -41,7 +63,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     portscope who 8080         every process on a port (lsof -i :8080, fuser 8080/tcp)
     portscope can-bind :8080   would a bind succeed here, and if not, why
     """
-    ctx.obj = {"debug": debug}
+    # The one output environment of this run: every renderer gets it from here.
+    ctx.obj = Invocation(debug=debug, env=Environment.detect())
 
 
 def _register_commands() -> None:
@@ -58,59 +81,92 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _error(message: str, status: int = ExitStatus.USAGE) -> None:
-    click.echo(f"portscope: error: {safe_text(message)}", err=True)  # it may quote names and arguments
-    sys.exit(status)
+def _stdout_gone() -> bool:
+    """Is stdout a pipe or socket whose reader has closed? (poll reports POLLERR or POLLHUP then)"""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # errors and hang-ups are reported without asking
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _silence_stdout() -> None:
-    # The reader went away (| head): later writes and the final flush must not complain.
+    # The reader went away: later writes and the final flush go to /dev/null instead of failing again.
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-    except OSError:
+        os.close(devnull)
+    except (OSError, ValueError):
         pass
 
 
-def _quiet_broken_pipe() -> None:
-    _silence_stdout()
-    sys.exit(ExitStatus.OK)
+def _say(line: str) -> None:
+    """One line on stderr, escaped (it may quote names and arguments); a closed stderr loses the line, never
+    changes the status."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.write(safe_text(line) + "\n")
+        sys.stderr.flush()
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args or bool(os.environ.get("PORTSCOPE_DEBUG"))
+def _os_error_text(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        text += " (raise the limit with ulimit -n)"
+    return text + (f": {exc.filename}" if exc.filename else "")
+
+
+def exit_status(args: list[str], debug: bool) -> int:
+    """Run the command line and map how it ended to an exit status; an error is said on one line."""
     try:
         status = cli.main(args=args, prog_name="portscope", standalone_mode=False)
-    except click.exceptions.Abort:
-        _error("aborted", ExitStatus.INTERRUPTED)
-    except click.UsageError as exc:
-        if debug:
+    except SystemExit:
+        # click's own answer to EPIPE while it parses (portscope --help | head -0): sys.exit(1). Commands'
+        # output never gets here (PortscopeGroup.invoke), nor does anything else with standalone_mode off.
+        if not _stdout_gone():
             raise
+        _silence_stdout()
+        return ExitStatus.OK
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _say("portscope: interrupted")
+        return ExitStatus.INTERRUPTED
+    except click.exceptions.NoArgsIsHelpError as exc:
+        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else "ls, who, can-bind, completion"
+        return _failed(f"portscope: error: no command given (one of {commands}; see --help)", ExitStatus.USAGE, debug)
+    except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portscope"
         if isinstance(exc, _NO_ARGS):  # click's message would be the whole help page
             message = f"missing command ({', '.join(sorted(cli.commands))})"
         else:
-            message = safe_text(" ".join(exc.format_message().split()))  # one line: click lists choices on several
-        click.echo(f"{where}: error: {message} (see --help)", err=True)
-        sys.exit(ExitStatus.USAGE)
+            message = " ".join(exc.format_message().split())  # one line: click lists choices on several
+        return _failed(f"{where}: error: {message} (see --help)", ExitStatus.USAGE, debug)
     except PortscopeError as exc:
-        if debug:
-            raise
-        _error(str(exc), exc.exit_status)
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-    except KeyboardInterrupt:
-        sys.exit(ExitStatus.INTERRUPTED)
-    except OSError as exc:
-        if debug:
-            raise
-        _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _quiet_broken_pipe()
-    sys.exit(status if isinstance(status, int) else ExitStatus.OK)
+        return _failed(f"portscope: error: {exc}", exc.exit_status, debug)
+    except MemoryError:
+        return _failed("portscope: error: out of memory", ExitStatus.UNREADABLE, debug)
+    except OSError as exc:  # the system refused something the library did not expect to be refused
+        return _failed(f"portscope: error: {_os_error_text(exc)}", ExitStatus.UNREADABLE, debug)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        hint = "" if debug else " (run with --debug for the traceback)"
+        return _failed(f"portscope: internal error: {message}{hint}", ExitStatus.INTERNAL, debug)
+    return status if isinstance(status, int) else ExitStatus.OK
+
+
+def _failed(line: str, status: int, debug: bool) -> int:
+    if debug:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            traceback.print_exc(file=sys.stderr)
+    # one line, whatever the message (click lists choices on lines of their own); only ASCII white space is
+    # folded: a U+2028 in a name is shown escaped, as everything else from outside
+    _say(" ".join(re.split(r"[ \t\n\r\f\v]+", line.strip())))
+    return status
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("PORTSCOPE_DEBUG"))
+    sys.exit(exit_status(args, debug))
 
 
 def run() -> None:
@@ -119,7 +175,7 @@ def run() -> None:
     After a large listing, freeing tens of thousands of records one by one at interpreter exit costs
     tens of milliseconds for nothing; output is flushed first, and portscope registers no atexit work.
     For the same reason the cyclic collector stays off: its passes over the records find no cycles
-    (records and their tuples have none) and cost about 5% of a large listing, measured.
+    (records and their tuples have none).
     """
     gc.disable()
     try:
@@ -129,11 +185,9 @@ def run() -> None:
         if exc.code is None or isinstance(exc.code, int):
             status = exc.code or 0
         else:  # sys.exit("message"), as Python would print it
-            print(safe_text(str(exc.code)), file=sys.stderr)
-            status = 1
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-    sys.stderr.flush()
+            _say(str(exc.code))
+            status = ExitStatus.INTERNAL
+    for stream in (sys.stdout, sys.stderr):  # what is left after an error; a closed reader loses it
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
     os._exit(status)

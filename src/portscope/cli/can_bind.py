@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from portscope.shell.values import complete_interfaces, complete_local_addresses, complete_netns, complete_users
+from portscope.cli.options import COMMAND_SETTINGS, family_options, invocation, json_option, netns_option
+from portscope.shell.values import complete_interfaces, complete_local_addresses, complete_users
 
 
-@click.command("can-bind", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command("can-bind", context_settings={**COMMAND_SETTINGS, "max_content_width": 100})
 @click.argument("address", metavar="ADDR:PORT", shell_complete=complete_local_addresses)
 @click.option("--udp", is_flag=True, help="A UDP socket (default: TCP).")
-@click.option("-4", "--ipv4", "ipv4", is_flag=True, help="':PORT' and host names mean IPv4.")
-@click.option("-6", "--ipv6", "ipv6", is_flag=True, help="':PORT' and host names mean IPv6 (default for ':PORT').")
+@family_options("':PORT' and host names mean IPv4.", "':PORT' and host names mean IPv6 (default for ':PORT').")
 @click.option("--reuseaddr", is_flag=True, help="The new socket sets SO_REUSEADDR.")
 @click.option("--reuseport", is_flag=True, help="The new socket sets SO_REUSEPORT.")
 @click.option(
@@ -43,13 +41,9 @@ from portscope.shell.values import complete_interfaces, complete_local_addresses
     "SO_REUSEPORT fast-path cache; a UDP probe joining a SO_REUSEPORT group may drop datagrams sent in that "
     "instant. It never calls listen().",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (schema in README).")
-@click.option(
-    "--netns", metavar="NAME|PID|PATH", shell_complete=complete_netns, help="Evaluate inside another network namespace."
-)
-@click.pass_context
+@json_option("One JSON object (schema in README).")
+@netns_option("Evaluate inside another network namespace.")
 def can_bind(
-    ctx: click.Context,
     address: str,
     udp: bool,
     ipv4: bool,
@@ -86,9 +80,10 @@ def can_bind(
       portscope can-bind 0.0.0.0:http --json
 
     \b
-    Exit status: 0 can bind, 1 cannot, 3 uncertain, 2 usage error.
+    Exit status: 0 can bind, 1 cannot, 3 uncertain.
     """
     from portscope.commands.can_bind import BindRequest, check_bind
+    from portscope.commands.names import Names
     from portscope.errors import ExitStatus, UsageError
     from portscope.model.records import Family
 
@@ -109,11 +104,10 @@ def can_bind(
         family=Family.IPV4 if ipv4 else Family.IPV6 if ipv6 else None,
     )
     report = check_bind(request)
+    run = invocation()
+    status = {"yes": ExitStatus.OK, "no": ExitStatus.NOT_FOUND, "uncertain": ExitStatus.UNCERTAIN}
+    run.answer = status[report.verdict.value]
 
     from portscope.render.can_bind import render_can_bind
 
-    render_can_bind(report, sys.stdout, as_json=as_json)
-    status = {"yes": ExitStatus.OK, "no": ExitStatus.NOT_FOUND, "uncertain": ExitStatus.UNCERTAIN}
-    code = status[report.verdict.value]
-    if code:
-        ctx.exit(code)
+    render_can_bind(report, run.env, Names.resolve(), as_json=as_json)

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import click
 
-from portscope.shell.values import complete_netns, complete_pids, complete_ports, complete_states, complete_users
+from portscope.cli.options import (
+    COMMAND_SETTINGS,
+    family_options,
+    invocation,
+    json_option,
+    netns_option,
+    numeric_option,
+)
+from portscope.shell.values import complete_pids, complete_ports, complete_states, complete_users
 
 BACKENDS = ("auto", "netlink", "proc")
 
 
-@click.command("ls", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("ls", context_settings=COMMAND_SETTINGS)
 @click.option("-a", "--all", "all_states", is_flag=True, help="Every state, TIME-WAIT and bound-only sockets too.")
 @click.option("-l", "--listening", is_flag=True, help="Only listeners (UDP: unconnected bound sockets).")
 @click.option("-t", "--tcp", is_flag=True, help="TCP sockets.")
 @click.option("-u", "--udp", is_flag=True, help="UDP sockets.")
-@click.option("-4", "--ipv4", "ipv4", is_flag=True, help="IPv4 sockets only.")
-@click.option("-6", "--ipv6", "ipv6", is_flag=True, help="IPv6 sockets only.")
+@family_options("IPv4 sockets only.", "IPv6 sockets only.")
 @click.option(
     "-s",
     "--state",
@@ -61,9 +68,16 @@ BACKENDS = ("auto", "netlink", "proc")
     shell_complete=complete_users,
     help="Socket or process owned by USER (name or uid).",
 )
-@click.option("--no-processes", is_flag=True, help="Skip the process join (faster).")
-@click.option("-n", "--numeric", is_flag=True, help="Show no service names.")
-@click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per socket (schema in README).")
+@click.option(
+    "--no-processes",
+    "join_processes",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Skip the process join (faster).",
+)
+@numeric_option()
+@json_option("A JSON array, one object per socket (schema in README).")
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -71,31 +85,8 @@ BACKENDS = ("auto", "netlink", "proc")
     show_default=True,
     help="Where socket data comes from: netlink sock_diag, /proc/net, or netlink with /proc fallback.",
 )
-@click.option(
-    "--netns", metavar="NAME|PID|PATH", shell_complete=complete_netns, help="Look inside another network namespace."
-)
-def ls(
-    all_states: bool,
-    listening: bool,
-    tcp: bool,
-    udp: bool,
-    ipv4: bool,
-    ipv6: bool,
-    states: tuple[str, ...],
-    ports: tuple[str, ...],
-    sport: tuple[str, ...],
-    dport: tuple[str, ...],
-    src: tuple[str, ...],
-    dst: tuple[str, ...],
-    pids: tuple[str, ...],
-    process_names: tuple[str, ...],
-    users: tuple[str, ...],
-    no_processes: bool,
-    numeric: bool,
-    as_json: bool,
-    backend: str,
-    netns: str | None,
-) -> None:
+@netns_option()
+def ls(as_json: bool, numeric: bool, **options: Any) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
     By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets.
@@ -106,31 +97,15 @@ def ls(
       portscope ls -a --port 8080     everything on port 8080
       portscope ls --state connected --dst 10.0.0.0/8
       portscope ls -a -n --json --no-processes | jq length
+
+    \b
+    Exit status: 0 the sockets were listed (also when the reader stops early, as with | head).
     """
     from portscope.commands.ls import LsOptions, list_sockets
+    from portscope.commands.names import Names
 
-    options = LsOptions(
-        all_states=all_states,
-        listening=listening,
-        tcp=tcp,
-        udp=udp,
-        ipv4=ipv4,
-        ipv6=ipv6,
-        states=states,
-        ports=ports,
-        sport=sport,
-        dport=dport,
-        src=src,
-        dst=dst,
-        pids=pids,
-        process_names=process_names,
-        users=users,
-        join_processes=not no_processes,
-        backend=backend,
-        netns=netns,
-    )
-    result = list_sockets(options)
+    snap = list_sockets(LsOptions(**options))  # the other parameters are LsOptions' fields, by name
 
     from portscope.render.ls import render_listing
 
-    render_listing(result, sys.stdout, as_json=as_json, numeric=numeric)
+    render_listing(snap, invocation().env, Names.resolve(numeric=numeric), as_json=as_json)

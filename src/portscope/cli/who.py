@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from portscope.cli.options import COMMAND_SETTINGS, invocation, json_option, netns_option, numeric_option
 from portscope.errors import ExitStatus
-from portscope.shell.values import complete_netns, complete_ports
+from portscope.shell.values import complete_ports
 
 
-@click.command("who", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("who", context_settings=COMMAND_SETTINGS)
 @click.argument("port", metavar="PORT", shell_complete=complete_ports)
 @click.option("--remote", is_flag=True, help="Also match the peer's port: connections made TO this port.")
-@click.option("-n", "--numeric", is_flag=True, help="Show no service names.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: query, sockets, processes (schema in README).")
-@click.option(
-    "--netns", metavar="NAME|PID|PATH", shell_complete=complete_netns, help="Look inside another network namespace."
-)
-@click.pass_context
-def who(ctx: click.Context, port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None) -> None:
+@numeric_option()
+@json_option("One JSON object: query, sockets, processes (schema in README).")
+@netns_option()
+def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None) -> None:
     """Every process on a port: command, parents, unit or container, and its sockets.
 
     PORT is a port, a range, or a service name, optionally with an address and a protocol.
@@ -36,13 +32,15 @@ def who(ctx: click.Context, port: str, remote: bool, numeric: bool, as_json: boo
       portscope who --remote 443      also our connections to port 443 elsewhere
 
     \b
-    Exit status: 0 something is on the port, 1 nothing is, 2 bad input.
+    Exit status: 0 something is on the port, 1 nothing is.
     """
+    from portscope.commands.names import Names
     from portscope.commands.who import who_is_on
 
     result = who_is_on(port, remote=remote, netns=netns)
+    run = invocation()
+    run.answer = ExitStatus.OK if result.found else ExitStatus.NOT_FOUND
 
     from portscope.render.who import render_who
 
-    render_who(result, sys.stdout, as_json=as_json, numeric=numeric)
-    ctx.exit(ExitStatus.OK if result.found else ExitStatus.NOT_FOUND)
+    render_who(result, run.env, Names.resolve(numeric=numeric), as_json=as_json)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
 from portscope.model.endpoint import parse_endpoint
+from portscope.model.notation import format_endpoint, format_host
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import Family, Process, Proto, Snapshot, Socket, State
 from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader
@@ -41,9 +42,7 @@ class WhoTarget:
     remote: bool = False  # also match the peer's port (and address)
 
     def describe(self) -> str:
-        where = f"{self.address}:" if self.address is not None and self.address.version == 4 else ""
-        if self.address is not None and self.address.version == 6:
-            where = f"[{self.address}]:"
+        where = "" if self.address is None else f"{format_host(str(self.address))}:"
         protos = "/".join(p.value for p in Proto if p in self.protocols)
         ports = ",".join(str(r) for r in self.ports)
         return f"{where}{ports} ({protos})"
@@ -216,7 +215,7 @@ def _peer_key(sock: Socket, target: WhoTarget) -> str | None:
         address = str(mapped)
     if port_in_ranges(sock.local_port, target.ports):
         return address  # we are the server: the client's port is ephemeral, its address is what matters
-    return f"[{address}]:{sock.remote_port}" if ":" in address else f"{address}:{sock.remote_port}"
+    return format_endpoint(address, sock.remote_port)
 
 
 def _summarise(

@@ -21,26 +21,22 @@ SOURCE = "portscope"
 MANUAL = "portscope manual"
 SEE_ALSO_TOOLS = (("ss", 8), ("netstat", 8), ("lsof", 8), ("fuser", 1))
 
-# What each exit status means in general; commands say what it means for them in "Exit status:".
+# What each exit status means in general; commands say what their answers (0, 1, 3) mean in "Exit status:".
 EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.OK: "Success.",
     ExitStatus.NOT_FOUND: "A negative answer: nothing found (who), or the bind would fail (can-bind).",
-    ExitStatus.USAGE: "Bad input (an unknown option, a malformed port or address, contradictory options); "
-    "the error is one line on standard error.",
     ExitStatus.UNCERTAIN: "The answer depends on what cannot be seen (can-bind).",
-    ExitStatus.UNREADABLE: "The system could not be read: netlink refused under --backend netlink, a network "
-    "namespace that cannot be entered for lack of privilege, an unreadable source.",
-    ExitStatus.INTERNAL: "An unexpected error inside portscope (a bug: please report it; --debug shows where).",
+    ExitStatus.USAGE: "Bad input: an unknown option, a malformed port or address, an unknown user, service, "
+    "interface or namespace. The error is one line on standard error.",
+    ExitStatus.UNREADABLE: "The system could not be read: netlink refused under --backend netlink, a namespace "
+    "that cannot be entered for lack of privilege, an unreadable or malformed source, too many open files, "
+    "out of memory. One line on standard error.",
+    ExitStatus.INTERNAL: "An unexpected error inside portscope (a bug): one line on standard error, the "
+    "traceback with --debug.",
     ExitStatus.INTERRUPTED: "Interrupted (Ctrl-C).",
 }
-# Every command can end in these, whatever it does; a command's docstring adds its answers.
-COMMON_EXIT_STATUSES = (
-    ExitStatus.OK,
-    ExitStatus.USAGE,
-    ExitStatus.UNREADABLE,
-    ExitStatus.INTERNAL,
-    ExitStatus.INTERRUPTED,
-)
+# Every command can end in these, whatever it answers: an error is never 0, 1 or 3.
+COMMON_EXIT_STATUSES = (ExitStatus.USAGE, ExitStatus.UNREADABLE, ExitStatus.INTERNAL, ExitStatus.INTERRUPTED)
 
 ENVIRONMENT = (
     ("NO_COLOR", "When set, output to a terminal is not coloured."),
@@ -195,10 +191,12 @@ def _add_examples(page: Page, examples: list[tuple[str, str | None]]) -> None:
 
 
 def _add_exit_status(page: Page, statuses: list[tuple[str, str]]) -> None:
+    """The command's own answers (from its docstring; 0 alone if it has none), then the errors every command has."""
     page.section("EXIT STATUS")
-    listed = {code for code, _ in statuses}
-    common = [(str(int(s)), EXIT_STATUS_MEANINGS[s]) for s in COMMON_EXIT_STATUSES if str(int(s)) not in listed]
-    for code, meaning in sorted([*statuses, *common], key=lambda item: int(item[0])):
+    answers = statuses or [(str(int(ExitStatus.OK)), EXIT_STATUS_MEANINGS[ExitStatus.OK])]
+    told = {code for code, _ in answers}
+    errors = [(str(int(s)), EXIT_STATUS_MEANINGS[s]) for s in COMMON_EXIT_STATUSES if str(int(s)) not in told]
+    for code, meaning in [*answers, *errors]:
         page.tagged(bold(code), meaning)
 
 

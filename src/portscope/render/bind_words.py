@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from portscope.model.notation import format_endpoint
 from portscope.model.records import Family, State
 from portscope.rules.bind import Owner
 from portscope.rules.bind_actions import BlockerGroup, stop_action
@@ -16,7 +17,7 @@ from portscope.rules.codes import ActionKind, BsdNote, Coded, ReasonCode, Uncert
 
 
 def endpoint(family: Family, address: str, port: int) -> str:
-    return f"[{address}]:{port}" if family is Family.IPV6 else f"{address}:{port}"
+    return format_endpoint(address, port, family)
 
 
 def _endpoint(address: str, port: int) -> str:

@@ -11,16 +11,16 @@ import errno as errno_mod
 import os
 import shutil
 import textwrap
-from typing import IO, Any
+from typing import Any
 
 from portscope.commands.can_bind import BindReport
+from portscope.commands.names import Names
 from portscope.render import bind_words as words
-from portscope.render import environment as term
 from portscope.render import jsonout
 from portscope.render.bind_words import endpoint
+from portscope.render.environment import Environment
 from portscope.render.text import safe_text
 from portscope.rules.bind_actions import BlockerGroup, group_blockers
-from portscope.sources.services import load_services
 
 # Keys of the can-bind --json object, in order (README documents each; a test compares).
 JSON_KEYS = (
@@ -221,17 +221,18 @@ def text_lines(report: BindReport, width: int | None = None, height: int | None 
     return lines
 
 
-def render_can_bind(report: BindReport, out: IO[str], *, as_json: bool) -> None:
+def render_can_bind(report: BindReport, env: Environment, names: Names, *, as_json: bool) -> None:
+    out = env.stdout
     if as_json:
-        jsonout.dump(report_object(report, load_services()), out)
+        jsonout.dump(report_object(report, names.services), out)
         return
     # The sentences carry process, user and interface names: escaped here, where they become output.
-    if term.is_terminal(out):
+    if env.is_tty:
         from rich.text import Text
 
-        width = term.terminal_width(out) or 80
+        width = env.width or 80
         height = shutil.get_terminal_size((80, 24)).lines
-        console = term.make_console(out, width)
+        console = env.console(width)
         for text, style in text_lines(report, width, height):
             console.print(Text(safe_text(text), style=style or ""), soft_wrap=True)
         return

@@ -1,4 +1,4 @@
-"""The stable JSON interface (schema version in :data:`SCHEMA_VERSION`, documented in README.md).
+"""The stable JSON interface, documented in README.md (schema version 1: keys are added, never changed).
 
 Socket objects are shared by ``ls --json``, ``who --json`` and ``can-bind --json``. Large listings
 are written with a template per record instead of ``json.dumps`` of dicts: the keys are fixed and
@@ -23,8 +23,6 @@ from typing import IO, Any
 from portscope.model.records import Holder, Snapshot, Socket
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
-
-SCHEMA_VERSION = 1
 
 
 def _unicode_escape(char: str) -> str:

@@ -2,38 +2,36 @@
 
 from __future__ import annotations
 
-import sys
-from typing import IO
-
+from portscope.commands.names import Names
 from portscope.model.records import Snapshot
-from portscope.render import environment as term
 from portscope.render import jsonout
+from portscope.render.environment import Environment
+from portscope.render.notes import hidden_owner_advice
 from portscope.render.text import safe_text
-from portscope.sources.services import load_services
 
 
-def footer_lines(snap: Snapshot) -> list[str]:
+def footer_lines(snap: Snapshot, names: Names) -> list[str]:
     lines = []
     join = snap.join
     if join.hidden_sockets:
         lines.append(
             f"owners of {join.hidden_sockets} socket(s) are hidden: {join.processes_denied} process(es) "
-            f"could not be inspected; {term.hidden_owner_advice()}"
+            f"could not be inspected; {hidden_owner_advice(names.caller_is_root)}"
         )
     lines.extend(map(safe_text, snap.warnings))  # they may quote names and paths
     return lines
 
 
-def render_listing(snap: Snapshot, out: IO[str], *, as_json: bool, numeric: bool) -> None:
-    services = None if numeric else load_services()
+def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool) -> None:
+    out = env.stdout
     if as_json:
-        jsonout.write_sockets(out, snap, services)
-        for line in footer_lines(snap):
-            print(f"portscope: note: {line}", file=sys.stderr)
+        jsonout.write_sockets(out, snap, names.services)
+        for line in footer_lines(snap, names):
+            env.note(line)
         return
     from portscope.render.table import (  # not needed on the JSON path: keep its start-up short
         RICH_ROW_LIMIT,
-        RowBuilder,
+        RowCells,
         columns_for_width,
         print_rich,
         table_order,
@@ -41,21 +39,19 @@ def render_listing(snap: Snapshot, out: IO[str], *, as_json: bool, numeric: bool
     )
 
     sockets = table_order(snap.sockets)
-    width = term.terminal_width(out)
-    columns = columns_for_width(width)
-    builder = RowBuilder(snap, services)
-    tty = term.is_terminal(out)
-    if tty and len(sockets) <= RICH_ROW_LIMIT:
-        console = term.make_console(out, width)
-        print_rich(console, builder, sockets, columns, width)
+    columns = columns_for_width(env.width)
+    cells = RowCells(snap, names)
+    if env.is_tty and len(sockets) <= RICH_ROW_LIMIT:
+        console = env.console()
+        print_rich(console, cells, sockets, columns, env.width)
         summary = f"{len(sockets)} socket(s); {snap.backend_summary()}"
         console.print(summary, style="dim")
-        for line in footer_lines(snap):
+        for line in footer_lines(snap, names):
             console.print(line, style="yellow")
         return
-    write_plain(out, builder, sockets, columns)
-    notes = footer_lines(snap)
-    if tty:
+    write_plain(out, cells, sockets, columns)
+    notes = footer_lines(snap, names)
+    if env.is_tty:
         notes.insert(0, f"{len(sockets)} socket(s); {snap.backend_summary()}")
     for line in notes:
-        print(f"portscope: note: {line}", file=sys.stderr)
+        env.note(line)

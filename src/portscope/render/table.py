@@ -1,8 +1,8 @@
 """Socket tables for people: a rich table on a terminal, a plain column writer everywhere else.
 
-Both show the same columns. rich costs about 0.35 ms a row, so it is used only for a terminal and a
-moderate number of rows; pipes and large listings go through :func:`write_plain`, which sizes the
-columns in one pass over pre-formatted strings.
+Both show the same columns, with the same cells (:class:`RowCells`). rich is slow per row, so it is used
+only for a terminal and a moderate number of rows; pipes and large listings go through
+:func:`write_plain`, which sizes the columns in one pass over pre-formatted strings.
 """
 
 from __future__ import annotations
@@ -13,25 +13,11 @@ from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import IO
 
+from portscope.commands.names import Names
+from portscope.model.notation import STATE_LABELS_BY_VALUE, format_host, proto_label
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
 from portscope.render.text import safe_text
-from portscope.sources.services import Services
 
-STATE_LABELS: dict[State, str] = {
-    State.LISTEN: "LISTEN",
-    State.ESTABLISHED: "ESTAB",
-    State.SYN_SENT: "SYN-SENT",
-    State.SYN_RECV: "SYN-RECV",
-    State.FIN_WAIT_1: "FIN-WAIT-1",
-    State.FIN_WAIT_2: "FIN-WAIT-2",
-    State.TIME_WAIT: "TIME-WAIT",
-    State.CLOSE_WAIT: "CLOSE-WAIT",
-    State.LAST_ACK: "LAST-ACK",
-    State.CLOSING: "CLOSING",
-    State.CLOSE: "CLOSE",
-    State.BOUND: "BOUND",
-    State.UNCONN: "UNCONN",
-}
 STATE_STYLES: dict[State, str] = {
     State.LISTEN: "bold green",
     State.UNCONN: "green",
@@ -78,15 +64,6 @@ def columns_for_width(width: int | None) -> tuple[Column, ...]:
     return tuple(c for c in BASE_COLUMNS if c.min_width <= width)
 
 
-def format_endpoint(address: str | None, port: int | None, family: Family, interface: str | None = None) -> str:
-    if address is None or port is None:
-        return "*"
-    host = f"[{address}]" if family is Family.IPV6 else address
-    if interface:
-        host = f"{host}%{safe_text(interface)}"
-    return f"{host}:{port}"
-
-
 def compact_holders(holders: Sequence[Holder], shown_pids: int = 2) -> str:
     """``nginx[812,813,+2]``: every holder process counted, grouped by name."""
     by_name: dict[str, list[int]] = {}
@@ -100,62 +77,7 @@ def compact_holders(holders: Sequence[Holder], shown_pids: int = 2) -> str:
     return " ".join(parts)
 
 
-class RowBuilder:
-    """Formats sockets into column strings; caches what repeats (services, users, endpoints)."""
-
-    def __init__(self, snap: Snapshot, services: Services | None) -> None:
-        self.snap = snap
-        self.names = services.by_port if services is not None else None
-        self.hidden = snap.join.hidden_inodes
-        self._users: dict[int | None, str] = {None: "-"}
-
-    def _user(self, uid: int | None) -> str:
-        name = self._users.get(uid)
-        if name is None:
-            from portscope.sources.procinfo import user_name
-
-            name = self._users[uid] = safe_text(user_name(uid))  # type: ignore[arg-type]
-        return name
-
-    def _endpoint(self, sock: Socket, address: str | None, port: int | None, local: bool) -> str:
-        text = format_endpoint(address, port, sock.family, sock.interface if local else None)
-        if self.names is not None and port is not None:
-            service = self.names.get((port, sock.proto.value))
-            if service:
-                return f"{text} ({safe_text(service)})"
-        return text
-
-    def row(self, sock: Socket) -> dict[str, str]:
-        holders = self.snap.holders_of(sock)
-        if holders:
-            process = compact_holders(holders)
-            command = safe_text(" ".join(holders[0].process.cmdline) or holders[0].process.name)
-        elif sock.inode is None:
-            process = command = ""
-        elif self.snap.join.joined:
-            process = "(hidden)" if sock.inode in self.hidden else "-"
-            command = ""
-        else:
-            process = command = ""
-        return {
-            "proto": sock.proto.value + ("6" if sock.family is Family.IPV6 else ""),
-            "state": STATE_LABELS[sock.state],
-            "recv_q": "-" if sock.recv_q is None else str(sock.recv_q),
-            "send_q": "-" if sock.send_q is None else str(sock.send_q),
-            "local": self._endpoint(sock, sock.local_address, sock.local_port, True),
-            "peer": self._endpoint(sock, sock.remote_address, sock.remote_port, False),
-            "user": self._user(sock.uid) if sock.uid is not None else "-",
-            "process": process,
-            "command": command,
-        }
-
-
 _LISTENING_STATES = (State.LISTEN, State.UNCONN, State.BOUND)
-
-
-def sort_key(sock: Socket):
-    """Listeners first, then TCP before UDP, by local port, IPv4 before IPv6, by address."""
-    return (_rank(sock), sock.local_address)
 
 
 def _rank(sock: Socket) -> int:
@@ -170,8 +92,10 @@ def _rank(sock: Socket) -> int:
 
 
 def table_order(sockets: Sequence[Socket]) -> list[Socket]:
-    """``sorted(sockets, key=sort_key)``, in two stable passes: by address (the sockets' own strings
-    as keys), then by rank. Faster at 100k sockets, and no key tuple per socket."""
+    """Listeners first, then TCP before UDP, by local port, IPv4 before IPv6, by address.
+
+    Two stable passes: by address (the sockets' own strings as keys), then by rank. Faster at 100k
+    sockets than one sort by a key tuple, and no key tuple per socket."""
     ordered = sorted(sockets, key=attrgetter("local_address"))
     ordered.sort(key=_rank)
     return ordered
@@ -180,31 +104,31 @@ def table_order(sockets: Sequence[Socket]) -> list[Socket]:
 PLAIN_CHUNK = 4096  # lines per write()
 
 
-def write_plain(out: IO[str], builder: RowBuilder, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
-    """Aligned columns without colour: the cells of :meth:`RowBuilder.row`, laid out like ``ljust`` /
+def write_plain(out: IO[str], rows: RowCells, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
+    """Aligned columns without colour: the cells of :class:`RowCells`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
 
     Two passes: the first measures the cells (lengths only, no text), the second formats them and
     writes in chunks. Rows are not kept: 100k rows of strings cost far more memory than building
     each row once more costs time (hosts, services, users and process texts come from caches).
     """
-    cells_of, measure = plain_cells(builder)
-    picked = [_ALL_KEYS.index(c.key) for c in columns]
-    measured = measure(sockets)
+    cells_of = rows.cells
+    picked = [ALL_KEYS.index(c.key) for c in columns]
+    measured = rows.measure(sockets)
     widths = [max(len(c.title), measured[i]) for c, i in zip(columns, picked, strict=True)]
     last = len(columns) - 1
     fmt = "  ".join(
         "%s" if i == last else f"%{'' if c.align == 'right' else '-'}{widths[i]}s" for i, c in enumerate(columns)
     )
-    if picked == list(range(len(_ALL_KEYS))):
-        rows = map(cells_of, sockets)
+    if picked == list(range(len(ALL_KEYS))):
+        lines = map(cells_of, sockets)
     else:
         pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
-        rows = map(pick, map(cells_of, sockets))
+        lines = map(pick, map(cells_of, sockets))
     write = out.write
     write((fmt % tuple(c.title for c in columns)).rstrip() + "\n")
     chunk: list[str] = []
-    for cells in rows:
+    for cells in lines:
         chunk.append((fmt % cells).rstrip())
         if len(chunk) >= PLAIN_CHUNK:
             chunk.append("")
@@ -215,30 +139,41 @@ def write_plain(out: IO[str], builder: RowBuilder, sockets: Sequence[Socket], co
         write("\n".join(chunk))
 
 
-def plain_cells(
-    builder: RowBuilder,
-) -> tuple[Callable[[Socket], tuple[str, ...]], Callable[[Sequence[Socket]], list[int]]]:
-    """:meth:`RowBuilder.row` for many rows: ``(cells, measure)``.
+ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command")
 
-    ``cells(sock)`` gives the cells of every column in :data:`_ALL_KEYS` order; ``measure(sockets)``
+
+class RowCells:
+    """The cells of table rows, the one implementation of the table's cell rules (plain and rich tables).
+
+    ``cells(sock)`` gives the cells of every column in :data:`ALL_KEYS` order; ``measure(sockets)``
     gives the length of each column's longest cell without building the cells. The repeating parts
     are cached, keyed by values that cannot change during one listing: addresses, ports, uids, and
-    the ids of the snapshot's Process records (alive as long as the snapshot).
+    the ids of the snapshot's Process records (alive as long as the snapshot). The parts are written
+    as :mod:`portscope.model.notation` writes them, inlined (tests compare with a row built from words).
     """
-    snap = builder.snap
+
+    def __init__(self, snap: Snapshot, names: Names) -> None:
+        self.cells, self.measure = _cell_functions(snap, names)
+
+
+def _cell_functions(
+    snap: Snapshot, names: Names
+) -> tuple[Callable[[Socket], tuple[str, ...]], Callable[[Sequence[Socket]], list[int]]]:
     holders_get = snap.holders.get
     joined = snap.join.joined
-    hidden = builder.hidden
-    names = builder.names
-    user_name = builder._user
+    hidden = snap.join.hidden_inodes
+    user_name = names.user
     labels = STATE_LABELS_BY_VALUE
     v6_family = Family.IPV6
     tcp = Proto.TCP
+    v4_protos = {p.value: proto_label(p, Family.IPV4) for p in Proto}  # keyed by value: str hashes are cached
+    v6_protos = {p.value: proto_label(p, Family.IPV6) for p in Proto}
     brackets: dict[str, str] = {}
     # port -> " (service)", only for ports with a name: tens of thousands of ephemeral ports cost nothing
     tcp_suffixes: dict[int, str] = {}
     udp_suffixes: dict[int, str] = {}
-    for (port, proto_name), service in (names or {}).items():
+    by_port = names.services.by_port if names.services is not None else {}
+    for (port, proto_name), service in by_port.items():
         if service and proto_name in ("tcp", "udp"):
             (tcp_suffixes if proto_name == "tcp" else udp_suffixes)[port] = f" ({safe_text(service)})"
     queues: dict[int | None, str] = {None: "-"}
@@ -251,7 +186,7 @@ def plain_cells(
         return text
 
     def bracketed(address: str) -> str:
-        text = brackets[address] = f"[{address}]"
+        text = brackets[address] = format_host(address, v6_family)
         return text
 
     def process_texts(process) -> tuple[str, str]:
@@ -266,7 +201,7 @@ def plain_cells(
         return text
 
     def user(uid: int) -> str:
-        name = users[uid] = user_name(uid)
+        name = users[uid] = safe_text(user_name(uid))
         return name
 
     def owner(inode: int | None) -> tuple[str, str]:
@@ -306,12 +241,11 @@ def plain_cells(
             peer = f"{host}:{port}"
         if port is not None:
             peer += by_port.get(port, "")
-        label = ("tcp6" if v6 else "tcp") if proto is tcp else ("udp6" if v6 else "udp")
         recv_q = sock.recv_q
         send_q = sock.send_q
         uid = sock.uid
         return (
-            label,
+            (v6_protos if v6 else v4_protos)[proto._value_],
             labels[sock.state._value_],
             queues.get(recv_q) or queue(recv_q),  # type: ignore[arg-type]
             queues.get(send_q) or queue(send_q),  # type: ignore[arg-type]
@@ -372,7 +306,7 @@ def plain_cells(
             if len(command) > command_w:
                 command_w = len(command)
         return [
-            (4 if any_v6 else 3) if sockets else 0,
+            max(map(len, (v6_protos if any_v6 else v4_protos).values())) if sockets else 0,  # "tcp6" > "tcp"
             max((len(labels[value]) for value in states), default=0),
             recv_w,
             send_w,
@@ -384,10 +318,6 @@ def plain_cells(
         ]
 
     return cells, measure
-
-
-_ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command")
-STATE_LABELS_BY_VALUE: dict[str, str] = {state.value: label for state, label in STATE_LABELS.items()}
 
 
 SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4}
@@ -444,14 +374,15 @@ def fit_endpoint(text: str, width: int) -> str:
 
 
 def print_rich(
-    console, builder: RowBuilder, sockets: Sequence[Socket], columns: Sequence[Column], width: int | None
+    console, row_cells: RowCells, sockets: Sequence[Socket], columns: Sequence[Column], width: int | None
 ) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    rows = [builder.row(sock) for sock in sockets]
-    widths = fit_widths(columns, [[len(r[c.key]) for r in rows] for c in columns], width)
+    picked = [ALL_KEYS.index(c.key) for c in columns]
+    rows = [row_cells.cells(sock) for sock in sockets]
+    widths = fit_widths(columns, [[len(r[i]) for r in rows] for i in picked], width)
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -465,14 +396,14 @@ def print_rich(
         table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
     for sock, row in zip(sockets, rows, strict=True):
         cells = []
-        for column, column_width in zip(columns, widths, strict=True):
+        for column, column_width, index in zip(columns, widths, picked, strict=True):
             if column.key in ("local", "peer"):
-                text = fit_endpoint(row[column.key], column_width)
+                text = fit_endpoint(row[index], column_width)
             else:
-                text = _ellipsize(row[column.key], column_width)
+                text = _ellipsize(row[index], column_width)
             if column.key == "state":
                 cells.append(Text(text, style=STATE_STYLES.get(sock.state, "")))
-            elif column.key == "process" and row[column.key] == "(hidden)":
+            elif column.key == "process" and row[index] == "(hidden)":
                 cells.append(Text(text, style="dim italic"))
             else:
                 cells.append(Text(text))

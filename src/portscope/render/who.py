@@ -10,22 +10,24 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
-import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from portscope.commands.names import Names
 from portscope.commands.who import ProcessOnPort, Unheld, UnheldSocket, WhoResult, WhoTarget
+from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import port_in_ranges
 from portscope.model.records import Family, Proto, Socket, State
-from portscope.render import environment as term
 from portscope.render import jsonout
-from portscope.render.table import STATE_LABELS, STATE_STYLES, format_endpoint
+from portscope.render.environment import Environment
+from portscope.render.notes import hidden_owner_advice
+from portscope.render.table import STATE_STYLES
 from portscope.render.text import dollar_quoted, safe_text
 from portscope.sources.lineage import EXITED
-from portscope.sources.procinfo import HidePid, user_name
-from portscope.sources.services import Services, load_services
+from portscope.sources.procinfo import HidePid
+from portscope.sources.services import Services
 
 Segment = tuple[str, str]  # (text, rich style)
 UNHELD_SHOWN = 10  # per kind; the rest are counted, ls -a lists them all
@@ -103,21 +105,14 @@ def families_label(families: frozenset[Family], certain: bool) -> str:
 
 
 def _proto(sock: Socket) -> str:
-    return sock.proto.value + ("6" if sock.family is Family.IPV6 else "")
+    return proto_label(sock.proto, sock.family)
 
 
 def _endpoint(sock: Socket, local: bool) -> str:
     if local:
-        return format_endpoint(sock.local_address, sock.local_port, sock.family, sock.interface)
+        interface = safe_text(sock.interface) if sock.interface else None  # a name any local user can pick
+        return format_endpoint(sock.local_address, sock.local_port, sock.family, interface)
     return format_endpoint(sock.remote_address, sock.remote_port, sock.family)
-
-
-def _can_encode(out: IO[str], text: str) -> bool:
-    try:
-        text.encode(getattr(out, "encoding", None) or "utf-8")
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
 
 
 def hidepid_note(hidepid: HidePid) -> str:
@@ -125,17 +120,17 @@ def hidepid_note(hidepid: HidePid) -> str:
     return f"/proc is mounted with {hidepid.option}: other users' processes are {hidden}"
 
 
-def partial_view_note(result: WhoResult) -> str | None:
+def partial_view_note(result: WhoResult, caller_is_root: bool) -> str | None:
     """Without privileges the holders we see may not be all of them: say so when nothing else does."""
     if result.hidepid is not None and result.processes and not result.hidden:
         return f"{hidepid_note(result.hidepid)} and may hold these sockets too"
     denied = result.snapshot.join.processes_denied
     if not denied or result.hidden or not result.processes:
         return None
-    whose = "of other users " if os.geteuid() != 0 else ""
+    whose = "of other users " if not caller_is_root else ""
     return (
         f"{denied} process{'es' if denied != 1 else ''} {whose}could not be inspected and may hold "
-        f"these sockets too; {term.hidden_owner_advice()}"
+        f"these sockets too; {hidden_owner_advice(caller_is_root)}"
     )
 
 
@@ -181,11 +176,11 @@ def details_rows(entry: ProcessOnPort, holder_pids: frozenset[int]) -> list[tupl
 
 
 class PageBuilder:
-    def __init__(self, result: WhoResult, services: Services | None, unicode: bool) -> None:
+    def __init__(self, result: WhoResult, names: Names, unicode: bool) -> None:
         self.result = result
-        self.services = services
+        self.names = names
+        self.services = names.services
         self.left = "←" if unicode else "<-"
-        self.right = "→" if unicode else "->"
         self.holder_pids = frozenset(p.process.pid for p in result.processes)
 
     def build(self) -> Page:
@@ -202,7 +197,7 @@ class PageBuilder:
         if groups[Unheld.UNOWNED]:
             blocks.append(self.unowned_block(groups[Unheld.UNOWNED]))
         footer = list(result.snapshot.warnings)
-        partial = partial_view_note(result)
+        partial = partial_view_note(result, self.names.caller_is_root)
         if partial:
             footer.insert(0, partial)
         return Page(header=self.header(), blocks=blocks, footer=footer)
@@ -363,13 +358,13 @@ class PageBuilder:
         address = self.result.target.address
         if address is None:
             return f":{port}"
-        return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+        return format_endpoint(str(address), port)
 
     def hidden_block(self, unheld: list[UnheldSocket]) -> Block:
         block = Block([("Owner hidden", "bold yellow")])
 
         def owner(sock: Socket) -> str:
-            uid = "?" if sock.uid is None else f"{sock.uid} ({safe_text(user_name(sock.uid))})"
+            uid = "?" if sock.uid is None else f"{sock.uid} ({safe_text(self.names.user(sock.uid))})"
             return f"uid {uid}  inode {sock.inode}"
 
         block.lines = self.socket_lines(unheld, owner)
@@ -378,7 +373,7 @@ class PageBuilder:
             it = "it" if len(unheld) == 1 else "them"
             block.notes.append(f"The process holding {it} is not visible: {hidepid_note(self.result.hidepid)}.")
             block.hints.append(("Run as root:", f"sudo portscope who {shlex.quote(self.result.target.text)}"))
-        elif os.geteuid() != 0:
+        elif not self.names.caller_is_root:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
                 f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
@@ -388,7 +383,7 @@ class PageBuilder:
         else:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} could not be inspected: "
-                f"{term.hidden_owner_advice()}."
+                f"{hidden_owner_advice(True)}."
             )
         return block
 
@@ -433,12 +428,12 @@ def write_plain(page: Page, out: IO[str], width: int | None) -> None:
     out.write("\n".join(lines) + "\n")
 
 
-def write_rich(page: Page, out: IO[str], width: int | None) -> None:
+def write_rich(page: Page, env: Environment) -> None:
     from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
 
-    console = term.make_console(out, width)
+    console = env.console()
 
     def styled(segments: list[Segment]) -> Text:
         return Text.assemble(*[(part, style) if style else part for part, style in segments])
@@ -523,27 +518,23 @@ def who_object(result: WhoResult, services: Services | None) -> dict[str, Any]:
     }
 
 
-def render_who(result: WhoResult, out: IO[str] | None = None, *, as_json: bool = False, numeric: bool = False) -> None:
-    out = out or sys.stdout
-    services = None if numeric else load_services()
+def render_who(result: WhoResult, env: Environment, names: Names, *, as_json: bool) -> None:
+    partial = partial_view_note(result, names.caller_is_root)
     if as_json:
-        jsonout.dump(who_object(result, services), out)
+        jsonout.dump(who_object(result, names.services), env.stdout)
         for unheld in result.hidden[:1]:
-            print(
-                f"portscope: note: owners of {len(result.hidden)} socket(s) are hidden; {term.hidden_owner_advice()} "
-                f"(first: inode {unheld.socket.inode}, uid {unheld.socket.uid})",
-                file=sys.stderr,
+            env.note(
+                f"owners of {len(result.hidden)} socket(s) are hidden; {hidden_owner_advice(names.caller_is_root)} "
+                f"(first: inode {unheld.socket.inode}, uid {unheld.socket.uid})"
             )
-        partial = partial_view_note(result)
         for note in ([partial] if partial else []) + list(result.snapshot.warnings):
-            print(f"portscope: note: {safe_text(note)}", file=sys.stderr)
+            env.note(safe_text(note))
         return
-    page = PageBuilder(result, services, unicode=_can_encode(out, "←→")).build()
-    width = term.terminal_width(out)
-    if term.is_terminal(out):
-        write_rich(page, out, width)
+    page = PageBuilder(result, names, unicode=env.unicode).build()
+    if env.is_tty:
+        write_rich(page, env)
         return
     footer, page.footer = page.footer, []
-    write_plain(page, out, width)
+    write_plain(page, env.stdout, env.width)
     for note in footer:
-        print(f"portscope: note: {safe_text(note)}", file=sys.stderr)
+        env.note(safe_text(note))

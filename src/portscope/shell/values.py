@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import click
 from click.shell_completion import CompletionItem
 
+from portscope.model.notation import format_host
 from portscope.model.query import STATE_ALIASES, STATE_GROUPS, state_choices
 from portscope.model.records import State
 
@@ -201,10 +202,8 @@ class LocalAddress:
 
     def bind_text(self) -> str:
         """How can-bind takes it: ``10.0.0.1:`` or ``[fe80::1%eth0]:``."""
-        if self.version == 4:
-            return f"{self.address}:"
-        scope = f"%{self.interface}" if self.link_local and self.interface else ""
-        return f"[{self.address}{scope}]:"
+        scope = f"%{self.interface}" if self.version == 6 and self.link_local and self.interface else ""
+        return format_host(self.address + scope) + ":"  # the scope inside the brackets, as can-bind reads it
 
     def describe(self) -> str:
         parts = [f"IPv{self.version}", self.interface, "link-local" if self.link_local else None]

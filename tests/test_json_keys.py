@@ -1,0 +1,118 @@
+"""The key sets of ls --json, who --json and can-bind --json objects are exactly what README documents.
+
+The documented keys are read from README itself (its tables, bullets and the can-bind example object), so
+a key added to the output without documentation, or documented without being written, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from netns_util import new_netns
+from portscope.cli import cli
+from socket_mix import build_mix
+from test_bind_codes import readme_json_keys
+
+pytestmark = pytest.mark.live
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+IDENTIFIER = re.compile(r"`([a-z_][a-z0-9_]*)`")
+NOT_KEYS = {"null"}
+
+
+def section(heading: str) -> str:
+    """The text under a README heading, up to the next heading of any level."""
+    match = re.search(rf"^#+ {re.escape(heading)}.*?$(.*?)(?=^#)", README, re.M | re.S)
+    assert match, f"README has no section {heading!r}"
+    return match.group(1)
+
+
+def socket_keys() -> set[str]:
+    """The first column of the socket table of ls --json: `key` or `key1`, `key2`."""
+    rows = [line for line in section("JSON (schema version").splitlines() if line.startswith("| `")]
+    assert rows
+    return {key for row in rows for key in IDENTIFIER.findall(row.split("|")[1])}
+
+
+def process_keys() -> set[str]:
+    """The holder object written in the meaning of the `processes` row: {"pid", "name", ...}."""
+    (row,) = [line for line in section("JSON (schema version").splitlines() if line.startswith("| `processes`")]
+    shape = re.search(r"`(\{.*?\})`", row)
+    assert shape, row
+    return set(re.findall(r'"([a-z_]+)"', shape.group(1)))
+
+
+def who_keys() -> tuple[set[str], dict[str, set[str]]]:
+    """who --json: the top-level object, then each bullet's keys (backquoted names after its colon)."""
+    text = section("`who --json`")
+    top = re.search(r"`(\{.*?\})`", text)
+    assert top
+    bullets = {}
+    for name, body in re.findall(r"^- `([a-z_]+)`:(.*?)(?=^- |^\s*$)", text, re.M | re.S):
+        nested = re.sub(r"`[^`]*[\[{][^`]*`", "", body)  # the shapes of nested values: {"runtime", ...}
+        bullets[name] = set(IDENTIFIER.findall(nested)) - NOT_KEYS
+    return set(re.findall(r'"([a-z_]+)"', top.group(1))), bullets
+
+
+def can_bind_keys() -> set[str]:
+    """can-bind --json: the keys of the table after "`--json` gives one object"."""
+    return set(readme_json_keys())
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    with new_netns("pskeys") as ns:
+        mix = build_mix(ns)
+        ns.fork_holder()
+        yield mix
+
+
+def run_json(*args: str, codes: tuple[int, ...] = (0,)):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code in codes, result.output
+    return json.loads(result.stdout)
+
+
+def test_readme_parsing_finds_the_keys_the_issue_named():
+    # a guard on the parsers: these keys must be read from README, not silently missed
+    assert {"timer", "timer_ms", "netns", "processes", "local_address", "remote_port"} <= socket_keys()
+    assert {"fd", "fds", "cmdline"} <= process_keys()
+    top, bullets = who_keys()
+    assert top == {"query", "sockets", "processes"}
+    assert {"fds", "parents", "uptime_seconds"} <= bullets["processes"] and "runtime" not in bullets["processes"]
+    assert {"verdict", "blockers", "request"} <= can_bind_keys()
+
+
+def test_ls_socket_and_process_keys_are_the_documented_ones(mixed):
+    rows = run_json("ls", "-a", "--json", "--netns", mixed.ns.name)
+    assert rows and any(r["processes"] for r in rows) and any(r["timer"] for r in rows)
+    for row in rows:
+        assert set(row) == socket_keys()
+        for process in row["processes"]:
+            assert set(process) == process_keys()
+
+
+def test_who_keys_are_the_documented_ones(mixed):
+    document = run_json("who", "--json", "--netns", mixed.ns.name, str(mixed.ports["listen4"]))
+    top, bullets = who_keys()
+    assert set(document) == top
+    assert set(document["query"]) == bullets["query"]
+    assert document["processes"]
+    for process in document["processes"]:
+        assert set(process) == bullets["processes"]
+    for sock in document["sockets"]:
+        assert set(sock) == socket_keys()
+
+
+def test_can_bind_keys_are_the_documented_ones(mixed):
+    target = f"127.0.0.1:{mixed.ports['listen4']}"
+    document = run_json("can-bind", "--json", "--netns", mixed.ns.name, target, codes=(1,))
+    assert set(document) == can_bind_keys()
+    assert document["blockers"]
+    for blocker in document["blockers"]:
+        assert set(blocker) == socket_keys()
