@@ -1,11 +1,11 @@
 """Building records by the ten thousand: fast positional constructors.
 
-A frozen dataclass's generated ``__init__`` sets every field through ``object.__setattr__``: about 2 µs
-for Socket's 18 fields, measured as a third of the whole netlink decode at 40k sockets. The constructor
+A frozen dataclass's generated ``__init__`` sets every field through ``object.__setattr__``, a large share
+of a big netlink decode (benchmarks/README.md has the figures). The constructor
 made here fills an instance of a plain twin class that has the very same slots (ordinary attribute
 stores), then switches the instance's class to the real one. Python allows that switch only between
 identical layouts and raises otherwise, and :func:`positional_maker` checks once that the result equals
-what ``cls(*args)`` builds, so the objects are the real records, field for field (about 0.3 µs each).
+what ``cls(*args)`` builds, so the objects are the real records, field for field, several times faster to make.
 If the check fails (a future Python, a changed record), the plain class constructor is used instead.
 """
 

@@ -1,9 +1,9 @@
 """Fast path: NETLINK_SOCK_DIAG dumps of TCP and UDP sockets, decoded with ``struct``.
 
-pyroute2's generic message classes decode every attribute into nested Python objects; measured here
-that took 16 s and 870 MB for 200k sockets, against well under a second for a ``struct`` decode of
-the fixed ``inet_diag_msg`` header. So the dump itself (request, filter bytecode, decoding) is done
-here with the standard library.
+pyroute2's generic message classes decode every attribute into nested Python objects, many times slower
+and larger than a ``struct`` decode of the fixed ``inet_diag_msg`` header (the benchmark's decoder
+comparison, benchmarks/README.md). So the dump itself (request, filter bytecode, decoding) is done here
+with the standard library; pyroute2 is the tests' oracle for this decoder.
 
 Filters run in the kernel where it can: the state bitmask and the port ranges (filter bytecode).
 """
@@ -433,8 +433,8 @@ class TableDumps:
     """Dumps of several tables, answered in request order by :meth:`next`.
 
     With ``prefetch``, a forked child receives them all from the kernel and passes the buffers on
-    through a socket pair while this process decodes: the kernel's half of the work (about 40% of a
-    large dump, measured) runs on a second CPU. It forks: the caller decides when that is allowed and
+    through a socket pair while this process decodes: the kernel's half of the work runs on a second
+    CPU. It forks: the caller decides when that is allowed and
     pays (:meth:`portscope.engine.parallel.Parallelism.prefetch_dumps`). Anything odd in the child's
     stream, and this table and the rest are dumped here instead, on a fresh socket. A refused table raises
     :class:`NetlinkUnavailable` and the next one is tried on a fresh socket (the caller falls back).
