@@ -222,3 +222,24 @@ def test_netns_takes_a_container_name_or_id_for_every_command(live, key, by):
         ["portscope", "can-bind", "0.0.0.0:8080", "--netns", spec], capture_output=True, text=True, timeout=60
     )
     assert verdict.returncode == 1 and verdict.stdout.startswith("NO"), verdict.stdout + verdict.stderr
+
+
+@pytest.mark.parametrize("key", ["podman-bridge", "docker-bridge"])
+def test_ls_json_names_the_container_behind_a_forwarder_and_inside_its_namespace(live, key):
+    (_podman if key.startswith("podman") else _docker)(live)
+    port = live.ports[key]
+    listing = subprocess.run(
+        ["portscope", "ls", "-l", "-t", "--netns", "all", "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert listing.returncode in (0,), listing.stderr
+    sockets = json.loads(listing.stdout)
+    [published] = [s for s in sockets if s["local_port"] == port and s["netns_name"] == "host"]
+    forward = published["forwards_to"]
+    assert forward is not None, published
+    assert forward["port"] == 8080 and forward["container"]["name"] == live.names[key]
+    assert forward["container"]["id"] == live.ids[key]
+    pid = int(live.inspect(key, "{{.State.Pid}}"))
+    inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+    inside = [s for s in sockets if s["netns"] == inode and s["local_port"] == 8080]
+    assert inside and all(s["netns_name"] == live.names[key] for s in inside), inside
+    assert all(s["container"]["id"] == live.ids[key] for s in inside)

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from portscope.commands.places import Places
 from portscope.sources.services import Services
 
 
@@ -19,6 +20,7 @@ class Names:
     services: Services | None  # None: show no service names (-n)
     caller_is_root: bool
     lookup_user: Callable[[int], str]  # uid -> name (the uid as text when it has none)
+    places: Places | None = None  # namespace names, containers, forwarders (JSON); None: not looked up
     _users: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     def user(self, uid: int) -> str:
@@ -34,7 +36,10 @@ class Names:
         from portscope.sources.services import load_services
 
         return cls(
-            services=None if numeric else load_services(), caller_is_root=os.geteuid() == 0, lookup_user=_user_name
+            services=None if numeric else load_services(),
+            caller_is_root=os.geteuid() == 0,
+            lookup_user=_user_name,
+            places=Places(),
         )
 
 

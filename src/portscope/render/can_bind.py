@@ -46,7 +46,7 @@ _MIN_ACTIONS = 3  # a terminal too short for everything still gets the verdict, 
 _VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "uncertain": "bold yellow"}
 
 
-def report_object(report: BindReport, services=None) -> dict[str, Any]:
+def report_object(report: BindReport, services=None, places=None) -> dict[str, Any]:
     """The can-bind --json document (schema in README)."""
     new = report.new
     probe = None
@@ -63,7 +63,9 @@ def report_object(report: BindReport, services=None) -> dict[str, Any]:
         "stage": report.stage.value if report.stage else None,
         "rule": report.rule,
         "blockers": [
-            jsonout.socket_object(b.socket, b.holders, services) for b in report.blockers if b.socket is not None
+            jsonout.socket_object(b.socket, b.holders, services, places)
+            for b in report.blockers
+            if b.socket is not None
         ],
         "explanation": explanation_text(report),
         "fixes": words.fixes(report.actions),
@@ -224,7 +226,7 @@ def text_lines(report: BindReport, width: int | None = None, height: int | None 
 def render_can_bind(report: BindReport, env: Environment, names: Names, *, as_json: bool) -> None:
     out = env.stdout
     if as_json:
-        jsonout.dump(report_object(report, names.services), out)
+        jsonout.dump(report_object(report, names.services, names.places), out)
         return
     # The sentences carry process, user and interface names: escaped here, where they become output.
     if env.is_tty:

@@ -18,11 +18,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from portscope.model.records import Holder, Snapshot, Socket
+from portscope.model.records import Holder, Snapshot, Socket, State
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
+
+if TYPE_CHECKING:
+    from portscope.commands.places import Places
 
 
 def _unicode_escape(char: str) -> str:
@@ -79,9 +82,49 @@ def holder_object(holder: Holder) -> dict[str, Any]:
     }
 
 
-def socket_object(sock: Socket, holders: Iterable[Holder], services: Services | None) -> dict[str, Any]:
+def container_object(container) -> dict[str, Any] | None:
+    """``{"runtime", "id", "name", "pod", "namespace"}`` of a sources.containers.ContainerInfo."""
+    if container is None:
+        return None
+    return {
+        "runtime": container.runtime,
+        "id": container.id,
+        "name": container.name,
+        "pod": container.pod,
+        "namespace": container.namespace,
+    }
+
+
+def forward_object(forward) -> dict[str, Any] | None:
+    """``{"container", "address", "port", "netns"}`` of a sources.forwarders.Forward."""
+    if forward is None:
+        return None
+    return {
+        "container": container_object(forward.container),
+        "address": forward.target_address,
+        "port": forward.target_port,
+        "netns": forward.netns_inode,
+    }
+
+
+def place_objects(sock: Socket, holders: tuple[Holder, ...], places: Places | None) -> tuple[Any, Any, Any]:
+    """(netns_name, container, forwards_to) as JSON values: all null without places."""
+    if places is None:
+        return None, None, None
+    return (
+        places.netns_name(sock.netns),
+        container_object(places.container(sock, holders)),
+        forward_object(places.forward(sock, holders)),
+    )
+
+
+def socket_object(
+    sock: Socket, holders: Iterable[Holder], services: Services | None, places: Places | None = None
+) -> dict[str, Any]:
     """One socket as the JSON interface describes it."""
+    holders = tuple(holders)
     service = services.name_of(sock.local_port, sock.proto) if services is not None else None
+    netns_name, container, forwards_to = place_objects(sock, holders, places)
     return {
         "proto": sock.proto.value,
         "family": sock.family.value,
@@ -100,6 +143,9 @@ def socket_object(sock: Socket, holders: Iterable[Holder], services: Services | 
         "timer": sock.timer,
         "timer_ms": sock.timer_ms,
         "netns": sock.netns,
+        "netns_name": netns_name,
+        "container": container,
+        "forwards_to": forwards_to,
         "processes": [holder_object(h) for h in holders],
     }
 
@@ -112,7 +158,7 @@ _BOOL = {None: "null", True: "true", False: "false"}
 JSON_CHUNK = 2048  # socket objects per write()
 
 
-def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> None:
+def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, places: Places | None = None) -> None:
     """Write ``ls --json``: a JSON array, one object per socket, equal to :func:`socket_object`.
 
     Text for json.loads, laid out like ``json.dumps`` of those objects (", " and ": "), one object a line.
@@ -148,6 +194,22 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> No
                 parts.append(f'{head}, "fd": null, "fds": []}}')
         return f"[{', '.join(parts)}]"
 
+    place_texts: dict[tuple, str] = {}  # the same namespace and holders give the same place
+
+    def place_text(sock: Socket, holders: tuple[Holder, ...] | None) -> str:
+        pids = tuple(h.process.pid for h in holders) if holders else ()
+        # only a listener can be a forwarder's: the others' place is their namespace's and holders'
+        listener = sock.state is State.LISTEN or sock.state is State.UNCONN
+        key = (sock.netns, pids, (sock.local_address, sock.local_port, sock.proto) if listener else None)
+        text = place_texts.get(key)
+        if text is None:
+            netns_name, container, forwards_to = place_objects(sock, holders or (), places)
+            text = place_texts[key] = (
+                f'"netns_name": {_text(netns_name)}, "container": {dumps(container)}, '
+                f'"forwards_to": {dumps(forwards_to)}'
+            )
+        return text
+
     def tail_text(sock: Socket, service: str, holders: tuple[Holder, ...] | None) -> str:
         interface = sock.interface
         timer_ms = sock.timer_ms
@@ -156,7 +218,7 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None) -> No
             f'"interface": {"null" if interface is None else json_string(interface)}, '
             f'"v6only": {bools[sock.v6only]}, "service": {service}, "timer": {_text(sock.timer)}, '
             f'"timer_ms": {"null" if timer_ms is None else timer_ms}, "netns": {"null" if netns is None else netns}, '
-            f'"processes": {processes_text(holders) if holders else "[]"}}}'
+            f'{place_text(sock, holders)}, "processes": {processes_text(holders) if holders else "[]"}}}'
         )
 
     write = out.write

@@ -25,7 +25,7 @@ def footer_lines(snap: Snapshot, names: Names) -> list[str]:
 def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool) -> None:
     out = env.stdout
     if as_json:
-        jsonout.write_sockets(out, snap, names.services)
+        jsonout.write_sockets(out, snap, names.services, names.places)
         for line in footer_lines(snap, names):
             env.note(line)
         return

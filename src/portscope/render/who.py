@@ -481,7 +481,18 @@ def _iso(seconds: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def process_object(entry: ProcessOnPort) -> dict[str, Any]:
+def _container_with_name(container, places) -> dict[str, Any]:
+    """The cgroup's container, named from the runtime's files when they know it."""
+    known = places.index.by_id(container.id) if places is not None and container.id else None
+    return {
+        "runtime": container.runtime,
+        "id": container.id,
+        "name": known.name if known is not None else None,
+        "pod": container.pod,
+    }
+
+
+def process_object(entry: ProcessOnPort, places=None) -> dict[str, Any]:
     process, lineage, details = entry.process, entry.lineage, entry.details
     container = lineage.container if lineage else None
     started = lineage.started if lineage else process.start_time
@@ -495,9 +506,7 @@ def process_object(entry: ProcessOnPort) -> dict[str, Any]:
         "started": _iso(started),
         "uptime_seconds": round(lineage.uptime, 2) if lineage and lineage.uptime is not None else None,
         "unit": lineage.unit if lineage else None,
-        "container": None
-        if container is None
-        else {"runtime": container.runtime, "id": container.id, "pod": container.pod},
+        "container": None if container is None else _container_with_name(container, places),
         "cgroup": lineage.cgroup if lineage else None,
         "parents": [{"pid": a.pid, "name": a.name} for a in lineage.ancestors] if lineage else [],
         "exe": details.exe if details else None,
@@ -509,19 +518,19 @@ def process_object(entry: ProcessOnPort) -> dict[str, Any]:
     }
 
 
-def who_object(result: WhoResult, services: Services | None) -> dict[str, Any]:
+def who_object(result: WhoResult, services: Services | None, places=None) -> dict[str, Any]:
     snap = result.snapshot
     return {
         "query": query_object(result.target, result.netns),
-        "sockets": [jsonout.socket_object(s, snap.holders_of(s), services) for s in result.sockets],
-        "processes": [process_object(p) for p in result.processes],
+        "sockets": [jsonout.socket_object(s, snap.holders_of(s), services, places) for s in result.sockets],
+        "processes": [process_object(p, places) for p in result.processes],
     }
 
 
 def render_who(result: WhoResult, env: Environment, names: Names, *, as_json: bool) -> None:
     partial = partial_view_note(result, names.caller_is_root)
     if as_json:
-        jsonout.dump(who_object(result, names.services), env.stdout)
+        jsonout.dump(who_object(result, names.services, names.places), env.stdout)
         for unheld in result.hidden[:1]:
             env.note(
                 f"owners of {len(result.hidden)} socket(s) are hidden; {hidden_owner_advice(names.caller_is_root)} "

@@ -75,6 +75,16 @@ def parse_nsfs_mounts(mountinfo: str) -> list[tuple[str, int]]:
     return mounts
 
 
+def host_netns_inode(proc_root: str = "/proc") -> int | None:
+    """The namespace of PID 1; kthreadd (PID 2) lives there too and answers where PID 1 refuses."""
+    for pid in (1, 2):
+        try:
+            return os.stat(f"{proc_root}/{pid}/ns/net").st_ino
+        except OSError:
+            continue
+    return None
+
+
 def _ns_inode(path: str) -> int | None:
     try:
         return os.stat(path).st_ino
@@ -139,7 +149,7 @@ def discover(proc_root: str = "/proc", *, mountinfo: str | None = None, scan_fds
         pid_names = sorted((name for name in os.listdir(proc_root) if name.isdigit()), key=int)
     except OSError:
         pid_names = []
-    host_inode = _ns_inode(f"{proc_root}/1/ns/net")
+    host_inode = host_netns_inode(proc_root)
     for name in pid_names:
         path = f"{proc_root}/{name}/ns/net"
         try:
