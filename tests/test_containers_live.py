@@ -19,6 +19,7 @@ from portscope.sources.forwarders import dockerd_published, read_facts, recognis
 from portscope.sources.lineage import pick_cgroup_path
 
 pytestmark = pytest.mark.containers
+NO_WIDTH = {**os.environ, "COLUMNS": ""}  # a pipe: whole lines
 
 
 def _free_port() -> int:
@@ -243,3 +244,26 @@ def test_ls_json_names_the_container_behind_a_forwarder_and_inside_its_namespace
     inside = [s for s in sockets if s["netns"] == inode and s["local_port"] == 8080]
     assert inside and all(s["netns_name"] == live.names[key] for s in inside), inside
     assert all(s["container"]["id"] == live.ids[key] for s in inside)
+
+
+@pytest.mark.parametrize(("key", "forwarder"), [("podman-bridge", "conmon"), ("docker-bridge", "docker-proxy")])
+def test_who_names_the_container_a_forwarder_serves(live, key, forwarder):
+    (_podman if key.startswith("podman") else _docker)(live)
+    who = subprocess.run(
+        ["portscope", "who", str(live.ports[key])], capture_output=True, text=True, timeout=60, env=NO_WIDTH
+    )
+    assert who.returncode == 0, who.stderr
+    assert f"to container {live.names[key]} " in who.stdout and f"via {forwarder}" in who.stdout, who.stdout
+    address = live.inspect(key, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}").strip()
+    if address:  # docker always, podman with CNI: the container's address and port
+        assert f"{address}:8080" in who.stdout, who.stdout
+
+
+@pytest.mark.parametrize("key", ["podman-host", "docker-host"])
+def test_who_names_a_host_network_container_by_name(live, key):
+    (_podman if key.startswith("podman") else _docker)(live)
+    who = subprocess.run(
+        ["portscope", "who", str(live.ports[key])], capture_output=True, text=True, timeout=60, env=NO_WIDTH
+    )
+    assert who.returncode == 0, who.stderr
+    assert re.search(rf"container\s+{re.escape(live.names[key])}\s", who.stdout), who.stdout

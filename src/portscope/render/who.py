@@ -247,7 +247,14 @@ class PageBuilder:
             block.rows.append(("unit", [(safe_text(lineage.unit), "")]))
         if lineage and lineage.container:
             container = lineage.container
+            places = self.names.places
+            known = places.index.by_id(container.id) if places is not None and container.id else None
             value: list[Segment] = [(f"{safe_text(container.runtime)} ", ""), (safe_text(container.short_id), "bold")]
+            if known is not None and known.name:
+                value = [
+                    (safe_text(known.name), "bold"),
+                    (f"  {safe_text(container.runtime)} {container.short_id}", ""),
+                ]
             if container.pod:
                 value.append((f"  pod {safe_text(container.pod)}", "dim"))
             block.rows.append(("container", value))
@@ -269,6 +276,9 @@ class PageBuilder:
                 value.append((f"  fd {','.join(map(str, fds))}", "dim"))
             block.rows.append((verb if verb != previous_verb else "", value))
             previous_verb = verb
+            forward = self._forward(sock)
+            if forward is not None:
+                block.rows.append(("forwards", forward))
         if len(entry.listeners) > LISTENERS_SHOWN:
             block.rows.append(("", [(f"+{len(entry.listeners) - LISTENERS_SHOWN} more", "dim")]))
         if entry.state_counts:
@@ -286,6 +296,24 @@ class PageBuilder:
                 value.append((f", +{more} more", "dim"))
             block.rows.append(("peers", value))
         return block
+
+    def _forward(self, sock: Socket) -> list[Segment] | None:
+        """``to container web (docker 80f128f2e1c3) 172.17.0.2:8080``: where a forwarder's listener leads."""
+        places = self.names.places
+        forward = places.forward(sock, self.result.snapshot.holders_of(sock)) if places is not None else None
+        if forward is None:
+            return None
+        value: list[Segment] = [("to ", "")]
+        if forward.container is not None:
+            name = forward.container.name or forward.container.short_id
+            value += [
+                (f"container {safe_text(name)}", "bold"),
+                (f" ({safe_text(forward.container.runtime)} {forward.container.short_id})", ""),
+            ]
+        if forward.target_address is not None and forward.target_port is not None:
+            value.append((f" {format_endpoint(forward.target_address, forward.target_port)}", ""))
+        value.append((f"  via {safe_text(forward.kind)}", "dim"))
+        return value
 
     def parent_chain(self, entry: ProcessOnPort) -> str:
         lineage = entry.lineage
