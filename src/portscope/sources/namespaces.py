@@ -15,6 +15,8 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 
+from portscope.sources.procinfo import unescape_mountinfo
+
 NET_LINK_PREFIX = "net:["
 DOCKER_NETNS_DIR = "/run/docker/netns"
 IP_NETNS_DIR = "/run/netns"
@@ -39,21 +41,6 @@ class Discovery:
     refused_uids: frozenset[int] = field(default_factory=frozenset)
 
 
-def _unescape_mount_field(text: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in text:
-        return text
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 3 < len(text) and text[i + 1 : i + 4].isdigit():
-            out.append(chr(int(text[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
 def parse_nsfs_mounts(mountinfo: str) -> list[tuple[str, int]]:
     """(mount point, namespace inode) of every network-namespace nsfs mount in a mountinfo text."""
     mounts = []
@@ -71,7 +58,7 @@ def parse_nsfs_mounts(mountinfo: str) -> list[tuple[str, int]]:
         inode_text = root[len(NET_LINK_PREFIX) : -1]
         if not inode_text.isascii() or not inode_text.isdigit():
             continue
-        mounts.append((_unescape_mount_field(fields[4]), int(inode_text)))
+        mounts.append((unescape_mountinfo(fields[4]), int(inode_text)))
     return mounts
 
 

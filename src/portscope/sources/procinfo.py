@@ -215,7 +215,7 @@ class HidePid:
         return f"hidepid={self.value}" + (f" (hidepid={alias})" if alias else "")
 
 
-def _unescape_mountinfo(field: str) -> str:
+def unescape_mountinfo(field: str) -> str:
     # mountinfo writes space, tab, newline and backslash as octal escapes
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
@@ -228,7 +228,7 @@ def parse_hidepid(mountinfo: str, mount_point: str) -> HidePid | None:
         if "-" not in fields[6:]:
             continue
         dash = fields.index("-", 6)
-        if len(fields) < dash + 4 or len(fields) < 5 or _unescape_mountinfo(fields[4]) != mount_point:
+        if len(fields) < dash + 4 or len(fields) < 5 or unescape_mountinfo(fields[4]) != mount_point:
             continue
         if fields[dash + 1] != "proc":
             found = None  # something else is mounted over it
