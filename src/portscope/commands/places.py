@@ -91,8 +91,6 @@ class Places:
                 found = self.index.by_netns_inode(sock.netns)
                 if found is not None:
                     return found
-        if not holders or not self.index.containers:
-            return None
         for holder in holders:
             found = self._container_of_pid(holder.process.pid)
             if found is not None:
@@ -108,7 +106,10 @@ class Places:
                     path = pick_cgroup_path(handle.read())
             except OSError:
                 path = None
-            self._by_pid[pid] = self.index.for_cgroup(path) if path else None
+            from portscope.sources.containers import container_of_cgroup
+
+            # the cgroup's shape first: the runtimes' files (a scan of /proc for their roots) only for a container
+            self._by_pid[pid] = self.index.for_cgroup(path) if path and container_of_cgroup(path) else None
         return self._by_pid[pid]
 
     def forward(self, sock: Socket, holders: tuple[Holder, ...]) -> Forward | None:

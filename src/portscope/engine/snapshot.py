@@ -11,6 +11,7 @@ import os
 import socket as socket_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.errors import SourceError, UsageError
@@ -27,9 +28,12 @@ from portscope.model.records import (
     Socket,
     State,
 )
-from portscope.sources import namespaces, netlink, netns, procnet
+from portscope.sources import netlink, netns, procnet
 from portscope.sources.fdscan import BackgroundWalk
 from portscope.sources.join import join_processes
+
+if TYPE_CHECKING:
+    from portscope.sources.namespaces import NamespaceRef
 
 Predicate = Callable[[Socket], bool]
 
@@ -121,6 +125,8 @@ def _collect_every_namespace(
     """Each network namespace of the host dumped once: sock_diag inside it, or its /proc/PID/net when it
     cannot be entered. A namespace that cannot be read is kept with its reason; none readable at all is an
     error (the system could not be read)."""
+    from portscope.sources import namespaces  # --netns all only: not on every listing's start-up
+
     discovery = namespaces.discover(proc_root)
     sockets: list[Socket] = []
     sources: dict[ProtoSource, None] = {}
@@ -156,9 +162,7 @@ def _collect_every_namespace(
     return Collection(tuple(sockets), tuple(sources), bound_visible, tuple(warnings), None, tuple(infos))
 
 
-def _collect_namespace(
-    query: Query, ref: namespaces.NamespaceRef, parallelism: Parallelism, walking_ahead: bool
-) -> Collection:
+def _collect_namespace(query: Query, ref: NamespaceRef, parallelism: Parallelism, walking_ahead: bool) -> Collection:
     target = netns.NetnsTarget(ref.path, ref.pid)
     try:
         return _collect(query, target, parallelism, walking_ahead=walking_ahead)
