@@ -362,6 +362,9 @@ class DetailsReader:
             return None
 
     def _children_of(self, pid: int) -> list[int]:
+        own = _task_children(self.proc_root, pid)
+        if own is not None:
+            return own
         if self._children is None:
             # one pass for every holder: psutil's Process.children() reads all of /proc on each call
             children: dict[int, list[int]] = {}
@@ -371,3 +374,19 @@ class DetailsReader:
                     children.setdefault(ppid, []).append(process.pid)
             self._children = children
         return sorted(self._children.get(pid, ()))
+
+
+def _task_children(proc_root: str, pid: int) -> list[int] | None:
+    """The children the kernel lists for each thread (/proc/PID/task/TID/children): a few small reads where
+    a pass over every process would be needed; None where the kernel has no such file."""
+    try:
+        tasks = os.listdir(f"{proc_root}/{pid}/task")
+    except OSError:
+        return None
+    children: set[int] = set()
+    for tid in tasks:
+        data = _read_bytes(f"{proc_root}/{pid}/task/{tid}/children")
+        if data is None:
+            return None
+        children.update(int(field) for field in data.split() if field.isdigit())
+    return sorted(children)
