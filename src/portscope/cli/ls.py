@@ -24,6 +24,7 @@ BACKENDS = ("auto", "netlink", "proc")
 @click.option("-l", "--listening", is_flag=True, help="Only listeners (UDP: unconnected bound sockets).")
 @click.option("-t", "--tcp", is_flag=True, help="TCP sockets.")
 @click.option("-u", "--udp", is_flag=True, help="UDP sockets.")
+@click.option("-x", "--unix", is_flag=True, help="UNIX sockets (with -t/-u: those too), with the peer's processes.")
 @family_options("IPv4 sockets only.", "IPv6 sockets only.")
 @click.option(
     "-s",

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, TYPE_CHECKING, Any
 
-from portscope.model.records import Holder, Snapshot, Socket, State
+from portscope.model.records import Holder, Snapshot, Socket, State, UnixSocket
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
 
@@ -150,6 +150,23 @@ def socket_object(
     }
 
 
+def unix_socket_object(sock: UnixSocket, holders: Iterable[Holder], peer_holders: Iterable[Holder]) -> dict[str, Any]:
+    """One UNIX socket as the JSON interface describes it (README: UNIX socket objects)."""
+    return {
+        "proto": "unix",
+        "type": sock.type.value,
+        "state": sock.state.value,
+        "path": sock.path,
+        "inode": sock.inode,
+        "peer_inode": sock.peer_inode,
+        "recv_q": sock.recv_q,
+        "send_q": sock.send_q,
+        "netns": sock.netns,
+        "processes": [holder_object(h) for h in holders],
+        "peer_processes": [holder_object(h) for h in peer_holders],
+    }
+
+
 def _text(value: str | None) -> str:
     return "null" if value is None else json_string(value)
 
@@ -258,6 +275,9 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             chunk.clear()
     if chunk:
         write(separator + ",\n".join(chunk))
+        separator = ",\n"
+    for usock in snap.unix_sockets:  # after the IP sockets; few enough for json.dumps of each object
+        write(separator + dumps(unix_socket_object(usock, snap.holders_of(usock), snap.peer_holders_of(usock))))
         separator = ",\n"
     write("]\n" if separator == "\n" else "\n]\n")
 
