@@ -211,8 +211,8 @@ def parse_proc_net_unix(
         records.append([kind, state, match["path"], int(match["inode"])])
     sockets = []
     for kind, state, path, inode in records:
-        if states is not None and state not in states:
-            continue
+        if inode == 0 or (states is not None and state not in states):
+            continue  # inode 0: a connection not yet accepted, without a file (unix_diag does not list it)
         abstract = path is not None and path.startswith("@")  # its NUL bytes were printed as "@" too
         sockets.append(UnixSocket(kind, state, path, abstract, inode, None, None, None, None, netns, None, None))
     return sockets
