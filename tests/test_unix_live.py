@@ -56,7 +56,7 @@ def _receiver(ns: Netns) -> tuple[int, socket.socket]:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             ours.close()
-            _msg, fds, _flags, _addr = socket.recv_fds(theirs, 16, 1)
+            _msg, _fds, _flags, _addr = socket.recv_fds(theirs, 16, 1)
             theirs.sendall(b"k")
             time.sleep(120)
         finally:
