@@ -171,8 +171,8 @@ def dump_unix(states: frozenset[State] | None, netns: int | None) -> list[UnixSo
 _ACCEPTCON = 0x10000  # __SO_ACCEPTCON: a listening socket
 # "Num: RefCount Protocol Flags Type St Inode [Path]", every number but the inode in hex
 _LINE = re.compile(
-    r"[0-9a-f]+: [0-9A-F]{8} [0-9A-F]{8} (?P<flags>[0-9A-F]{8}) (?P<type>[0-9A-F]{4}) (?P<st>[0-9A-F]{2}) +"
-    r"(?P<inode>[0-9]+)(?: (?P<path>.*))?"
+    r"[0-9a-f]+: [0-9A-F]{8} [0-9A-F]{8} (?P<flags>[0-9A-F]{8}) (?P<type>[0-9A-F]{4}) (?P<st>[0-9A-F]{2})"
+    r"(?P<inode> {1,5}[0-9]+)(?: (?P<path>.*))?"  # the inode right-aligned in 5 columns ("%5lu")
 )
 # socket->state: SS_UNCONNECTED 1, SS_CONNECTING 2, SS_CONNECTED 3, SS_DISCONNECTING 4
 _PROC_STATES = {1: State.UNCONN, 2: State.SYN_SENT, 3: State.ESTABLISHED, 4: State.UNCONN}
@@ -184,7 +184,8 @@ def parse_proc_net_unix(
     """The records of ``/proc/net/unix`` text (read as bytes decoded with ``surrogateescape``).
 
     A line that is not a record continues the previous record's path: the kernel prints a path's
-    newline as it is.
+    newline as it is. (A path can still hold a newline and a perfect copy of a record line: only
+    unix_diag, which sends names as bytes, is unambiguous.)
     """
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -194,6 +195,8 @@ def parse_proc_net_unix(
     records: list[list] = []  # [kind, state, path, inode]
     for number, line in enumerate(lines[1:], start=2):
         match = _LINE.fullmatch(line)
+        if match is not None and len(match["inode"]) < 6:
+            match = None  # not as the kernel pads it: a path's continuation
         if match is None:
             if records and records[-1][2] is not None:
                 records[-1][2] += "\n" + line
