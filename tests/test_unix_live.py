@@ -351,3 +351,12 @@ def test_who_not_a_socket_is_bad_input(capsys):
         assert exit_status(["who", regular.name], debug=False) == 2
     assert "is not a UNIX socket file" in capsys.readouterr().err
     assert exit_status(["who", "@"], debug=False) == 2
+
+
+def test_who_path_whose_socket_lives_in_another_namespace(unix_mix):
+    path = unix_mix.paths["stream"]
+    here = run("who", path, codes=(1,))  # this process's namespace holds no socket bound to it
+    assert "No UNIX socket is bound to" in here.stdout
+    assert "may live in another one (--netns all" in here.stderr
+    everywhere = json.loads(run("who", "--json", "--netns", "all", path).stdout)
+    assert unix_mix.inodes["server"] in {sock["inode"] for sock in everywhere["sockets"]}

@@ -12,6 +12,7 @@ from typing import Any
 from portscope.commands.names import Names
 from portscope.commands.who import UnixProcess, UnixWhoResult
 from portscope.model.notation import STATE_LABELS
+from portscope.model.query import ALL_NAMESPACES
 from portscope.model.records import State
 from portscope.render import jsonout
 from portscope.render.environment import Environment
@@ -36,11 +37,16 @@ class UnixPageBuilder(PageBuilder):
         if result.unheld:
             blocks.append(self.unheld_block())
         footer = list(result.snapshot.warnings)
+        note = elsewhere_note(result)
+        if note:
+            footer.append(note)
         return Page(header=self.header(), blocks=blocks, footer=footer)
 
     def name_label(self) -> str:
         label = safe_text(self.unix.target.path)
-        if self.unix.netns:
+        if self.unix.netns == ALL_NAMESPACES:
+            label += " in any network namespace"
+        elif self.unix.netns:
             label += f" in network namespace {safe_text(self.unix.netns)}"
         return label
 
@@ -108,6 +114,16 @@ class UnixPageBuilder(PageBuilder):
         return block
 
 
+def elsewhere_note(result: UnixWhoResult) -> str | None:
+    """A socket file exists but no socket of this namespace is bound to it: it lives in another one."""
+    if result.found or result.target.file is None or result.netns == ALL_NAMESPACES:
+        return None
+    return (
+        f"{safe_text(result.target.path)} is a socket file, but no socket in this network namespace is bound "
+        "to it: its socket may live in another one (--netns all looks in every namespace), or be closed"
+    )
+
+
 def unix_who_object(result: UnixWhoResult, places=None) -> dict[str, Any]:
     snap = result.snapshot
     target = result.target
@@ -122,8 +138,9 @@ def unix_who_object(result: UnixWhoResult, places=None) -> dict[str, Any]:
 def render_unix_who(result: UnixWhoResult, env: Environment, names: Names, *, as_json: bool) -> None:
     if as_json:
         jsonout.dump(unix_who_object(result, names.places), env.stdout)
-        for note in result.snapshot.warnings:
-            env.note(safe_text(note))
+        note = elsewhere_note(result)
+        for line in [*result.snapshot.warnings, *([note] if note else [])]:
+            env.note(safe_text(line))
         return
     page = UnixPageBuilder(result, names, unicode=env.unicode).build()
     if env.is_tty:
