@@ -6,7 +6,9 @@ How the kernel counts (Linux 6.x), which these tests pin:
   UDP, UNIX, netlink...), every ``inuse`` (hashed sockets: TCP listening and connected ones, also those
   waiting to be accepted, but neither bound-only, TIME-WAIT nor request socks), ``tw`` (timewait socks),
   ``Tcp: CurrEstab`` (ESTABLISHED and CLOSE-WAIT);
-- host-wide: TCP ``orphan``, ``alloc`` and every ``mem``. ``ss -s``'s TCP total and "closed" are made
+- host-wide: TCP ``orphan``, ``alloc`` and every ``mem``.
+- ``sockets: used`` also counts netlink sockets, and a closed one until an RCU grace period has passed:
+  the tests wait for it to settle after each dump of their own. ``ss -s``'s TCP total and "closed" are made
   from ``alloc``, so they move with every TCP socket on the host: compared within two readings around ss.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from collections import Counter
 
 import pytest
@@ -58,11 +61,31 @@ def parse_ss_summary(text: str) -> dict:
     return {"total": total, "tcp": tuple(map(int, tcp.groups())), "rows": rows}
 
 
+def sockets_used(ns) -> int:
+    with ns.inside(), open("/proc/thread-self/net/sockstat") as handle:
+        return int(handle.readline().split()[2])  # "sockets: used N"
+
+
+def settle(ns) -> None:
+    """Wait until ``sockets: used`` stops moving: a netlink socket (ours, for a dump) counts until it is
+    freed after an RCU grace period, a while after it is closed."""
+    readings: list[int] = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        readings.append(sockets_used(ns))
+        if len(readings) >= 4 and len(set(readings[-4:])) == 1:
+            return
+        time.sleep(0.05)
+
+
 def test_summary_equals_ss_s(counted):
     ns = counted.ns
     for _attempt in range(5):
-        before = stats_json(ns.name, "--no-processes")["summary"]
-        theirs = parse_ss_summary(ns.run("ss", "-s").stdout)
+        settle(ns)
+        before = stats_json(ns.name, "--no-processes")["summary"]  # sockstat read before its own dumps
+        settle(ns)
+        theirs = parse_ss_summary(ns.run("ss", "-s").stdout)  # ss -s reads files only
+        settle(ns)
         after = stats_json(ns.name, "--no-processes")["summary"]
         # per namespace: exactly
         for ours in (before, after):
@@ -122,6 +145,8 @@ def test_counts_by_state_equal_ss_and_sockstat(counted):
     )
 
     # the kernel's counters, as it keeps them, from the listed sockets
+    settle(ns)
+    document = stats_json(ns.name)  # the counters read with no netlink socket of ours still counted
     sockstat = document["sockstat"]
 
     def listed(proto, family, exclude=("time-wait", "syn-recv", "bound")):
