@@ -62,6 +62,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     portscope ls               sockets with their processes (ss -tulpn, netstat, lsof -i)
     portscope who 8080         every process on a port (lsof -i :8080, fuser 8080/tcp)
     portscope can-bind :8080   would a bind succeed here, and if not, why
+    portscope stats            socket counts by protocol and state (ss -s), busiest ports
     """
     # The one output environment of this run: every renderer gets it from here.
     ctx.obj = Invocation(debug=debug, env=Environment.detect())

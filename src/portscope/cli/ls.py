@@ -98,6 +98,7 @@ def ls(as_json: bool, numeric: bool, **options: Any) -> None:
       portscope ls -a --port 8080     everything on port 8080
       portscope ls --state connected --dst 10.0.0.0/8
       portscope ls -a -n --json --no-processes | jq length
+      portscope ls -x                 UNIX sockets, with the processes at both ends
 
     \b
     Exit status: 0 the sockets were listed (also when the reader stops early, as with | head).
