@@ -183,3 +183,35 @@ def test_name_text(raw, expected):
 def test_kernel_dev_encoding():
     assert unixdiag.kernel_dev((8 << 20) | 1) == os.makedev(8, 1)
     assert unixdiag.kernel_dev((259 << 20) | 70000) == os.makedev(259, 70000)
+
+
+def test_json_template_equals_json_dumps_of_the_objects():
+    """ls --json writes UNIX socket objects from a template: the same text as json.dumps of unix_socket_object."""
+    import io
+
+    from portscope.model.records import Holder, JoinReport, Process, Snapshot, UnixSocket
+    from portscope.render import jsonout
+
+    process = Process(7, 1, "d\x1bmon\udcff", 0, "r\u202eoot", ("/bin/d", "--x=\n", "\udcfe"), 1.0)
+    other = Process(8, 1, "client", 1000, None, (), None)
+    names = [None, "/run/a.sock", "@ab\0c", "/tmp/\udcff\n\x1b[0m", "@\u2028\U0001f600"]
+    connected = [
+        UnixSocket(
+            UnixType.STREAM, State.ESTABLISHED, name, bool(name and name[0] == "@"), 10 + i, 20 + i, i, None, 0, 5
+        )
+        for i, name in enumerate(names)
+    ]
+    unconnected = UnixSocket(UnixType.DGRAM, State.UNCONN, None, False, 99, None, None, None, None, None)
+    sockets = (*connected, unconnected)
+    holders = {10 + i: (Holder(process, (3, 4)),) for i in range(len(names))}
+    holders.update({20 + i: (Holder(other, (5,)), Holder(process, (6,))) for i in range(0, len(names), 2)})
+    snap = Snapshot((), holders, (), JoinReport(joined=True), None, None, unix_sockets=sockets)
+    out = io.StringIO()
+    jsonout.write_sockets(out, snap, None)
+    lines = out.getvalue().split("\n")
+    assert lines[0] == "[" and lines[-2:] == ["]", ""]
+    expected = [
+        jsonout.dumps(jsonout.unix_socket_object(u, snap.holders_of(u), snap.peer_holders_of(u))) for u in sockets
+    ]
+    assert [line.rstrip(",") for line in lines[1:-2]] == expected
+    out.getvalue().encode("utf-8")  # valid UTF-8 throughout

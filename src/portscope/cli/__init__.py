@@ -133,7 +133,7 @@ def exit_status(args: list[str], debug: bool) -> int:
         _say("portscope: interrupted")
         return ExitStatus.INTERRUPTED
     except click.exceptions.NoArgsIsHelpError as exc:
-        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else "ls, who, can-bind, completion"
+        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else "ls, who, can-bind, stats, completion"
         return _failed(f"portscope: error: no command given (one of {commands}; see --help)", ExitStatus.USAGE, debug)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portscope"

@@ -276,8 +276,28 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
     if chunk:
         write(separator + ",\n".join(chunk))
         separator = ",\n"
-    for usock in snap.unix_sockets:  # after the IP sockets; few enough for json.dumps of each object
-        write(separator + dumps(unix_socket_object(usock, snap.holders_of(usock), snap.peer_holders_of(usock))))
+    for usock in snap.unix_sockets:  # after the IP sockets, as unix_socket_object() writes them
+        holders = holders_get(usock.inode) if holders_get is not None else None
+        peer = usock.peer_inode
+        peer_holders = holders_get(peer) if holders_get is not None and peer is not None else None
+        recv_q = usock.recv_q
+        send_q = usock.send_q
+        netns = usock.netns
+        chunk.append(
+            f'{{"proto": "unix", "type": "{usock.type._value_}", "state": "{usock.state._value_}", '
+            f'"path": {_text(usock.path)}, "inode": {usock.inode}, '
+            f'"peer_inode": {"null" if peer is None else peer}, '
+            f'"recv_q": {"null" if recv_q is None else recv_q}, "send_q": {"null" if send_q is None else send_q}, '
+            f'"netns": {"null" if netns is None else netns}, '
+            f'"processes": {processes_text(holders) if holders else "[]"}, '
+            f'"peer_processes": {processes_text(peer_holders) if peer_holders else "[]"}}}'
+        )
+        if len(chunk) >= JSON_CHUNK:
+            write(separator + ",\n".join(chunk))
+            separator = ",\n"
+            chunk.clear()
+    if chunk:
+        write(separator + ",\n".join(chunk))
         separator = ",\n"
     write("]\n" if separator == "\n" else "\n]\n")
 

@@ -14,6 +14,7 @@ import re
 import socket
 import struct
 
+from portscope.engine.recordmaker import positional_maker
 from portscope.errors import SourceError
 from portscope.model.records import UNIX_STATE_BY_NUMBER, UNIX_TYPE_BY_NUMBER, State, UnixSocket
 from portscope.sources import netlink
@@ -39,6 +40,7 @@ UNIX_DIAG_PEER = 2
 UNIX_DIAG_RQLEN = 4
 UNIX_DIAG_UID = 7
 
+_make_unix_socket = positional_maker(UnixSocket)
 _STATE_TABLE: list[State | None] = [UNIX_STATE_BY_NUMBER.get(number) for number in range(256)]
 _TYPE_TABLE = [UNIX_TYPE_BY_NUMBER.get(number) for number in range(256)]
 
@@ -150,7 +152,9 @@ class UnixDecoder:
                 vfs_ino, vfs_dev = _U32_PAIR.unpack_from(data, payload)
                 file = (kernel_dev(vfs_dev), vfs_ino)
             at += (attr_len + 3) & ~3
-        return UnixSocket(kind, state, path, abstract, inode, peer, recv_q, send_q, uid, self.netns, file, cookie)
+        return _make_unix_socket(
+            kind, state, path, abstract, inode, peer, recv_q, send_q, uid, self.netns, file, cookie
+        )
 
 
 def dump_unix(states: frozenset[State] | None, netns: int | None) -> list[UnixSocket]:
