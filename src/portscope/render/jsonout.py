@@ -273,9 +273,6 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             write(separator + ",\n".join(chunk))
             separator = ",\n"
             chunk.clear()
-    if chunk:
-        write(separator + ",\n".join(chunk))
-        separator = ",\n"
     for usock in snap.unix_sockets:  # after the IP sockets, as unix_socket_object() writes them
         holders = holders_get(usock.inode) if holders_get is not None else None
         peer = usock.peer_inode
