@@ -62,6 +62,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     portscope ls               sockets with their processes (ss -tulpn, netstat, lsof -i)
     portscope who 8080         every process on a port (lsof -i :8080, fuser 8080/tcp)
     portscope can-bind :8080   would a bind succeed here, and if not, why
+    portscope stats            socket counts by protocol and state (ss -s), busiest ports
     """
     # The one output environment of this run: every renderer gets it from here.
     ctx.obj = Invocation(debug=debug, env=Environment.detect())
@@ -72,9 +73,10 @@ def _register_commands() -> None:
     from portscope.cli.can_bind import can_bind
     from portscope.cli.completion import completion
     from portscope.cli.ls import ls
+    from portscope.cli.stats import stats
     from portscope.cli.who import who
 
-    for command in (ls, who, can_bind, completion):
+    for command in (ls, who, can_bind, stats, completion):
         cli.add_command(command)
 
 
@@ -131,7 +133,7 @@ def exit_status(args: list[str], debug: bool) -> int:
         _say("portscope: interrupted")
         return ExitStatus.INTERRUPTED
     except click.exceptions.NoArgsIsHelpError as exc:
-        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else "ls, who, can-bind, completion"
+        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else "ls, who, can-bind, stats, completion"
         return _failed(f"portscope: error: no command given (one of {commands}; see --help)", ExitStatus.USAGE, debug)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portscope"

@@ -35,23 +35,26 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
         columns_for_width,
         print_rich,
         table_order,
+        unix_rows,
         write_plain,
     )
 
     sockets = table_order(snap.sockets)
     columns = columns_for_width(env.width)
     cells = RowCells(snap, names)
-    if env.is_tty and len(sockets) <= RICH_ROW_LIMIT:
+    extra = unix_rows(snap, names, cells) if snap.unix_sockets else []
+    count = len(sockets) + len(extra)
+    if env.is_tty and count <= RICH_ROW_LIMIT:
         console = env.console()
-        print_rich(console, cells, sockets, columns, env.width)
-        summary = f"{len(sockets)} socket(s); {snap.backend_summary()}"
+        print_rich(console, cells, sockets, columns, env.width, extra)
+        summary = f"{count} socket(s); {snap.backend_summary()}"
         console.print(summary, style="dim")
         for line in footer_lines(snap, names):
             console.print(line, style="yellow")
         return
-    write_plain(out, cells, sockets, columns)
+    write_plain(out, cells, sockets, columns, extra)
     notes = footer_lines(snap, names)
     if env.is_tty:
-        notes.insert(0, f"{len(sockets)} socket(s); {snap.backend_summary()}")
+        notes.insert(0, f"{count} socket(s); {snap.backend_summary()}")
     for line in notes:
         env.note(line)

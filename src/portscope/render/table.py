@@ -15,7 +15,7 @@ from typing import IO
 
 from portscope.commands.names import Names
 from portscope.model.notation import STATE_LABELS_BY_VALUE, format_host, proto_label
-from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
+from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
 from portscope.render.text import safe_text
 
 STATE_STYLES: dict[State, str] = {
@@ -104,17 +104,26 @@ def table_order(sockets: Sequence[Socket]) -> list[Socket]:
 PLAIN_CHUNK = 4096  # lines per write()
 
 
-def write_plain(out: IO[str], rows: RowCells, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
+def write_plain(
+    out: IO[str],
+    rows: RowCells,
+    sockets: Sequence[Socket],
+    columns: Sequence[Column],
+    extra: Sequence[tuple[State, tuple[str, ...]]] = (),
+) -> None:
     """Aligned columns without colour: the cells of :class:`RowCells`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
 
     Two passes: the first measures the cells (lengths only, no text), the second formats them and
     writes in chunks. Rows are not kept: 100k rows of strings cost far more memory than building
     each row once more costs time (hosts, services, users and process texts come from caches).
+    ``extra``: rows already made (UNIX sockets: :func:`unix_rows`), written after the sockets' rows.
     """
     cells_of = rows.cells
     picked = [ALL_KEYS.index(c.key) for c in columns]
     measured = rows.measure(sockets)
+    for _, cells in extra:
+        measured = [max(width, len(cell)) for width, cell in zip(measured, cells, strict=True)]
     widths = [max(len(c.title), measured[i]) for c, i in zip(columns, picked, strict=True)]
     last = len(columns) - 1
     fmt = "  ".join(
@@ -137,6 +146,9 @@ def write_plain(out: IO[str], rows: RowCells, sockets: Sequence[Socket], columns
     if chunk:
         chunk.append("")
         write("\n".join(chunk))
+    if extra:
+        pick_extra = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+        write("".join((fmt % pick_extra(cells)).rstrip() + "\n" for _, cells in extra))
 
 
 ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command")
@@ -153,12 +165,16 @@ class RowCells:
     """
 
     def __init__(self, snap: Snapshot, names: Names) -> None:
-        self.cells, self.measure = _cell_functions(snap, names)
+        self.cells, self.measure, self.owner = _cell_functions(snap, names)
 
 
 def _cell_functions(
     snap: Snapshot, names: Names
-) -> tuple[Callable[[Socket], tuple[str, ...]], Callable[[Sequence[Socket]], list[int]]]:
+) -> tuple[
+    Callable[[Socket], tuple[str, ...]],
+    Callable[[Sequence[Socket]], list[int]],
+    Callable[[int | None], tuple[str, str]],
+]:
     holders_get = snap.holders.get
     joined = snap.join.joined
     hidden = snap.join.hidden_inodes
@@ -317,7 +333,50 @@ def _cell_functions(
             command_w,
         ]
 
-    return cells, measure
+    return cells, measure, owner
+
+
+UNIX_LABELS = {UnixType.STREAM: "u_str", UnixType.DGRAM: "u_dgr", UnixType.SEQPACKET: "u_seq"}  # ss's netids
+
+
+def unix_rows(snap: Snapshot, names: Names, row_cells: RowCells) -> list[tuple[State, tuple[str, ...]]]:
+    """The table rows of the snapshot's UNIX sockets, in :data:`ALL_KEYS` order: listeners first, by path.
+
+    Local is the bound name (``*`` unnamed); Peer is the other end: its name, if it has one, and the
+    processes that hold it (``inode N`` when none is visible); ``*`` without a peer.
+    """
+    by_inode = {u.inode: u for u in snap.unix_sockets}
+    ordered = sorted(
+        snap.unix_sockets, key=lambda u: (u.state not in _LISTENING_STATES, u.path is None, u.path or "", u.inode)
+    )
+    owner = row_cells.owner
+    rows = []
+    for usock in ordered:
+        process, command = owner(usock.inode)
+        peer = "*"
+        if usock.peer_inode is not None:
+            other = by_inode.get(usock.peer_inode)
+            peer_holders = snap.peer_holders_of(usock)
+            parts = [safe_text(other.path)] if other is not None and other.path is not None else []
+            parts.append(compact_holders(peer_holders) if peer_holders else f"inode {usock.peer_inode}")
+            peer = " ".join(parts)
+        rows.append(
+            (
+                usock.state,
+                (
+                    UNIX_LABELS[usock.type],
+                    STATE_LABELS_BY_VALUE[usock.state.value],
+                    "-" if usock.recv_q is None else str(usock.recv_q),
+                    "-" if usock.send_q is None else str(usock.send_q),
+                    "*" if usock.path is None else safe_text(usock.path),
+                    peer,
+                    "-" if usock.uid is None else safe_text(names.user(usock.uid)),
+                    process,
+                    command,
+                ),
+            )
+        )
+    return rows
 
 
 SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4}
@@ -374,14 +433,20 @@ def fit_endpoint(text: str, width: int) -> str:
 
 
 def print_rich(
-    console, row_cells: RowCells, sockets: Sequence[Socket], columns: Sequence[Column], width: int | None
+    console,
+    row_cells: RowCells,
+    sockets: Sequence[Socket],
+    columns: Sequence[Column],
+    width: int | None,
+    extra: Sequence[tuple[State, tuple[str, ...]]] = (),
 ) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
     picked = [ALL_KEYS.index(c.key) for c in columns]
-    rows = [row_cells.cells(sock) for sock in sockets]
+    rows = [row_cells.cells(sock) for sock in sockets] + [cells for _, cells in extra]
+    row_states = [sock.state for sock in sockets] + [state for state, _ in extra]
     widths = fit_widths(columns, [[len(r[i]) for r in rows] for i in picked], width)
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -394,7 +459,7 @@ def print_rich(
     )
     for column, column_width in zip(columns, widths, strict=True):
         table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
-    for sock, row in zip(sockets, rows, strict=True):
+    for state, row in zip(row_states, rows, strict=True):
         cells = []
         for column, column_width, index in zip(columns, widths, picked, strict=True):
             if column.key in ("local", "peer"):
@@ -402,7 +467,7 @@ def print_rich(
             else:
                 text = _ellipsize(row[index], column_width)
             if column.key == "state":
-                cells.append(Text(text, style=STATE_STYLES.get(sock.state, "")))
+                cells.append(Text(text, style=STATE_STYLES.get(state, "")))
             elif column.key == "process" and row[index] == "(hidden)":
                 cells.append(Text(text, style="dim italic"))
             else:
