@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from portscope.commands.names import Names
 from portscope.model.records import Snapshot
-from portscope.render import jsonout
 from portscope.render.environment import Environment
 from portscope.render.notes import hidden_owner_advice
 from portscope.render.text import safe_text
@@ -25,6 +24,8 @@ def footer_lines(snap: Snapshot, names: Names) -> list[str]:
 def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool) -> None:
     out = env.stdout
     if as_json:
+        from portscope.render import jsonout  # json only when asked for
+
         jsonout.write_sockets(out, snap, names.services, names.places)
         for line in footer_lines(snap, names):
             env.note(line)
