@@ -71,10 +71,11 @@ def _register_commands() -> None:
     # Each command module imports only click and small modules; the work is imported inside the commands.
     from portscope.cli.can_bind import can_bind
     from portscope.cli.completion import completion
+    from portscope.cli.kill import kill
     from portscope.cli.ls import ls
     from portscope.cli.who import who
 
-    for command in (ls, who, can_bind, completion):
+    for command in (ls, who, can_bind, kill, completion):
         cli.add_command(command)
 
 
