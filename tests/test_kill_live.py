@@ -30,7 +30,9 @@ from click.testing import CliRunner
 from netns_util import Netns, new_netns, require_live, ss_sockets
 from portscope.cli import cli
 from portscope.commands.kill import Outcome, execute_plan, plan_kill
+from portscope.rules.kill import Refusal
 from portscope.sources.terminate import Identity
+from test_json_keys import IDENTIFIER, NOT_KEYS, section, socket_keys
 
 pytestmark = pytest.mark.live
 
@@ -603,3 +605,160 @@ def wait_until(predicate, timeout: float = 3.0) -> bool:
                 return True
         time.sleep(0.02)
     return False
+
+
+# ---------------------------------------------------------------------------------------------------
+# The JSON document is what README documents
+
+
+def kill_keys() -> tuple[set[str], dict[str, set[str]]]:
+    """kill --json: the top-level object, then each bullet's keys (backquoted names after its colon)."""
+    text = section("`kill --json`")
+    top = re.search(r"`(\{.*?\})`", text)
+    assert top
+    bullets = {}
+    for name, body in re.findall(r"^- `([a-z_]+)`:(.*?)(?=^- |^\s*$)", text, re.M | re.S):
+        nested = re.sub(r"`[^`]*[\[{][^`]*`", "", body)  # the shapes of nested values: {"runtime", ...}
+        bullets[name] = set(IDENTIFIER.findall(nested)) - NOT_KEYS
+    return set(re.findall(r'"([a-z_]+)"', top.group(1))), bullets
+
+
+def test_kill_json_keys_and_values_are_the_documented_ones():
+    top, bullets = kill_keys()
+    assert top == {"query", "targets", "port_free", "left"}
+    assert {"pid", "cmdline", "unit", "container", "signals", "outcome"} <= bullets["targets"]
+    text = section("`kill --json`")
+    outcomes = {row.split("`")[1] for row in text.splitlines() if row.startswith("| `")} - {"outcome"}  # the header
+    assert outcomes == {o.value for o in Outcome}
+    reasons = set(re.findall(r"`([a-z0-9-]+)`", text.split("`reason` (`null`", 1)[1]))
+    assert reasons == {r.value for r in Refusal} | {i.value for i in Identity if i is not Identity.SAME} | {"hidden"}
+    with new_netns("pskill") as ns:
+        port, (pid,) = shared_listener(ns, 1)
+        client = ns.socket()
+        client.connect(("127.0.0.1", port))  # left in the queue: a reset, or a closing socket left behind
+        for args in (("--dry-run",), ("--yes", "--no-escalate", "--timeout", "0")):
+            _, document = kill_json(ns, str(port), *args)
+            assert set(document) == top
+            assert set(document["query"]) == bullets["query"]
+            assert document["targets"]
+            for target in document["targets"]:
+                assert set(target) == bullets["targets"]
+            for sock in document["left"]:
+                assert set(sock) == socket_keys()
+        ended_by(ns, pid)
+
+
+# ---------------------------------------------------------------------------------------------------
+# On a terminal: the targets, then a question
+
+
+def ask_on_a_terminal(ns: Netns, port: int, answer: bytes) -> tuple[int, str, str]:
+    """``portscope kill PORT`` with a terminal on stdin and stderr (a pty), answering ``answer``."""
+    import pty
+    import select as select_module
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": SRC, "NO_COLOR": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "portscope", "kill", "--netns", ns.name, str(port)],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+        text=True,
+    )
+    os.close(slave)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Proceed?" not in shown and time.monotonic() < deadline:
+            if select_module.select([master], [], [], 0.5)[0]:
+                shown += os.read(master, 4096)
+        os.write(master, answer)
+        out, _ = process.communicate(timeout=30)
+        with contextlib.suppress(OSError):
+            while select_module.select([master], [], [], 0.1)[0]:
+                shown += os.read(master, 4096)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, out, shown.decode("utf-8", "replace")
+
+
+def test_on_a_terminal_the_targets_are_listed_and_a_no_signals_nothing():
+    with new_netns("pskill") as ns:
+        port, (pid,) = shared_listener(ns, 1)
+        code, out, shown = ask_on_a_terminal(ns, port, b"n\n")
+        assert code == 2, (out, shown)
+        assert f"About to send SIGTERM to 1 process on port {port}" in shown and f"pid {pid}" in shown
+        assert "Nothing signalled" in out and running(pid)
+        code, out, shown = ask_on_a_terminal(ns, port, b"y\n")
+        assert code == 0, (out, shown)
+        assert ended_by(ns, pid) == signal.SIGTERM and "is free" in out
+
+
+# ---------------------------------------------------------------------------------------------------
+# A systemd service and a container, by their cgroups (made by the test in the cgroup v2 hierarchy)
+
+
+def cgroup2_root() -> str | None:
+    with open("/proc/self/mounts") as handle:
+        for line in handle:
+            fields = line.split()
+            if fields[2] == "cgroup2" and os.access(fields[1], os.W_OK):
+                return fields[1]
+    return None
+
+
+@contextlib.contextmanager
+def process_in_cgroup(root: str, relative: str, pid: int):
+    """Move ``pid`` into a new cgroup ``root/relative`` (made here, removed after)."""
+    path = Path(root) / relative
+    path.mkdir(parents=True)
+    try:
+        (path / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        if any(p.strip() for p in (path / "cgroup.procs").read_text().splitlines()):
+            (Path(root) / "cgroup.procs").write_text(str(pid))  # still running: back to the root
+        for directory in [path, *path.relative_to(root).parents][:-1]:
+            with contextlib.suppress(OSError):
+                (Path(root) / directory).rmdir()
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "advice"),
+    [
+        ("service", "systemd-unit", "systemctl stop {unit}"),
+        ("container", "container", "docker stop {id}"),
+    ],
+)
+def test_a_service_or_container_process_is_refused_unless_forced(kind, reason, advice):
+    require_live()
+    root = cgroup2_root()
+    if root is None:
+        pytest.skip("needs a writable cgroup v2 hierarchy")
+    tag = os.urandom(4).hex()
+    container_id = os.urandom(32).hex()
+    unit = f"pskill-{tag}.service"
+    relative = f"pskill-{tag}.slice/{unit}" if kind == "service" else f"pskill-{tag}/docker-{container_id}.scope"
+    with new_netns("pskill") as ns:
+        port, (pid,) = shared_listener(ns, 1)
+        with process_in_cgroup(root, relative, pid):
+            code, document = kill_json(ns, str(port), "--yes")
+            assert code == 2
+            (target,) = document["targets"]
+            assert (target["outcome"], target["reason"]) == ("refused", reason)
+            assert target["advice"] == [advice.format(unit=unit, id=container_id)]
+            if kind == "service":
+                assert target["unit"] == unit
+            else:
+                assert target["container"]["id"] == container_id and target["container"]["runtime"] == "docker"
+            code, text = kill(ns, str(port), "--yes")
+            assert code == 2 and advice.format(unit=unit, id=container_id) in text and "--force" in text
+            assert running(pid)
+            code, document = kill_json(ns, str(port), "--yes", "--force")
+            assert code == 0 and document["targets"][0]["outcome"] == "exited"
+            assert ended_by(ns, pid) == signal.SIGTERM

@@ -99,10 +99,11 @@ def kill(
 
     \b
     Exit status: 0 every target is gone and nothing listens on the port (--dry-run: something would
-    be signalled; --connection: closed), 1 nothing to kill on the port (--connection: no such
-    connection), 2 a refusal (a guard, no confirmation, or no terminal without --yes), 4 the system
-    could not be read (--connection: the kernel cannot destroy sockets), 5 a target survived or could
-    not be signalled, or the port is still held.
+    be signalled; --connection: closed), 1 nothing to kill on the port (--dry-run: nothing would be
+    signalled; --connection: no such connection), 2 bad input or a refusal (a guard, no confirmation,
+    no terminal without --yes), 4 the system could not be read (--connection: the kernel cannot
+    destroy sockets), 5 a target survived or could not be signalled, or the port is still held (and,
+    as for every command, an internal error).
     """
     run = invocation()
     if connection is not None:
