@@ -485,6 +485,8 @@ def test_without_a_terminal_and_without_yes_nothing_is_signalled():
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
         bad = portscope_command(ns, str(port), "--signal", "NOPE", "--yes")
         assert bad.returncode == 2 and "unknown signal" in bad.stderr and running(pid)
+        everywhere = portscope_command(ns, str(port), "--netns", "all", "--yes")  # never fuser -k host-wide
+        assert everywhere.returncode == 2 and "one network namespace" in everywhere.stderr and running(pid)
 
 
 # ---------------------------------------------------------------------------------------------------

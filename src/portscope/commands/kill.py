@@ -40,7 +40,7 @@ from portscope.commands.who import (
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
 from portscope.model.endpoint import parse_endpoint
-from portscope.model.query import PortRange, Query
+from portscope.model.query import ALL_NAMESPACES, PortRange, Query
 from portscope.model.records import Holder, Process, Proto, Snapshot, Socket, State
 from portscope.rules.kill import Caller, Candidate, ContainerRef, Decision, KillRole, Refusal, decide, service_unit
 from portscope.sources import terminate
@@ -261,6 +261,8 @@ def plan_kill(
         target = parse_target(target)
     if target.remote:
         raise UsageError("kill never matches a remote port")
+    if netns == ALL_NAMESPACES:  # fuser -k's mistake: every process on that port number, host-wide
+        raise UsageError("kill works in one network namespace at a time: give --netns NAME, PID, PATH or CONTAINER")
     who = who_is_on(target, netns=netns, proc_root=proc_root)
     facts = _Facts(who, proc_root)
     entries: list[tuple[ProcessOnPort, KillRole]] = []
