@@ -45,7 +45,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 # Workers: forked by the test, reaped by the test (a reaped pid is dropped at once, never signalled later)
 
 
-def fork_worker(ns: Netns, *, ignore_term: bool = False) -> int:
+def fork_worker(ns: Netns, *, ignore_term: bool = False, name: bytes | None = None) -> int:
     """A child that inherits the test's sockets (the listener) and sleeps; optionally deaf to SIGTERM. Returns once
     its signal dispositions are set (a shell's background job may start with SIGINT ignored)."""
     ready_read, ready_write = os.pipe()
@@ -54,6 +54,9 @@ def fork_worker(ns: Netns, *, ignore_term: bool = False) -> int:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_IGN if ignore_term else signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if name is not None:
+                with open("/proc/self/comm", "wb") as comm:
+                    comm.write(name)
             os.write(ready_write, b"x")
             time.sleep(60)
         finally:
@@ -151,7 +154,7 @@ def test_stubborn_worker_is_escalated_to_sigkill():
         assert code == 0, text
         assert time.monotonic() - started >= 0.5
         assert [ended_by(ns, pid) for pid in pids] == [signal.SIGTERM, signal.SIGTERM, signal.SIGKILL]
-        assert re.search(rf"killed\s+pid {pids[2]} .*\[SIGTERM, SIGKILL after 0.5s\]", text), text
+        assert re.search(rf"killed\s+\S+\[{pids[2]}\] .*\[SIGTERM, SIGKILL after 0.5s\]", text), text
         assert "is free" in text and listeners(ns, port) == []
 
 
@@ -240,6 +243,22 @@ def test_port_30001_is_not_touched_by_kill_3000():
         assert ended_by(ns, target) == signal.SIGTERM
         assert running(near) and running(udp_like)
         assert len(listeners(ns, 30001)) == 1 and len(listeners(ns, 13000)) == 1
+
+
+def test_hostile_process_names_are_shown_escaped():
+    with new_netns("pskill") as ns:
+        listener = ns.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        pid = fork_worker(ns, name=b"\x1b]0;pwn\x07\xff\xe2\x80\xae")
+        listener.close()
+        code, text = kill(ns, str(port), "--dry-run", "--include-clients")
+        assert code == 0 and "\x1b" not in text and "\u202e" not in text and "\\x1b]0;pwn" in text
+        code, document = kill_json(ns, str(port), "--yes")
+        # not UTF-8 (the \\xff byte): JSON carries the escaped text form, as for every name (render/jsonout.py)
+        assert code == 0 and document["targets"][0]["name"] == "\\x1b]0;pwn\\x07\\xff\\u202e"
+        assert ended_by(ns, pid) == signal.SIGTERM
 
 
 def test_udp_bound_socket_holder_is_a_target():
@@ -694,7 +713,7 @@ def test_on_a_terminal_the_targets_are_listed_and_a_no_signals_nothing():
         port, (pid,) = shared_listener(ns, 1)
         code, out, shown = ask_on_a_terminal(ns, port, b"n\n")
         assert code == 2, (out, shown)
-        assert f"About to send SIGTERM to 1 process on port {port}" in shown and f"pid {pid}" in shown
+        assert f"About to send SIGTERM to 1 process on port {port}" in shown and f"[{pid}]" in shown
         assert "Nothing signalled" in out and running(pid)
         code, out, shown = ask_on_a_terminal(ns, port, b"y\n")
         assert code == 0, (out, shown)

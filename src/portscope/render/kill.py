@@ -133,6 +133,10 @@ def reason_words(result: TargetResult) -> str | None:
     return None
 
 
+def _process(process: Process) -> str:
+    return f"{safe_text(process.name)}[{process.pid}]"
+
+
 def _user(process: Process) -> str:
     return safe_text(process.user) if process.user else "?"
 
@@ -189,7 +193,7 @@ def socket_line(sock: Socket, snapshot) -> str:
 
 
 def target_line(result: TargetResult, timeout: float, width: int) -> list[str]:
-    """``  killed  pid 4243  dev  [SIGTERM, SIGKILL after 5s]  python3 -m http.server 3000``, then why."""
+    """``  killed  python3[4243]  dev  [SIGTERM, SIGKILL after 5s]  python3 -m http.server 3000``, then why."""
     outcome = OUTCOME_WORDS[result.outcome].ljust(width)
     if result.target is None:
         sock = result.hidden.socket if result.hidden is not None else None
@@ -200,7 +204,7 @@ def target_line(result: TargetResult, timeout: float, width: int) -> list[str]:
         signals = _signals(result, timeout)
         signals = f"[{signals}]  " if signals else ""
         command = command_line(process.cmdline, process.name)
-        lines = [f"  {outcome}  pid {process.pid}  {_user(process)}  {signals}{command}"]
+        lines = [f"  {outcome}  {_process(process)}  {_user(process)}  {signals}{command}"]
         if result.target.role is KillRole.CLIENT:
             lines.append("      holds only connections from the port (--include-clients)")
     words = reason_words(result)
@@ -334,7 +338,7 @@ def plan_prompt_lines(plan: KillPlan) -> list[str]:
     for target in plan.to_signal:
         process = target.process
         client = "  (connections only)" if target.role is KillRole.CLIENT else ""
-        lines.append(f"  pid {process.pid}  {_user(process)}  {command_line(process.cmdline, process.name)}{client}")
+        lines.append(f"  {_process(process)}  {_user(process)}  {command_line(process.cmdline, process.name)}{client}")
     return lines
 
 
