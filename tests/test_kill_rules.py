@@ -91,6 +91,12 @@ def test_socket_activation_held_by_pid_1_is_refused_with_the_socket_unit() -> No
     assert one(lone).advice == (Advice(AdviceKind.FIND_SOCKET_UNIT),)
 
 
+def test_a_containers_systemd_is_refused_with_the_container_stop() -> None:
+    decision = one(Candidate(900, HOLDER, service_manager=True, container=WEB), force=True)
+    assert decision.refusal is Refusal.SERVICE_MANAGER
+    assert decision.advice == (Advice(AdviceKind.STOP_CONTAINER, container=WEB),)
+
+
 def test_user_unit_advice_uses_the_user_manager() -> None:
     decision = one(Candidate(812, HOLDER, unit="app.service", unit_user=1000))
     assert decision.advice[0] == Advice(AdviceKind.STOP_UNITS, ("app.service",), user_uid=1000)

@@ -22,7 +22,7 @@ import os
 import signal as signal_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from portscope.commands.places import Places
 from portscope.commands.who import (
@@ -38,11 +38,21 @@ from portscope.commands.who import (
     who_is_on,
 )
 from portscope.engine.snapshot import snapshot
-from portscope.errors import UsageError
+from portscope.errors import SourceError, UsageError
 from portscope.model.endpoint import parse_endpoint
 from portscope.model.query import ALL_NAMESPACES, PortRange, Query
 from portscope.model.records import Holder, Process, Proto, Snapshot, Socket, State
-from portscope.rules.kill import Caller, Candidate, ContainerRef, Decision, KillRole, Refusal, decide, service_unit
+from portscope.rules.kill import (
+    Caller,
+    Candidate,
+    ContainerRef,
+    Decision,
+    KillRole,
+    Refusal,
+    decide,
+    service_unit,
+    socket_unit,
+)
 from portscope.sources import terminate
 from portscope.sources.procinfo import _read_bytes
 
@@ -166,15 +176,14 @@ def _kernel_thread(pid: int, proc_root: str) -> bool:
     data = _read_bytes(f"{proc_root}/{pid}/stat")
     try:
         return bool(data) and bool(terminate.stat_facts(data)[2] & terminate.PF_KTHREAD)
-    except Exception:  # unreadable or vanished: the identity check decides later
+    except SourceError:  # unreadable or vanished: the identity check decides later
         return False
 
 
 class _Facts:
     """Reads what the guards need, each fact once per run."""
 
-    def __init__(self, who: WhoResult, proc_root: str) -> None:
-        self.who = who
+    def __init__(self, proc_root: str) -> None:
         self.proc_root = proc_root
         self.places = Places(proc_root=proc_root)
         self.socket_units: list[str] = []  # .socket units found on this port
@@ -198,8 +207,6 @@ class _Facts:
             for fd in fds.get(sock.inode or -1, ()):
                 forward = activated_service(facts, fd, (sock.local_address, sock.local_port))
                 if forward is not None:
-                    from portscope.rules.kill import socket_unit
-
                     found.append(socket_unit(unit, forward.detail))
         return tuple(dict.fromkeys(found))
 
@@ -264,7 +271,7 @@ def plan_kill(
     if netns == ALL_NAMESPACES:  # fuser -k's mistake: every process on that port number, host-wide
         raise UsageError("kill works in one network namespace at a time: give --netns NAME, PID, PATH or CONTAINER")
     who = who_is_on(target, netns=netns, proc_root=proc_root)
-    facts = _Facts(who, proc_root)
+    facts = _Facts(proc_root)
     entries: list[tuple[ProcessOnPort, KillRole]] = []
     clients_left: list[Process] = []
     for entry in who.processes:
@@ -278,9 +285,7 @@ def plan_kill(
     candidates = [c for c, _, _ in gathered]
     if facts.socket_units:  # systemd itself on the port: the socket units its services were given
         units = tuple(dict.fromkeys(facts.socket_units))
-        candidates = [
-            Candidate(**{**_fields(c), "socket_units": units}) if c.service_manager else c for c in candidates
-        ]
+        candidates = [replace(c, socket_units=units) if c.service_manager else c for c in candidates]
     decisions = decide(candidates, _caller(proc_root), force=force)
     targets = []
     for (entry, role), (_, unit, container), decision in zip(entries, gathered, decisions, strict=True):
@@ -305,10 +310,6 @@ def plan_kill(
         force=force,
         dry_run=dry_run,
     )
-
-
-def _fields(candidate: Candidate) -> dict:
-    return {name: getattr(candidate, name) for name in Candidate.__slots__}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -572,16 +573,16 @@ def close_connection(
     if sock is None:
         return result
     if dry_run:
-        return _replace(result, outcome=ConnectionOutcome.WOULD_CLOSE)
+        return replace(result, outcome=ConnectionOutcome.WOULD_CLOSE)
     if confirm is not None and not confirm(sock, snap):
-        return _replace(result, outcome=ConnectionOutcome.REFUSED)
+        return replace(result, outcome=ConnectionOutcome.REFUSED)
     from portscope.sources import netns as netns_module
 
     target = netns_module.resolve(netns) if netns else None
     with netns_module.entered(target):
         code = terminate.destroy_socket(sock)
     if code == 0:
-        return _replace(result, outcome=ConnectionOutcome.CLOSED)
+        return replace(result, outcome=ConnectionOutcome.CLOSED)
     outcome = {
         errno.EOPNOTSUPP: ConnectionOutcome.UNSUPPORTED,
         errno.EPERM: ConnectionOutcome.DENIED,
@@ -590,10 +591,4 @@ def close_connection(
     }.get(code)
     if outcome is None:
         raise OSError(code, f"SOCK_DESTROY: {os.strerror(code)}")
-    return _replace(result, outcome=outcome, errno=code)
-
-
-def _replace(result: ConnectionResult, **changes) -> ConnectionResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
+    return replace(result, outcome=outcome, errno=code)

@@ -148,6 +148,8 @@ def _unit_advice(units: Iterable[str], user: int | None) -> Advice:
 
 
 def _manager_advice(candidate: Candidate) -> tuple[Advice, ...]:
+    if candidate.container is not None:  # a container's init: the container is what to stop
+        return (Advice(AdviceKind.STOP_CONTAINER, container=candidate.container),)
     if candidate.socket_units:
         return (_unit_advice(candidate.socket_units, candidate.unit_user),)
     return (Advice(AdviceKind.FIND_SOCKET_UNIT, user_uid=candidate.unit_user),)
