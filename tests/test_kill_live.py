@@ -783,3 +783,34 @@ def test_a_service_or_container_process_is_refused_unless_forced(kind, reason, a
             code, document = kill_json(ns, str(port), "--yes", "--force")
             assert code == 0 and document["targets"][0]["outcome"] == "exited"
             assert ended_by(ns, pid) == signal.SIGTERM
+
+
+def test_a_socket_activated_service_is_refused_with_its_socket_unit():
+    require_live()
+    root = cgroup2_root()
+    if root is None:
+        pytest.skip("needs a writable cgroup v2 hierarchy")
+    tag = os.urandom(4).hex()
+    unit, socket_unit = f"pskill-echo-{tag}.service", f"pskill-listen-{tag}.socket"
+    with new_netns("pskill") as ns:
+        listener = ns.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        # what systemd does for a .socket unit: the listener on fd 3, LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES set
+        service = subprocess.Popen(
+            ["sh", "-c", 'LISTEN_PID=$$ exec "$0" -c "import time; time.sleep(60)"', sys.executable],
+            env={**os.environ, "LISTEN_FDS": "1", "LISTEN_FDNAMES": socket_unit},
+            preexec_fn=lambda: os.dup2(listener.fileno(), 3),
+            pass_fds=(3,),  # kept open in the child: the listener is dup2()ed there first
+        )
+        ns.children.append(service.pid)
+        listener.close()
+        assert wait_until(lambda: psutil.Process(service.pid).name() != "sh")  # exec'd, with fd 3
+        with process_in_cgroup(root, f"pskill-{tag}.slice/{unit}", service.pid):
+            code, document = kill_json(ns, str(port), "--yes")
+            assert code == 2
+            (target,) = document["targets"]
+            assert (target["pid"], target["reason"]) == (service.pid, "systemd-unit")
+            assert target["advice"] == [f"systemctl stop {socket_unit} {unit}"]
+            assert running(service.pid)
