@@ -270,3 +270,12 @@ def test_signal_completion() -> None:
     command = cli.get_command(click.Context(cli), "kill")
     param = next(p for p in command.params if p.name == "signal_name")
     assert param._custom_shell_complete is complete_signals
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "-1", "1e9", "soon"])
+def test_bad_timeouts_are_one_line_and_status_2(timeout: str, capsys) -> None:
+    from portscope.cli import exit_status
+
+    assert exit_status(["kill", "1", "--timeout", timeout, "--dry-run"], debug=False) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "timeout" in err and "Traceback" not in err

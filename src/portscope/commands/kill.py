@@ -57,6 +57,7 @@ from portscope.sources import terminate
 from portscope.sources.procinfo import _read_bytes
 
 DEFAULT_TIMEOUT = 5.0
+MAX_TIMEOUT = 86400.0
 KILL_WAIT = 3.0  # seconds to wait for SIGKILL to take effect (a process in uninterruptible sleep may lag)
 CONTAINER_FORWARDS = frozenset({"docker-proxy", "conmon", "rootlessport", "dockerd"})
 
@@ -262,8 +263,8 @@ def plan_kill(
     Nothing is signalled here; :func:`execute_plan` does that, checking each target's identity again.
     """
     signum = parse_signal(signal)
-    if not timeout >= 0:
-        raise UsageError(f"the timeout must be 0 seconds or more, not {timeout}")
+    if not 0 <= timeout <= MAX_TIMEOUT:  # NaN too
+        raise UsageError(f"the timeout must be 0 to {MAX_TIMEOUT:g} seconds, not {timeout}")
     if isinstance(target, str):
         target = parse_target(target)
     if target.remote:

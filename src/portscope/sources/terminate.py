@@ -149,7 +149,8 @@ def wait_for_exits(pidfds: Mapping[int, int], timeout: float, clock=time.monoton
     deadline = clock() + max(0.0, timeout)
     while len(exited) < len(by_fd):
         left = deadline - clock()
-        for fd, _ in poller.poll(max(0, int(left * 1000) + (1 if left > 0 else 0))):
+        wait_ms = 0 if left <= 0 else min(int(left * 1000) + 1, 1000)  # a second at most: the deadline rules
+        for fd, _ in poller.poll(wait_ms):
             exited.add(by_fd[fd])
             poller.unregister(fd)
         if clock() >= deadline:
