@@ -72,9 +72,10 @@ def _register_commands() -> None:
     from portscope.cli.can_bind import can_bind
     from portscope.cli.completion import completion
     from portscope.cli.ls import ls
+    from portscope.cli.serve import export, serve
     from portscope.cli.who import who
 
-    for command in (ls, who, can_bind, completion):
+    for command in (ls, who, can_bind, serve, export, completion):
         cli.add_command(command)
 
 
