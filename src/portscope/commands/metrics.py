@@ -347,15 +347,15 @@ def build_families(
 
     bound_known = snap.bound_visible is not False
     socket_samples = []
-    for inode in namespaces:
-        netns = namer.netns(inode)
+    netns_labels = [namer.netns(inode) for inode in namespaces]
+    for netns in netns_labels:
         for proto, states in PROTO_STATES.items():
             for state in states:
                 if state is State.BOUND and not bound_known:
                     continue  # cannot be listed here: no count rather than a wrong 0
                 key = (netns, proto.value, state.value)
                 socket_samples.append((key, float(totals.get(key, 0))))
-    bound_samples = [((namer.netns(i),), float(bound.get(namer.netns(i), 0))) for i in namespaces] if bound_known else []
+    bound_samples = [((netns,), float(bound.get(netns, 0))) for netns in netns_labels] if bound_known else []
     expected = [
         ((str(e.port), e.proto.value, e.match), 1.0 if _expectation_met(e, listeners.values()) else 0.0)
         for e in options.expectations
