@@ -92,7 +92,7 @@ def serve(listen: str, interval: float, netns: str | None, expect, expect_file, 
       portscope serve --listen 192.0.2.10:9717  reachable on that address, deliberately
 
     \b
-    Exit status: runs until stopped; 2 bad input (--listen, --expect, an address in use).
+    Exit status: 2 bad input (--listen, --expect, an address in use), 4 the first snapshot could not be read.
     """
     from portscope.commands.metrics import Exporter, parse_listen
 
