@@ -606,6 +606,51 @@ def test_prometheus_scrapes_serve_and_sees_the_listener_go(tmp_path, unit_cgroup
             http_get(ns, url)
         assert rss() - before < 2048, (before, rss())  # KiB
         assert serve.poll() is None
+        # the garbage collector runs in serve (the console script turns it off for short commands)
+        assert series(http_get(ns, url)[1])[("python_gc_collections_total", (("generation", "0"),))] > 0
+
+
+HOSTILE_HOLDER = r"""
+import ctypes, socket, sys
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode("utf-8", "surrogateescape"))  # PR_SET_NAME: any bytes
+server = socket.create_server(("127.0.0.1", 8444))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.live
+def test_hostile_process_and_unit_names_keep_the_exposition_valid(tmp_path):
+    comm = b"\x1b]0;x\x07\xff\xfe\\n"  # an OSC, bytes that are not UTF-8, a backslash
+    cgroup = Path(UNIFIED, os.fsdecode(b"pstest-\xff\x1b[2J" + uuid.uuid4().hex[:6].encode() + b".service"))
+    with new_netns("psexport") as ns:
+        argv = [sys.executable, "-c", HOSTILE_HOLDER, os.fsdecode(comm)]
+        with daemon(ns, *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+            assert holder.stdout.readline().strip() == "ready"
+            try:
+                cgroup.mkdir()
+                (cgroup / "cgroup.procs").write_text(str(holder.pid))
+            except OSError as exc:
+                (pytest.fail if REQUIRE_LIVE else pytest.skip)(f"no writable cgroup tree at {UNIFIED}: {exc}")
+            done = subprocess.run(
+                [sys.executable, "-m", "portscope", "export", "--netns", ns.name], capture_output=True, timeout=60
+            )
+            holder.kill()
+            holder.wait(timeout=10)
+        for _ in range(50):
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
+            if not cgroup.exists():
+                break
+            time.sleep(0.1)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout.decode("utf-8")  # strict
+    check = subprocess.run([tool("promtool"), "check", "metrics"], input=done.stdout, capture_output=True)
+    assert check.returncode == 0, check.stderr
+    (found,) = [s for s in samples(text, "portscope_listener_info") if s["port"] == "8444"]
+    assert found["process"] == "\\x1b]0;x\\x07\\xff\\xfe\\\\n"
+    assert found["unit"].startswith("pstest-\\xff\\x1b[2J") and found["unit"].endswith(".service")
+    assert all(value.isprintable() for value in found.values() if isinstance(value, str))
 
 
 @pytest.mark.live
@@ -663,6 +708,18 @@ def test_textfile_is_served_by_node_exporter_and_agrees_with_ss(mixed, tmp_path)
     assert series(served)[("node_textfile_scrape_error", ())] == 0
     mine = {k: v for k, v in series(text).items() if k[0].startswith("portscope_")}
     assert {k: v for k, v in series(served).items() if k[0].startswith("portscope_")} == mine
+
+
+@pytest.mark.live
+def test_every_namespace_is_labelled(mixed):
+    done = portscope("export", "--netns", "all")
+    assert done.returncode == 0, done.stderr
+    namespaces = {s["netns"] for s in samples(done.stdout, "portscope_listener_info")}
+    assert mixed.ns.name in namespaces
+    mine = {s["port"] for s in samples(done.stdout, "portscope_listener_info") if s["netns"] == mixed.ns.name}
+    assert str(mixed.ports["listen4"]) in mine
+    totals = {s["netns"] for s in samples(done.stdout, "portscope_sockets")}
+    assert {"host", mixed.ns.name} <= totals
 
 
 @pytest.mark.live

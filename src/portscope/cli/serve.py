@@ -29,6 +29,7 @@ def exporter_options(function: F) -> F:
             ),
             click.option(
                 "--expect-file",
+                type=click.Path(dir_okay=False),
                 metavar="FILE",
                 help="Read expectations from FILE: one PORT/PROTO=NAME a line, # comments.",
             ),
@@ -122,6 +123,7 @@ def serve(listen: str, interval: float, netns: str | None, expect, expect_file, 
 @click.option(
     "--textfile",
     "directory",
+    type=click.Path(file_okay=False),
     metavar="DIR",
     help="Write DIR/portscope.prom atomically, for node_exporter's textfile collector "
     "(--collector.textfile.directory=DIR); without it, the metrics go to standard output.",
