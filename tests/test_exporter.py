@@ -129,8 +129,7 @@ def snap_of(sockets: list[Socket], holders: dict[int, tuple[Holder, ...]]) -> Sn
 
 
 def build(snap: Snapshot, **options) -> metrics.Scrape:
-    built = build_families(snap, ExporterOptions(**options), places=StubPlaces())
-    return metrics.Scrape(built.families, None, built.truncated)
+    return build_families(snap, ExporterOptions(**options), places=StubPlaces())
 
 
 def a_server() -> Snapshot:
@@ -211,8 +210,7 @@ def test_max_series_cuts_per_listener_series_and_counts_them():
         assert {dict(labels)["port"] for n, labels in kept if n == name} == ports
     assert min(map(int, ports)) == 10000  # in port order: the lowest are kept
 
-    exporter = Exporter(ExporterOptions(max_series=limit), take=lambda query: snap)
-    exporter._build = lambda: build_families(snap, exporter.options, places=StubPlaces())  # no system
+    exporter = Exporter(ExporterOptions(max_series=limit), take=lambda query: snap, places=StubPlaces)
     exporter.scrape()
     second = series(exposition(exporter.scrape()).decode())
     assert second[("portscope_series_truncated_total", ())] == 2 * scrape.truncated  # a counter
@@ -232,8 +230,7 @@ def test_expectations_match_a_process_executable_or_container():
         Expectation(8081, Proto.TCP, "nginx"),  # the wrong port
         Expectation(8080, Proto.TCP, "ngin"),  # names are matched whole
     )
-    built = build_families(snap, ExporterOptions(expectations=expectations), places=StubPlaces(box))
-    text = exposition(metrics.Scrape(built.families)).decode()
+    text = exposition(build_families(snap, ExporterOptions(expectations=expectations), places=StubPlaces(box))).decode()
     up = {(s["port"], s["proto"], s["expect"]): s["value"] for s in samples(text, "portscope_expected_listener_up")}
     assert up == {
         ("8080", "tcp", "nginx"): 1.0,
@@ -277,8 +274,7 @@ def test_a_failed_snapshot_is_counted_and_the_next_one_served():
             raise OSError(24, "Too many open files")
         return a_server()
 
-    exporter = Exporter(ExporterOptions(interval=10), clock=lambda: clock[0], take=take)
-    exporter._build = lambda: build_families(take(None), exporter.options, places=StubPlaces())
+    exporter = Exporter(ExporterOptions(interval=10), clock=lambda: clock[0], take=take, places=StubPlaces)
     first = exporter.scrape()
     assert first.error is None and first.family("portscope_listener_info").samples
     clock[0] = 5.0

@@ -300,16 +300,11 @@ def _listener_order(listener: _Listener) -> tuple:
     return (netns != "host", netns, proto, int(port), family, address, listener.labels)
 
 
-@dataclass(frozen=True)
-class _Built:
-    families: tuple[MetricFamily, ...]
-    truncated: int
-
-
 def build_families(
     snap: Snapshot, options: ExporterOptions, *, places: Places | None = None, proc_root: str = "/proc"
-) -> _Built:
-    """The families of one snapshot (all states, with processes), within ``options.max_series``."""
+) -> Scrape:
+    """The families of one snapshot (all states, with processes), within ``options.max_series``; portscope's
+    own (duration, errors, truncated) are the exporter's to add."""
     namer = _Namer(places if places is not None else Places(proc_root=proc_root), proc_root)
     listeners: dict[Labels, _Listener] = {}
     listening_ports: set[tuple[int | None, Proto, int]] = set()
@@ -391,7 +386,7 @@ def build_families(
     ]
     if bound_known:
         families.append(MetricFamily(BOUND_ONLY, gauge, ("netns",), tuple(bound_samples)))
-    return _Built(tuple(families), budget.truncated)
+    return Scrape(tuple(families), None, budget.truncated)
 
 
 def _expectation_met(expectation: Expectation, listeners: Iterable[_Listener]) -> bool:
@@ -434,9 +429,12 @@ class Exporter:
         proc_root: str = "/proc",
         clock: Callable[[], float] = time.monotonic,
         take: Callable[[Query], Snapshot] | None = None,
+        places: Callable[[], Places] | None = None,
     ) -> None:
+        """``take`` and ``places`` stand in for :func:`snapshot` and a fresh :class:`Places` per scrape."""
         self.options = options
         self.proc_root = proc_root
+        self._places = places if places is not None else (lambda: Places(proc_root=proc_root))
         self._clock = clock
         self._take = take if take is not None else (lambda query: snapshot(query, proc_root=proc_root))
         self._lock = threading.Lock()
@@ -455,7 +453,7 @@ class Exporter:
                 built = self._build()
                 error = None
             except Exception as exc:  # one failed scrape never ends the exporter
-                built, error = _Built((), 0), _error_text(exc)
+                built, error = Scrape(()), _error_text(exc)
                 self._errors += 1
             self._truncated += built.truncated
             self._last = Scrape(built.families + self._own(time.perf_counter() - started), error, built.truncated)
@@ -470,9 +468,9 @@ class Exporter:
             self._truncated += built.truncated
             return Scrape(built.families + self._own(time.perf_counter() - started), None, built.truncated)
 
-    def _build(self) -> _Built:
+    def _build(self) -> Scrape:
         snap = self._take(metrics_query(self.options))
-        return build_families(snap, self.options, proc_root=self.proc_root)
+        return build_families(snap, self.options, places=self._places(), proc_root=self.proc_root)
 
     def _own(self, duration: float) -> tuple[MetricFamily, ...]:
         return (
