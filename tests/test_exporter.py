@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 import uuid
@@ -293,6 +294,33 @@ def test_a_failed_snapshot_is_counted_and_the_next_one_served():
     assert again.error is None and again.family(metrics.SCRAPE_ERRORS).samples == (((), 1.0),)
 
 
+def test_scrapes_that_waited_share_the_next_snapshot():
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def take(query):
+        calls.append(query)
+        if len(calls) == 1:
+            started.set()
+            release.wait(10)
+        return a_server()
+
+    exporter = Exporter(ExporterOptions(), take=take, places=StubPlaces)
+    results: list[metrics.Scrape] = []
+    threads = [threading.Thread(target=lambda: results.append(exporter.scrape())) for _ in range(4)]
+    threads[0].start()
+    assert started.wait(10)
+    for thread in threads[1:]:  # they ask while the first snapshot runs
+        thread.start()
+    time.sleep(0.3)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 4 and len(calls) == 2  # three waiting scrapes, one more snapshot
+    assert len({id(r) for r in results}) == 2
+    assert exporter.scrape() is not results[-1] and len(calls) == 3  # a later scrape: a new snapshot
+
+
 def test_every_family_is_documented_in_readme():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Monitoring many hosts", 1)[1].split("\n## ", 1)[0]
@@ -419,7 +447,7 @@ def test_dashboard_queries_parse_and_name_exported_metrics(tmp_path):
 # Live: a namespace of ours, real daemons in it
 
 
-def http_get(ns: Netns, url: str, accept: str | None = None, timeout: float = 5) -> tuple[str, str]:
+def http_get(ns: Netns, url: str, accept: str | None = None, timeout: float = 30) -> tuple[str, str]:
     """GET inside the namespace (the connection is made while this thread is in it); no proxies."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})

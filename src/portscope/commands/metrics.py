@@ -417,9 +417,11 @@ def _error_text(exc: BaseException) -> str:
 class Exporter:
     """Scrapes for a long-running exporter: one snapshot per scrape (at most one per ``interval``).
 
-    Safe to call from several HTTP threads at once: one snapshot is taken at a time, and a scrape that
-    waited for it gets its result when it is still fresh. A failed snapshot never raises here: it is
-    counted in ``portscope_scrape_errors_total`` and said in :attr:`Scrape.error`.
+    Safe to call from several HTTP threads at once: one snapshot is taken at a time, and scrapes that
+    waited meanwhile share the next one (one that started after they asked) instead of queueing a snapshot
+    each: a Prometheus that times out and retries, or several Prometheus servers, never pile snapshots up on
+    a slow host. A failed snapshot never raises here: it is counted in ``portscope_scrape_errors_total``
+    and said in :attr:`Scrape.error`.
     """
 
     def __init__(
@@ -439,15 +441,17 @@ class Exporter:
         self._take = take if take is not None else (lambda query: snapshot(query, proc_root=proc_root))
         self._lock = threading.Lock()
         self._last: Scrape | None = None
-        self._last_at = 0.0
+        self._last_started = 0.0  # when the snapshot of _last began (the clock's time)
         self._errors = 0
         self._truncated = 0
 
     def scrape(self) -> Scrape:
+        asked = self._clock()
         with self._lock:
-            now = self._clock()
-            if self._last is not None and now - self._last_at < self.options.interval:
-                return self._last
+            last = self._last
+            if last is not None and (self._last_started >= asked or asked - self._last_started < self.options.interval):
+                return last  # begun after this scrape asked (it waited for it), or fresh enough for --interval
+            self._last_started = self._clock()
             started = time.perf_counter()
             try:
                 built = self._build()
@@ -457,7 +461,6 @@ class Exporter:
                 self._errors += 1
             self._truncated += built.truncated
             self._last = Scrape(built.families + self._own(time.perf_counter() - started), error, built.truncated)
-            self._last_at = self._clock()
             return self._last
 
     def collect(self) -> Scrape:
