@@ -84,8 +84,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 COMMANDS: dict[str, str] = {
     "can-bind": "portscope.cli.can_bind:can_bind",
     "completion": "portscope.cli.completion:completion",
+    "export": "portscope.cli.serve:export",
     "kill": "portscope.cli.kill:kill",
     "ls": "portscope.cli.ls:ls",
+    "serve": "portscope.cli.serve:serve",
     "stats": "portscope.cli.stats:stats",
     "who": "portscope.cli.who:who",
 }

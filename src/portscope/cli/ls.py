@@ -79,6 +79,7 @@ BACKENDS = ("auto", "netlink", "proc")
 )
 @numeric_option()
 @json_option("A JSON array, one object per socket (schema in README).")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="JSON Lines: the objects of --json, one per line.")
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -87,7 +88,7 @@ BACKENDS = ("auto", "netlink", "proc")
     help="Where socket data comes from: netlink sock_diag, /proc/net, or netlink with /proc fallback.",
 )
 @netns_option()
-def ls(as_json: bool, numeric: bool, **options: Any) -> None:
+def ls(as_json: bool, as_jsonl: bool, numeric: bool, **options: Any) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
     By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets.
@@ -99,6 +100,7 @@ def ls(as_json: bool, numeric: bool, **options: Any) -> None:
       portscope ls --state connected --dst 10.0.0.0/8
       portscope ls -a -n --json --no-processes | jq length
       portscope ls -x                 UNIX sockets, with the processes at both ends
+      portscope ls -l --jsonl | jq -c '[.local_port, .processes[].name]'
 
     \b
     Exit status: 0 the sockets were listed (also when the reader stops early, as with | head).
@@ -106,7 +108,20 @@ def ls(as_json: bool, numeric: bool, **options: Any) -> None:
     from portscope.commands.ls import LsOptions, list_sockets
     from portscope.commands.names import Names
 
+    if as_json and as_jsonl:
+        from portscope.errors import UsageError
+
+        raise UsageError("--json and --jsonl exclude each other (an array, or one object a line)")
     snap = list_sockets(LsOptions(**options))  # the other parameters are LsOptions' fields, by name
+    if as_jsonl:
+        from portscope.render.jsonout import write_socket_lines
+        from portscope.render.ls import footer_lines
+
+        env, names = invocation().env, Names.resolve(numeric=numeric)
+        write_socket_lines(env.stdout, snap, names.services, names.places)
+        for line in footer_lines(snap, names):
+            env.note(line)
+        return
 
     from portscope.render.ls import render_listing
 
