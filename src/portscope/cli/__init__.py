@@ -62,6 +62,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     portscope ls               sockets with their processes (ss -tulpn, netstat, lsof -i)
     portscope who 8080         every process on a port (lsof -i :8080, fuser 8080/tcp)
     portscope can-bind :8080   would a bind succeed here, and if not, why
+    portscope watch            sockets as they appear and vanish, live
+    portscope wait 8080        until something listens on a port (--free: until it could be bound)
     """
     # The one output environment of this run: every renderer gets it from here.
     ctx.obj = Invocation(debug=debug, env=Environment.detect())
@@ -72,9 +74,10 @@ def _register_commands() -> None:
     from portscope.cli.can_bind import can_bind
     from portscope.cli.completion import completion
     from portscope.cli.ls import ls
+    from portscope.cli.watch import wait, watch
     from portscope.cli.who import who
 
-    for command in (ls, who, can_bind, completion):
+    for command in (ls, who, can_bind, watch, wait, completion):
         cli.add_command(command)
 
 

@@ -1,0 +1,129 @@
+"""Sockets as the kernel destroys them: the sock_diag destroy multicast groups (what ``ss -E`` reads).
+
+Each TCP or UDP socket freed in a network namespace is announced on NETLINK_SOCK_DIAG to the members of
+that namespace's group for its protocol and family, as one ``inet_diag_msg`` (the message a dump
+gives), decoded here by :class:`portscope.sources.netlink.Decoder`. This is how a socket that lived
+for less than one polling interval is still seen. What the kernel says at that moment: the addresses,
+ports, owner uid and socket cookie; the state is CLOSE (a listener is no longer listening), the inode
+is gone and no process holds the socket any more.
+
+Joining a group needs CAP_NET_ADMIN in the namespace's user namespace; without it the subscription is
+refused (:class:`portscope.sources.netlink.NetlinkUnavailable`). A burst larger than the receive
+buffer loses announcements: they are counted, not guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from portscope.errors import SourceError
+from portscope.model.records import Family, Proto, Socket
+from portscope.sources import netlink, netns
+
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+# enum sknetlink_groups (include/uapi/linux/sock_diag.h)
+SKNLGRP_INET_TCP_DESTROY = 1
+SKNLGRP_INET_UDP_DESTROY = 2
+SKNLGRP_INET6_TCP_DESTROY = 3
+SKNLGRP_INET6_UDP_DESTROY = 4
+DESTROY_GROUPS: dict[tuple[Proto, Family], int] = {
+    (Proto.TCP, Family.IPV4): SKNLGRP_INET_TCP_DESTROY,
+    (Proto.UDP, Family.IPV4): SKNLGRP_INET_UDP_DESTROY,
+    (Proto.TCP, Family.IPV6): SKNLGRP_INET6_TCP_DESTROY,
+    (Proto.UDP, Family.IPV6): SKNLGRP_INET6_UDP_DESTROY,
+}
+RECEIVE_BUFFER = 4 << 20  # announcements queue here between reads; capped by net.core.rmem_max
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    """What one read of the feed found."""
+
+    sockets: tuple[Socket, ...]
+    lost: int  # announcements the kernel dropped (a full receive buffer) or that could not be decoded
+
+
+class DestroyFeed:
+    """A subscription to the destroy groups of ``tables`` in one network namespace (``target``; None: ours).
+
+    The netlink socket belongs to the namespace it was opened in, so it is opened inside the target and
+    read from anywhere. Not thread-safe: one reader. Close it (or use ``with``).
+    """
+
+    def __init__(self, tables: Iterable[tuple[Proto, Family]], target: netns.NetnsTarget | None = None) -> None:
+        self.tables = tuple(dict.fromkeys(tables))
+        self._target = target
+        with netns.entered(target) as inode:
+            self.netns = inode
+            self._sock = netlink.open_socket()
+        try:
+            with contextlib.suppress(OSError):
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            self._sock.bind((0, 0))
+            for table in self.tables:
+                self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, DESTROY_GROUPS[table])
+            self._sock.setblocking(False)
+        except OSError as exc:
+            self._sock.close()
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                raise netlink.NetlinkUnavailable(
+                    "the sock_diag destroy notifications need CAP_NET_ADMIN (run as root)"
+                ) from None
+            raise netlink.NetlinkUnavailable(f"cannot join the sock_diag destroy groups: {exc.strerror}") from None
+        # the group a message came to names its protocol and family: recvfrom gives it as a bit
+        self._decoders = {
+            1 << (DESTROY_GROUPS[table] - 1): netlink.Decoder(*table, self.netns, ifname=self._interface_name)
+            for table in self.tables
+        }
+        self._buffer = bytearray(netlink.RECV_BUFFER)
+
+    def _interface_name(self, index: int) -> str | None:
+        # a bound device is named in the socket's own namespace (each decoder caches the answer)
+        try:
+            with netns.entered(self._target):
+                return socket.if_indextoname(index)
+        except (OSError, SourceError):
+            return None
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read(self) -> Destroyed:
+        """Every announcement waiting now, decoded; never blocks."""
+        found: list[Socket] = []
+        lost = 0
+        view = memoryview(self._buffer)
+        while True:
+            try:
+                size, (_, groups) = self._sock.recvfrom_into(self._buffer)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # the buffer overflowed: some were dropped (how many is unknown)
+                    lost += 1
+                    continue
+                raise SourceError("netlink sock_diag destroy notifications", exc.strerror or str(exc)) from None
+            decoder = self._decoders.get(groups)
+            if decoder is None or size == 0:
+                continue
+            try:
+                sockets, _ = decoder.decode(view[:size], "netlink sock_diag destroy notification")
+            except (SourceError, netlink.NetlinkUnavailable):
+                lost += 1
+                continue
+            found += (sock for sock in sockets if sock.local_port)  # never bound: no port to report
+        return Destroyed(tuple(found), lost)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> DestroyFeed:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
