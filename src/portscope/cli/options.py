@@ -92,8 +92,7 @@ def bind_socket_options(udp_help: str, ipv4_help: str, ipv6_help: str) -> Callab
             "--user",
             metavar="USER|UID",
             shell_complete=complete_users,
-            help="Owner of the new socket (SO_REUSEPORT rule) and caller of bind() (privileged ports) "
-            "[default: you].",
+            help="Owner of the new socket (SO_REUSEPORT rule) and caller of bind() (privileged ports) [default: you].",
         ),
         click.option("--no-listen", is_flag=True, help="TCP: check bind() only, not bind() and then listen()."),
         click.option(

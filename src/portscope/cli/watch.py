@@ -34,7 +34,7 @@ from portscope.shell.values import complete_ports
 
 SHORT_LIVED_HELP = (
     "Between two scans a socket can open and close unseen. As root, portscope also reads the kernel's sock_diag "
-    "destroy notifications (what ss -E reads) and reports such sockets (source \"destroy\"); without them "
+    'destroy notifications (what ss -E reads) and reports such sockets (source "destroy"); without them '
     "(not root, --backend proc) polling misses every socket that lives less than one interval, and a change "
     "undone within one interval (a holder that forks and exits again)."
 )
@@ -122,8 +122,7 @@ def _with_ls_filters(function):
 @click.option(
     "--jsonl",
     is_flag=True,
-    help="One JSON object per line per event, flushed as it happens (the default when the output is not a "
-    "terminal).",
+    help="One JSON object per line per event, flushed as it happens (the default when the output is not a terminal).",
 )
 @click.option("--changes-only", is_flag=True, help="No 'appeared' events for what exists at the start.")
 @_with_ls_filters
