@@ -32,13 +32,6 @@ from portscope.cli.options import (
 from portscope.errors import ExitStatus
 from portscope.shell.values import complete_ports
 
-SHORT_LIVED_HELP = (
-    "Between two scans a socket can open and close unseen. As root, portscope also reads the kernel's sock_diag "
-    'destroy notifications (what ss -E reads) and reports such sockets (source "destroy"); without them '
-    "(not root, --backend proc) polling misses every socket that lives less than one interval, and a change "
-    "undone within one interval (a holder that forks and exits again)."
-)
-
 
 class _Ended(Exception):
     """SIGTERM or SIGHUP during a long-running command: it ends as it would on Ctrl-C."""
@@ -110,7 +103,7 @@ def _with_ls_filters(function):
     return function
 
 
-@click.command("watch", context_settings=COMMAND_SETTINGS, epilog=SHORT_LIVED_HELP)
+@click.command("watch", context_settings=COMMAND_SETTINGS)
 @click.option(
     "--interval",
     type=float,
@@ -134,6 +127,11 @@ def watch(interval: float, jsonl: bool, changes_only: bool, numeric: bool, **opt
     listening port with their change since the start; q or Ctrl-C ends it. Otherwise (or with --jsonl):
     one JSON object per event (appeared, vanished, changed). Listeners by default; -a, -l, --state and
     every ls filter apply.
+
+    Between two scans a socket can open and close unseen. As root, watch also reads the kernel's sock_diag
+    destroy notifications (what ss -E reads) and reports such a socket as it closes (marked ±; source
+    "destroy" in JSON). Without them (not root, --backend proc) polling misses every socket that lives
+    less than one interval, and any change undone within one (a holder that forks and exits again).
 
     \b
     Examples:

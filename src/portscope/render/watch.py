@@ -21,7 +21,7 @@ from typing import Any
 from portscope.commands.names import Names
 from portscope.commands.watch import Change, Origin, Seen, WaitResult, WatchEvent, WatchUpdate, socket_identity
 from portscope.model.notation import STATE_LABELS, proto_label
-from portscope.model.records import JoinReport, Snapshot, State
+from portscope.model.records import Family, JoinReport, Proto, Snapshot, State
 from portscope.render import jsonout
 from portscope.render.environment import Environment
 from portscope.render.text import safe_text
@@ -160,9 +160,9 @@ class Board:
                 current[key].mark, current[key].age = Mark.NEW, 0
             elif event.change is Change.CHANGED and key in current:
                 row = current[key]
-                if row.mark is not Mark.NEW:
-                    row.before = event.before if row.mark is not Mark.CHANGED else row.before or event.before
-                    row.mark, row.age = Mark.CHANGED, 0
+                if row.mark is not Mark.CHANGED:  # changes in a row are shown against the first "before"
+                    row.before = event.before
+                row.mark, row.age = Mark.CHANGED, 0
         self.rows = current
         self.states = Counter((s.proto.value, s.state) for s in snap.sockets)
         self.ports = Counter(s.local_port for s in snap.sockets if s.state in LISTENING)
@@ -267,9 +267,10 @@ class LiveView:
         from rich.text import Text
 
         board = self.board
-        stamp = time.strftime("%H:%M:%S", time.localtime(board.time)) if board.time else ""
-        title = Text(f"portscope watch  {self.title}  every {self.interval:g} s  {stamp}", style="bold")
-        title.append("   q quits", style="dim")
+        stamp = time.strftime("%H:%M:%S", time.localtime(board.time)) if board.time else "--:--:--"
+        title = Text(f"{stamp}  every {self.interval:g} s  ", style="bold")
+        title.append("q quits  ", style="dim")
+        title.append(self.title)
         states = Text("")
         for label, count, change in board.state_counts():
             if states:
@@ -414,9 +415,11 @@ def watch_title(query) -> str:
         what = "listening and connected"
     else:
         what = ",".join(sorted(STATE_LABELS[s] for s in states))
-    protos = "/".join(proto_label(p, f) for p in sorted(query.protocols) for f in sorted(query.families))
-    where = f"  netns {safe_text(query.netns)}" if query.netns else ""
-    return f"{what} ({protos}){where}"
+    if len(query.protocols) < len(Proto) or len(query.families) < len(Family):
+        labels = [proto_label(p, f) for p in sorted(query.protocols) for f in sorted(query.families)]
+        what += f" ({', '.join(labels)})"
+    where = f", netns {safe_text(query.netns)}" if query.netns else ""
+    return what + where
 
 
 # ---------------------------------------------------------------------------------------------------
