@@ -19,7 +19,7 @@ import enum
 import math
 import selectors
 import time
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from portscope.commands.can_bind import BindReport, BindRequest, check_bind
@@ -85,6 +85,7 @@ class WatchUpdate:
     events: tuple[WatchEvent, ...]
     snapshot: Snapshot | None  # the scan's; None when no scan was made for this update
     scans: int  # scans made so far
+    seen: Mapping[Hashable, Seen] | None = None  # the scan's sockets by identity (None: as ``snapshot`` gives)
     woken: tuple[int, ...] = ()  # ``wake`` file descriptors that became readable
     lost: int = 0  # destroy notifications the kernel dropped since the last update
 
@@ -110,11 +111,16 @@ def socket_identity(sock: Socket) -> Hashable:
     )
 
 
-def _aspect(seen: Seen) -> tuple:
+def _aspect(sock: Socket, holders: tuple[Holder, ...]) -> tuple:
     """What a ``changed`` event is about. Queues and timers move all the time and are left out."""
-    sock = seen.socket
-    holders = tuple(sorted((h.process.pid, h.process.name, h.process.start_time or 0.0) for h in seen.holders))
-    return sock.state, sock.uid, sock.interface, sock.v6only, holders
+    if not holders:
+        who: tuple = ()
+    elif len(holders) == 1:
+        process = holders[0].process
+        who = ((process.pid, process.name, process.start_time or 0.0),)
+    else:
+        who = tuple(sorted((h.process.pid, h.process.name, h.process.start_time or 0.0) for h in holders))
+    return sock.state, sock.uid, sock.interface, sock.v6only, who
 
 
 class SocketDiff:
@@ -140,8 +146,9 @@ class SocketDiff:
         aspects: dict[Hashable, tuple] = {}
         for sock in snap.sockets:
             key = socket_identity(sock)
-            entry = seen[key] = Seen(sock, holders_of(sock))
-            aspects[key] = _aspect(entry)
+            holders = holders_of(sock)
+            seen[key] = Seen(sock, holders)
+            aspects[key] = _aspect(sock, holders)
         events: list[WatchEvent] = []
         if report:
             previous, before_aspects = self._seen, self._aspects
@@ -300,7 +307,7 @@ class Watcher:
         self._netlink_tables = frozenset((s.proto, s.family) for s in snap.sources if s.backend is Backend.NETLINK)
         events = self._short_lived_events(pending, now)
         events += self.diff.update(snap, now, report=self.report_first or self.diff.scans > 0)
-        return WatchUpdate(now, tuple(events), snap, self.diff.scans, lost=lost)
+        return WatchUpdate(now, tuple(events), snap, self.diff.scans, self.diff.current, lost=lost)
 
     def _read_feeds(self, feeds: Sequence | None = None) -> tuple[list[Socket], int]:
         sockets: list[Socket] = []

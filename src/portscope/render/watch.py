@@ -14,7 +14,7 @@ import datetime
 import enum
 import time
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,9 +102,9 @@ class Board:
         self.snapshot: Snapshot | None = None
         self.time: float | None = None
         self.scans = 0
-        self.states: Counter[tuple[str, State]] = Counter()  # (proto, state) -> sockets now
+        self.states: Counter[tuple[Proto, State]] = Counter()  # (proto, state) -> sockets now
         self.ports: Counter[int] = Counter()  # listening port -> listening sockets now
-        self.start_states: Counter[tuple[str, State]] | None = None
+        self.start_states: Counter[tuple[Proto, State]] | None = None
         self.start_ports: Counter[int] | None = None
         self.short_lived = 0  # sockets seen only by their destroy notification
         self.lost = 0
@@ -114,7 +114,7 @@ class Board:
         self.time = update.time
         self.lost += update.lost
         if update.snapshot is not None:
-            self._scan(update.snapshot, update.events)
+            self._scan(update.snapshot, update.events, update.seen)
         else:
             self._notifications(update.events)
 
@@ -130,18 +130,20 @@ class Board:
             else:
                 row.mark, row.before = None, None
 
-    def _scan(self, snap: Snapshot, events: tuple[WatchEvent, ...]) -> None:
+    def _scan(
+        self, snap: Snapshot, events: tuple[WatchEvent, ...], by_identity: Mapping[Hashable, Seen] | None
+    ) -> None:
         self._age()
         first = self.scans == 0
         self.scans += 1
         self.snapshot = snap
         self.warnings = snap.warnings
-        holders_of = snap.holders_of
+        if by_identity is None:
+            by_identity = {socket_identity(sock): Seen(sock, snap.holders_of(sock)) for sock in snap.sockets}
         current: dict[Hashable, Row] = {}
-        for sock in snap.sockets:
-            key = socket_identity(sock)
-            row = self.rows.get(key)
-            seen = Seen(sock, holders_of(sock))
+        rows = self.rows
+        for key, seen in by_identity.items():
+            row = rows.get(key)
             if row is None or row.mark in (Mark.GONE, Mark.BRIEF):
                 current[key] = Row(seen)
             else:
@@ -164,7 +166,7 @@ class Board:
                     row.before = event.before
                 row.mark, row.age = Mark.CHANGED, 0
         self.rows = current
-        self.states = Counter((s.proto.value, s.state) for s in snap.sockets)
+        self.states = Counter((s.proto, s.state) for s in snap.sockets)
         self.ports = Counter(s.local_port for s in snap.sockets if s.state in LISTENING)
         if first:
             self.start_states, self.start_ports = Counter(self.states), Counter(self.ports)
@@ -181,10 +183,10 @@ class Board:
     def state_counts(self) -> list[tuple[str, int, int]]:
         """(label, sockets now, change since the start) per protocol and state, listeners first."""
         start = self.start_states or Counter()
-        keys = sorted(set(self.states) | set(start), key=lambda k: (k[1] not in LISTENING, k[0], k[1].value))
+        keys = sorted(set(self.states) | set(start), key=lambda k: (k[1] not in LISTENING, k[0].value, k[1].value))
         return [
             (
-                f"{proto} {STATE_LABELS[state]}",
+                f"{proto.value} {STATE_LABELS[state]}",
                 self.states[(proto, state)],
                 self.states[(proto, state)] - start[(proto, state)],
             )
