@@ -126,6 +126,27 @@ def test_watch_reports_appeared_and_vanished_with_ports_and_holder() -> None:
         assert "Traceback" not in err
 
 
+def test_watch_ends_with_status_0_when_its_reader_goes_away() -> None:
+    """watch --jsonl | head -1: the watch ends at once, not at the next event it would write."""
+    with new_netns() as ns:
+        listener(ns)
+        watch = subprocess.Popen(
+            [*PORTSCOPE, "watch", "--jsonl", "--netns", ns.name, "--interval", "30"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert watch.stdout is not None
+            assert json.loads(watch.stdout.readline())["event"] == "appeared"
+            watch.stdout.close()  # as head does after its line
+            status = watch.wait(timeout=20)  # the next scan would be in 30 s
+        finally:
+            watch.kill()
+        assert status == 0
+        assert watch.stderr is not None and watch.stderr.read() == ""
+
+
 HOLDER = """
 import os, socket, sys, time
 server = socket.socket()
@@ -337,3 +358,70 @@ def test_terminal_view_under_tmux() -> None:
             assert "echoed-again" in shows(lambda t: "echoed-again" in t)
         finally:
             subprocess.run([tmux, "-L", server, "kill-server"], capture_output=True, timeout=10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The library calls
+
+
+def test_wait_for_port_walks_proc_only_for_the_answer(monkeypatch) -> None:
+    import portscope
+    from portscope.engine import snapshot as snapshot_module
+
+    walks: list[int] = []
+    real_join = snapshot_module.join_processes
+
+    def counting_join(*args, **kwargs):
+        walks.append(1)
+        return real_join(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_module, "join_processes", counting_join)
+    with new_netns() as ns:
+        port = free_port(ns)
+        result = portscope.wait_for_port(str(port), timeout=0.35, interval=0.05, netns=ns.path)
+        assert not result.holds and result.checks >= 4 and walks == []  # kernel dumps only, while waiting
+        server = ns.socket()
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        result = portscope.wait_for_port(f"127.0.0.1:{port}/tcp", timeout=5, netns=ns.path)
+        assert result.holds and result.checks == 1 and len(walks) == 1
+        [found] = result.snapshot.sockets
+        assert found.local_port == port
+        assert [h.process.pid for h in result.snapshot.holders_of(found)] == [os.getpid()]
+        # ::1 is not covered by a 127.0.0.1 listener
+        assert not portscope.wait_for_port(f"[::1]:{port}", timeout=0, netns=ns.path).holds
+
+
+def test_watcher_from_a_thread_leaves_no_file_descriptors() -> None:
+    """A library user's thread: no signal handler is touched, and every socket it opens is closed."""
+    import portscope
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with new_netns() as ns:
+        server, port = listener(ns)
+        query = portscope.Query(states=frozenset({portscope.State.LISTEN}), netns=ns.path)
+        before = open_fds()
+        found: list[portscope.WatchEvent] = []
+        errors: list[BaseException] = []
+
+        def watch() -> None:
+            try:
+                for _ in range(2):
+                    with portscope.Watcher(query) as watcher:
+                        assert watcher.short_lived  # root: the destroy groups were joined
+                        updates = watcher.updates(0.05)
+                        found.extend(next(updates).events)
+                        next(updates)
+                        updates.close()
+            except BaseException as exc:  # reported in the main thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=watch)
+        thread.start()
+        thread.join(timeout=60)
+        assert not errors, errors
+        assert open_fds() == before
+        assert {(e.change, e.seen.socket.local_port) for e in found} == {(portscope.Change.APPEARED, port)}
+        server.close()

@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import os
 import signal
+import stat
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -82,12 +83,28 @@ def single_keys(enabled: bool) -> Iterator[int | None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def _reader_gone() -> bool:
+    from portscope.cli import _stdout_gone  # the group's one test for a closed reader
+
+    return _stdout_gone()
+
+
 def _quit_pressed(fd: int) -> bool:
     try:
         keys = os.read(fd, 64)
     except (BlockingIOError, InterruptedError):
         return False
     return not keys or b"q" in keys.lower()  # end of input ends it too
+
+
+def _pipe_fd(stream: Any) -> int | None:
+    """The fd of an output that is a pipe: its reader going away wakes the watch (EPOLLERR on the write end),
+    so that ``watch | head -1`` ends without waiting for another event to write."""
+    try:
+        fd = stream.fileno()
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _ls_parameters() -> list[click.Parameter]:
@@ -165,11 +182,15 @@ def watch(interval: float, jsonl: bool, changes_only: bool, numeric: bool, **opt
             view = JsonLines(env, names)
             if watcher.short_lived_note:
                 view.note(watcher.short_lived_note)
+        pipe = None if live else _pipe_fd(env.stdout)
         try:
             with single_keys(live) as keys, view if live else contextlib.nullcontext():
-                for update in watcher.updates(interval, wake=() if keys is None else (keys,)):
-                    if update.woken and keys is not None and _quit_pressed(keys):
+                wake = tuple(fd for fd in (keys, pipe) if fd is not None)
+                for update in watcher.updates(interval, wake=wake):
+                    if keys in update.woken and _quit_pressed(keys):
                         break
+                    if pipe in update.woken and _reader_gone():
+                        raise BrokenPipeError  # the end of the output, not an error (PortscopeGroup.invoke)
                     view.show(update)
         except (KeyboardInterrupt, _Ended):
             pass  # how a watch ends: the answer is 0
