@@ -281,18 +281,22 @@ class Watcher:
             targets = [netns.NetnsTarget(ref.path, ref.pid) for ref in discover(self.proc_root).namespaces]
         else:
             targets = [netns.resolve(self.query.netns) if self.query.netns else None]
-        refused: str | None = None
+        refused: list[str] = []
         for target in targets:
             try:
                 feed = DestroyFeed(tables, target)
-            except (netlink.NetlinkUnavailable, SourceError, UsageError) as exc:  # refused, or gone meanwhile
-                refused = refused or str(exc)
+            except UsageError:  # --netns all: a namespace gone since it was found
+                if not self.query.every_namespace:
+                    raise
+                continue
+            except (netlink.NetlinkUnavailable, SourceError) as exc:  # refused
+                refused.append(str(exc))
                 continue
             self._feeds.append(feed)
             self._selector.register(feed, selectors.EVENT_READ, feed)
-        if refused is not None:
-            where = "" if len(targets) == 1 else f" ({len(targets) - len(self._feeds)} namespace(s))"
-            self.short_lived_note = f"sockets that live between two scans are not seen{where}: {refused}"
+        if refused:
+            where = "" if len(targets) == 1 else f" in {len(refused)} namespace(s)"
+            self.short_lived_note = f"sockets that live between two scans are not seen{where}: {refused[0]}"
 
     @property
     def short_lived(self) -> bool:
