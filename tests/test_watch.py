@@ -161,6 +161,7 @@ def test_short_lived_only_for_sockets_no_scan_saw() -> None:
     assert all(e.origin is Origin.DESTROY for e in events)
     reported = events[0].seen.socket
     assert reported.state is State.CLOSE and reported.inode is None and reported.recv_q is None
+    assert reported.uid is None  # the notification leaves it at 0: a placeholder
     assert events[0].seen.holders == ()
     # two scans later a late notification about 81 is still recognised
     diff.update(snap(seen_now), 3.0)
@@ -184,7 +185,7 @@ def test_destroyed_sockets_match_the_watch_query() -> None:
     assert not destroyed_matches(watch_query(LsOptions(sport=("9000-9100",))), tcp_no_peer)
     assert destroyed_matches(watch_query(LsOptions(sport=("8000-9000",))), tcp_no_peer)
     assert not destroyed_matches(watch_query(LsOptions(src=("10.0.0.0/8",))), tcp_no_peer)
-    assert not destroyed_matches(watch_query(LsOptions(users=("1000",))), tcp_no_peer)
+    assert not destroyed_matches(watch_query(LsOptions(users=("0",))), tcp_no_peer)  # its uid is unknown
     # its holder is gone: a query about processes cannot match it
     assert not destroyed_matches(watch_query(LsOptions(pids=("1",))), tcp_no_peer)
     assert not destroyed_matches(Query(states=frozenset({State.ESTABLISHED})), tcp_no_peer)
@@ -443,3 +444,21 @@ def test_watch_turns_gc_on_and_restores_signals(monkeypatch) -> None:
     assert {signum: signal.getsignal(signum) for signum in handlers} == handlers
     [line] = result.stdout.splitlines()
     assert json.loads(line)["socket"]["local_port"] == 80
+
+
+def test_a_refused_subscription_is_a_note(monkeypatch) -> None:
+    from portscope.commands.watch import Watcher
+    from portscope.sources import destroyfeed, netlink
+
+    def refuse(tables, target=None):
+        raise netlink.NetlinkUnavailable("cannot join the sock_diag destroy groups: Operation not permitted")
+
+    monkeypatch.setattr(destroyfeed, "DestroyFeed", refuse)
+    with Watcher(watch_query(LsOptions())) as watcher:
+        assert not watcher.short_lived
+        assert watcher.short_lived_note == (
+            "sockets that live between two scans are not seen: "
+            "cannot join the sock_diag destroy groups: Operation not permitted"
+        )
+    with Watcher(watch_query(LsOptions(backend="proc"))) as watcher:
+        assert not watcher.short_lived and "--backend proc" in (watcher.short_lived_note or "")

@@ -145,10 +145,11 @@ def watch(interval: float, jsonl: bool, changes_only: bool, numeric: bool, **opt
     one JSON object per event (appeared, vanished, changed). Listeners by default; -a, -l, --state and
     every ls filter apply.
 
-    Between two scans a socket can open and close unseen. As root, watch also reads the kernel's sock_diag
-    destroy notifications (what ss -E reads) and reports such a socket as it closes (marked ±; source
-    "destroy" in JSON). Without them (not root, --backend proc) polling misses every socket that lives
-    less than one interval, and any change undone within one (a holder that forks and exits again).
+    Between two scans a socket can open and close unseen. watch also reads the kernel's sock_diag destroy
+    notifications (what ss -E reads) and reports such a socket as it closes (marked ±; source "destroy"
+    in JSON). Without them (refused by a sandbox, or --backend proc; a note says so) polling misses every
+    socket that lives less than one interval; and any change undone within one interval (a holder that
+    forks and exits again) is missed either way.
 
     \b
     Examples:

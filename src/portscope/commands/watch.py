@@ -184,13 +184,14 @@ class SocketDiff:
 
 
 def as_destroyed(sock: Socket) -> Socket:
-    """A destroy notification's socket as reported: queues and timers mean nothing once it is freed.
+    """A destroy notification's socket as reported: queues and timers mean nothing once it is freed, and
+    the kernel leaves the uid and inode of the message at zero (placeholders: null here).
 
     The kernel gives a TCP socket's state as CLOSE then (a listener, or a connection on its way to
     TIME-WAIT, has already left its state), so it is reported as ``close``.
     """
     state = State.CLOSE if sock.proto is Proto.TCP else sock.state
-    return replace(sock, state=state, recv_q=None, send_q=None, timer=None, timer_ms=None, inode=None)
+    return replace(sock, state=state, recv_q=None, send_q=None, uid=None, inode=None, timer=None, timer_ms=None)
 
 
 def _possible_states(sock: Socket) -> frozenset[State]:
@@ -203,15 +204,13 @@ def _possible_states(sock: Socket) -> frozenset[State]:
 
 
 def destroyed_matches(query: Query, sock: Socket) -> bool:
-    """Could this destroyed socket have been one the query lists? Its holder is unknown (gone), so a
-    query about processes never matches."""
+    """Could this destroyed socket have been one the query lists? Its holder and owner are unknown (gone,
+    and not in the notification), so a query about processes or users never matches."""
     if sock.proto not in query.protocols or sock.family not in query.families:
         return False
-    if query.pids or query.process_names:
+    if query.pids or query.process_names or query.uids is not None:
         return False
     if query.states is not None and not (_possible_states(sock) & query.states):
-        return False
-    if query.uids is not None and sock.uid not in query.uids:
         return False
     return all(predicate(sock) for predicate in _socket_predicates(query))
 
@@ -236,8 +235,8 @@ def check_interval(value: float, option: str = "interval") -> float:
 class Watcher:
     """Scans at an interval and reports what changed.
 
-    With ``short_lived`` (the default) it also joins the kernel's destroy notifications where it may
-    (root: CAP_NET_ADMIN), in the watched namespace or, with ``--netns all``, in each namespace that
+    With ``short_lived`` (the default) it also joins the kernel's destroy notifications where it may,
+    in the watched namespace or, with ``--netns all``, in each namespace that
     exists when the watch starts; ``short_lived_note`` says why not otherwise. Use it as a context
     manager, or call :meth:`close`.
     """

@@ -4,12 +4,12 @@ Each TCP or UDP socket freed in a network namespace is announced on NETLINK_SOCK
 that namespace's group for its protocol and family, as one ``inet_diag_msg`` (the message a dump
 gives), decoded here by :class:`portscope.sources.netlink.Decoder`. This is how a socket that lived
 for less than one polling interval is still seen. What the kernel says at that moment: the addresses,
-ports, owner uid and socket cookie; the state is CLOSE (a listener is no longer listening), the inode
-is gone and no process holds the socket any more.
+ports, bound device and socket cookie; the state is CLOSE (a listener is no longer listening), and the
+uid and inode fields are left at zero (placeholders: the socket has no file any more, no process holds it).
 
-Joining a group needs CAP_NET_ADMIN in the namespace's user namespace; without it the subscription is
-refused (:class:`portscope.sources.netlink.NetlinkUnavailable`). A burst larger than the receive
-buffer loses announcements: they are counted, not guessed.
+Linux lets any user join these groups (the sock_diag netlink family allows non-root receivers); a
+refusal (a sandbox, a security module) is :class:`portscope.sources.netlink.NetlinkUnavailable`. A burst
+larger than the receive buffer loses announcements: they are counted, not guessed.
 """
 
 from __future__ import annotations
@@ -70,10 +70,6 @@ class DestroyFeed:
             self._sock.setblocking(False)
         except OSError as exc:
             self._sock.close()
-            if exc.errno in (errno.EPERM, errno.EACCES):
-                raise netlink.NetlinkUnavailable(
-                    "the sock_diag destroy notifications need CAP_NET_ADMIN (run as root)"
-                ) from None
             raise netlink.NetlinkUnavailable(f"cannot join the sock_diag destroy groups: {exc.strerror}") from None
         # the group a message came to names its protocol and family: recvfrom gives it as a bit
         self._decoders = {
