@@ -462,3 +462,36 @@ def test_a_refused_subscription_is_a_note(monkeypatch) -> None:
         )
     with Watcher(watch_query(LsOptions(backend="proc"))) as watcher:
         assert not watcher.short_lived and "--backend proc" in (watcher.short_lived_note or "")
+
+
+def test_changes_only_keeps_the_first_scan_quiet(monkeypatch) -> None:
+    from portscope.commands import watch as watch_module
+
+    scans = iter([snap(sock(22, 1)), snap(sock(22, 1), sock(80, 2))])
+    monkeypatch.setattr(watch_module, "snapshot", lambda query, proc_root="/proc": next(scans))
+    with watch_module.Watcher(watch_query(LsOptions()), short_lived=False, report_first=False) as watcher:
+        first = watcher.scan()
+        assert first.events == () and first.scans == 1 and set(first.seen or ()) == {1}
+        assert kinds(list(watcher.scan().events)) == [("appeared", 80)]
+
+
+@pytest.mark.parametrize(("width", "height"), [(40, 10), (80, 24), (200, 50)])
+def test_live_view_fits_small_and_large_windows(width: int, height: int) -> None:
+    from rich.console import Console
+
+    diff = SocketDiff()
+    many = [sock(20000 + i, i, inode=5000 + i) for i in range(30)]
+    holders = {s.inode: (Holder(process(300 + i, "a-rather-long-process-name"), (3,)),) for i, s in enumerate(many)}
+    out = io.StringIO()
+    env = Environment(stdout=out, stderr=None, is_tty=True, colour=True, width=width, unicode=True, encoding="utf-8")
+    view = LiveView(env, names(), title="every socket, netns x", interval=0.5, notes=("a note",))
+    view.console = Console(file=out, width=width, height=height, force_terminal=True, color_system=None)
+    for number, snapshot in enumerate((snap(*many[:10]), snap(*many[5:], holders=holders)), start=1):
+        view.board.apply(WatchUpdate(float(number), tuple(diff.update(snapshot, number)), snapshot, number))
+    view.console.print(view.renderable())
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= width for line in lines), width
+    assert len(lines) <= height
+    if height < 30:
+        assert any("more socket(s) below" in line for line in lines)
+    assert lines[-1].endswith("a note")

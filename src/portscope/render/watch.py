@@ -24,6 +24,8 @@ from portscope.model.notation import STATE_LABELS, proto_label
 from portscope.model.records import Family, JoinReport, Proto, Snapshot, State
 from portscope.render import jsonout
 from portscope.render.environment import Environment
+from portscope.render.ls import footer_lines
+from portscope.render.notes import hidden_owner_advice
 from portscope.render.text import safe_text
 
 LINGER = 3  # refreshes a vanished socket stays greyed, and a new or changed one marked
@@ -67,8 +69,11 @@ class JsonLines:
         for event in update.events:
             out.write(jsonout.dumps(event_object(event, self.names)) + "\n")
             out.flush()
-        if update.snapshot is not None:
-            for warning in update.snapshot.warnings:
+        snap = update.snapshot
+        if snap is not None:
+            if snap.join.hidden_sockets:  # said once: the count changes from scan to scan
+                self.note(f"owners of some sockets are hidden; {hidden_owner_advice(self.names.caller_is_root)}")
+            for warning in snap.warnings:
                 self.note(warning)
         if update.lost:
             self.env.note(f"{update.lost} burst(s) of destroy notifications were lost (the receive buffer was full)")
@@ -108,7 +113,6 @@ class Board:
         self.start_ports: Counter[int] | None = None
         self.short_lived = 0  # sockets seen only by their destroy notification
         self.lost = 0
-        self.warnings: tuple[str, ...] = ()
 
     def apply(self, update: WatchUpdate) -> None:
         self.time = update.time
@@ -137,7 +141,6 @@ class Board:
         first = self.scans == 0
         self.scans += 1
         self.snapshot = snap
-        self.warnings = snap.warnings
         if by_identity is None:
             by_identity = {socket_identity(sock): Seen(sock, snap.holders_of(sock)) for sock in snap.sockets}
         current: dict[Hashable, Row] = {}
@@ -261,7 +264,9 @@ class LiveView:
         table, more = self._table(width, room)
         parts: list = [*header, table]
         if more:
-            parts.append(Text(f"… {more} more socket(s) below (a larger window, or filters, show them)", style="dim"))
+            hint = Text(f"… {more} more socket(s) below (a larger window, or filters, show them)", style="dim")
+            hint.no_wrap, hint.overflow = True, "ellipsis"
+            parts.append(hint)
         parts += footer
         return Group(*parts)
 
@@ -288,7 +293,8 @@ class LiveView:
             piece = str(port) + (f"×{count}" if count > 1 else "")
             style = "dim strike" if count == 0 else ""
             addition = f" ({_signed(change)})" if change else ""
-            if len(ports) + len(piece) + len(addition) + 12 > 2 * width and index < len(counts) - 1:
+            room = width - (len(f"… +{len(counts) - index} more") if index < len(counts) - 1 else 0)
+            if len(ports) + len(piece) + len(addition) > room:  # one line: the rest is counted
                 ports.append(f"… +{len(counts) - index} more", style="dim")
                 break
             ports.append(piece, style=style)
@@ -299,8 +305,7 @@ class LiveView:
         if counts:
             lines.append(ports)
         for line in lines:
-            line.no_wrap = line is not ports
-            line.overflow = "ellipsis"
+            line.no_wrap, line.overflow = True, "ellipsis"
         return lines
 
     def _footer(self) -> list:
@@ -312,8 +317,11 @@ class LiveView:
             lines.append(Text(f"± {board.short_lived} socket(s) lived between two scans (destroy notifications)"))
         if board.lost:
             lines.append(Text(f"{board.lost} burst(s) of destroy notifications were lost", style="yellow"))
-        for note in (*self.notes, *board.warnings):
-            lines.append(Text(safe_text(note), style="yellow"))
+        notes = [safe_text(note) for note in self.notes]
+        if board.snapshot is not None:
+            notes += footer_lines(board.snapshot, self.names)  # as ls says them: hidden owners, warnings
+        for note in notes:
+            lines.append(Text(note, style="yellow"))
         for line in lines:
             line.no_wrap, line.overflow = True, "ellipsis"
         return lines
