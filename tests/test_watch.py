@@ -495,3 +495,11 @@ def test_live_view_fits_small_and_large_windows(width: int, height: int) -> None
     if height < 30:
         assert any("more socket(s) below" in line for line in lines)
     assert lines[-1].endswith("a note")
+
+
+def test_wait_port_completes_like_who() -> None:
+    from portscope.shell.values import complete_ports
+
+    wait = cli.get_command(click.Context(cli), "wait")
+    [port] = [p for p in wait.params if p.name == "port"]
+    assert port._custom_shell_complete is complete_ports
