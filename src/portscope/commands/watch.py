@@ -491,7 +491,12 @@ def _timed_out(deadline: float | None, interval: float) -> bool:
 
 
 def _wait_free(
-    target: WhoTarget, request: BindRequest, started: float, deadline: float | None, interval: float, timeout
+    target: WhoTarget,
+    request: BindRequest,
+    started: float,
+    deadline: float | None,
+    interval: float,
+    timeout: float | None,
 ) -> WaitResult:
     """Ask can-bind when the sockets on the port change (a kernel dump per tick tells), and at most every
     :data:`NAMESPACE_RECHECK` seconds when nothing on the port explains the refusal."""
