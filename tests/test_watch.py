@@ -450,7 +450,7 @@ def test_a_refused_subscription_is_a_note(monkeypatch) -> None:
     from portscope.commands.watch import Watcher
     from portscope.sources import destroyfeed, netlink
 
-    def refuse(tables, target=None):
+    def refuse(tables, target=None, **options):
         raise netlink.NetlinkUnavailable("cannot join the sock_diag destroy groups: Operation not permitted")
 
     monkeypatch.setattr(destroyfeed, "DestroyFeed", refuse)

@@ -425,3 +425,46 @@ def test_watcher_from_a_thread_leaves_no_file_descriptors() -> None:
         assert open_fds() == before
         assert {(e.change, e.seen.socket.local_port) for e in found} == {(portscope.Change.APPEARED, port)}
         server.close()
+
+
+@pytest.mark.parametrize("without_peer_only", [False, True])
+def test_destroy_feed_filter_in_the_kernel(without_peer_only: bool) -> None:
+    """The feed's BPF filter: never-bound sockets are dropped, and connections too for a watch of listeners."""
+    from portscope.sources.destroyfeed import DESTROY_GROUPS, DestroyFeed
+
+    with new_netns() as ns:
+        target = netns_target(ns)
+        with DestroyFeed(DESTROY_GROUPS, target, without_peer_only=without_peer_only) as feed:
+            server, port = listener(ns)
+            client = ns.socket()
+            client.connect(("127.0.0.1", port))
+            accepted, _ = server.accept()
+            client_port = client.getsockname()[1]
+            udp = ns.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            udp.bind(("::1", 0))
+            udp_port = udp.getsockname()[1]
+            unbound = ns.socket()
+            for sock in (client, accepted):  # reset: no TIME-WAIT
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            for sock in (client, accepted, server, udp, unbound):
+                sock.close()
+            found = []
+            deadline = time.monotonic() + 1.0  # announcements go through a kernel work queue
+            while time.monotonic() < deadline:
+                found += feed.read().sockets
+                time.sleep(0.05)
+        assert all(sock.local_port for sock in found)  # the unbound socket never comes
+        assert all(sock.netns == os.stat(ns.path).st_ino for sock in found)
+        ends = {(sock.proto.value, sock.local_port, sock.remote_port) for sock in found}
+        assert ("tcp", port, None) in ends and ("udp", udp_port, None) in ends
+        connected = {end for end in ends if end[2]}
+        if without_peer_only:
+            assert connected == set()  # dropped in the kernel
+        else:
+            assert connected == {("tcp", port, client_port)}  # the accepted end (the reset client's peer port is 0)
+
+
+def netns_target(ns: Netns):
+    from portscope.sources import netns as netns_module
+
+    return netns_module.NetnsTarget(ns.path, None)

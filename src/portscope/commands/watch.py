@@ -281,9 +281,12 @@ class Watcher:
         else:
             targets = [netns.resolve(self.query.netns) if self.query.netns else None]
         refused: list[str] = []
+        # watching listeners only: the kernel drops the announcements of connections for us
+        with_peer = STATE_GROUPS["connected"] | {State.ESTABLISHED}
+        without_peer_only = self.query.states is not None and not (self.query.states & with_peer)
         for target in targets:
             try:
-                feed = DestroyFeed(tables, target)
+                feed = DestroyFeed(tables, target, without_peer_only=without_peer_only)
             except UsageError:  # --netns all: a namespace gone since it was found
                 if not self.query.every_namespace:
                     raise

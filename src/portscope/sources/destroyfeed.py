@@ -10,6 +10,10 @@ uid and inode fields are left at zero (placeholders: the socket has no file any 
 Linux lets any user join these groups (the sock_diag netlink family allows non-root receivers); a
 refusal (a sandbox, a security module) is :class:`portscope.sources.netlink.NetlinkUnavailable`. A burst
 larger than the receive buffer loses announcements: they are counted, not guessed.
+
+The kernel announces every socket of the namespace, connections and never-bound sockets included. A
+socket filter (classic BPF) drops in the kernel those that cannot matter: sockets without a port, and
+for a watch of listeners, every socket with a peer; a busy server's connections cost nothing then.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -39,6 +44,45 @@ DESTROY_GROUPS: dict[tuple[Proto, Family], int] = {
 }
 RECEIVE_BUFFER = 4 << 20  # announcements queue here between reads; capped by net.core.rmem_max
 
+# Classic BPF over each announcement: the netlink header, then inet_diag_msg (family, state, timer,
+# retrans, then the ports in network byte order; a port is 0 in either byte order).
+SO_ATTACH_FILTER = 26
+SOCK_FILTER = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+BPF_LDH_ABS = 0x28  # BPF_LD | BPF_H | BPF_ABS
+BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+BPF_RET_K = 0x06  # BPF_RET | BPF_K
+SPORT_OFFSET = netlink.NLMSGHDR.size + 4
+DPORT_OFFSET = SPORT_OFFSET + 2
+ACCEPT = 0xFFFFFFFF
+DROP = 0
+
+
+def filter_program(without_peer_only: bool) -> list[tuple[int, int, int, int]]:
+    """The filter: drop sockets without a local port; with ``without_peer_only`` also those with a peer."""
+    if not without_peer_only:
+        return [
+            (BPF_LDH_ABS, 0, 0, SPORT_OFFSET),
+            (BPF_JEQ_K, 0, 1, 0),  # no port: drop
+            (BPF_RET_K, 0, 0, DROP),
+            (BPF_RET_K, 0, 0, ACCEPT),
+        ]
+    return [
+        (BPF_LDH_ABS, 0, 0, SPORT_OFFSET),
+        (BPF_JEQ_K, 2, 0, 0),  # no port: drop
+        (BPF_LDH_ABS, 0, 0, DPORT_OFFSET),
+        (BPF_JEQ_K, 1, 0, 0),  # no peer port: keep, else drop
+        (BPF_RET_K, 0, 0, DROP),
+        (BPF_RET_K, 0, 0, ACCEPT),
+    ]
+
+
+def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    import ctypes  # only here: struct sock_fprog holds a pointer to the instructions
+
+    code = ctypes.create_string_buffer(b"".join(SOCK_FILTER.pack(*op) for op in program))
+    fprog = struct.pack("@HP", len(program), ctypes.addressof(code))  # the kernel copies it at once
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
 
 @dataclass(frozen=True)
 class Destroyed:
@@ -49,13 +93,20 @@ class Destroyed:
 
 
 class DestroyFeed:
-    """A subscription to the destroy groups of ``tables`` in one network namespace (``target``; None: ours).
+    """A subscription to the destroy groups of ``tables`` in one network namespace (``target``; None: ours),
+    of sockets with a port, and with ``without_peer_only`` of those without a peer (listening or bound).
 
     The netlink socket belongs to the namespace it was opened in, so it is opened inside the target and
     read from anywhere. Not thread-safe: one reader. Close it (or use ``with``).
     """
 
-    def __init__(self, tables: Iterable[tuple[Proto, Family]], target: netns.NetnsTarget | None = None) -> None:
+    def __init__(
+        self,
+        tables: Iterable[tuple[Proto, Family]],
+        target: netns.NetnsTarget | None = None,
+        *,
+        without_peer_only: bool = False,
+    ) -> None:
         self.tables = tuple(dict.fromkeys(tables))
         self._target = target
         with netns.entered(target) as inode:
@@ -64,6 +115,7 @@ class DestroyFeed:
         try:
             with contextlib.suppress(OSError):
                 self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            _attach_filter(self._sock, filter_program(without_peer_only))  # before anything can arrive
             self._sock.bind((0, 0))
             for table in self.tables:
                 self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, DESTROY_GROUPS[table])
