@@ -107,17 +107,19 @@ def _pipe_fd(stream: Any) -> int | None:
         return None
 
 
-def _ls_parameters() -> list[click.Parameter]:
-    """Every ls filter (the options that are fields of LsOptions, and -n), declared once, by ls."""
+def _with_ls_filters(function):
+    """Every ls option but --json, declared once, by ls (the library is not imported here: start-up)."""
+    filters = [param for param in ls_command.params if param.name != "as_json"]
+    function.__click_params__ = [*getattr(function, "__click_params__", []), *reversed(filters)]
+    return function
+
+
+def _ls_options(options: dict[str, Any]):
+    """The LsOptions of the ls filters given (an ls option that only shapes ls's output has no field)."""
     from portscope.commands.ls import LsOptions
 
-    fields = {field.name for field in dataclasses.fields(LsOptions)} | {"numeric"}
-    return [param for param in ls_command.params if param.name in fields]
-
-
-def _with_ls_filters(function):
-    function.__click_params__ = [*getattr(function, "__click_params__", []), *reversed(_ls_parameters())]
-    return function
+    fields = {field.name for field in dataclasses.fields(LsOptions)}
+    return LsOptions(**{name: value for name, value in options.items() if name in fields})
 
 
 @click.command("watch", context_settings=COMMAND_SETTINGS)
@@ -162,12 +164,11 @@ def watch(interval: float, jsonl: bool, changes_only: bool, numeric: bool, **opt
     \b
     Exit status: 0 ended by q, Ctrl-C, SIGTERM or SIGHUP (also when the reader of the output goes away).
     """
-    from portscope.commands.ls import LsOptions
     from portscope.commands.names import Names
     from portscope.commands.watch import Watcher, check_interval, watch_query
 
     check_interval(interval, "--interval")
-    query = watch_query(LsOptions(**options))
+    query = watch_query(_ls_options(options))
     run = invocation()
     env = run.env
     names = Names.resolve(numeric=numeric)
