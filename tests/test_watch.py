@@ -507,12 +507,13 @@ def test_wait_port_completes_like_who() -> None:
 
 def test_registering_watch_and_wait_imports_no_library() -> None:
     """Start-up: the command line loads the library only inside the command that runs."""
+    import ast
     import subprocess
     import sys
 
     code = "import sys, portscope.cli; print(sorted(m for m in sys.modules if m.startswith('portscope.')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    modules = eval(loaded.stdout)  # a list literal printed by Python
+    modules = ast.literal_eval(loaded.stdout)
     assert "portscope.cli.watch" in modules
     assert not [m for m in modules if m.split(".")[1] in ("commands", "engine", "sources")], modules
     assert "rich" not in loaded.stdout
