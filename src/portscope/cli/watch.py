@@ -107,9 +107,13 @@ def _pipe_fd(stream: Any) -> int | None:
         return None
 
 
+# ls options that only shape ls's own output: watch writes events instead
+LS_OUTPUT_OPTIONS = frozenset({"as_json", "as_jsonl"})
+
+
 def _with_ls_filters(function):
     """Every ls option but --json and --jsonl, declared once, by ls (the library is not imported here: start-up)."""
-    filters = [param for param in ls_command.params if param.name not in ("as_json", "as_jsonl")]
+    filters = [param for param in ls_command.params if param.name not in LS_OUTPUT_OPTIONS]
     function.__click_params__ = [*getattr(function, "__click_params__", []), *reversed(filters)]
     return function
 
