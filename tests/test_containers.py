@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from portscope.sources import lineage
 from portscope.sources.containers import (
     ContainerIndex,
     ContainerInfo,
@@ -254,17 +253,6 @@ CGROUP_CASES = [
 def test_cgroup_shapes(path, expected):
     found = container_of_cgroup(path)
     assert (found and (found.runtime, found.id, found.pod)) == (expected or None)
-
-
-@pytest.mark.parametrize(("path", "expected"), CGROUP_CASES)
-def test_cgroup_shapes_cover_lineage_container_of(path, expected):
-    """Whatever lineage.container_of names, container_of_cgroup names the same (or a more precise runtime)."""
-    old = lineage.container_of(path)
-    new = container_of_cgroup(path)
-    if old is None:
-        return
-    assert new is not None and (new.id, new.pod) == (old.id, old.pod)
-    assert new.runtime == old.runtime or old.runtime == "container"
 
 
 def test_for_cgroup_adds_the_runtime_files_details(host):

@@ -29,14 +29,9 @@ from portscope.model.query import PortRange
 from portscope.model.records import Proto
 from portscope.render.environment import Environment
 from portscope.render.who import PageBuilder, command_line, format_duration, format_time_left, write_plain, write_rich
-from portscope.sources.lineage import (
-    SUBREAPER_NAMES,
-    Container,
-    LineageReader,
-    container_of,
-    pick_cgroup_path,
-    unit_of,
-)
+from portscope.sources.containers import ContainerInfo as Container
+from portscope.sources.containers import container_of_cgroup as container_of
+from portscope.sources.lineage import SUBREAPER_NAMES, LineageReader, pick_cgroup_path, unit_of
 from portscope.sources.services import parse_services
 
 SERVICES = parse_services(
@@ -179,19 +174,19 @@ CGROUP_SAMPLES = [
         f"{POD.replace('-', '_')}.slice/cri-containerd-{K8S_ID}.scope\n",
         None,
         f"cri-containerd-{K8S_ID}.scope",
-        Container("containerd", K8S_ID, POD),
+        Container("containerd", K8S_ID, pod=POD),
     ),
     (
         f"0::/kubepods.slice/kubepods-pod{POD.replace('-', '_')}.slice/crio-{K8S_ID}.scope\n",
         None,
         f"crio-{K8S_ID}.scope",
-        Container("cri-o", K8S_ID, POD),
+        Container("cri-o", K8S_ID, pod=POD),
     ),
     (
         f"11:memory:/kubepods/besteffort/pod{POD}/{K8S_ID}\n1:name=systemd:/kubepods/besteffort/pod{POD}/{K8S_ID}\n",
         f"/kubepods/besteffort/pod{POD}/{K8S_ID}",
         None,
-        Container("kubernetes", K8S_ID, POD),
+        Container("kubernetes", K8S_ID, pod=POD),
     ),
     (
         f"0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{DOCKER_ID}.scope/container\n",
@@ -213,7 +208,7 @@ CGROUP_SAMPLES = [
         None,
     ),
     (f"0::/libpod_parent/libpod-{DOCKER_ID}\n", None, None, Container("podman", DOCKER_ID)),
-    (f"0::/default/{K8S_ID}\n", None, None, Container("container", K8S_ID)),  # containerd namespace, cgroupfs
+    (f"0::/default/{K8S_ID}\n", None, None, Container("containerd", K8S_ID)),  # containerd namespace, cgroupfs
     ("0::/lxc.payload.web01/system.slice/nginx.service\n", None, "nginx.service", Container("lxc", "web01")),
     (
         "4:memory:/lxc/web01\n1:name=systemd:/lxc/web01/init.scope\n0::/\n",
