@@ -37,10 +37,11 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
     from portscope.commands.names import Names
     from portscope.commands.who import who_is_on
 
-    result = who_is_on(port, remote=remote, netns=netns)
+    names = Names.resolve(numeric=numeric)
+    result = who_is_on(port, remote=remote, netns=netns, places=names.places)
     run = invocation()
     run.answer = ExitStatus.OK if result.found else ExitStatus.NOT_FOUND
 
     from portscope.render.who import render_who
 
-    render_who(result, run.env, Names.resolve(numeric=numeric), as_json=as_json)
+    render_who(result, run.env, names, as_json=as_json)

@@ -38,26 +38,49 @@ if TYPE_CHECKING:
 Predicate = Callable[[Socket], bool]
 
 
-def snapshot(query: Query, *, proc_root: str = "/proc", parallelism: Parallelism = DEFAULT) -> Snapshot:
+def snapshot(
+    query: Query,
+    *,
+    proc_root: str = "/proc",
+    parallelism: Parallelism = DEFAULT,
+    namespaces: Sequence[NamespaceRef] | None = None,
+) -> Snapshot:
     """The sockets ``query`` asks for, with their holders. Safe to call from several threads at once.
 
     ``parallelism``: when forked helpers may use a second CPU (:mod:`portscope.engine.parallel`);
-    ``parallel.IN_PROCESS`` keeps all the work in this process.
+    ``parallel.IN_PROCESS`` keeps all the work in this process. ``namespaces``: read these network
+    namespaces instead of ``query.netns``, each once and with one /proc walk, as ``--netns all`` reads
+    every one (a namespace that cannot be read is kept in ``Snapshot.namespaces`` with its error).
     """
+    if namespaces is not None:
+        query = replace(query, netns=None)
     target = netns.resolve(query.netns) if query.netns and not query.every_namespace else None
     port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
     walk = None
     if parallelism.walk_ahead(needs_processes=query.needs_processes, port_filtered=port_filtered):
         walk = BackgroundWalk.start(proc_root)
     try:
-        return _snapshot(query, target, proc_root, walk, parallelism)
+        return _snapshot(query, target, proc_root, walk, parallelism, namespaces)
     finally:
         if walk is not None:
             walk.close()
 
 
-def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None, parallelism: Parallelism) -> Snapshot:
-    if query.every_namespace:
+def _snapshot(
+    query: Query,
+    target,
+    proc_root: str,
+    walk: BackgroundWalk | None,
+    parallelism: Parallelism,
+    namespaces: Sequence[NamespaceRef] | None,
+) -> Snapshot:
+    if namespaces is not None:
+        from portscope.sources.namespaces import host_netns_inode
+
+        collection = _collect_namespaces(
+            query, namespaces, host_netns_inode(proc_root), parallelism, walking_ahead=walk is not None
+        )
+    elif query.every_namespace:
         collection = _collect_every_namespace(query, proc_root, parallelism, walking_ahead=walk is not None)
     else:
         collection = _collect(query, target, parallelism, walking_ahead=walk is not None)
@@ -128,13 +151,31 @@ def _collect_every_namespace(
     from portscope.sources import namespaces  # --netns all only: not on every listing's start-up
 
     discovery = namespaces.discover(proc_root)
+    collection = _collect_namespaces(query, discovery.namespaces, discovery.host_inode, parallelism, walking_ahead)
+    if discovery.processes_refused:
+        warning = (
+            f"the network namespaces of {discovery.processes_refused} process(es) of other users could not be "
+            "looked at (access refused)"
+        )
+        collection = replace(collection, warnings=(*collection.warnings, warning))
+    return collection
+
+
+def _collect_namespaces(
+    query: Query,
+    refs: Sequence[NamespaceRef],
+    host_inode: int | None,
+    parallelism: Parallelism,
+    walking_ahead: bool,
+) -> Collection:
+    """Each of ``refs`` dumped once; an error only when none of them could be read."""
     sockets: list[Socket] = []
     sources: dict[ProtoSource, None] = {}
     warnings: dict[str, None] = {}
     infos: list[NetnsInfo] = []
     bound_visible: bool | None = None
-    for ref in discovery.namespaces:
-        info = NetnsInfo(ref.inode, ref.inode == discovery.host_inode, ref.names, ref.pid, ref.path)
+    for ref in refs:
+        info = NetnsInfo(ref.inode, ref.inode == host_inode, ref.names, ref.pid, ref.path)
         try:
             collection = _collect_namespace(query, ref, parallelism, walking_ahead)
         except (SourceError, UsageError) as exc:  # vanished meanwhile, or not ours to enter
@@ -148,11 +189,6 @@ def _collect_every_namespace(
             bound_visible = collection.bound_visible and bound_visible is not False
     if infos and all(info.error for info in infos):
         raise SourceError("--netns all", f"no network namespace could be read ({infos[0].error})")
-    if discovery.processes_refused:
-        warnings[
-            f"the network namespaces of {discovery.processes_refused} process(es) of other users could not be "
-            "looked at (access refused)"
-        ] = None
     unread = [info for info in infos if info.error]
     if unread:
         warnings[
