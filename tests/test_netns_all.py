@@ -17,6 +17,7 @@ from portscope.engine.snapshot import snapshot
 from portscope.model.query import ALL_NAMESPACES, Query
 from test_random_mix import _add_unreachable_link, _key, build_random_mix
 
+PORTSCOPE = (sys.executable, "-m", "portscope")  # this checkout's, not whichever is first on PATH
 pytestmark = pytest.mark.live
 
 UNNAMED_HOLDER = """
@@ -67,7 +68,7 @@ def test_ls_netns_all_is_the_union_of_ss_in_every_namespace() -> None:
             assert unnamed.stdout.readline().strip() == "ready"
             time.sleep(0.05)
             listing = subprocess.run(
-                ["portscope", "ls", "-a", "--netns", ALL_NAMESPACES, "--json"],
+                [*PORTSCOPE, "ls", "-a", "--netns", ALL_NAMESPACES, "--json"],
                 capture_output=True,
                 text=True,
                 timeout=60,
