@@ -76,6 +76,7 @@ def reference_row(snap: Snapshot, names: Names, sock: Socket) -> dict[str, str]:
         "user": names.user(sock.uid) if sock.uid is not None else "-",
         "process": process,
         "command": command,
+        "netns": "",  # filled only when several namespaces are shown (test_netns_all)
     }
 
 

@@ -96,3 +96,36 @@ def test_ls_netns_all_is_the_union_of_ss_in_every_namespace() -> None:
         finally:
             unnamed.kill()
             unnamed.wait()
+
+
+def test_table_has_a_namespace_column_only_when_rows_come_from_several() -> None:
+    with new_netns("pscol") as first, new_netns("pscol") as second:
+        held = []
+        for ns in (first, second):
+            sock = ns.socket()
+            sock.bind(("127.0.0.1", 31010))
+            sock.listen()
+            held.append(sock)
+        try:
+            table = subprocess.run(
+                [*PORTSCOPE, "ls", "-l", "-n", "--netns", ALL_NAMESPACES, "--sport", "31010"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, "COLUMNS": ""},
+            )
+            assert table.returncode == 0, table.stderr
+            header, *rows = table.stdout.splitlines()
+            assert header.split()[:2] == ["Netns", "Proto"]
+            assert sorted(row.split()[0] for row in rows) == sorted([first.name, second.name])
+            one = subprocess.run(
+                [*PORTSCOPE, "ls", "-l", "-n", "--netns", first.name, "--sport", "31010"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**os.environ, "COLUMNS": ""},
+            )
+            assert one.stdout.split()[0] == "Proto"
+        finally:
+            for sock in held:
+                sock.close()

@@ -35,12 +35,13 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
         columns_for_width,
         print_rich,
         table_order,
+        with_namespace_column,
         write_plain,
     )
 
     sockets = table_order(snap.sockets)
-    columns = columns_for_width(env.width)
-    cells = RowCells(snap, names)
+    columns = with_namespace_column(columns_for_width(env.width), sockets)
+    cells = RowCells(snap, names, namespaces=columns[0].key == "netns")
     if env.is_tty and len(sockets) <= RICH_ROW_LIMIT:
         console = env.console()
         print_rich(console, cells, sockets, columns, env.width)
