@@ -21,7 +21,14 @@ import time
 import uuid
 from pathlib import Path
 
-FARM = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "socket_farm.py"
+FARM = next(
+    (
+        folder / "shared" / "tools" / "socket_farm.py"
+        for folder in Path(__file__).resolve().parents
+        if (folder / "shared" / "tools" / "socket_farm.py").exists()
+    ),
+    Path("/work/shared/tools/socket_farm.py"),
+)  # ../shared/tools beside the checkout, whether it is main or a worktree further down
 
 
 def _portscope() -> list[str]:

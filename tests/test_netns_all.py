@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -55,8 +57,57 @@ def _ss_keys(output: str):
     )
 
 
+@contextlib.contextmanager
+def fd_only_namespace(via_proc: bool):
+    """A network namespace kept alive only by an fd of this process (and its sockets, held here): no
+    process inside, no mount. Opened through /proc/PID/ns/net (the link reads ``net:[N]``) or through an
+    ``ip netns`` mount removed since (the link reads ``/``). Yields (fd path, sockets)."""
+    with new_netns("psfd") as ns:
+        if via_proc:
+            inside = subprocess.Popen(["ip", "netns", "exec", ns.name, "sleep", "30"])
+            for _ in range(100):
+                with contextlib.suppress(OSError):
+                    if os.stat(f"/proc/{inside.pid}/ns/net").st_ino == os.stat(ns.path).st_ino:
+                        break
+                time.sleep(0.02)
+            fd = os.open(f"/proc/{inside.pid}/ns/net", os.O_RDONLY)
+            inside.kill()
+            inside.wait()
+        else:
+            fd = os.open(ns.path, os.O_RDONLY)
+        try:
+            held = []
+            for kind, address in ((socket.SOCK_STREAM, ("0.0.0.0", 31004)), (socket.SOCK_DGRAM, ("0.0.0.0", 31005))):
+                sock = ns.socket(socket.AF_INET, kind)
+                sock.bind(address)
+                if kind == socket.SOCK_STREAM:
+                    sock.listen()
+                held.append(sock)
+            subprocess.run(["ip", "netns", "del", ns.name], check=True)  # now only the fd and the sockets hold it
+            yield f"/proc/{os.getpid()}/fd/{fd}"
+        finally:
+            os.close(fd)
+
+
+def _listing(*options: str) -> list[dict]:
+    listing = subprocess.run(
+        [*PORTSCOPE, "ls", "-a", "--netns", ALL_NAMESPACES, "--json", *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 0, listing.stderr
+    return json.loads(listing.stdout)
+
+
 def test_ls_netns_all_is_the_union_of_ss_in_every_namespace() -> None:
-    with new_netns("psall") as first, new_netns("psall") as second, new_netns("psall") as third:
+    with (
+        new_netns("psall") as first,
+        new_netns("psall") as second,
+        new_netns("psall") as third,
+        fd_only_namespace(via_proc=True) as by_link,
+        fd_only_namespace(via_proc=False) as by_removed_mount,
+    ):
         for seed, ns in enumerate((first, second, third), start=11):
             _add_unreachable_link(ns)
             build_random_mix(ns, random.Random(seed), count=25)
@@ -67,29 +118,39 @@ def test_ls_netns_all_is_the_union_of_ss_in_every_namespace() -> None:
         try:
             assert unnamed.stdout.readline().strip() == "ready"
             time.sleep(0.05)
-            listing = subprocess.run(
-                [*PORTSCOPE, "ls", "-a", "--netns", ALL_NAMESPACES, "--json"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            assert listing.returncode == 0, listing.stderr
-            objects = json.loads(listing.stdout)
             expected = {os.stat(ns.path).st_ino: ns.run("ss", "-tuanHe").stdout for ns in (first, second, third)}
             unnamed_inode = os.stat(f"/proc/{unnamed.pid}/ns/net").st_ino
             expected[unnamed_inode] = subprocess.run(
                 ["nsenter", "-t", str(unnamed.pid), "-n", "ss", "-tuanHe"], capture_output=True, text=True, check=True
             ).stdout
-            for inode, ss_output in expected.items():
-                assert _json_keys(objects, inode) == _ss_keys(ss_output), inode
-            assert len(_json_keys(objects, unnamed_inode)) == 3
+            held = {}
+            for path in (by_link, by_removed_mount):
+                held[os.stat(path).st_ino] = path
+                expected[os.stat(path).st_ino] = subprocess.run(
+                    ["nsenter", f"--net={path}", "ss", "-tuanHe"], capture_output=True, text=True, check=True
+                ).stdout
+            # with processes the /proc walk finds the fd-held namespaces; without, the discovery's own pass
+            for objects in (_listing(), _listing("--no-processes")):
+                for inode, ss_output in expected.items():
+                    assert _json_keys(objects, inode) == _ss_keys(ss_output), inode
+                assert len(_json_keys(objects, unnamed_inode)) == 3
+                assert all(len(_json_keys(objects, inode)) == 2 for inode in held)
+                # every socket once, in one namespace: an inode is never listed twice or under two namespaces
+                inodes = [o["inode"] for o in objects if o["inode"] is not None]
+                assert len(inodes) == len(set(inodes))
+                assert all(isinstance(o["netns"], int) for o in objects)
+            objects = _listing()
             # holders are joined across namespaces by the one /proc walk
             ours = [o for o in objects if o["netns"] == unnamed_inode]
             assert {p["pid"] for o in ours for p in o["processes"]} == {unnamed.pid}
+            for inode in held:
+                pids = {p["pid"] for o in objects if o["netns"] == inode for p in o["processes"]}
+                assert pids == {os.getpid()}
             # the library call gives the same namespaces, each once
             snap = snapshot(Query(netns=ALL_NAMESPACES))
             seen = [info.inode for info in snap.namespaces]
             assert len(seen) == len(set(seen)) and set(expected) <= set(seen)
+            assert {s.netns for s in snap.sockets} <= set(seen)
             assert [info.names for info in snap.namespaces if info.inode == os.stat(first.path).st_ino] == [
                 (first.name,)
             ]

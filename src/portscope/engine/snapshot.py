@@ -29,7 +29,7 @@ from portscope.model.records import (
     State,
 )
 from portscope.sources import netlink, netns, procnet
-from portscope.sources.fdscan import BackgroundWalk
+from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, walk_socket_fds
 from portscope.sources.join import join_processes
 
 if TYPE_CHECKING:
@@ -58,7 +58,8 @@ def snapshot(
     port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
     walk = None
     if parallelism.walk_ahead(needs_processes=query.needs_processes, port_filtered=port_filtered):
-        walk = BackgroundWalk.start(proc_root)
+        # with --netns all the walk also finds the namespaces kept alive only by an open fd
+        walk = BackgroundWalk.start(proc_root, namespaces=query.every_namespace and namespaces is None)
     try:
         return _snapshot(query, target, proc_root, walk, parallelism, namespaces)
     finally:
@@ -84,6 +85,11 @@ def _snapshot(
         collection = _collect_every_namespace(query, proc_root, parallelism, walking_ahead=walk is not None)
     else:
         collection = _collect(query, target, parallelism, walking_ahead=walk is not None)
+    walked = None
+    if query.every_namespace and namespaces is None and query.needs_processes:
+        walked, collection = _walk_every_namespace(query, collection, walk, proc_root, parallelism)
+    if collection.namespaces:
+        collection = _with_unread_warning(collection)
     sockets: Sequence[Socket] = collection.sockets
 
     predicates = _socket_predicates(query)
@@ -93,7 +99,13 @@ def _snapshot(
     holders: dict[int, tuple[Holder, ...]] = {}
     report = JoinReport(joined=False)
     if query.needs_processes:
-        holders, report = join_processes(sockets, proc_root, prefetched=walk, split_walk=parallelism.split_walk)
+        holders, report = join_processes(
+            sockets,
+            proc_root,
+            prefetched=walk if walked is None else None,
+            split_walk=parallelism.split_walk,
+            walked=walked,
+        )
         process_filter = _process_predicate(query, holders)
         if process_filter is not None:
             sockets = [s for s in sockets if process_filter(s)]
@@ -150,7 +162,8 @@ def _collect_every_namespace(
     error (the system could not be read)."""
     from portscope.sources import namespaces  # --netns all only: not on every listing's start-up
 
-    discovery = namespaces.discover(proc_root)
+    # with processes to join, the one /proc walk finds the namespaces held only by an fd (_walk_every_namespace)
+    discovery = namespaces.discover(proc_root, scan_fds=not query.needs_processes)
     collection = _collect_namespaces(query, discovery.namespaces, discovery.host_inode, parallelism, walking_ahead)
     if discovery.processes_refused:
         warning = (
@@ -167,8 +180,10 @@ def _collect_namespaces(
     host_inode: int | None,
     parallelism: Parallelism,
     walking_ahead: bool,
+    *,
+    required: bool = True,
 ) -> Collection:
-    """Each of ``refs`` dumped once; an error only when none of them could be read."""
+    """Each of ``refs`` dumped once; an error only when none of them could be read (and ``required``)."""
     sockets: list[Socket] = []
     sources: dict[ProtoSource, None] = {}
     warnings: dict[str, None] = {}
@@ -187,26 +202,92 @@ def _collect_namespaces(
         warnings.update(dict.fromkeys(collection.warnings))
         if collection.bound_visible is not None:
             bound_visible = collection.bound_visible and bound_visible is not False
-    if infos and all(info.error for info in infos):
+    if required and infos and all(info.error for info in infos):
         raise SourceError("--netns all", f"no network namespace could be read ({infos[0].error})")
-    unread = [info for info in infos if info.error]
-    if unread:
-        warnings[
-            f"{len(unread)} network namespace(s) could not be read: "
-            + "; ".join(f"{info.inode} ({info.error})" for info in unread[:3])
-        ] = None
     return Collection(tuple(sockets), tuple(sources), bound_visible, tuple(warnings), None, tuple(infos))
 
 
+def _with_unread_warning(collection: Collection) -> Collection:
+    unread = [info for info in collection.namespaces if info.error]
+    if not unread:
+        return collection
+    warning = f"{len(unread)} network namespace(s) could not be read: " + "; ".join(
+        f"{info.inode} ({info.error})" for info in unread[:3]
+    )
+    return replace(collection, warnings=(*collection.warnings, warning))
+
+
+def _walk_every_namespace(
+    query: Query, collection: Collection, walk: BackgroundWalk | None, proc_root: str, parallelism: Parallelism
+) -> tuple[tuple[Found, FdScan], Collection]:
+    """The one /proc walk of ``--netns all``, made for every socket: it joins the processes and finds the
+    namespaces kept alive only by an open fd, which are then dumped too."""
+    from portscope.sources import namespaces
+
+    counts = FdScan(netns_links=[])
+    found = walk.found(None, counts) if walk is not None else None
+    if found is None:
+        counts = FdScan(netns_links=[])
+        found = walk_socket_fds(None, proc_root, counts, split=parallelism.split_walk)
+    known = {info.inode for info in collection.namespaces}
+    held = namespaces.held_namespaces(counts.netns_links or [], known, proc_root)
+    if held:
+        host = next((info.inode for info in collection.namespaces if info.host), None)
+        extra = _collect_namespaces(query, held, host, parallelism, False, required=False)
+        bound_visible = collection.bound_visible
+        if extra.bound_visible is not None:
+            bound_visible = extra.bound_visible and bound_visible is not False
+        collection = Collection(
+            (*collection.sockets, *extra.sockets),
+            tuple(dict.fromkeys((*collection.sources, *extra.sources))),
+            bound_visible,
+            tuple(dict.fromkeys((*collection.warnings, *extra.warnings))),
+            None,
+            (*collection.namespaces, *extra.namespaces),
+        )
+    return (found, counts), collection
+
+
 def _collect_namespace(query: Query, ref: NamespaceRef, parallelism: Parallelism, walking_ahead: bool) -> Collection:
-    target = netns.NetnsTarget(ref.path, ref.pid)
+    """One discovered namespace, pinned: its file is opened once and checked to still be that namespace
+    (a process may have moved, or an fd been reused, since discovery), then entered through that fd."""
     try:
-        return _collect(query, target, parallelism, walking_ahead=walking_ahead)
+        fd = netns.open_namespace(netns.NetnsTarget(ref.path, ref.pid))
     except SourceError:
         if ref.pid is None or query.backend is Backend.NETLINK:
             raise
-        # not ours to enter (no CAP_SYS_ADMIN): a process inside it still shows its tables in /proc
-        return _collect_proc_only(query, f"/proc/{ref.pid}/net", ref.inode)
+        return _collect_proc_of(query, ref)
+    try:
+        if os.fstat(fd).st_ino != ref.inode:
+            raise SourceError(ref.path, "it leads to another network namespace now (its process moved or exited)")
+        pinned = netns.NetnsTarget(f"/proc/self/fd/{fd}", ref.pid)
+        try:
+            return _collect(query, pinned, parallelism, walking_ahead=walking_ahead)
+        except SourceError:
+            if ref.pid is None or query.backend is Backend.NETLINK:
+                raise
+    finally:
+        os.close(fd)
+    # not ours to enter (no CAP_SYS_ADMIN): a process inside it still shows its tables in /proc
+    return _collect_proc_of(query, ref)
+
+
+def _collect_proc_of(query: Query, ref: NamespaceRef) -> Collection:
+    """A namespace's tables from ``/proc/PID/net`` of a process inside it, kept only if that process was in
+    it before and after the read."""
+
+    def inside() -> bool:
+        try:
+            return os.stat(f"/proc/{ref.pid}/ns/net").st_ino == ref.inode
+        except OSError:
+            return False
+
+    if not inside():
+        raise SourceError(f"/proc/{ref.pid}/net", "its process left the namespace or exited")
+    collection = _collect_proc_only(query, f"/proc/{ref.pid}/net", ref.inode)
+    if not inside():
+        raise SourceError(f"/proc/{ref.pid}/net", "its process left the namespace or exited")
+    return collection
 
 
 def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None) -> Collection:
