@@ -190,3 +190,74 @@ def test_table_has_a_namespace_column_only_when_rows_come_from_several() -> None
         finally:
             for sock in held:
                 sock.close()
+
+
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def nobody_copy():
+    """The library and click, world-readable, for the system Python run as uid 65534."""
+    import shutil
+    import stat
+    import tempfile
+    from pathlib import Path
+
+    import click
+
+    if not os.path.exists("/usr/bin/python3") or shutil.which("setpriv") is None:
+        pytest.skip("needs /usr/bin/python3 and setpriv to run as another user")
+    top = tempfile.mkdtemp(prefix="portscope-nsall-")
+    try:
+        skip_cache = shutil.ignore_patterns("__pycache__")
+        source = Path(__file__).resolve().parents[1] / "src" / "portscope"
+        shutil.copytree(source, Path(top) / "portscope", ignore=skip_cache)
+        shutil.copytree(Path(click.__file__).parent, Path(top) / "click", ignore=skip_cache)
+        for directory, _, files in os.walk(top):
+            os.chmod(directory, 0o755)
+            for name in files:
+                os.chmod(os.path.join(directory, name), stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+        yield top
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_as_another_user_unreadable_namespaces_are_named_and_the_rest_listed(nobody_copy) -> None:
+    with new_netns("psnobody") as ns:
+        held = ns.socket()
+        held.bind(("127.0.0.1", 31020))
+        held.listen()
+        as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "env"]
+        command = [f"PYTHONPATH={nobody_copy}", "PYTHONDONTWRITEBYTECODE=1", "/usr/bin/python3", "-m", "portscope"]
+        result = subprocess.run(
+            [*as_nobody, *command, "ls", "-l", "--netns", "all", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
+        ns_inode = os.stat(ns.path).st_ino
+    assert result.returncode == 0, result.stderr
+    objects = json.loads(result.stdout)
+    own = os.stat("/proc/self/ns/net").st_ino  # this test runs in the host's namespace, as nobody's process does
+    assert objects and {o["netns"] for o in objects} == {own}
+    assert not any(o["netns"] == ns_inode for o in objects)
+    notes = [line for line in result.stderr.splitlines() if line.startswith("portscope: note: ")]
+    unread = [line for line in notes if "could not be read" in line]
+    assert len(unread) == 1 and "needs CAP_SYS_ADMIN" in unread[0] and ns.name in unread[0], result.stderr
+    assert any("process(es) of other users (root) could not be looked at" in line for line in notes), result.stderr
+
+
+def test_nothing_readable_at_all_is_exit_4(monkeypatch, capsys) -> None:
+    from portscope.cli import main
+    from portscope.engine import snapshot as engine
+    from portscope.errors import SourceError
+
+    def refuse(query, ref, parallelism, walking_ahead):
+        raise SourceError(ref.path, "cannot enter network namespace: Operation not permitted")
+
+    monkeypatch.setattr(engine, "_collect_namespace", refuse)
+    with pytest.raises(SystemExit) as exited:
+        main(["ls", "--netns", "all", "--no-processes"])
+    assert exited.value.code == 4
+    assert "no network namespace could be read" in capsys.readouterr().err

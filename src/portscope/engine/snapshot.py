@@ -166,11 +166,7 @@ def _collect_every_namespace(
     discovery = namespaces.discover(proc_root, scan_fds=not query.needs_processes)
     collection = _collect_namespaces(query, discovery.namespaces, discovery.host_inode, parallelism, walking_ahead)
     if discovery.processes_refused:
-        warning = (
-            f"the network namespaces of {discovery.processes_refused} process(es) of other users could not be "
-            "looked at (access refused)"
-        )
-        collection = replace(collection, warnings=(*collection.warnings, warning))
+        collection = replace(collection, warnings=(*collection.warnings, _refused_warning(discovery)))
     return collection
 
 
@@ -194,7 +190,7 @@ def _collect_namespaces(
         try:
             collection = _collect_namespace(query, ref, parallelism, walking_ahead)
         except (SourceError, UsageError) as exc:  # vanished meanwhile, or not ours to enter
-            infos.append(replace(info, error=str(exc)))
+            infos.append(replace(info, error=exc.problem if isinstance(exc, SourceError) else str(exc)))
             continue
         infos.append(info)
         sockets += collection.sockets
@@ -207,14 +203,47 @@ def _collect_namespaces(
     return Collection(tuple(sockets), tuple(sources), bound_visible, tuple(warnings), None, tuple(infos))
 
 
-def _with_unread_warning(collection: Collection) -> Collection:
-    unread = [info for info in collection.namespaces if info.error]
-    if not unread:
-        return collection
-    warning = f"{len(unread)} network namespace(s) could not be read: " + "; ".join(
-        f"{info.inode} ({info.error})" for info in unread[:3]
+UNREAD_NAMED = 5  # namespaces named per reason in the note; the rest are counted
+
+
+def _refused_warning(discovery) -> str:
+    """The processes whose namespace could not even be looked at, counted, with their users named."""
+    from portscope.sources.procinfo import user_name
+
+    count = discovery.processes_refused
+    if os.geteuid() == 0:  # a security module or a ptrace restriction
+        return f"the network namespaces of {count} process(es) could not be looked at (access refused even to root)"
+    users = ", ".join(sorted(user_name(uid) for uid in discovery.refused_uids)) or "?"
+    return (
+        f"the network namespaces of {count} process(es) of other users ({users}) could not be looked at "
+        "(access refused; run as root to see them)"
     )
-    return replace(collection, warnings=(*collection.warnings, warning))
+
+
+def _namespace_label(info: NetnsInfo) -> str:
+    """An unread namespace as a person knows it: its ip netns name, its mount point, else its inode."""
+    if info.names:
+        return info.names[0]
+    if info.path and not info.path.startswith("/proc/"):
+        return info.path
+    return f"{info.inode}" + (f" (of pid {info.pid})" if info.pid else "")
+
+
+def _with_unread_warning(collection: Collection) -> Collection:
+    """One note per reason, naming the namespaces that could not be read."""
+    by_reason: dict[str, list[str]] = {}
+    for info in collection.namespaces:
+        if info.error:
+            by_reason.setdefault(info.error, []).append(_namespace_label(info))
+    if not by_reason:
+        return collection
+    notes = []
+    for reason, labels in by_reason.items():
+        named = ", ".join(labels[:UNREAD_NAMED]) + (
+            f" and {len(labels) - UNREAD_NAMED} more" if len(labels) > UNREAD_NAMED else ""
+        )
+        notes.append(f"{len(labels)} network namespace(s) could not be read ({reason}): {named}")
+    return replace(collection, warnings=(*collection.warnings, *notes))
 
 
 def _walk_every_namespace(
@@ -263,9 +292,9 @@ def _collect_namespace(query: Query, ref: NamespaceRef, parallelism: Parallelism
         pinned = netns.NetnsTarget(f"/proc/self/fd/{fd}", ref.pid)
         try:
             return _collect(query, pinned, parallelism, walking_ahead=walking_ahead)
-        except SourceError:
+        except SourceError as exc:
             if ref.pid is None or query.backend is Backend.NETLINK:
-                raise
+                raise SourceError(ref.path, exc.problem) from None
     finally:
         os.close(fd)
     # not ours to enter (no CAP_SYS_ADMIN): a process inside it still shows its tables in /proc
