@@ -16,7 +16,7 @@ from portscope.model.records import Holder, NetnsInfo, Socket, State
 
 if TYPE_CHECKING:
     from portscope.sources.containers import ContainerIndex, ContainerInfo
-    from portscope.sources.forwarders import Forward
+    from portscope.sources.forwarders import Forward, ProcessFacts
 
 HOST = "host"  # netns_name of the namespace of PID 1
 # processes that hold a port on behalf of something else (sources/forwarders.py recognises them)
@@ -43,6 +43,7 @@ class Places:
     _host: int | None = field(default=None, repr=False)
     _by_pid: dict[int, ContainerInfo | None] = field(default_factory=dict, repr=False)
     _forwards: dict[tuple, tuple[tuple[Holder, Forward], ...]] = field(default_factory=dict, repr=False)
+    _activation: dict[int, ProcessFacts | None] = field(default_factory=dict, repr=False)  # by pid
 
     @property
     def index(self) -> ContainerIndex:
@@ -172,7 +173,10 @@ class Places:
 
         services: list[Forward] = []
         for holder in holders:
-            facts = read_activation_facts(holder.process.pid, self.proc_root)
+            pid = holder.process.pid
+            if pid not in self._activation:  # a pre-forking server's workers share many listeners: once each
+                self._activation[pid] = read_activation_facts(pid, self.proc_root)
+            facts = self._activation[pid]
             if facts is None or "LISTEN_FDS" not in facts.environ:
                 continue
             for fd in holder.fds:
