@@ -80,6 +80,14 @@ class Live:
             self.ids["docker-host"] = rt.docker.run(
                 f"ps-docker-host-{suffix}", "--network", "host", port=self.ports["docker-host"]
             )
+            port = self.ports["docker-wrongport"] = _free_port()  # published to 8080, where nothing listens
+            self.ids["docker-wrongport"] = rt.docker.run(
+                f"ps-docker-wrongport-{suffix}", "-p", f"127.0.0.1:{port}:8080", port=9090
+            )
+            port = self.ports["docker-sameport"] = _free_port()  # the same port outside and inside
+            self.ids["docker-sameport"] = rt.docker.run(
+                f"ps-docker-sameport-{suffix}", "-p", f"127.0.0.1:{port}:{port}", port=port
+            )
         if rt.docker_without_proxy is not None:
             self.ports["docker-noproxy"] = _free_port()
             self.ids["docker-noproxy"] = rt.docker_without_proxy.run(
@@ -350,3 +358,39 @@ def test_who_puts_the_container_process_next_to_its_forwarder(live, key, forward
     # the inside process's block comes first, right after the heading, then the forwarder's
     blocks = text.stdout.split(heading, 1)[1]
     assert blocks.index(f"pid {inner_pid}") < blocks.index(f"pid {forwarder_pid}")
+
+
+def test_who_says_nothing_listens_where_the_forwarder_leads(live):
+    _docker(live)
+    port = live.ports["docker-wrongport"]
+    proxy = wait_holder(port)
+    result = subprocess.run([*PORTSCOPE, "who", "--json", str(port)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [p["pid"] for p in document["processes"]] == [proxy]  # only the forwarder: nothing behind it
+    assert document["processes"][0]["reached_through"] == []
+    text = subprocess.run([*PORTSCOPE, "who", str(port)], capture_output=True, text=True, timeout=60, env=NO_WIDTH)
+    name = live.names["docker-wrongport"]
+    assert f"to container {name} " in text.stdout and ":8080, where nothing listens  via docker-proxy" in text.stdout
+    assert re.search(
+        rf"docker-proxy\[{proxy}\] on 127\.0\.0\.1:{port} forwards to \S+:8080, where nothing listens", text.stdout
+    )
+
+
+def test_who_netns_all_lists_the_container_listener_once(live):
+    """With --netns all the container's namespace is already read on the port: used, not read again."""
+    _docker(live)
+    port = live.ports["docker-sameport"]
+    proxy = wait_holder(port)
+    inner = int(live.inspect("docker-sameport", "{{.State.Pid}}"))
+    result = subprocess.run(
+        [*PORTSCOPE, "who", "--json", "--netns", "all", str(port)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    inodes = [s["inode"] for s in document["sockets"]]
+    assert len(inodes) == len(set(inodes))
+    assert [p["pid"] for p in document["processes"][:2]] == [inner, proxy]
+    assert [r["pid"] for r in document["processes"][0]["reached_through"]] == [proxy]
+    netns = os.stat(f"/proc/{inner}/ns/net").st_ino
+    assert [s["netns_name"] for s in document["sockets"] if s["netns"] == netns] == [live.names["docker-sameport"]]

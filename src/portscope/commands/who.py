@@ -365,14 +365,12 @@ def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str, places: Pla
         else:
             unheld.append(UnheldSocket(sock, Unheld.UNOWNED))
 
-    forwardings, looked_into = _follow_forwarders(sockets, snap, places, proc_root)
+    forwardings, looked_into = _follow_forwarders(sockets, snap, places, proc_root, target)
     seen = {id(sock) for sock in sockets}
     reached: list[Socket] = []
     for forwarding in forwardings:
-        if looked_into is None:
-            break
         for sock in forwarding.targets:
-            if id(sock) in seen:
+            if id(sock) in seen or looked_into is None:
                 continue
             seen.add(id(sock))
             reached.append(sock)
@@ -411,12 +409,12 @@ def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str, places: Pla
 
 
 def _follow_forwarders(
-    sockets: tuple[Socket, ...], snap: Snapshot, places: Places, proc_root: str
+    sockets: tuple[Socket, ...], snap: Snapshot, places: Places, proc_root: str, target: WhoTarget
 ) -> tuple[list[Forwarding], Snapshot | None]:
     """The forwarders among the holders of the port's listeners, each with the listeners it leads to.
 
     The namespaces they lead into are read once, together (one /proc walk), on the forwarded-to ports
-    only; a namespace the snapshot already read on those ports is not read again.
+    only; a namespace the snapshot already read on those ports (``--netns all``) is not read again.
     """
     found: list[tuple[Holder, Socket, Forward]] = []
     for sock in sockets:
@@ -426,8 +424,13 @@ def _follow_forwarders(
         return [], None
     lookups: dict[int, str] = {}  # namespace inode -> a path that enters it
     ports: set[int] = set()
+    already = {info.inode for info in snap.namespaces if not info.error}  # --netns all read them
+
+    def in_snapshot(forward: Forward) -> bool:
+        return forward.netns_inode in already and port_in_ranges(forward.target_port, target.ports)
+
     for holder, _, forward in found:
-        if forward.target_pid is not None or forward.target_port is None:
+        if forward.target_pid is not None or forward.target_port is None or in_snapshot(forward):
             continue
         path = places.netns_path(forward, holder.process.pid)
         inode = forward.netns_inode
@@ -457,6 +460,9 @@ def _follow_forwarders(
             forwardings.append(Forwarding(holder.process, sock, forward, (sock,), (forward.target_pid,)))
             continue
         inode = forward.netns_inode
+        if forward.target_port is not None and in_snapshot(forward):
+            forwardings.append(Forwarding(holder.process, sock, forward, *_behind(sockets, sock, forward, snap)))
+            continue
         if inode is None or forward.target_port is None or inode not in lookups:
             forwardings.append(Forwarding(holder.process, sock, forward))
             continue
@@ -464,14 +470,25 @@ def _follow_forwarders(
         if looked_into is None or unread:
             forwardings.append(Forwarding(holder.process, sock, forward, unread=unread))
             continue
-        targets = tuple(
-            s
-            for s in looked_into.sockets
-            if s.netns == inode and s.proto is sock.proto and _leads_to(s, forward.target_address, forward.target_port)
+        forwardings.append(
+            Forwarding(holder.process, sock, forward, *_behind(looked_into.sockets, sock, forward, looked_into))
         )
-        pids = tuple(dict.fromkeys(h.process.pid for s in targets for h in looked_into.holders_of(s)))
-        forwardings.append(Forwarding(holder.process, sock, forward, targets, pids))
     return forwardings, looked_into
+
+
+def _behind(
+    candidates: tuple[Socket, ...], listener: Socket, forward: Forward, snap: Snapshot
+) -> tuple[tuple[Socket, ...], tuple[int, ...]]:
+    """The listeners among ``candidates`` that a forward's traffic reaches, and the pids holding them."""
+    targets = tuple(
+        s
+        for s in candidates
+        if s.netns == forward.netns_inode
+        and s.proto is listener.proto
+        and forward.target_port is not None
+        and _leads_to(s, forward.target_address, forward.target_port)
+    )
+    return targets, tuple(dict.fromkeys(h.process.pid for s in targets for h in snap.holders_of(s)))
 
 
 def _leads_to(sock: Socket, address: str | None, port: int) -> bool:
