@@ -19,7 +19,9 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
     """Every process on a port: command, parents, unit or container, and its sockets.
 
     PORT is a port, a range, or a service name, optionally with an address and a protocol.
-    Without a protocol both TCP and UDP are searched.
+    Without a protocol both TCP and UDP are searched. Processes are grouped by container; a
+    forwarder's listener (docker-proxy, conmon, rootlessport, socket activation) is followed to the
+    process listening behind it, in the container's own network namespace.
 
     \b
     Examples:
@@ -30,6 +32,7 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
       portscope who http/tcp          a service name from /etc/services
       portscope who 8000-8100         a range
       portscope who --remote 443      also our connections to port 443 elsewhere
+      portscope who 8080 --netns all  every network namespace and container
 
     \b
     Exit status: 0 something is on the port, 1 nothing is.
