@@ -270,7 +270,7 @@ class PageBuilder:
             if known is not None and known.name:
                 value = [
                     (safe_text(known.name), "bold"),
-                    (f"  {safe_text(container.runtime)} {container.short_id}", ""),
+                    (f"  {safe_text(container.runtime)} {safe_text(container.short_id)}", ""),
                 ]
             if container.pod:
                 value.append((f"  pod {safe_text(container.pod)}", "dim"))
@@ -351,7 +351,7 @@ class PageBuilder:
             name = forward.container.name or forward.container.short_id
             value += [
                 (f"container {safe_text(name)}", "bold"),
-                (f" ({safe_text(forward.container.runtime)} {forward.container.short_id})", ""),
+                (f" ({safe_text(forward.container.runtime)} {safe_text(forward.container.short_id)})", ""),
             ]
         if forward.target_address is not None and forward.target_port is not None:
             value.append((f" {format_endpoint(forward.target_address, forward.target_port)}", ""))
@@ -387,7 +387,7 @@ class PageBuilder:
         """``container web (docker, id 80f128f2e1c3, compose app/web)`` and what reaches whom in it."""
         container = group.container
         assert container is not None
-        facts = [safe_text(container.runtime), f"id {container.short_id}"]
+        facts = [safe_text(container.runtime), f"id {safe_text(container.short_id)}"]
         if container.compose_project or container.compose_service:
             project, service = container.compose_project or "?", container.compose_service or "?"
             facts.append(f"compose {safe_text(project)}/{safe_text(service)}")
