@@ -497,3 +497,33 @@ def test_command_lines_paste_back_into_a_shell(argv):
 
 def test_control_characters_are_escaped():
     assert command_line(("evil\x1b[2Jname",), "x") == "$'evil\\x1b[2Jname'"
+
+
+def test_container_heading_and_an_unreadable_namespace_behind_a_forwarder(listener):
+    """The words for a forwarder whose namespace could not be entered, from records (the live container
+    tests cover the namespaces that can)."""
+    from portscope.commands.who import Forwarding, ProcessGroup
+    from portscope.sources.forwarders import Forward
+
+    port = listener.getsockname()[1]
+    result = who_is_on(f"127.0.0.1:{port}")
+    (entry,) = result.processes
+    web = Container("docker", DOCKER_ID, name="web", compose_project="app", compose_service="web")
+    forward = Forward("docker-proxy", "127.0.0.1", port, "172.17.0.2", 8080, web, netns_inode=4026532999)
+    forwarding = Forwarding(entry.process, entry.sockets[0], forward, unread="permission denied")
+    entry = dataclasses.replace(entry, container=web, forwards=(forwarding,))
+    result = dataclasses.replace(
+        result, processes=(entry,), groups=(ProcessGroup(web, (entry,)),), forwardings=(forwarding,)
+    )
+    out = io.StringIO()
+    write_plain(PageBuilder(result, Names(SERVICES, True, str), unicode=True).build(), out, None)
+    text = out.getvalue()
+    assert f"container web (docker, id {DOCKER_ID[:12]}, compose app/web)" in text
+    name = f"{entry.process.name}[{entry.process.pid}]"
+    assert (
+        f"{name} on 127.0.0.1:{port} forwards into its namespace, which could not be read (permission denied)" in text
+    )
+    assert "172.17.0.2:8080, its namespace could not be read (permission denied)  via docker-proxy" in text
+    from portscope.render.who import who_object
+
+    assert who_object(result, None)["processes"][0]["reached_through"] == []
