@@ -258,6 +258,8 @@ def test_ls_json_names_the_container_behind_a_forwarder_and_inside_its_namespace
     assert forward["container"]["id"] == live.ids[key]
     pid = int(live.inspect(key, "{{.State.Pid}}"))
     inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+    assert forward["kind"] == {"podman-bridge": "conmon", "docker-bridge": "docker-proxy"}[key]
+    assert forward["netns"] == inode  # docker-proxy's too: from the container's recorded namespace
     inside = [s for s in sockets if s["netns"] == inode and s["local_port"] == 8080]
     assert inside and all(s["netns_name"] == live.names[key] for s in inside), inside
     assert all(s["container"]["id"] == live.ids[key] for s in inside)
