@@ -187,7 +187,19 @@ class Places:
         if not services:
             return []
         receivers = {forward.target_pid for forward in services}
-        return [(holder, forward) for holder in holders if holder.process.pid not in receivers for forward in services]
+        parents = {holder.process.pid: holder.process.ppid for holder in holders}
+
+        def passed_it_on(pid: int) -> bool:
+            """Not a receiver, nor a child that inherited it from one (a worker of the service)."""
+            seen = set()
+            while pid in parents and pid not in seen:
+                if pid in receivers:
+                    return False
+                seen.add(pid)
+                pid = parents[pid]  # type: ignore[assignment]
+            return True
+
+        return [(holder, forward) for holder in holders if passed_it_on(holder.process.pid) for forward in services]
 
     def netns_path(self, forward: Forward, forwarder_pid: int | None = None) -> str | None:
         """A file that enters the namespace a forward leads to: the forward's own, else an fd the forwarder
