@@ -125,4 +125,4 @@ def ls(as_json: bool, as_jsonl: bool, numeric: bool, **options: Any) -> None:
 
     from portscope.render.ls import render_listing
 
-    render_listing(snap, invocation().env, Names.resolve(numeric=numeric), as_json=as_json)
+    render_listing(snap, invocation().env, Names.resolve(numeric=numeric, namespaces=snap.namespaces), as_json=as_json)
