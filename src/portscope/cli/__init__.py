@@ -23,7 +23,7 @@ from typing import NoReturn
 import click
 
 from portscope import __version__
-from portscope.cli.options import Invocation
+from portscope.cli.options import Invocation, color_option
 from portscope.errors import ExitStatus, PortscopeError
 from portscope.render.environment import Environment
 from portscope.render.text import safe_text
@@ -54,6 +54,7 @@ class PortscopeGroup(click.Group):
 @click.group(cls=PortscopeGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="portscope")
 @click.option("--debug", is_flag=True, envvar="PORTSCOPE_DEBUG", help="Show tracebacks for errors.")
+@color_option()
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Inspect TCP and UDP ports and sockets: who holds them, and why a bind() would fail.
@@ -63,8 +64,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
     portscope who 8080         every process on a port (lsof -i :8080, fuser 8080/tcp)
     portscope can-bind :8080   would a bind succeed here, and if not, why
     """
-    # The one output environment of this run: every renderer gets it from here.
-    ctx.obj = Invocation(debug=debug, env=Environment.detect())
+    # The one output environment of this run: every renderer gets it from here (--color, eager, made it
+    # already when given).
+    run = ctx.find_object(Invocation)
+    if run is None:
+        ctx.obj = Invocation(debug=debug, env=Environment.detect())
+    else:
+        run.debug = debug
 
 
 def _register_commands() -> None:

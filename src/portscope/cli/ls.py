@@ -8,6 +8,7 @@ import click
 
 from portscope.cli.options import (
     COMMAND_SETTINGS,
+    color_option,
     family_options,
     invocation,
     json_option,
@@ -36,7 +37,7 @@ BACKENDS = ("auto", "netlink", "proc")
     "listening, bucket, big, all.",
 )
 @click.option(
-    "-p",
+    "-y",
     "--port",
     "ports",
     multiple=True,
@@ -76,8 +77,22 @@ BACKENDS = ("auto", "netlink", "proc")
     default=True,
     help="Skip the process join (faster).",
 )
+@click.option(
+    "-p",
+    "--processes",
+    "show_processes",
+    is_flag=True,
+    help="Show the processes (as ss -p; always on here, unless --no-processes).",
+)
 @numeric_option()
-@json_option("A JSON array, one object per socket (schema in README).")
+@click.option("-H", "--no-header", "no_header", is_flag=True, help="No header line (as ss -H).")
+@click.option(
+    "--pids",
+    "pids_only",
+    is_flag=True,
+    help="Only the holders' pids, one per line, each once (as lsof -t).",
+)
+@json_option("A JSON array, one object per socket (schema in portscope-ls(1)).")
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -86,16 +101,20 @@ BACKENDS = ("auto", "netlink", "proc")
     help="Where socket data comes from: netlink sock_diag, /proc/net, or netlink with /proc fallback.",
 )
 @netns_option()
-def ls(as_json: bool, numeric: bool, **options: Any) -> None:
+@color_option()
+def ls(as_json: bool, numeric: bool, show_processes: bool, no_header: bool, pids_only: bool, **options: Any) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
-    By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets.
+    By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets. The
+    letters of ss work: ls -tulpn, -tanp, -ltn, -4tl (-p is always on: processes are shown unless
+    --no-processes).
 
     \b
     Examples:
-      portscope ls -l                 listeners, like ss -tulpn
-      portscope ls -a --port 8080     everything on port 8080
+      portscope ls -tulpn               listeners, as ss -tulpn
+      portscope ls -a --port 8080       everything on port 8080
       portscope ls --state connected --dst 10.0.0.0/8
+      kill $(portscope ls --pids -l --port 8080)
       portscope ls -a -n --json --no-processes | jq length
 
     \b
@@ -103,9 +122,23 @@ def ls(as_json: bool, numeric: bool, **options: Any) -> None:
     """
     from portscope.commands.ls import LsOptions, list_sockets
     from portscope.commands.names import Names
+    from portscope.errors import UsageError
 
+    clashes = (
+        ("-p", show_processes, "--no-processes", not options["join_processes"]),
+        ("--pids", pids_only, "--no-processes", not options["join_processes"]),
+        ("--pids", pids_only, "--json", as_json),
+        ("--no-header", no_header, "--json", as_json),
+    )
+    for first, first_on, second, second_on in clashes:
+        if first_on and second_on:
+            raise UsageError(f"{first} and {second} exclude each other")
     snap = list_sockets(LsOptions(**options))  # the other parameters are LsOptions' fields, by name
 
-    from portscope.render.ls import render_listing
+    from portscope.render.ls import render_listing, render_pids
 
-    render_listing(snap, invocation().env, Names.resolve(numeric=numeric), as_json=as_json)
+    env = invocation().env
+    if pids_only:
+        render_pids(snap, env)
+        return
+    render_listing(snap, env, Names.resolve(numeric=numeric), as_json=as_json, header=not no_header)

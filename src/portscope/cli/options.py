@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from portscope.errors import ExitStatus
-from portscope.render.environment import Environment
+from portscope.render.environment import COLOR_MODES, Environment
 from portscope.shell.values import complete_netns
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,6 +40,32 @@ def invocation() -> Invocation:
     if run is None:
         run = ctx.obj = Invocation(debug=False, env=Environment.detect())
     return run
+
+
+def _set_colour(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    run = ctx.find_object(Invocation)
+    if run is None:
+        ctx.obj = Invocation(debug=False, env=Environment.detect(color=value))
+    else:
+        run.env = run.env.with_colour(value)
+
+
+def color_option() -> Callable[[F], F]:
+    """``--color[=auto|always|never]``, as GNU ls: given to the group or a command, it sets the colour of this
+    run's one output environment (``--color`` alone is ``always``)."""
+    return click.option(
+        "--color",
+        type=click.Choice(COLOR_MODES),
+        default=None,
+        is_flag=False,
+        flag_value="always",
+        expose_value=False,
+        is_eager=True,
+        callback=_set_colour,
+        help="Colour: auto (a terminal, unless NO_COLOR), always (for watch -c, less -R), never.",
+    )
 
 
 def netns_option(help: str = "Look inside another network namespace.") -> Callable[[F], F]:

@@ -22,7 +22,7 @@ def footer_lines(snap: Snapshot, names: Names) -> list[str]:
     return lines
 
 
-def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool) -> None:
+def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool, header: bool = True) -> None:
     out = env.stdout
     if as_json:
         jsonout.write_sockets(out, snap, names.services, names.places)
@@ -35,23 +35,34 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
         columns_for_width,
         print_rich,
         table_order,
+        write_fitted,
         write_plain,
     )
 
     sockets = table_order(snap.sockets)
     columns = columns_for_width(env.width)
-    cells = RowCells(snap, names)
+    # a pipe without a width gets whole cells: every holder's pid
+    cells = RowCells(snap, names, full_holders=env.width is None)
     if env.is_tty and len(sockets) <= RICH_ROW_LIMIT:
         console = env.console()
-        print_rich(console, cells, sockets, columns, env.width)
+        print_rich(console, cells, sockets, columns, env.width, header=header)
         summary = f"{len(sockets)} socket(s); {snap.backend_summary()}"
         console.print(summary, style="dim")
         for line in footer_lines(snap, names):
             console.print(line, style="yellow")
         return
-    write_plain(out, cells, sockets, columns)
+    if env.width is None and not env.colour:
+        write_plain(out, cells, sockets, columns, header=header)
+    else:  # fitted to COLUMNS (watch), or coloured for less -R and watch -c
+        write_fitted(out, cells, sockets, columns, env.width, header=header, paint=env.paint if env.colour else None)
     notes = footer_lines(snap, names)
     if env.is_tty:
         notes.insert(0, f"{len(sockets)} socket(s); {snap.backend_summary()}")
     for line in notes:
         env.note(line)
+
+
+def render_pids(snap: Snapshot, env: Environment) -> None:
+    """The holders' pids, each once, ascending, one per line (``lsof -t``): for ``kill $(...)``."""
+    pids = sorted({holder.process.pid for sock in snap.sockets for holder in snap.holders_of(sock)})
+    env.stdout.write("".join(f"{pid}\n" for pid in pids))
