@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, family_options, invocation, json_option, netns_option
+from portscope.cli.options import COMMAND_SETTINGS, color_option, family_options, invocation, json_option, netns_option
 from portscope.shell.values import complete_interfaces, complete_local_addresses, complete_users
 
 
-@click.command("can-bind", context_settings={**COMMAND_SETTINGS, "max_content_width": 100})
+@click.command("can-bind", context_settings=COMMAND_SETTINGS)
 @click.argument("address", metavar="ADDR:PORT", shell_complete=complete_local_addresses)
 @click.option("--udp", is_flag=True, help="A UDP socket (default: TCP).")
 @family_options("':PORT' and host names mean IPv4.", "':PORT' and host names mean IPv6 (default for ':PORT').")
@@ -16,7 +16,8 @@ from portscope.shell.values import complete_interfaces, complete_local_addresses
 @click.option("--reuseport", is_flag=True, help="The new socket sets SO_REUSEPORT.")
 @click.option(
     "--v6only/--no-v6only",
-    default=None,
+    "v6only_given",
+    multiple=True,  # each use kept, so that --v6only --no-v6only is refused rather than the last one winning
     help="IPV6_V6ONLY on the new socket [default: net.ipv6.bindv6only of the namespace].",
 )
 @click.option(
@@ -41,8 +42,9 @@ from portscope.shell.values import complete_interfaces, complete_local_addresses
     "SO_REUSEPORT fast-path cache; a UDP probe joining a SO_REUSEPORT group may drop datagrams sent in that "
     "instant. It never calls listen().",
 )
-@json_option("One JSON object (schema in README).")
+@json_option("One JSON object (schema in portscope-can-bind(1)).")
 @netns_option("Evaluate inside another network namespace.")
+@color_option()
 def can_bind(
     address: str,
     udp: bool,
@@ -50,7 +52,7 @@ def can_bind(
     ipv6: bool,
     reuseaddr: bool,
     reuseport: bool,
-    v6only: bool | None,
+    v6only_given: tuple[bool, ...],
     device: str | None,
     freebind: bool,
     user: str | None,
@@ -62,8 +64,8 @@ def can_bind(
     """Predict whether binding ADDR:PORT would work here, and explain why not.
 
     \b
-    ADDR:PORT is 0.0.0.0:21, [::]:8080, 127.0.0.1:8899, [fe80::1%eth0]:80, :8080 (the wildcard),
-    localhost:8080, or a service name (:http, 0.0.0.0:ssh).
+    ADDR:PORT is 0.0.0.0:21, [::]:8080, 127.0.0.1:8899, [fe80::1%eth0]:80,
+    :8080 (the wildcard), localhost:8080, or a service name (:http, 0.0.0.0:ssh).
 
     The answer follows Linux's bind() rules (address checks, privileged ports, wildcard and dual-stack
     overlap, SO_BINDTODEVICE, SO_REUSEADDR/SO_REUSEPORT, TIME-WAIT, listen()). Where it depends on what
@@ -72,11 +74,11 @@ def can_bind(
 
     \b
     Examples:
-      portscope can-bind :8080                   a TCP server on every address (IPv6 and IPv4)
+      portscope can-bind :8080                   a TCP server on every address
       portscope can-bind 127.0.0.1:8080 --reuseaddr
       portscope can-bind '[::]:443' --reuseport --user www-data
       portscope can-bind :53 --udp --probe       settle it with a trial bind()
-      portscope can-bind '[fe80::1%eth0]:80'     a link-local address needs its interface
+      portscope can-bind '[fe80::1%eth0]:80'     link-local: needs its interface
       portscope can-bind 0.0.0.0:http --json
 
     \b
@@ -89,6 +91,11 @@ def can_bind(
 
     if ipv4 and ipv6:
         raise UsageError("-4 and -6 exclude each other")
+    if len(set(v6only_given)) > 1:
+        raise UsageError("--v6only and --no-v6only exclude each other")
+    v6only = v6only_given[0] if v6only_given else None
+    if ipv4 and v6only is not None:
+        raise UsageError(f"--{'' if v6only else 'no-'}v6only sets IPV6_V6ONLY, an IPv6 socket option; -4 asks for IPv4")
     request = BindRequest(
         target=address,
         udp=udp,

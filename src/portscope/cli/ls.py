@@ -118,7 +118,8 @@ def ls(as_json: bool, numeric: bool, show_processes: bool, no_header: bool, pids
       portscope ls -a -n --json --no-processes | jq length
 
     \b
-    Exit status: 0 the sockets were listed (also when the reader stops early, as with | head).
+    Exit status: 0 the sockets were listed (also when the reader stops early,
+    as with | head).
     """
     from portscope.commands.ls import LsOptions, list_sockets
     from portscope.commands.names import Names
