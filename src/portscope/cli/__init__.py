@@ -53,7 +53,8 @@ class PortscopeGroup(click.Group):
     def resolve_command(self, ctx: click.Context, args: list[str]):
         """An unknown command is refused with the one it most likely meant (``lss``: ls, ``list``: ls,
         ``bind``: can-bind), whatever the click release."""
-        if args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None:
+        unknown = args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None
+        if unknown and not ctx.resilient_parsing:  # completion asks too: it answers nothing, never an error
             raise click.UsageError(unknown_command_message(args[0], self.list_commands(ctx)), ctx)
         return super().resolve_command(ctx, args)
 
