@@ -33,7 +33,6 @@ from portscope.render.table import (
     table_order,
     write_plain,
 )
-from portscope.render.text import safe_text as printable
 from portscope.sources import fdscan
 from portscope.sources.fdscan import BackgroundWalk, FdScan, walk_socket_fds
 from portscope.sources.services import load_services, parse_services

@@ -441,7 +441,7 @@ DROP_ORDER = ("command", "send_q", "recv_q", "user", "peer", "proto")
 OPTIONAL = frozenset({"command", "send_q", "recv_q"})  # shown only where they fit whole (command: 16+)
 COMMAND_MIN = 16
 # How much cutting one cell of a column costs (the column with the cheapest cut is narrowed first).
-TRUNCATION_COST = {"command": 0.1, "user": 0.5, "state": 10.0, "proto": 10.0}
+TRUNCATION_COST = {"command": 0.1, "user": 0.5, "state": 50.0, "proto": 50.0}
 PORT_FLOOR = len("…:65535")
 COMFORT = {"local": 14, "peer": 14, "process": 14, "user": 4}
 
