@@ -472,14 +472,12 @@ def plan_layout(columns: Sequence[Column], rows: Sequence[Sequence[str]], width:
     narrowed where the fewest cells are cut, never below what keeps a port number whole.
     """
     keys = [c.key for c in columns]
-    natural = [max([len(c.title), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+    cells_by_column = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    lengths = [list(map(len, cells)) for cells in cells_by_column]
+    natural = [max(len(c.title), max(lens, default=0)) for c, lens in zip(columns, lengths, strict=True)]
     if width is None:
         return Layout(tuple(columns), tuple(natural), False)
     index = {key: i for i, key in enumerate(keys)}
-    bare = [
-        max([len(c.title), *(len(_bare(r[i])) for r in rows)]) if c.key in ("local", "peer") else natural[i]
-        for i, c in enumerate(columns)
-    ]
     shown = [k for k in keys if k not in OPTIONAL]
     sizes = dict(zip(keys, natural, strict=True))
     bare_endpoints = False
@@ -487,11 +485,16 @@ def plan_layout(columns: Sequence[Column], rows: Sequence[Sequence[str]], width:
     def total() -> int:
         return _width([sizes[k] for k in shown])
 
-    if "peer" in index and total() > width and all(r[index["peer"]] == "*" for r in rows):
+    if "peer" in index and total() > width and all(cell == "*" for cell in cells_by_column[index["peer"]]):
         shown.remove("peer")  # nothing to say (listeners only)
-    if total() > width and bare != natural:
-        bare_endpoints = True
-        sizes = dict(zip(keys, bare, strict=True))
+    if total() > width:  # service names are the cheapest part of an endpoint
+        for key in ("local", "peer"):
+            if key in index:
+                i = index[key]
+                lengths[i] = [len(_bare(cell)) for cell in cells_by_column[i]]
+                bare_width = max(len(columns[i].title), max(lengths[i], default=0))
+                bare_endpoints = bare_endpoints or bare_width < sizes[key]
+                sizes[key] = bare_width
     # widths below which a column says too little: the user goes when the rest does not fit whole, then
     # the peer and the protocol when the others would have to go below these
     comfort = {k: min(sizes[k], COMFORT.get(k, sizes[k])) for k in keys}
@@ -508,37 +511,40 @@ def plan_layout(columns: Sequence[Column], rows: Sequence[Sequence[str]], width:
         sizes["command"] = min(sizes["command"], width - total() - GAP)
         shown.append("command")
     picked = [c for c in columns if c.key in shown]
-    widths = _narrow(picked, [sizes[c.key] for c in picked], rows, [index[c.key] for c in picked], width)
+    widths = [sizes[c.key] for c in picked]
+    if _width(widths) > width:
+        i_picked = [index[c.key] for c in picked]
+        widths = _narrow(picked, widths, [lengths[i] for i in i_picked], [cells_by_column[i] for i in i_picked], width)
     return Layout(tuple(picked), tuple(widths), bare_endpoints)
 
 
-def _floor(column: Column, cells: Sequence[str]) -> int:
+def _floor(column: Column, cells: Sequence[str], lengths: Sequence[int]) -> int:
     if column.key in ("local", "peer"):
-        ports = max((len(c.rsplit(":", 1)[-1]) + 2 for c in map(_bare, cells) if c != "*"), default=1)
+        ports = max((len(c.rpartition(":")[2].split(" ", 1)[0]) + 2 for c in cells if c != "*"), default=1)
         return max(len(column.title), min(ports, PORT_FLOOR))
     if column.key == "process":
-        return max(len(column.title), min(8, max(map(len, cells), default=0)))
-    return max(len(column.title), min(4, max(map(len, cells), default=0)))
+        return max(len(column.title), min(8, max(lengths, default=0)))
+    return max(len(column.title), min(4, max(lengths, default=0)))
 
 
 def _narrow(
-    columns: Sequence[Column], widths: list[int], rows: Sequence[Sequence[str]], picked: Sequence[int], width: int
+    columns: Sequence[Column],
+    widths: list[int],
+    lengths: Sequence[Sequence[int]],
+    cells: Sequence[Sequence[str]],
+    width: int,
 ) -> list[int]:
     """Narrow the columns to ``width``, each step where one character less cuts the fewest cells."""
     widths = list(widths)
     budget = width - GAP * (len(columns) - 1)
-    cells = [[r[i] for r in rows] for i in picked]
-    lengths = [
-        sorted(len(_bare(c)) if col.key in ("local", "peer") else len(c) for c in column_cells)
-        for col, column_cells in zip(columns, cells, strict=True)
-    ]
-    floors = [_floor(c, column_cells) for c, column_cells in zip(columns, cells, strict=True)]
+    ordered = [sorted(column_lengths) for column_lengths in lengths]
+    floors = [_floor(c, column_cells, lens) for c, column_cells, lens in zip(columns, cells, lengths, strict=True)]
     while sum(widths) > budget:
         best, best_cost = None, None
         for i, column in enumerate(columns):
             if widths[i] <= floors[i]:
                 continue
-            cut = len(lengths[i]) - bisect.bisect_left(lengths[i], widths[i])  # cells of this width or more
+            cut = len(ordered[i]) - bisect.bisect_left(ordered[i], widths[i])  # cells of this width or more
             cost = cut * TRUNCATION_COST.get(column.key, 1.0)
             if best_cost is None or cost < best_cost:
                 best, best_cost = i, cost
@@ -546,12 +552,6 @@ def _narrow(
             break
         widths[best] -= 1
     return widths
-
-
-def fit_widths(columns: Sequence[Column], lengths: Sequence[Sequence[int]], width: int | None) -> list[int]:
-    """Column widths for cells of these lengths (kept for callers that have lengths only)."""
-    rows = [tuple("x" * n for n in row) for row in zip(*lengths, strict=True)] if lengths and lengths[0] else []
-    return list(plan_layout(columns, rows, width).widths)
 
 
 def ellipsize(text: str, width: int) -> str:
