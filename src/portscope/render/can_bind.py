@@ -40,7 +40,8 @@ JSON_KEYS = (
     "uncertain_because",
     "bsd_note_code",
 )
-_MIN_ACTIONS = 3  # a terminal too short for everything still gets the verdict, one blocker and 3 actions
+_MIN_ACTIONS = 3
+PROSE_WIDTH = 100  # a terminal too short for everything still gets the verdict, one blocker and 3 actions
 
 _VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "uncertain": "bold yellow"}
 
@@ -240,11 +241,12 @@ def render_can_bind(report: BindReport, env: Environment, names: Names, *, as_js
         width = env.width or 80
         height = max(10, (env.height or 24) - 1)  # a line for the prompt that follows
         console = env.console(width)
-        for text, style in text_lines(report, width, height):
+        # sentences read badly in 200-column lines: wrapped at about 100, as who's prose
+        for text, style in text_lines(report, min(width, PROSE_WIDTH), height):
             console.print(Text(safe_text(text), style=style or ""), soft_wrap=True)
         return
     # a pipe gets whole lines, for grep; fitted when COLUMNS is set (watch), coloured when asked
-    for text, style in text_lines(report, env.width):
+    for text, style in text_lines(report, min(env.width, PROSE_WIDTH) if env.width else None):
         out.write(env.paint(safe_text(text), style) + "\n")
 
 
