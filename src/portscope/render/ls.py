@@ -54,7 +54,8 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
     if env.width is None and not env.colour:
         write_plain(out, cells, sockets, columns, header=header)
     else:  # fitted to COLUMNS (watch), or coloured for less -R and watch -c
-        write_fitted(out, cells, sockets, columns, env.width, header=header, paint=env.paint if env.colour else None)
+        paint = env.paint if env.colour else None
+        write_fitted(out, cells, sockets, columns, env.width, header=header, paint=paint, unicode=env.unicode)
     notes = footer_lines(snap, names)
     if env.is_tty:
         notes.insert(0, f"{len(sockets)} socket(s); {snap.backend_summary()}")

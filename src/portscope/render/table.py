@@ -640,9 +640,11 @@ def write_fitted(
     *,
     header: bool = True,
     paint: Callable[[str, str | None], str] | None = None,
+    unicode: bool = True,
 ) -> None:
     """Plain aligned text fitted to ``width`` (``COLUMNS`` in a pipe, as under ``watch``), coloured by
-    ``paint`` when given: the cells and layout of the rich table, without rich."""
+    ``paint`` when given: the cells and layout of the rich table, without rich. Without ``unicode`` (an
+    ASCII stdout), a shortened cell is marked with ``~`` instead of ``…``."""
     rows = [row_cells.cells(sock) for sock in sockets]
     picked_all = [ALL_KEYS.index(c.key) for c in columns]
     layout = plan_layout(columns, [[r[i] for i in picked_all] for r in rows], width)
@@ -655,7 +657,8 @@ def write_fitted(
             pad = layout.widths[i] - len(cell)
             text = cell if i == last else (" " * pad + cell if column.align == "right" else cell + " " * pad)
             parts.append(paint(text, styles[i]) if paint is not None and styles[i] else text)
-        return "  ".join(parts).rstrip()
+        text = "  ".join(parts).rstrip()
+        return text if unicode else text.replace("…", "~")
 
     if header:
         titles = [c.title for c in layout.columns]
