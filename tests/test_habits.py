@@ -329,6 +329,8 @@ def test_colour_through_the_command_line(scene):
         (["ls", "-l", "-s", "established"], "exclude each other"),
         (["ls", "-p", "--no-processes"], "-p and --no-processes exclude each other"),
         (["ls", "--pids", "--json"], "--pids and --json exclude each other"),
+        (["ls", "-H", "--json"], "--no-header and --json exclude each other"),
+        (["ls", "-a", "-l"], "exclude each other"),
         (["ls", "--state", "timewait"], "did you mean 'time-wait'"),
         (["lss"], "did you mean 'ls'"),
         (["list"], "did you mean 'ls'"),
