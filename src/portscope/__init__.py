@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "Snapshot": "portscope.model.records",
     "Socket": "portscope.model.records",
     "State": "portscope.model.records",
+    "UnixSocket": "portscope.model.records",
+    "UnixType": "portscope.model.records",
     # what to ask for
     "PortRange": "portscope.model.query",
     "Query": "portscope.model.query",
@@ -41,6 +43,9 @@ _EXPORTS: dict[str, str] = {
     "BindRequest": "portscope.commands.can_bind",
     "check_bind": "portscope.commands.can_bind",
     "check_binds": "portscope.commands.can_bind",
+    "UnixWhoResult": "portscope.commands.who",
+    "StatsReport": "portscope.commands.stats",
+    "socket_stats": "portscope.commands.stats",
     "Verdict": "portscope.rules.bind",
     "ReasonCode": "portscope.rules.codes",
     "ActionKind": "portscope.rules.codes",

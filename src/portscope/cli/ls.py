@@ -25,6 +25,7 @@ BACKENDS = ("auto", "netlink", "proc")
 @click.option("-l", "--listening", is_flag=True, help="Only listeners (UDP: unconnected bound sockets).")
 @click.option("-t", "--tcp", is_flag=True, help="TCP sockets.")
 @click.option("-u", "--udp", is_flag=True, help="UDP sockets.")
+@click.option("-x", "--unix", is_flag=True, help="UNIX sockets (with -t/-u: those too), with the peer's processes.")
 @family_options("IPv4 sockets only.", "IPv6 sockets only.")
 @click.option(
     "-s",
@@ -116,6 +117,7 @@ def ls(as_json: bool, numeric: bool, show_processes: bool, no_header: bool, pids
       portscope ls --state connected --dst 10.0.0.0/8
       kill $(portscope ls --pids -l --port 8080)
       portscope ls -a -n --json --no-processes | jq length
+      portscope ls -x                 UNIX sockets, with the processes at both ends
 
     \b
     Exit status: 0 the sockets were listed (also when the reader stops early,

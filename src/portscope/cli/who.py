@@ -20,7 +20,8 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
     """Every process on a port: command, parents, unit or container, and its sockets.
 
     PORT is a port, a range, or a service name, optionally with an address and a protocol.
-    Without a protocol both TCP and UDP are searched.
+    Without a protocol both TCP and UDP are searched. A path (/run/docker.sock, ./sock) or
+    @NAME (an abstract name) asks about UNIX sockets: who holds them, and who is at the other end.
 
     \b
     Examples:
@@ -32,9 +33,11 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
       portscope who http/tcp          a service name from /etc/services
       portscope who 8000-8100         a range
       portscope who --remote 443      also our connections to port 443 elsewhere
+      portscope who /run/docker.sock  who holds a UNIX socket, and who is connected to it
+      portscope who @/tmp/.X11-unix/X0  an abstract UNIX socket name
 
     \b
-    Exit status: 0 something is on the port, 1 nothing is.
+    Exit status: 0 something is on the port (or bound to the name), 1 nothing is.
     """
     from portscope.commands.names import Names
     from portscope.commands.who import who_is_on

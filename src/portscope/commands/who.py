@@ -21,7 +21,7 @@ from portscope.errors import UsageError
 from portscope.model.endpoint import parse_endpoint
 from portscope.model.notation import format_endpoint, format_host
 from portscope.model.query import PortRange, Query, port_in_ranges
-from portscope.model.records import Family, Process, Proto, Snapshot, Socket, State
+from portscope.model.records import Family, Holder, Process, Proto, Snapshot, Socket, State, UnixSocket
 from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader
 from portscope.sources.procinfo import HidePid, raise_if_out_of_fds, read_hidepid
 from portscope.sources.services import Services, load_services
@@ -267,16 +267,24 @@ def _socket_order(sock: Socket):
 
 
 def who_is_on(
-    target: WhoTarget | str,
+    target: WhoTarget | UnixTarget | str,
     *,
     remote: bool = False,
     netns: str | None = None,
     proc_root: str = "/proc",
-) -> WhoResult:
-    """Everything on a port: its sockets, grouped by the processes that hold them."""
+) -> WhoResult | UnixWhoResult:
+    """Everything on a port: its sockets, grouped by the processes that hold them.
+
+    A UNIX socket's name (a path starting with ``/`` or ``.``, or ``@`` and an abstract name) gives a
+    :class:`UnixWhoResult` instead: the processes holding sockets of that name and those at the other end.
+    """
     if isinstance(target, str):
-        target = parse_target(target, remote=remote)
+        target = parse_unix_target(target) if is_unix_target(target) else parse_target(target, remote=remote)
+    if isinstance(target, UnixTarget) and remote:
+        raise UsageError("--remote is for ports: a UNIX socket's peers are always shown")
     try:
+        if isinstance(target, UnixTarget):
+            return _who_holds_unix(target, netns, proc_root)
         return _who_is_on(target, netns, proc_root)
     except OSError as exc:
         raise_if_out_of_fds(exc, proc_root)
@@ -326,4 +334,159 @@ def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str) -> WhoResul
         unheld=tuple(unheld),
         read_at=read_at,
         hidepid=hidepid,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# UNIX sockets: who PATH, who @NAME
+
+
+@dataclass(frozen=True, slots=True)
+class UnixTarget:
+    """A parsed ``who`` argument naming UNIX sockets: a filesystem path or ``@`` and an abstract name."""
+
+    text: str  # as typed
+    path: str  # absolute for a file; "@name" for an abstract name
+    abstract: bool
+    file: tuple[int, int] | None  # (st_dev, st_ino) of the socket file when it exists: matched whatever the path
+
+
+def is_unix_target(text: str) -> bool:
+    """Does ``text`` name UNIX sockets rather than a port? ``/path``, ``./path``, ``../path`` or ``@name``."""
+    return text.startswith(("/", "@", "./", "../"))
+
+
+def parse_unix_target(text: str) -> UnixTarget:
+    if text == "@":
+        raise UsageError("empty abstract socket name: give @NAME")
+    if text.startswith("@"):
+        return UnixTarget(text=text, path=text, abstract=True, file=None)
+    import stat
+
+    path = os.path.abspath(text)
+    try:
+        found = os.stat(text)
+    except (FileNotFoundError, NotADirectoryError):
+        return UnixTarget(text=text, path=path, abstract=False, file=None)  # unlinked: matched by its name
+    except OSError as exc:
+        raise UsageError(f"cannot look at {text!r}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(found.st_mode):
+        raise UsageError(f"{text!r} is not a UNIX socket file")
+    return UnixTarget(text=text, path=path, abstract=False, file=(found.st_dev, found.st_ino))
+
+
+def unix_socket_matches(sock: UnixSocket, target: UnixTarget) -> bool:
+    """A socket bound to the target's name: the same socket file (any path leading to it), the same path
+    text, or for an abstract name the same name with its NUL bytes written ``@`` (as ss shows them)."""
+    if sock.path is None or sock.abstract != target.abstract:
+        return False
+    if target.abstract:
+        return sock.path == target.path or sock.path.replace("\0", "@") == target.path
+    if target.file is not None and sock.file is not None:
+        return sock.file == target.file
+    return sock.path == target.path or os.path.abspath(sock.path) == target.path
+
+
+@dataclass(frozen=True, slots=True)
+class UnixProcess:
+    """A process on a UNIX socket name: a holder of sockets of that name, or a peer connected to them."""
+
+    process: Process
+    lineage: Lineage | None
+    details: Details | None
+    sockets: tuple[UnixSocket, ...]  # its sockets here (a peer's socket in another namespace is not listed)
+    fds: tuple[tuple[int, tuple[int, ...]], ...]  # (socket inode, its fds in this process)
+    state_counts: tuple[tuple[State, int], ...]  # its sockets by state, most frequent first
+    partners: tuple[tuple[int, str], ...]  # (pid, name) of the processes at the other end, by pid
+
+    @property
+    def inodes(self) -> tuple[int, ...]:
+        return tuple(inode for inode, _ in self.fds)
+
+
+@dataclass(frozen=True)
+class UnixWhoResult:
+    target: UnixTarget
+    netns: str | None
+    snapshot: Snapshot
+    sockets: tuple[UnixSocket, ...]  # the sockets of that name: listeners first, then connections
+    processes: tuple[UnixProcess, ...]  # the holders
+    peers: tuple[UnixProcess, ...]  # the processes at the other end of the connected ones
+    unheld: tuple[UnixSocket, ...]  # sockets of that name without a visible holder
+    read_at: float
+
+    @property
+    def found(self) -> bool:
+        return bool(self.sockets)
+
+
+def _unix_order(sock: UnixSocket):
+    return (sock.state is not State.LISTEN and sock.state is not State.UNCONN, sock.type.value, sock.inode)
+
+
+def _unix_entries(
+    by_pid: dict[int, tuple[Process, list[tuple[int, tuple[int, ...]]]]],
+    by_inode: dict[int, UnixSocket],
+    partners_of: dict[int, dict[int, str]],
+    lineages: LineageReader,
+    details: DetailsReader,
+) -> tuple[UnixProcess, ...]:
+    entries = []
+    for pid, (process, fds) in sorted(by_pid.items()):
+        sockets = tuple(by_inode[inode] for inode, _ in fds if inode in by_inode)
+        states = Counter(sock.state for sock in sockets)
+        entries.append(
+            UnixProcess(
+                process=process,
+                lineage=lineages.lineage(pid, process.start_time),
+                details=details.details(pid, process.start_time),
+                sockets=sockets,
+                fds=tuple(fds),
+                state_counts=tuple(sorted(states.items(), key=lambda item: (-item[1], item[0].value))),
+                partners=tuple(sorted(partners_of.get(pid, {}).items())),
+            )
+        )
+    return tuple(entries)
+
+
+def _who_holds_unix(target: UnixTarget, netns: str | None, proc_root: str) -> UnixWhoResult:
+    snap = snapshot(Query(protocols=frozenset(), unix=True, join_processes=True, netns=netns), proc_root=proc_root)
+    read_at = time.time()
+    sockets = tuple(sorted((u for u in snap.unix_sockets if unix_socket_matches(u, target)), key=_unix_order))
+    by_inode = {u.inode: u for u in snap.unix_sockets}
+    holders_by_pid: dict[int, tuple[Process, list[tuple[int, tuple[int, ...]]]]] = {}
+    peers_by_pid: dict[int, tuple[Process, list[tuple[int, tuple[int, ...]]]]] = {}
+    partners_of: dict[int, dict[int, str]] = {}  # pid -> the pids (and names) at the other end
+    unheld = []
+
+    def add(table, holders: tuple[Holder, ...], inode: int) -> None:
+        for holder in holders:
+            entry = table.setdefault(holder.process.pid, (holder.process, []))
+            if all(known != inode for known, _ in entry[1]):
+                entry[1].append((inode, holder.fds))
+
+    for sock in sockets:
+        holders = snap.holders_of(sock)
+        if not holders:
+            unheld.append(sock)
+        add(holders_by_pid, holders, sock.inode)
+        if sock.peer_inode is None:
+            continue
+        peer_holders = snap.peer_holders_of(sock)
+        add(peers_by_pid, peer_holders, sock.peer_inode)
+        for mine in holders:
+            for theirs in peer_holders:
+                partners_of.setdefault(mine.process.pid, {})[theirs.process.pid] = theirs.process.name
+                partners_of.setdefault(theirs.process.pid, {})[mine.process.pid] = mine.process.name
+    lineages = LineageReader(proc_root)
+    details = DetailsReader(proc_root)
+    return UnixWhoResult(
+        target=target,
+        netns=netns,
+        snapshot=snap,
+        sockets=sockets,
+        processes=_unix_entries(holders_by_pid, by_inode, partners_of, lineages, details),
+        peers=_unix_entries(peers_by_pid, by_inode, partners_of, lineages, details),
+        unheld=tuple(unheld),
+        read_at=read_at,
     )

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from portscope.docs.roff import escape
 
-# Command -> the README heading (its start) whose section is that command's JSON OUTPUT.
-JSON_HEADINGS = {
-    "ls": "### JSON (schema version",
-    "who": "### `who --json`",
-    "can-bind": "### `can-bind --json`",
+# Command -> the parts of README that are its JSON OUTPUT: (heading, where to start inside its section;
+# None: all of it).
+JSON_SOURCES: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "ls": (("### JSON (schema version", None), ("### UNIX sockets: `-x`", "**UNIX socket objects**")),
+    "who": (("### `who --json`", None), ("### `who PATH` and `who @NAME`", "`who --json` then gives")),
+    "stats": (("## `portscope stats`", "`--json` gives one object"),),
+    "can-bind": (("### `can-bind --json`", None),),
 }
 _HEADING = re.compile(r"^#{1,6} ", re.M)
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -95,8 +97,14 @@ def roff_blocks(markdown: str) -> list[str]:
 
 def json_reference(readme: str, command: str) -> list[str] | None:
     """The roff of ``command``'s JSON OUTPUT section, or None when it has none."""
-    heading = JSON_HEADINGS.get(command)
-    return roff_blocks(section(readme, heading)) if heading is not None else None
+    sources = JSON_SOURCES.get(command)
+    if sources is None:
+        return None
+    requests: list[str] = []
+    for heading, start in sources:
+        text = section(readme, heading)
+        requests += roff_blocks(text[text.index(start) :] if start is not None else text)
+    return requests
 
 
 def read_readme(root: Path | None = None) -> str:

@@ -27,6 +27,7 @@ from portscope.model.records import (
     Snapshot,
     Socket,
     State,
+    UnixSocket,
 )
 from portscope.sources import netlink, netns, procnet
 from portscope.sources.fdscan import BackgroundWalk
@@ -63,6 +64,8 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
         collection = _collect(query, target, parallelism, walking_ahead=walk is not None)
     sockets: Sequence[Socket] = collection.sockets
 
+    unix_sockets: Sequence[UnixSocket] = collection.unix_sockets
+
     predicates = _socket_predicates(query)
     if predicates:
         sockets = [s for s in sockets if all(p(s) for p in predicates)]
@@ -70,12 +73,19 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
     holders: dict[int, tuple[Holder, ...]] = {}
     report = JoinReport(joined=False)
     if query.needs_processes:
-        holders, report = join_processes(sockets, proc_root, prefetched=walk, split_walk=parallelism.split_walk)
+        # UNIX sockets and their peers join through the same single walk: their inodes are wanted too
+        joined = [*sockets, *unix_sockets] if unix_sockets else sockets
+        peers = [u.peer_inode for u in unix_sockets if u.peer_inode is not None]
+        holders, report = join_processes(
+            joined, proc_root, prefetched=walk, split_walk=parallelism.split_walk, also_wanted=peers
+        )
         process_filter = _process_predicate(query, holders)
         if process_filter is not None:
             sockets = [s for s in sockets if process_filter(s)]
+            unix_sockets = [u for u in unix_sockets if process_filter(u)]
     elif query.uids is not None:
         sockets = [s for s in sockets if s.uid in query.uids]
+        unix_sockets = [u for u in unix_sockets if u.uid in query.uids]
 
     return Snapshot(
         sockets=tuple(sockets),
@@ -86,6 +96,8 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
         bound_visible=collection.bound_visible,
         warnings=collection.warnings,
         namespaces=collection.namespaces,
+        unix_sockets=tuple(unix_sockets),
+        unix_source=collection.unix_source,
     )
 
 
@@ -103,6 +115,8 @@ class Collection:
     warnings: tuple[str, ...]
     netns_inode: int | None
     namespaces: tuple[NetnsInfo, ...] = ()  # --netns all: each namespace looked at
+    unix_sockets: tuple[UnixSocket, ...] = ()
+    unix_source: Backend | None = None  # None: UNIX sockets not asked for
 
 
 def _collect(
@@ -129,6 +143,8 @@ def _collect_every_namespace(
 
     discovery = namespaces.discover(proc_root)
     sockets: list[Socket] = []
+    unix_sockets: list[UnixSocket] = []
+    unix_sources: set[Backend] = set()
     sources: dict[ProtoSource, None] = {}
     warnings: dict[str, None] = {}
     infos: list[NetnsInfo] = []
@@ -142,6 +158,9 @@ def _collect_every_namespace(
             continue
         infos.append(info)
         sockets += collection.sockets
+        unix_sockets += collection.unix_sockets
+        if collection.unix_source is not None:
+            unix_sources.add(collection.unix_source)
         sources.update(dict.fromkeys(collection.sources))
         warnings.update(dict.fromkeys(collection.warnings))
         if collection.bound_visible is not None:
@@ -159,7 +178,19 @@ def _collect_every_namespace(
             f"{len(unread)} network namespace(s) could not be read: "
             + "; ".join(f"{info.inode} ({info.error})" for info in unread[:3])
         ] = None
-    return Collection(tuple(sockets), tuple(sources), bound_visible, tuple(warnings), None, tuple(infos))
+    unix_source = None
+    if unix_sources:  # the one backend that served every namespace; proc if any needed the fallback
+        unix_source = Backend.PROC if Backend.PROC in unix_sources else Backend.NETLINK
+    return Collection(
+        tuple(sockets),
+        tuple(sources),
+        bound_visible,
+        tuple(warnings),
+        None,
+        tuple(infos),
+        tuple(unix_sockets),
+        unix_source,
+    )
 
 
 def _collect_namespace(query: Query, ref: NamespaceRef, parallelism: Parallelism, walking_ahead: bool) -> Collection:
@@ -183,7 +214,14 @@ def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None) -> Coll
     warnings = ()
     if Proto.TCP in query.protocols and State.BOUND in query.kernel_states(Proto.TCP):
         warnings = ("bound-only TCP sockets are invisible in /proc",)
-    return Collection(tuple(sockets), tuple(sources), None, warnings, ns_inode)
+    unix_states = query.unix_states
+    unix_sockets: tuple[UnixSocket, ...] = ()
+    if unix_states is not None:
+        from portscope.sources import unixdiag
+
+        unix_sockets = tuple(unixdiag.read_proc_net_unix(net_dir, netns=ns_inode, states=unix_states))
+    unix_source = Backend.PROC if query.unix else None
+    return Collection(tuple(sockets), tuple(sources), None, warnings, ns_inode, (), unix_sockets, unix_source)
 
 
 def _wanted_tables(query: Query) -> list[tuple[Proto, Family]]:
@@ -239,7 +277,26 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
     warnings = ()
     if bound_visible is False:
         warnings = ("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)",)
-    return Collection(tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode)
+    unix_sockets, unix_source = _collect_unix(query, ns_inode)
+    return Collection(tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode, (), unix_sockets, unix_source)
+
+
+def _collect_unix(query: Query, ns_inode: int | None) -> tuple[tuple[UnixSocket, ...], Backend | None]:
+    """The UNIX sockets of the current namespace (unix_diag, else /proc/net/unix), if the query wants them."""
+    if not query.unix:
+        return (), None
+    states = query.unix_states
+    if states is None:
+        return (), Backend.NETLINK if query.backend is not Backend.PROC else Backend.PROC
+    from portscope.sources import unixdiag  # only when UNIX sockets are asked for
+
+    if query.backend is not Backend.PROC:
+        try:
+            return tuple(unixdiag.dump_unix(states, ns_inode)), Backend.NETLINK
+        except netlink.NetlinkUnavailable as exc:
+            if query.backend is Backend.NETLINK:
+                raise SourceError("netlink", str(exc)) from None
+    return tuple(unixdiag.read_proc_net_unix(netns=ns_inode, states=states)), Backend.PROC
 
 
 def _bound_visibility(query: Query, sources, sockets) -> bool | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -137,11 +136,23 @@ def _columns(environ: Mapping[str, str]) -> int | None:
 
 def _terminal_width(environ: Mapping[str, str]) -> int:
     """COLUMNS wins; then the terminal's own size."""
-    return _columns(environ) or shutil.get_terminal_size((80, 24)).columns
+    columns = _columns(environ)
+    if columns:
+        return columns
+    try:  # the terminal's own size (shutil's version costs bz2 and lzma imports at start-up)
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
 
 
 def _terminal_height(environ: Mapping[str, str]) -> int:
-    return _positive(environ.get("LINES", "")) or shutil.get_terminal_size((80, 24)).lines
+    lines = _positive(environ.get("LINES", ""))
+    if lines:
+        return lines
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).lines or 24
+    except (OSError, ValueError, AttributeError):
+        return 24
 
 
 def program_path() -> str:
@@ -152,7 +163,11 @@ def program_path() -> str:
         return f"{sys.executable} -m portscope"
     if not argv0 or argv0.startswith("-") or argv0.endswith(".py"):
         return "portscope"
-    found = argv0 if os.sep in argv0 else shutil.which(argv0)
+    if os.sep in argv0:  # a console script started through PATH gets its full path here
+        return os.path.abspath(argv0)
+    import shutil  # only here: it costs bz2 and lzma imports
+
+    found = shutil.which(argv0)
     return os.path.abspath(found) if found else "portscope"
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, TYPE_CHECKING, Any
 
-from portscope.model.records import Holder, Snapshot, Socket, State
+from portscope.model.records import Holder, Snapshot, Socket, State, UnixSocket
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
 
@@ -150,6 +150,23 @@ def socket_object(
     }
 
 
+def unix_socket_object(sock: UnixSocket, holders: Iterable[Holder], peer_holders: Iterable[Holder]) -> dict[str, Any]:
+    """One UNIX socket as the JSON interface describes it (README: UNIX socket objects)."""
+    return {
+        "proto": "unix",
+        "type": sock.type.value,
+        "state": sock.state.value,
+        "path": sock.path,
+        "inode": sock.inode,
+        "peer_inode": sock.peer_inode,
+        "recv_q": sock.recv_q,
+        "send_q": sock.send_q,
+        "netns": sock.netns,
+        "processes": [holder_object(h) for h in holders],
+        "peer_processes": [holder_object(h) for h in peer_holders],
+    }
+
+
 def _text(value: str | None) -> str:
     return "null" if value is None else json_string(value)
 
@@ -251,6 +268,26 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             f'"recv_q": {"null" if recv_q is None else recv_q}, '
             f'"send_q": {"null" if send_q is None else send_q}, "uid": {"null" if uid is None else uid}, '
             f'"inode": {"null" if inode is None else inode}, {tail}'
+        )
+        if len(chunk) >= JSON_CHUNK:
+            write(separator + ",\n".join(chunk))
+            separator = ",\n"
+            chunk.clear()
+    for usock in snap.unix_sockets:  # after the IP sockets, as unix_socket_object() writes them
+        holders = holders_get(usock.inode) if holders_get is not None else None
+        peer = usock.peer_inode
+        peer_holders = holders_get(peer) if holders_get is not None and peer is not None else None
+        recv_q = usock.recv_q
+        send_q = usock.send_q
+        netns = usock.netns
+        chunk.append(
+            f'{{"proto": "unix", "type": "{usock.type._value_}", "state": "{usock.state._value_}", '
+            f'"path": {_text(usock.path)}, "inode": {usock.inode}, '
+            f'"peer_inode": {"null" if peer is None else peer}, '
+            f'"recv_q": {"null" if recv_q is None else recv_q}, "send_q": {"null" if send_q is None else send_q}, '
+            f'"netns": {"null" if netns is None else netns}, '
+            f'"processes": {processes_text(holders) if holders else "[]"}, '
+            f'"peer_processes": {processes_text(peer_holders) if peer_holders else "[]"}}}'
         )
         if len(chunk) >= JSON_CHUNK:
             write(separator + ",\n".join(chunk))

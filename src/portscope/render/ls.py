@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from portscope.commands.names import Names
 from portscope.model.records import Snapshot
-from portscope.render import jsonout
 from portscope.render.environment import Environment
 from portscope.render.notes import hidden_owner_advice
 from portscope.render.text import safe_text
@@ -25,6 +24,8 @@ def footer_lines(snap: Snapshot, names: Names) -> list[str]:
 def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool, header: bool = True) -> None:
     out = env.stdout
     if as_json:
+        from portscope.render import jsonout  # json only when asked for
+
         jsonout.write_sockets(out, snap, names.services, names.places)
         for line in footer_lines(snap, names):
             env.note(line)
@@ -35,6 +36,7 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
         columns_for_width,
         print_rich,
         table_order,
+        unix_rows,
         write_fitted,
         write_plain,
     )
@@ -43,27 +45,34 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
     columns = columns_for_width(env.width)
     # a pipe without a width gets whole cells: every holder's pid
     cells = RowCells(snap, names, full_holders=env.width is None)
-    if env.is_tty and len(sockets) <= RICH_ROW_LIMIT:
+    extra = unix_rows(snap, names, cells) if snap.unix_sockets else []
+    count = len(sockets) + len(extra)
+    if env.is_tty and count <= RICH_ROW_LIMIT:
         console = env.console()
-        print_rich(console, cells, sockets, columns, env.width, header=header)
-        summary = f"{len(sockets)} socket(s); {snap.backend_summary()}"
+        print_rich(console, cells, sockets, columns, env.width, extra, header=header)
+        summary = f"{count} socket(s); {snap.backend_summary()}"
         console.print(summary, style="dim")
         for line in footer_lines(snap, names):
             console.print(line, style="yellow")
         return
     if env.width is None and not env.colour:
-        write_plain(out, cells, sockets, columns, header=header)
+        write_plain(out, cells, sockets, columns, extra, header=header)
     else:  # fitted to COLUMNS (watch), or coloured for less -R and watch -c
         paint = env.paint if env.colour else None
-        write_fitted(out, cells, sockets, columns, env.width, header=header, paint=paint, unicode=env.unicode)
+        write_fitted(
+            out, cells, sockets, columns, env.width, header=header, paint=paint, unicode=env.unicode, extra=extra
+        )
     notes = footer_lines(snap, names)
     if env.is_tty:
-        notes.insert(0, f"{len(sockets)} socket(s); {snap.backend_summary()}")
+        notes.insert(0, f"{count} socket(s); {snap.backend_summary()}")
     for line in notes:
         env.note(line)
 
 
 def render_pids(snap: Snapshot, env: Environment) -> None:
     """The holders' pids, each once, ascending, one per line (``lsof -t``): for ``kill $(...)``."""
-    pids = sorted({holder.process.pid for sock in snap.sockets for holder in snap.holders_of(sock)})
+    inodes = [sock.inode for sock in snap.sockets] + [usock.inode for usock in snap.unix_sockets]
+    pids = sorted(
+        {holder.process.pid for inode in inodes if inode is not None for holder in snap.holders.get(inode, ())}
+    )
     env.stdout.write("".join(f"{pid}\n" for pid in pids))

@@ -15,7 +15,7 @@ from typing import IO
 
 from portscope.commands.names import Names
 from portscope.model.notation import STATE_LABELS_BY_VALUE, format_host, proto_label
-from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
+from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
 from portscope.render.text import safe_text
 
 STATE_STYLES: dict[State, str] = {
@@ -200,7 +200,13 @@ PLAIN_CHUNK = 4096  # lines per write()
 
 
 def write_plain(
-    out: IO[str], rows: RowCells, sockets: Sequence[Socket], columns: Sequence[Column], *, header: bool = True
+    out: IO[str],
+    rows: RowCells,
+    sockets: Sequence[Socket],
+    columns: Sequence[Column],
+    extra: Sequence[tuple[State, tuple[str, ...]]] = (),
+    *,
+    header: bool = True,
 ) -> None:
     """Aligned columns without colour: the cells of :class:`RowCells`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
@@ -208,10 +214,13 @@ def write_plain(
     Two passes: the first measures the cells (lengths only, no text), the second formats them and
     writes in chunks. Rows are not kept: 100k rows of strings cost far more memory than building
     each row once more costs time (hosts, services, users and process texts come from caches).
+    ``extra``: rows already made (UNIX sockets: :func:`unix_rows`), written after the sockets' rows.
     """
     cells_of = rows.cells
     picked = [ALL_KEYS.index(c.key) for c in columns]
     measured = rows.measure(sockets)
+    for _, cells in extra:
+        measured = [max(width, len(cell)) for width, cell in zip(measured, cells, strict=True)]
     widths = [max(len(c.title), measured[i]) for c, i in zip(columns, picked, strict=True)]
     last = len(columns) - 1
     fmt = "  ".join(
@@ -235,6 +244,9 @@ def write_plain(
     if chunk:
         chunk.append("")
         write("\n".join(chunk))
+    if extra:
+        pick_extra = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+        write("".join((fmt % pick_extra(cells)).rstrip() + "\n" for _, cells in extra))
 
 
 ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command")
@@ -252,7 +264,8 @@ class RowCells:
 
     def __init__(self, snap: Snapshot, names: Names, *, full_holders: bool = False) -> None:
         # full_holders: every holder's pid (a pipe: nothing is cut); else nginx[812,813,+2]
-        self.cells, self.measure = _cell_functions(snap, names, None if full_holders else 2)
+        self.shown_pids = None if full_holders else 2
+        self.cells, self.measure, self.owner = _cell_functions(snap, names, self.shown_pids)
 
 
 DUAL_STACK_MARK = "46"  # tcp46: a [::] socket without IPV6_V6ONLY, which takes IPv4 too (as BSD netstat)
@@ -265,7 +278,11 @@ def covers_ipv4_too(sock: Socket) -> bool:
 
 def _cell_functions(
     snap: Snapshot, names: Names, shown_pids: int | None = 2
-) -> tuple[Callable[[Socket], tuple[str, ...]], Callable[[Sequence[Socket]], list[int]]]:
+) -> tuple[
+    Callable[[Socket], tuple[str, ...]],
+    Callable[[Sequence[Socket]], list[int]],
+    Callable[[int | None], tuple[str, str]],
+]:
     holders_get = snap.holders.get
     joined = snap.join.joined
     hidden = snap.join.hidden_inodes
@@ -431,7 +448,52 @@ def _cell_functions(
             command_w,
         ]
 
-    return cells, measure
+    return cells, measure, owner
+
+
+UNIX_LABELS = {UnixType.STREAM: "u_str", UnixType.DGRAM: "u_dgr", UnixType.SEQPACKET: "u_seq"}  # ss's netids
+
+
+def unix_rows(snap: Snapshot, names: Names, row_cells: RowCells) -> list[tuple[State, tuple[str, ...]]]:
+    """The table rows of the snapshot's UNIX sockets, in :data:`ALL_KEYS` order: listeners first, by path.
+
+    Local is the bound name (``*`` unnamed); Peer is the other end: its name, if it has one, and the
+    processes that hold it (``inode N`` when none is visible); ``*`` without a peer.
+    """
+    by_inode = {u.inode: u for u in snap.unix_sockets}
+    ordered = sorted(
+        snap.unix_sockets, key=lambda u: (u.state not in _LISTENING_STATES, u.path is None, u.path or "", u.inode)
+    )
+    owner = row_cells.owner
+    rows = []
+    for usock in ordered:
+        process, command = owner(usock.inode)
+        peer = "*"
+        if usock.peer_inode is not None:
+            other = by_inode.get(usock.peer_inode)
+            peer_holders = snap.peer_holders_of(usock)
+            parts = [safe_text(other.path)] if other is not None and other.path is not None else []
+            parts.append(
+                compact_holders(peer_holders, row_cells.shown_pids) if peer_holders else f"inode {usock.peer_inode}"
+            )
+            peer = " ".join(parts)
+        rows.append(
+            (
+                usock.state,
+                (
+                    UNIX_LABELS[usock.type],
+                    STATE_LABELS_BY_VALUE[usock.state.value],
+                    "-" if usock.recv_q is None else str(usock.recv_q),
+                    "-" if usock.send_q is None else str(usock.send_q),
+                    "*" if usock.path is None else safe_text(usock.path),
+                    peer,
+                    "-" if usock.uid is None else safe_text(names.user(usock.uid)),
+                    process,
+                    command,
+                ),
+            )
+        )
+    return rows
 
 
 GAP = 2
@@ -617,15 +679,18 @@ def fitted_row(row: Sequence[str], layout: Layout, picked: Sequence[int]) -> lis
     cells = []
     for column, column_width, index in zip(layout.columns, layout.widths, picked, strict=True):
         text = row[index]
+        if row[0].startswith("u_") and column.key in ("local", "peer"):  # a UNIX name: no port to keep
+            cells.append(text if len(text) <= column_width else "…" + text[len(text) - column_width + 1 :])
+            continue
         if layout.bare_endpoints and column.key in ("local", "peer"):
             text = _bare(text)
         cells.append(FITTERS.get(column.key, ellipsize)(text, column_width))
     return cells
 
 
-def _row_style(column: Column, sock: Socket, text: str) -> str:
+def _row_style(column: Column, state: State, text: str) -> str:
     if column.key == "state":
-        return STATE_STYLES.get(sock.state, "")
+        return STATE_STYLES.get(state, "")
     if column.key == "process" and text == "(hidden)":
         return "dim italic"
     return ""
@@ -641,11 +706,14 @@ def write_fitted(
     header: bool = True,
     paint: Callable[[str, str | None], str] | None = None,
     unicode: bool = True,
+    extra: Sequence[tuple[State, tuple[str, ...]]] = (),
 ) -> None:
     """Plain aligned text fitted to ``width`` (``COLUMNS`` in a pipe, as under ``watch``), coloured by
     ``paint`` when given: the cells and layout of the rich table, without rich. Without ``unicode`` (an
-    ASCII stdout), a shortened cell is marked with ``~`` instead of ``…``."""
-    rows = [row_cells.cells(sock) for sock in sockets]
+    ASCII stdout), a shortened cell is marked with ``~`` instead of ``…``. ``extra``: rows already made
+    (UNIX sockets), after the sockets' rows."""
+    rows = [row_cells.cells(sock) for sock in sockets] + [cells for _, cells in extra]
+    row_states = [sock.state for sock in sockets] + [state for state, _ in extra]
     picked_all = [ALL_KEYS.index(c.key) for c in columns]
     layout = plan_layout(columns, [[r[i] for i in picked_all] for r in rows], width)
     picked = [ALL_KEYS.index(c.key) for c in layout.columns]
@@ -664,9 +732,9 @@ def write_fitted(
         titles = [c.title for c in layout.columns]
         out.write(line(titles, ["bold"] * len(titles)) + "\n")
     chunk: list[str] = []
-    for sock, row in zip(sockets, rows, strict=True):
+    for state, row in zip(row_states, rows, strict=True):
         cells = fitted_row(row, layout, picked)
-        styles = [_row_style(c, sock, cell) for c, cell in zip(layout.columns, cells, strict=True)]
+        styles = [_row_style(c, state, cell) for c, cell in zip(layout.columns, cells, strict=True)]
         chunk.append(line(cells, styles))
         if len(chunk) >= PLAIN_CHUNK:
             out.write("\n".join(chunk) + "\n")
@@ -681,6 +749,7 @@ def print_rich(
     sockets: Sequence[Socket],
     columns: Sequence[Column],
     width: int | None,
+    extra: Sequence[tuple[State, tuple[str, ...]]] = (),
     *,
     header: bool = True,
 ) -> None:
@@ -688,7 +757,8 @@ def print_rich(
     from rich.table import Table
     from rich.text import Text
 
-    rows = [row_cells.cells(sock) for sock in sockets]
+    rows = [row_cells.cells(sock) for sock in sockets] + [cells for _, cells in extra]
+    row_states = [sock.state for sock in sockets] + [state for state, _ in extra]
     picked_all = [ALL_KEYS.index(c.key) for c in columns]
     layout = plan_layout(columns, [[r[i] for i in picked_all] for r in rows], width)
     picked = [ALL_KEYS.index(c.key) for c in layout.columns]
@@ -704,9 +774,9 @@ def print_rich(
     )
     for column, column_width in zip(layout.columns, layout.widths, strict=True):
         table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
-    for sock, row in zip(sockets, rows, strict=True):
+    for state, row in zip(row_states, rows, strict=True):
         cells = fitted_row(row, layout, picked)
         table.add_row(
-            *(Text(text, style=_row_style(c, sock, text)) for c, text in zip(layout.columns, cells, strict=True))
+            *(Text(text, style=_row_style(c, state, text)) for c, text in zip(layout.columns, cells, strict=True))
         )
     console.print(table, crop=False)

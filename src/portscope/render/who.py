@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from portscope.commands.names import Names
-from portscope.commands.who import ProcessOnPort, Unheld, UnheldSocket, WhoResult, WhoTarget
+from portscope.commands.who import ProcessOnPort, Unheld, UnheldSocket, UnixWhoResult, WhoResult, WhoTarget
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import port_in_ranges
 from portscope.model.records import Family, Proto, Socket, State
@@ -226,6 +226,13 @@ class PageBuilder:
         return [(f"Port {self.port_label()}", "bold"), (": " + ", ".join(counts), "")]
 
     def process_block(self, entry: ProcessOnPort) -> Block:
+        block = self.process_head(entry)
+        self.socket_rows(entry, block)
+        return block
+
+    def process_head(self, entry) -> Block:
+        """A process's title and who it is: command, details, parents, start, unit, container (an entry
+        of ``who PORT`` or of ``who PATH``)."""
         process = entry.process
         title: list[Segment] = [
             (safe_text(process.name), "bold"),
@@ -259,6 +266,9 @@ class PageBuilder:
             if container.pod:
                 value.append((f"  pod {safe_text(container.pod)}", "dim"))
             block.rows.append(("container", value))
+        return block
+
+    def socket_rows(self, entry: ProcessOnPort, block: Block) -> None:
         fds_by_inode = dict(entry.fds)
         previous_verb = None
         for listener in entry.listeners[:LISTENERS_SHOWN]:
@@ -296,7 +306,6 @@ class PageBuilder:
             if more > 0:
                 value.append((f", +{more} more", "dim"))
             block.rows.append(("peers", value))
-        return block
 
     def _forward(self, sock: Socket) -> list[Segment] | None:
         """``to container web (docker 80f128f2e1c3) 172.17.0.2:8080``: where a forwarder's listener leads."""
@@ -562,7 +571,12 @@ def who_object(result: WhoResult, services: Services | None, places=None) -> dic
     }
 
 
-def render_who(result: WhoResult, env: Environment, names: Names, *, as_json: bool) -> None:
+def render_who(result: WhoResult | UnixWhoResult, env: Environment, names: Names, *, as_json: bool) -> None:
+    if isinstance(result, UnixWhoResult):
+        from portscope.render.who_unix import render_unix_who
+
+        render_unix_who(result, env, names, as_json=as_json)
+        return
     partial = partial_view_note(result, names.caller_is_root)
     if as_json:
         jsonout.dump(who_object(result, names.services, names.places), env.stdout)
