@@ -114,7 +114,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     portscope ls -tulpn        sockets and their processes (ss, netstat, lsof -i)
     portscope who 8080         every process on a port (lsof -i :8080, fuser)
     portscope can-bind :8080   would a bind succeed here, and if not, why
-    portscope stats            socket counts by protocol and state (ss -s), busiest ports
+    portscope stats            socket counts by state (ss -s), busiest ports
     """
     # The one output environment of this run: every renderer gets it from here (--color, eager, made it
     # already when given).

@@ -117,7 +117,7 @@ def ls(as_json: bool, numeric: bool, show_processes: bool, no_header: bool, pids
       portscope ls --state connected --dst 10.0.0.0/8
       kill $(portscope ls --pids -l --port 8080)
       portscope ls -a -n --json --no-processes | jq length
-      portscope ls -x                 UNIX sockets, with the processes at both ends
+      portscope ls -x                   UNIX sockets, the processes at both ends
 
     \b
     Exit status: 0 the sockets were listed (also when the reader stops early,

@@ -33,7 +33,7 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
       portscope who http/tcp          a service name from /etc/services
       portscope who 8000-8100         a range
       portscope who --remote 443      also our connections to port 443 elsewhere
-      portscope who /run/docker.sock  who holds a UNIX socket, and who is connected to it
+      portscope who /run/docker.sock  who holds a UNIX socket, who is connected
       portscope who @/tmp/.X11-unix/X0  an abstract UNIX socket name
 
     \b
