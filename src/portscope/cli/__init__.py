@@ -130,7 +130,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 COMMANDS: dict[str, str] = {
     "can-bind": "portscope.cli.can_bind:can_bind",
     "completion": "portscope.cli.completion:completion",
+    "export": "portscope.cli.serve:export",
+    "kill": "portscope.cli.kill:kill",
     "ls": "portscope.cli.ls:ls",
+    "serve": "portscope.cli.serve:serve",
     "stats": "portscope.cli.stats:stats",
     "who": "portscope.cli.who:who",
 }
@@ -186,7 +189,7 @@ def exit_status(args: list[str], debug: bool) -> int:
         _say("portscope: interrupted")
         return ExitStatus.INTERRUPTED
     except click.exceptions.NoArgsIsHelpError as exc:
-        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else "ls, who, can-bind, stats, completion"
+        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else ", ".join(sorted(COMMANDS))
         return _failed(f"portscope: error: no command given (one of {commands}; see --help)", ExitStatus.USAGE, debug)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portscope"

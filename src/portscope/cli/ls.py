@@ -94,6 +94,7 @@ BACKENDS = ("auto", "netlink", "proc")
     help="Only the holders' pids, one per line, each once (as lsof -t).",
 )
 @json_option("A JSON array, one object per socket (schema in portscope-ls(1)).")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="JSON Lines: the objects of --json, one per line.")
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -103,7 +104,15 @@ BACKENDS = ("auto", "netlink", "proc")
 )
 @netns_option()
 @color_option()
-def ls(as_json: bool, numeric: bool, show_processes: bool, no_header: bool, pids_only: bool, **options: Any) -> None:
+def ls(
+    as_json: bool,
+    as_jsonl: bool,
+    numeric: bool,
+    show_processes: bool,
+    no_header: bool,
+    pids_only: bool,
+    **options: Any,
+) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
     By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets. The
@@ -118,6 +127,7 @@ def ls(as_json: bool, numeric: bool, show_processes: bool, no_header: bool, pids
       kill $(portscope ls --pids -l --port 8080)
       portscope ls -a -n --json --no-processes | jq length
       portscope ls -x                   UNIX sockets, the processes at both ends
+      portscope ls -l --jsonl | jq -c '[.local_port, .processes[].name]'
 
     \b
     Exit status: 0 the sockets were listed (also when the reader stops early,
@@ -128,15 +138,27 @@ def ls(as_json: bool, numeric: bool, show_processes: bool, no_header: bool, pids
     from portscope.errors import UsageError
 
     clashes = (
+        ("--json", as_json, "--jsonl", as_jsonl),
         ("-p", show_processes, "--no-processes", not options["join_processes"]),
         ("--pids", pids_only, "--no-processes", not options["join_processes"]),
         ("--pids", pids_only, "--json", as_json),
+        ("--pids", pids_only, "--jsonl", as_jsonl),
         ("--no-header", no_header, "--json", as_json),
+        ("--no-header", no_header, "--jsonl", as_jsonl),
     )
     for first, first_on, second, second_on in clashes:
         if first_on and second_on:
             raise UsageError(f"{first} and {second} exclude each other")
     snap = list_sockets(LsOptions(**options))  # the other parameters are LsOptions' fields, by name
+    if as_jsonl:
+        from portscope.render.jsonout import write_socket_lines
+        from portscope.render.ls import footer_lines
+
+        env, names = invocation().env, Names.resolve(numeric=numeric)
+        write_socket_lines(env.stdout, snap, names.services, names.places)
+        for line in footer_lines(snap, names):
+            env.note(line)
+        return
 
     from portscope.render.ls import render_listing, render_pids
 

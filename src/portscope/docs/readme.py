@@ -20,6 +20,7 @@ JSON_SOURCES: dict[str, tuple[tuple[str, str | None], ...]] = {
     "who": (("### `who --json`", None), ("### `who PATH` and `who @NAME`", "`who --json` then gives")),
     "stats": (("## `portscope stats`", "`--json` gives one object"),),
     "can-bind": (("### `can-bind --json`", None),),
+    "kill": (("### `kill --json`", None),),
 }
 _HEADING = re.compile(r"^#{1,6} ", re.M)
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")

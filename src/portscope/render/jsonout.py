@@ -16,7 +16,8 @@ JSON string: it is given in the escaped text form of :mod:`portscope.render.text
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, TYPE_CHECKING, Any
 
@@ -180,6 +181,29 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
 
     Text for json.loads, laid out like ``json.dumps`` of those objects (", " and ": "), one object a line.
     """
+    write = out.write
+    write("[")
+    separator = "\n"
+    for chunk in _chunks(socket_texts(snap, services, places)):
+        write(separator + ",\n".join(chunk))
+        separator = ",\n"
+    write("]\n" if separator == "\n" else "\n]\n")
+
+
+def write_socket_lines(out: IO[str], snap: Snapshot, services: Services | None, places: Places | None = None) -> None:
+    """Write ``ls --jsonl`` (JSON Lines): the objects of ``ls --json``, the same text, one a line."""
+    for chunk in _chunks(socket_texts(snap, services, places)):
+        out.write("\n".join(chunk) + "\n")
+
+
+def _chunks(texts: Iterator[str]) -> Iterator[list[str]]:
+    while chunk := list(islice(texts, JSON_CHUNK)):
+        yield chunk
+
+
+def socket_texts(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[str]:
+    """Each socket's object as JSON text, equal to ``json.dumps(socket_object(...), ensure_ascii=False)``
+    (escaped as the module docstring says), in the snapshot's order."""
     holders_get = snap.holders.get if snap.holders else None
     names = services.by_port if services is not None else {}
     service_json: dict[str, dict[int, str]] = {"tcp": {}, "udp": {}}  # proto -> port -> text
@@ -238,10 +262,6 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             f'{place_text(sock, holders)}, "processes": {processes_text(holders) if holders else "[]"}}}'
         )
 
-    write = out.write
-    write("[")
-    chunk: list[str] = []
-    separator = "\n"
     for sock in snap.sockets:
         proto = sock.proto._value_  # enum .value is a property: measurable at 100k sockets
         port = sock.local_port
@@ -260,7 +280,7 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
         recv_q = sock.recv_q
         send_q = sock.send_q
         uid = sock.uid
-        chunk.append(
+        yield (
             f'{{"proto": "{proto}", "family": "{sock.family._value_}", '
             f'"state": "{sock.state._value_}", "local_address": "{sock.local_address}", '
             f'"local_port": {port}, "remote_address": {remote}, '
@@ -269,10 +289,6 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             f'"send_q": {"null" if send_q is None else send_q}, "uid": {"null" if uid is None else uid}, '
             f'"inode": {"null" if inode is None else inode}, {tail}'
         )
-        if len(chunk) >= JSON_CHUNK:
-            write(separator + ",\n".join(chunk))
-            separator = ",\n"
-            chunk.clear()
     for usock in snap.unix_sockets:  # after the IP sockets, as unix_socket_object() writes them
         holders = holders_get(usock.inode) if holders_get is not None else None
         peer = usock.peer_inode
@@ -280,7 +296,7 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
         recv_q = usock.recv_q
         send_q = usock.send_q
         netns = usock.netns
-        chunk.append(
+        yield (
             f'{{"proto": "unix", "type": "{usock.type._value_}", "state": "{usock.state._value_}", '
             f'"path": {_text(usock.path)}, "inode": {usock.inode}, '
             f'"peer_inode": {"null" if peer is None else peer}, '
@@ -289,14 +305,6 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             f'"processes": {processes_text(holders) if holders else "[]"}, '
             f'"peer_processes": {processes_text(peer_holders) if peer_holders else "[]"}}}'
         )
-        if len(chunk) >= JSON_CHUNK:
-            write(separator + ",\n".join(chunk))
-            separator = ",\n"
-            chunk.clear()
-    if chunk:
-        write(separator + ",\n".join(chunk))
-        separator = ",\n"
-    write("]\n" if separator == "\n" else "\n]\n")
 
 
 def dump(value: Any, out: IO[str]) -> None:
