@@ -380,7 +380,9 @@ def test_another_users_namespace_says_permission_denied_and_what_works():
         holder.wait()
 
 
-@pytest.mark.parametrize("command", [[], ["ls"], ["who"], ["can-bind"], ["completion"], ["stats"]])
+@pytest.mark.parametrize(
+    "command", [[], ["ls"], ["who"], ["can-bind"], ["completion"], ["stats"], ["kill"], ["serve"], ["export"]]
+)
 @pytest.mark.parametrize("columns", [None, "200"])
 def test_help_fits_80_columns(command, columns):
     result = portscope(*command, "--help", env={"COLUMNS": columns} if columns else None)

@@ -17,7 +17,10 @@ from portscope.render.environment import COLOR_MODES, Environment
 from portscope.shell.values import complete_netns
 
 F = TypeVar("F", bound=Callable[..., Any])
-COMMAND_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+COMMAND_SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "max_content_width": 80,
+}  # --help fits 80 columns
 
 
 @dataclass
