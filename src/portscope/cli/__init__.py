@@ -115,6 +115,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     portscope who 8080         every process on a port (lsof -i :8080, fuser)
     portscope can-bind :8080   would a bind succeed here, and if not, why
     portscope stats            socket counts by state (ss -s), busiest ports
+    portscope watch            sockets as they appear and vanish, live
+    portscope wait 8080        until something listens on a port (--free: until
+                               it could be bound)
     """
     # The one output environment of this run: every renderer gets it from here (--color, eager, made it
     # already when given).
@@ -135,6 +138,8 @@ COMMANDS: dict[str, str] = {
     "ls": "portscope.cli.ls:ls",
     "serve": "portscope.cli.serve:serve",
     "stats": "portscope.cli.stats:stats",
+    "wait": "portscope.cli.watch:wait",
+    "watch": "portscope.cli.watch:watch",
     "who": "portscope.cli.who:who",
 }
 
