@@ -379,7 +379,7 @@ def test_ten_thousand_refreshes_keep_memory_flat() -> None:
 def test_watch_takes_every_ls_filter_and_wait_can_binds_options() -> None:
     ctx = click.Context(cli)
     ls, watch, wait, can_bind = (cli.get_command(ctx, name) for name in ("ls", "watch", "wait", "can-bind"))
-    ls_options = {p.name for p in ls.params} - {"as_json"}
+    ls_options = {p.name for p in ls.params} - {"as_json", "as_jsonl", "pids_only", "no_header"}  # ls output only
     assert ls_options <= {p.name for p in watch.params}
     shared = {p.name: p for p in can_bind.params if p.name in BIND_OPTION_NAMES}
     assert set(shared) == set(BIND_OPTION_NAMES)
