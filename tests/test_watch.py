@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from portscope.cli import cli, main
 from portscope.cli.options import BIND_OPTION_NAMES
+from portscope.cli.watch import LS_OUTPUT_OPTIONS
 from portscope.commands.ls import LsOptions
 from portscope.commands.names import Names
 from portscope.commands.watch import (
@@ -379,7 +380,7 @@ def test_ten_thousand_refreshes_keep_memory_flat() -> None:
 def test_watch_takes_every_ls_filter_and_wait_can_binds_options() -> None:
     ctx = click.Context(cli)
     ls, watch, wait, can_bind = (cli.get_command(ctx, name) for name in ("ls", "watch", "wait", "can-bind"))
-    ls_options = {p.name for p in ls.params} - {"as_json", "as_jsonl", "pids_only", "no_header"}  # ls output only
+    ls_options = {p.name for p in ls.params} - LS_OUTPUT_OPTIONS
     assert ls_options <= {p.name for p in watch.params}
     shared = {p.name: p for p in can_bind.params if p.name in BIND_OPTION_NAMES}
     assert set(shared) == set(BIND_OPTION_NAMES)
@@ -511,7 +512,11 @@ def test_registering_watch_and_wait_imports_no_library() -> None:
     import subprocess
     import sys
 
-    code = "import sys, portscope.cli; print(sorted(m for m in sys.modules if m.startswith('portscope.')))"
+    code = (
+        "import sys, click, portscope.cli as c; ctx = click.Context(c.cli);"
+        " [c.cli.get_command(ctx, n) for n in ('watch', 'wait')];"
+        " print(sorted(m for m in sys.modules if m.startswith('portscope.')))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     modules = ast.literal_eval(loaded.stdout)
     assert "portscope.cli.watch" in modules

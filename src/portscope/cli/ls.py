@@ -166,4 +166,5 @@ def ls(
     if pids_only:
         render_pids(snap, env)
         return
-    render_listing(snap, env, Names.resolve(numeric=numeric), as_json=as_json, header=not no_header)
+    names = Names.resolve(numeric=numeric, namespaces=snap.namespaces)
+    render_listing(snap, env, names, as_json=as_json, header=not no_header)

@@ -107,11 +107,14 @@ def _pipe_fd(stream: Any) -> int | None:
         return None
 
 
+# ls options that only shape ls's own output: watch writes events instead
+LS_OUTPUT_OPTIONS = frozenset({"as_json", "as_jsonl", "pids_only", "no_header"})  # ls's own output only
+
+
 def _with_ls_filters(function):
-    """Every ls option but those of ls's own output (--json, --jsonl, --pids, -H), declared once, by ls (the
+    """Every ls option but those that shape ls's own output (LS_OUTPUT_OPTIONS), declared once, by ls (the
     library is not imported here: start-up)."""
-    output_only = ("as_json", "as_jsonl", "pids_only", "no_header")
-    filters = [param for param in ls_command.params if param.name not in output_only]
+    filters = [param for param in ls_command.params if param.name not in LS_OUTPUT_OPTIONS]
     function.__click_params__ = [*getattr(function, "__click_params__", []), *reversed(filters)]
     return function
 

@@ -20,8 +20,10 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
     """Every process on a port: command, parents, unit or container, and its sockets.
 
     PORT is a port, a range, or a service name, optionally with an address and a protocol.
-    Without a protocol both TCP and UDP are searched. A path (/run/docker.sock, ./sock) or
-    @NAME (an abstract name) asks about UNIX sockets: who holds them, and who is at the other end.
+    Without a protocol both TCP and UDP are searched. Processes are grouped by container; a
+    forwarder's listener (docker-proxy, conmon, rootlessport, socket activation) is followed to the
+    process listening behind it, in the container's own network namespace. A path (/run/docker.sock,
+    ./sock) or @NAME (an abstract name) asks about UNIX sockets: who holds them, and who is at the other end.
 
     \b
     Examples:
@@ -33,6 +35,7 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
       portscope who http/tcp          a service name from /etc/services
       portscope who 8000-8100         a range
       portscope who --remote 443      also our connections to port 443 elsewhere
+      portscope who 8080 --netns all  every network namespace and container
       portscope who /run/docker.sock  who holds a UNIX socket, who is connected
       portscope who @/tmp/.X11-unix/X0  an abstract UNIX socket name
 
@@ -42,10 +45,11 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
     from portscope.commands.names import Names
     from portscope.commands.who import who_is_on
 
-    result = who_is_on(port, remote=remote, netns=netns)
+    names = Names.resolve(numeric=numeric)
+    result = who_is_on(port, remote=remote, netns=netns, places=names.places)
     run = invocation()
     run.answer = ExitStatus.OK if result.found else ExitStatus.NOT_FOUND
 
     from portscope.render.who import render_who
 
-    render_who(result, run.env, Names.resolve(numeric=numeric), as_json=as_json)
+    render_who(result, run.env, names, as_json=as_json)

@@ -97,10 +97,11 @@ def container_object(container) -> dict[str, Any] | None:
 
 
 def forward_object(forward) -> dict[str, Any] | None:
-    """``{"container", "address", "port", "netns"}`` of a sources.forwarders.Forward."""
+    """``{"kind", "container", "address", "port", "netns"}`` of a sources.forwarders.Forward."""
     if forward is None:
         return None
     return {
+        "kind": forward.kind,
         "container": container_object(forward.container),
         "address": forward.target_address,
         "port": forward.target_port,

@@ -37,14 +37,15 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
         print_rich,
         table_order,
         unix_rows,
+        with_namespace_column,
         write_fitted,
         write_plain,
     )
 
     sockets = table_order(snap.sockets)
-    columns = columns_for_width(env.width)
+    columns = with_namespace_column(columns_for_width(env.width), [*sockets, *snap.unix_sockets])
     # a pipe without a width gets whole cells: every holder's pid
-    cells = RowCells(snap, names, full_holders=env.width is None)
+    cells = RowCells(snap, names, namespaces=columns[0].key == "netns", full_holders=env.width is None)
     extra = unix_rows(snap, names, cells) if snap.unix_sockets else []
     count = len(sockets) + len(extra)
     if env.is_tty and count <= RICH_ROW_LIMIT:

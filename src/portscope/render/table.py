@@ -57,12 +57,23 @@ BASE_COLUMNS = (
 )
 
 
+NAMESPACE_COLUMN = Column("Netns", "netns")  # first, when the rows come from more than one network namespace
+
+
 def columns_for_width(width: int | None) -> tuple[Column, ...]:
     """The columns a table may show: into a pipe without a width, all but the command line (whole lines,
     ss's columns); for a width, every column, :func:`plan_columns` then picks those that fit."""
     if width is None:
         return tuple(c for c in BASE_COLUMNS if c.key != "command")
     return BASE_COLUMNS
+
+
+def with_namespace_column(columns: Sequence[Column], sockets: Sequence[Socket]) -> tuple[Column, ...]:
+    """The namespace column in front when the sockets live in more than one network namespace."""
+    first = sockets[0].netns if sockets else None
+    if any(sock.netns != first for sock in sockets):
+        return (NAMESPACE_COLUMN, *columns)
+    return tuple(columns)
 
 
 def compact_holders(holders: Sequence[Holder], shown_pids: int | None = 2) -> str:
@@ -249,23 +260,24 @@ def write_plain(
         write("".join((fmt % pick_extra(cells)).rstrip() + "\n" for _, cells in extra))
 
 
-ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command")
+ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command", "netns")
 
 
 class RowCells:
     """The cells of table rows, the one implementation of the table's cell rules (plain and rich tables).
 
     ``cells(sock)`` gives the cells of every column in :data:`ALL_KEYS` order; ``measure(sockets)``
-    gives the length of each column's longest cell without building the cells. The repeating parts
-    are cached, keyed by values that cannot change during one listing: addresses, ports, uids, and
+    gives the length of each column's longest cell without building the cells. The namespace cell (the
+    container's name, the ``ip netns`` name, ``host``, or the inode) is filled only with ``namespaces``.
+    The repeating parts are cached, keyed by values that cannot change during one listing: addresses, ports, uids, and
     the ids of the snapshot's Process records (alive as long as the snapshot). The parts are written
     as :mod:`portscope.model.notation` writes them, inlined (tests compare with a row built from words).
     """
 
-    def __init__(self, snap: Snapshot, names: Names, *, full_holders: bool = False) -> None:
+    def __init__(self, snap: Snapshot, names: Names, *, namespaces: bool = False, full_holders: bool = False) -> None:
         # full_holders: every holder's pid (a pipe: nothing is cut); else nginx[812,813,+2]
         self.shown_pids = None if full_holders else 2
-        self.cells, self.measure, self.owner = _cell_functions(snap, names, self.shown_pids)
+        self.cells, self.measure, self.owner, self.netns = _cell_functions(snap, names, namespaces, self.shown_pids)
 
 
 DUAL_STACK_MARK = "46"  # tcp46: a [::] socket without IPV6_V6ONLY, which takes IPv4 too (as BSD netstat)
@@ -277,11 +289,12 @@ def covers_ipv4_too(sock: Socket) -> bool:
 
 
 def _cell_functions(
-    snap: Snapshot, names: Names, shown_pids: int | None = 2
+    snap: Snapshot, names: Names, namespaces: bool = False, shown_pids: int | None = 2
 ) -> tuple[
     Callable[[Socket], tuple[str, ...]],
     Callable[[Sequence[Socket]], list[int]],
     Callable[[int | None], tuple[str, str]],
+    Callable[[int | None], str],
 ]:
     holders_get = snap.holders.get
     joined = snap.join.joined
@@ -305,6 +318,17 @@ def _cell_functions(
     users: dict[int | None, str] = {None: "-"}
     processes: dict[int, tuple[str, str]] = {}  # id(Process) -> (process cell, command cell)
     interfaces: dict[str, str] = {}  # name -> as shown
+    netns_texts: dict[int | None, str] = {None: "-"} if namespaces else {}
+    places = names.places
+
+    def netns_text(inode: int | None) -> str:
+        if not namespaces:
+            return ""
+        text = netns_texts.get(inode)
+        if text is None:
+            name = places.netns_name(inode) if places is not None else None
+            text = netns_texts[inode] = safe_text(name) if name else str(inode)
+        return text
 
     def interface_text(name: str) -> str:
         text = interfaces[name] = safe_text(name)
@@ -381,6 +405,7 @@ def _cell_functions(
             users.get(uid) or user(uid),  # type: ignore[arg-type]
             process,
             command,
+            netns_text(sock.netns),
         )
 
     def measure(sockets: Sequence[Socket]) -> list[int]:
@@ -389,6 +414,7 @@ def _cell_functions(
         any_v6 = any_dual = False
         states: set[str] = set()
         uids: set[int | None] = set()
+        inodes: set[int | None] = set()
         recv_seen: set[int | None] = set()  # few distinct queue lengths: measure each once
         send_seen: set[int | None] = set()
         local_w = peer_w = process_w = command_w = recv_w = send_w = 0
@@ -421,6 +447,7 @@ def _cell_functions(
                 peer_w = width
             states.add(sock.state._value_)
             uids.add(sock.uid)
+            inodes.add(sock.netns)
             recv_q = sock.recv_q
             send_q = sock.send_q
             if recv_q not in recv_seen:
@@ -446,9 +473,10 @@ def _cell_functions(
             max((len(users.get(uid) or user(uid)) for uid in uids), default=0),  # type: ignore[arg-type]
             process_w,
             command_w,
+            max((len(netns_text(inode)) for inode in inodes), default=0),
         ]
 
-    return cells, measure, owner
+    return cells, measure, owner, netns_text
 
 
 UNIX_LABELS = {UnixType.STREAM: "u_str", UnixType.DGRAM: "u_dgr", UnixType.SEQPACKET: "u_seq"}  # ss's netids
@@ -490,6 +518,7 @@ def unix_rows(snap: Snapshot, names: Names, row_cells: RowCells) -> list[tuple[S
                     "-" if usock.uid is None else safe_text(names.user(usock.uid)),
                     process,
                     command,
+                    row_cells.netns(usock.netns),
                 ),
             )
         )

@@ -364,6 +364,7 @@ class LiveView:
         past = RowCells(greyed, self.names)
         picked = [ALL_KEYS.index(c.key) for c in columns]
         cells: list[list[str]] = []
+        rows_all: list[list[str]] = []  # every cell, in ALL_KEYS order
         for row in ordered:
             writer = past if row.mark is not None or current is None else current
             values = list(writer.cells(row.seen.socket))
@@ -372,11 +373,11 @@ class LiveView:
                 if row.before.socket.state is not row.seen.socket.state:
                     was = f"{STATE_LABELS[row.before.socket.state]} {was}"
                 values[ALL_KEYS.index("process")] += f" (was {was})"
+            rows_all.append(values)
             cells.append([values[i] for i in picked])
         # the columns and widths ls would choose for these cells (ports never cut), the mark column aside
         layout = plan_layout(columns, cells, width - 3)
-        keys = [c.key for c in columns]
-        keep = [keys.index(c.key) for c in layout.columns]
+        keep = [ALL_KEYS.index(c.key) for c in layout.columns]
         table = Table(
             box=box.SIMPLE_HEAD,
             pad_edge=False,
@@ -389,7 +390,7 @@ class LiveView:
         table.add_column("", no_wrap=True, width=1)
         for column, column_width in zip(layout.columns, layout.widths, strict=True):
             table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
-        for row, values in zip(ordered, cells, strict=True):
+        for row, values in zip(ordered, rows_all, strict=True):
             mark_style = MARK_STYLES.get(row.mark, "") if row.mark else ""
             dim = row.mark in (Mark.GONE, Mark.BRIEF)
             texts = [Text(row.mark.value if row.mark else " ", style=mark_style)]
