@@ -190,7 +190,8 @@ class PageBuilder:
         self.program = program  # as sudo can run it: the full path of the installed program
         self.names = names
         self.services = names.services
-        self.places = result.places if result.places is not None else names.places
+        placed = getattr(result, "places", None)  # who PATH: no placing of its own
+        self.places = placed if placed is not None else names.places
         self.left = "←" if unicode else "<-"
         self.holder_pids = frozenset(p.process.pid for p in result.processes)
         self.by_pid = {p.process.pid: p.process for p in result.processes}
@@ -658,11 +659,16 @@ def reached_object(forwarding: Forwarding) -> dict[str, Any]:
     }
 
 
-def process_object(entry: ProcessOnPort) -> dict[str, Any]:
+def process_object(entry: ProcessOnPort, places=None) -> dict[str, Any]:
+    """A ``who`` process object; ``entry`` may also be a UNIX socket's process (``who PATH``), which who's
+    placing did not name: its container is then named through ``places``."""
     process, lineage, details = entry.process, entry.lineage, entry.details
     container = lineage.container if lineage else None
-    if container is not None and entry.container is not None and entry.container.id == container.id:
-        container = entry.container  # named from the runtime's files
+    placed = getattr(entry, "container", None)
+    if container is not None and placed is not None and placed.id == container.id:
+        container = placed  # named from the runtime's files
+    elif container is not None and places is not None and container.id:
+        container = places.index.by_id(container.id) or container
     started = lineage.started if lineage else process.start_time
     return {
         "pid": process.pid,
@@ -683,7 +689,7 @@ def process_object(entry: ProcessOnPort) -> dict[str, Any]:
         "children": list(details.children) if details else [],
         "inodes": list(entry.inodes),
         "fds": sorted({fd for _, fds in entry.fds for fd in fds}),
-        "reached_through": [reached_object(f) for f in entry.reached_through],
+        "reached_through": [reached_object(f) for f in getattr(entry, "reached_through", ())],
     }
 
 
