@@ -28,11 +28,11 @@ from portscope.render.table import (
     Column,
     RowCells,
     columns_for_width,
+    command_text,
     compact_holders,
     table_order,
     write_plain,
 )
-from portscope.render.text import safe_text as printable
 from portscope.sources import fdscan
 from portscope.sources.fdscan import BackgroundWalk, FdScan, walk_socket_fds
 from portscope.sources.services import load_services, parse_services
@@ -60,14 +60,17 @@ def reference_row(snap: Snapshot, names: Names, sock: Socket) -> dict[str, str]:
     holders = snap.holders_of(sock)
     if holders:
         process = compact_holders(holders)
-        command = printable(" ".join(holders[0].process.cmdline) or holders[0].process.name)
+        command = command_text(holders[0].process.cmdline, holders[0].process.name)
     elif sock.inode is not None and snap.join.joined:
         process = "(hidden)" if sock.inode in snap.join.hidden_inodes else "-"
         command = ""
     else:
         process = command = ""
     return {
-        "proto": proto_label(sock.proto, sock.family),
+        # a [::] socket without IPV6_V6ONLY takes IPv4 too: tcp46, udp46
+        "proto": proto_label(sock.proto, sock.family)
+        if not (sock.v6only is False and sock.local_address == "::")
+        else sock.proto.value + "46",
         "state": STATE_LABELS[sock.state],
         "recv_q": "-" if sock.recv_q is None else str(sock.recv_q),
         "send_q": "-" if sock.send_q is None else str(sock.send_q),

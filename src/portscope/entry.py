@@ -60,6 +60,10 @@ def run() -> None:
     try:
         from portscope.cli import run as run_cli
     except KeyboardInterrupt:
-        sys.stderr.flush()
+        try:
+            sys.stderr.write("portscope: interrupted\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
         os._exit(INTERRUPTED)
     run_cli()

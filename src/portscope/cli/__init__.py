@@ -23,13 +23,13 @@ from typing import NoReturn
 import click
 
 from portscope import __version__
-from portscope.cli.options import Invocation
+from portscope.cli.options import Invocation, color_option
 from portscope.errors import ExitStatus, PortscopeError
 from portscope.render.environment import Environment
 from portscope.render.text import safe_text
 
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click 8.2+: a group run without a command
-CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 80}
 
 
 class PortscopeGroup(click.Group):
@@ -61,24 +61,71 @@ class PortscopeGroup(click.Group):
         run = ctx.find_object(Invocation)
         ctx.exit(run.answer if run is not None else ExitStatus.OK)  # click would drop a returned status
 
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """An unknown command is refused with the one it most likely meant (``lss``: ls, ``list``: ls,
+        ``bind``: can-bind), whatever the click release."""
+        unknown = args and not args[0].startswith("-") and self.get_command(ctx, args[0]) is None
+        if unknown and not ctx.resilient_parsing:  # completion asks too: it answers nothing, never an error
+            raise click.UsageError(unknown_command_message(args[0], self.list_commands(ctx)), ctx)
+        return super().resolve_command(ctx, args)
+
+
+# What people coming from other tools type for a command (the did-you-mean of unknown commands).
+COMMAND_SYNONYMS = {
+    "list": "ls",
+    "ss": "ls",
+    "netstat": "ls",
+    "sockets": "ls",
+    "ports": "ls",
+    "lsof": "who",
+    "fuser": "who",
+    "port": "who",
+    "whois": "who",
+    "bind": "can-bind",
+    "check": "can-bind",
+    "canbind": "can-bind",
+    "can_bind": "can-bind",
+    "completions": "completion",
+    "stat": "stats",
+    "summary": "stats",
+}
+
+
+def unknown_command_message(name: str, commands: list[str]) -> str:
+    import difflib
+
+    guess = COMMAND_SYNONYMS.get(name.lower())
+    if guess not in commands:
+        close = difflib.get_close_matches(name.lower(), commands, n=1, cutoff=0.5)
+        guess = close[0] if close else None
+    hint = f"did you mean {guess!r}? " if guess else ""
+    return f"unknown command {name!r} ({hint}commands: {', '.join(commands)})"
+
 
 @click.group(cls=PortscopeGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="portscope")
 @click.option("--debug", is_flag=True, envvar="PORTSCOPE_DEBUG", help="Show tracebacks for errors.")
+@color_option()
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Inspect TCP and UDP ports and sockets: who holds them, and why a bind() would fail.
 
     \b
-    portscope ls               sockets with their processes (ss -tulpn, netstat, lsof -i)
-    portscope who 8080         every process on a port (lsof -i :8080, fuser 8080/tcp)
+    portscope ls -tulpn        sockets and their processes (ss, netstat, lsof -i)
+    portscope who 8080         every process on a port (lsof -i :8080, fuser)
     portscope can-bind :8080   would a bind succeed here, and if not, why
-    portscope stats            socket counts by protocol and state (ss -s), busiest ports
+    portscope stats            socket counts by state (ss -s), busiest ports
     portscope watch            sockets as they appear and vanish, live
-    portscope wait 8080        until something listens on a port (--free: until it could be bound)
+    portscope wait 8080        until something listens on a port (--free: until
+                               it could be bound)
     """
-    # The one output environment of this run: every renderer gets it from here.
-    ctx.obj = Invocation(debug=debug, env=Environment.detect())
+    # The one output environment of this run: every renderer gets it from here (--color, eager, made it
+    # already when given).
+    run = ctx.find_object(Invocation)
+    if run is None:
+        ctx.obj = Invocation(debug=debug, env=Environment.detect())
+    else:
+        run.debug = debug
 
 
 # The commands, by name: "module:attribute". A command's module is imported only when that command runs (or
@@ -153,11 +200,16 @@ def exit_status(args: list[str], debug: bool) -> int:
         where = exc.ctx.command_path if exc.ctx else "portscope"
         if isinstance(exc, _NO_ARGS):  # click's message would be the whole help page
             message = f"missing command ({', '.join(sorted(COMMANDS))})"
+        elif isinstance(exc, click.NoSuchOption) and re.fullmatch(r"-[0-9]+", exc.option_name) and exc.ctx:
+            # "who -5": a negative port, not an option
+            low = 0 if exc.ctx.command.name == "can-bind" else 1
+            message = f"port {exc.option_name} is out of range ({low}-65535)"
         else:
             message = " ".join(exc.format_message().split())  # one line: click lists choices on several
+            message += _port_letter_hint(exc, args)
         return _failed(f"{where}: error: {message} (see --help)", ExitStatus.USAGE, debug)
     except PortscopeError as exc:
-        return _failed(f"portscope: error: {exc}", exc.exit_status, debug)
+        return _failed(f"portscope: error: {exc}{_sudo_hint(str(exc), args)}", exc.exit_status, debug)
     except MemoryError:
         return _failed("portscope: error: out of memory", ExitStatus.UNREADABLE, debug)
     except OSError as exc:  # the system refused something the library did not expect to be refused
@@ -167,6 +219,27 @@ def exit_status(args: list[str], debug: bool) -> int:
         hint = "" if debug else " (run with --debug for the traceback)"
         return _failed(f"portscope: internal error: {message}{hint}", ExitStatus.INTERNAL, debug)
     return status if isinstance(status, int) else ExitStatus.OK
+
+
+def _port_letter_hint(exc: click.UsageError, args: list[str]) -> str:
+    """``ls -p 80``: -p shows processes here, as in ss; say which option filters ports."""
+    if exc.ctx is None or exc.ctx.command.name != "ls" or "unexpected extra argument" not in exc.format_message():
+        return ""
+    if not any(arg.startswith("-") and not arg.startswith("--") and arg.endswith("p") for arg in args):
+        return ""
+    return " (-p shows the processes, as in ss; the port filter is -y/--port)"
+
+
+def _sudo_hint(message: str, args: list[str]) -> str:
+    """For an error that root would not meet: the command to run instead, with this program's full path
+    (a venv or pipx install is not on root's PATH)."""
+    if "run as root" not in message or os.geteuid() == 0:
+        return ""
+    import shlex
+
+    from portscope.render.environment import program_path
+
+    return f": sudo {program_path()} {shlex.join(args)}"
 
 
 def _failed(line: str, status: int, debug: bool) -> int:

@@ -19,9 +19,12 @@ def completion(shell: str) -> None:
 
     \b
     Examples:
-      source <(portscope completion bash)    bash: this shell only
-      portscope completion bash > ~/.local/share/bash-completion/completions/portscope    bash: every new shell
-      portscope completion zsh > ~/.zfunc/_portscope    zsh: put fpath+=(~/.zfunc) before compinit in ~/.zshrc
-      portscope completion fish > ~/.config/fish/completions/portscope.fish    fish: every new shell
+      source <(portscope completion bash)       bash: this shell only
+      echo 'source <(portscope completion bash)' >> ~/.bashrc
+          bash: every new shell
+      portscope completion zsh > ~/.zfunc/_portscope
+          zsh: with fpath+=(~/.zfunc) before compinit in ~/.zshrc
+      portscope completion fish > ~/.config/fish/completions/portscope.fish
+          fish: every new shell
     """
     click.echo(completion_script(shell), nl=False)

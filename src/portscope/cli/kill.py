@@ -11,7 +11,7 @@ from portscope.errors import ExitStatus, UsageError
 from portscope.shell.values import complete_ports, complete_signals
 
 
-@click.command("kill", context_settings={**COMMAND_SETTINGS, "max_content_width": 100})
+@click.command("kill", context_settings=COMMAND_SETTINGS)
 @click.argument("port", metavar="PORT", required=False, shell_complete=complete_ports)
 @click.option("--dry-run", is_flag=True, help="Show what would be signalled; signal nothing.")
 @click.option(
@@ -89,21 +89,25 @@ def kill(
 
     \b
     Examples:
-      portscope kill 3000                every process listening on port 3000, after asking
+      portscope kill 3000                every process listening on port 3000,
+                                         after asking
       portscope kill 3000 --yes          without asking
-      portscope kill 8080/tcp --dry-run  who would be signalled, and who is refused
+      portscope kill 8080/tcp --dry-run  who would be signalled, who is refused
       portscope kill 127.0.0.1:5000 -s INT --timeout 10
-      portscope kill 5432 --no-escalate  SIGTERM only; status 5 if something survives
+      portscope kill 5432 --no-escalate  SIGTERM only; status 5 if one survives
       portscope kill 3000 --include-clients --yes
-      portscope kill --connection 127.0.0.1:5432 127.0.0.1:51234    close one TCP connection
+      portscope kill --connection 127.0.0.1:5432 127.0.0.1:51234
+                                         close one TCP connection
 
     \b
-    Exit status: 0 every target is gone and nothing listens on the port (--dry-run: something would
-    be signalled; --connection: closed), 1 nothing to kill on the port (--dry-run: nothing would be
-    signalled; --connection: no such connection), 2 bad input or a refusal (a guard, no confirmation,
-    no terminal without --yes), 4 the system could not be read (--connection: the kernel cannot
-    destroy sockets), 5 a target survived or could not be signalled, or the port is still held (and,
-    as for every command, an internal error).
+    Exit status: 0 every target is gone and nothing listens on the port
+    (--dry-run: something would be signalled; --connection: closed), 1 nothing
+    to kill on the port (--dry-run: nothing would be signalled; --connection:
+    no such connection), 2 bad input or a refusal (a guard, no confirmation,
+    no terminal without --yes), 4 the system could not be read (--connection:
+    the kernel cannot destroy sockets), 5 a target survived or could not be
+    signalled, or the port is still held (and, as for every command, an
+    internal error).
     """
     run = invocation()
     if connection is not None:

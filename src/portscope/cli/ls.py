@@ -8,6 +8,7 @@ import click
 
 from portscope.cli.options import (
     COMMAND_SETTINGS,
+    color_option,
     family_options,
     invocation,
     json_option,
@@ -37,7 +38,7 @@ BACKENDS = ("auto", "netlink", "proc")
     "listening, bucket, big, all.",
 )
 @click.option(
-    "-p",
+    "-y",
     "--port",
     "ports",
     multiple=True,
@@ -77,8 +78,22 @@ BACKENDS = ("auto", "netlink", "proc")
     default=True,
     help="Skip the process join (faster).",
 )
+@click.option(
+    "-p",
+    "--processes",
+    "show_processes",
+    is_flag=True,
+    help="Show the processes (as ss -p; always on here, unless --no-processes).",
+)
 @numeric_option()
-@json_option("A JSON array, one object per socket (schema in README).")
+@click.option("-H", "--no-header", "no_header", is_flag=True, help="No header line (as ss -H).")
+@click.option(
+    "--pids",
+    "pids_only",
+    is_flag=True,
+    help="Only the holders' pids, one per line, each once (as lsof -t).",
+)
+@json_option("A JSON array, one object per socket (schema in portscope-ls(1)).")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="JSON Lines: the objects of --json, one per line.")
 @click.option(
     "--backend",
@@ -88,30 +103,52 @@ BACKENDS = ("auto", "netlink", "proc")
     help="Where socket data comes from: netlink sock_diag, /proc/net, or netlink with /proc fallback.",
 )
 @netns_option()
-def ls(as_json: bool, as_jsonl: bool, numeric: bool, **options: Any) -> None:
+@color_option()
+def ls(
+    as_json: bool,
+    as_jsonl: bool,
+    numeric: bool,
+    show_processes: bool,
+    no_header: bool,
+    pids_only: bool,
+    **options: Any,
+) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
-    By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets.
+    By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets. The
+    letters of ss work: ls -tulpn, -tanp, -ltn, -4tl (-p is always on: processes are shown unless
+    --no-processes).
 
     \b
     Examples:
-      portscope ls -l                 listeners, like ss -tulpn
-      portscope ls -a --port 8080     everything on port 8080
+      portscope ls -tulpn               listeners, as ss -tulpn
+      portscope ls -a --port 8080       everything on port 8080
       portscope ls --state connected --dst 10.0.0.0/8
+      kill $(portscope ls --pids -l --port 8080)
       portscope ls -a -n --json --no-processes | jq length
-      portscope ls -x                 UNIX sockets, with the processes at both ends
+      portscope ls -x                   UNIX sockets, the processes at both ends
       portscope ls -l --jsonl | jq -c '[.local_port, .processes[].name]'
 
     \b
-    Exit status: 0 the sockets were listed (also when the reader stops early, as with | head).
+    Exit status: 0 the sockets were listed (also when the reader stops early,
+    as with | head).
     """
     from portscope.commands.ls import LsOptions, list_sockets
     from portscope.commands.names import Names
+    from portscope.errors import UsageError
 
-    if as_json and as_jsonl:
-        from portscope.errors import UsageError
-
-        raise UsageError("--json and --jsonl exclude each other (an array, or one object a line)")
+    clashes = (
+        ("--json", as_json, "--jsonl", as_jsonl),
+        ("-p", show_processes, "--no-processes", not options["join_processes"]),
+        ("--pids", pids_only, "--no-processes", not options["join_processes"]),
+        ("--pids", pids_only, "--json", as_json),
+        ("--pids", pids_only, "--jsonl", as_jsonl),
+        ("--no-header", no_header, "--json", as_json),
+        ("--no-header", no_header, "--jsonl", as_jsonl),
+    )
+    for first, first_on, second, second_on in clashes:
+        if first_on and second_on:
+            raise UsageError(f"{first} and {second} exclude each other")
     snap = list_sockets(LsOptions(**options))  # the other parameters are LsOptions' fields, by name
     if as_jsonl:
         from portscope.render.jsonout import write_socket_lines
@@ -123,6 +160,11 @@ def ls(as_json: bool, as_jsonl: bool, numeric: bool, **options: Any) -> None:
             env.note(line)
         return
 
-    from portscope.render.ls import render_listing
+    from portscope.render.ls import render_listing, render_pids
 
-    render_listing(snap, invocation().env, Names.resolve(numeric=numeric, namespaces=snap.namespaces), as_json=as_json)
+    env = invocation().env
+    if pids_only:
+        render_pids(snap, env)
+        return
+    names = Names.resolve(numeric=numeric, namespaces=snap.namespaces)
+    render_listing(snap, env, names, as_json=as_json, header=not no_header)

@@ -13,11 +13,14 @@ from typing import Any, TypeVar
 import click
 
 from portscope.errors import ExitStatus
-from portscope.render.environment import Environment
+from portscope.render.environment import COLOR_MODES, Environment
 from portscope.shell.values import complete_interfaces, complete_netns, complete_users
 
 F = TypeVar("F", bound=Callable[..., Any])
-COMMAND_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+COMMAND_SETTINGS: dict[str, Any] = {
+    "help_option_names": ["-h", "--help"],
+    "max_content_width": 80,
+}  # --help fits 80 columns
 
 
 @dataclass
@@ -40,6 +43,32 @@ def invocation() -> Invocation:
     if run is None:
         run = ctx.obj = Invocation(debug=False, env=Environment.detect())
     return run
+
+
+def _set_colour(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    run = ctx.find_object(Invocation)
+    if run is None:
+        ctx.obj = Invocation(debug=False, env=Environment.detect(color=value))
+    else:
+        run.env = run.env.with_colour(value)
+
+
+def color_option() -> Callable[[F], F]:
+    """``--color[=auto|always|never]``, as GNU ls: given to the group or a command, it sets the colour of this
+    run's one output environment (``--color`` alone is ``always``)."""
+    return click.option(
+        "--color",
+        type=click.Choice(COLOR_MODES),
+        default=None,
+        is_flag=False,
+        flag_value="always",
+        expose_value=False,
+        is_eager=True,
+        callback=_set_colour,
+        help="Colour: auto (a terminal, unless NO_COLOR), always (for watch -c, less -R), never.",
+    )
 
 
 def netns_option(help: str = "Look inside another network namespace.") -> Callable[[F], F]:
@@ -69,6 +98,12 @@ def family_options(ipv4_help: str, ipv6_help: str) -> Callable[[F], F]:
 BIND_OPTION_NAMES = ("reuseaddr", "reuseport", "v6only", "device", "freebind", "user", "no_listen", "probe")
 
 
+def _one_v6only(ctx: click.Context, param: click.Parameter, given: tuple[bool, ...]) -> bool | None:
+    if len(set(given)) > 1:
+        raise click.UsageError("--v6only and --no-v6only exclude each other", ctx)
+    return given[0] if given else None
+
+
 def bind_socket_options(udp_help: str, ipv4_help: str, ipv6_help: str) -> Callable[[F], F]:
     """``--udp``, ``-4/-6`` and the new socket's options of can-bind (:data:`BIND_OPTION_NAMES`)."""
     declared = [
@@ -78,7 +113,8 @@ def bind_socket_options(udp_help: str, ipv4_help: str, ipv6_help: str) -> Callab
         click.option("--reuseport", is_flag=True, help="The new socket sets SO_REUSEPORT."),
         click.option(
             "--v6only/--no-v6only",
-            default=None,
+            multiple=True,  # every use kept: --v6only --no-v6only is refused rather than the last one winning
+            callback=_one_v6only,
             help="IPV6_V6ONLY on the new socket [default: net.ipv6.bindv6only of the namespace].",
         ),
         click.option(
@@ -121,6 +157,9 @@ def bind_request(target: str, netns: str | None, **options: Any):
 
     if options["ipv4"] and options["ipv6"]:
         raise UsageError("-4 and -6 exclude each other")
+    if options["ipv4"] and options["v6only"] is not None:
+        flag = "--v6only" if options["v6only"] else "--no-v6only"
+        raise UsageError(f"{flag} sets IPV6_V6ONLY, an IPv6 socket option; -4 asks for IPv4")
     return BindRequest(
         target=target,
         udp=options["udp"],

@@ -90,10 +90,11 @@ def serve(listen: str, interval: float, netns: str | None, expect, expect_file, 
       portscope serve                           http://127.0.0.1:9717/metrics
       portscope serve --netns all --interval 10
       portscope serve --expect 443/tcp=nginx --expect 5432/tcp=postgres
-      portscope serve --listen 192.0.2.10:9717  reachable on that address, deliberately
+      portscope serve --listen 192.0.2.10:9717  reachable on that address
 
     \b
-    Exit status: 2 bad input (--listen, --expect, an address in use), 4 the first snapshot could not be read.
+    Exit status: 2 bad input (--listen, --expect, an address in use), 4 the first
+    snapshot could not be read.
     """
     from portscope.commands.metrics import Exporter, parse_listen
 
@@ -138,7 +139,7 @@ def export(directory: str | None, netns: str | None, expect, expect_file, max_se
     \b
     Examples:
       portscope export --textfile /var/lib/prometheus/node-exporter
-      portscope export --expect 22/tcp=sshd --textfile /var/lib/node_exporter/textfile
+      portscope export --expect 22/tcp=sshd --textfile /var/lib/node_exporter
       portscope export | promtool check metrics
 
     \b

@@ -108,11 +108,12 @@ def _pipe_fd(stream: Any) -> int | None:
 
 
 # ls options that only shape ls's own output: watch writes events instead
-LS_OUTPUT_OPTIONS = frozenset({"as_json", "as_jsonl"})
+LS_OUTPUT_OPTIONS = frozenset({"as_json", "as_jsonl", "pids_only", "no_header"})  # ls's own output only
 
 
 def _with_ls_filters(function):
-    """Every ls option but --json and --jsonl, declared once, by ls (the library is not imported here: start-up)."""
+    """Every ls option but those that shape ls's own output (LS_OUTPUT_OPTIONS), declared once, by ls (the
+    library is not imported here: start-up)."""
     filters = [param for param in ls_command.params if param.name not in LS_OUTPUT_OPTIONS]
     function.__click_params__ = [*getattr(function, "__click_params__", []), *reversed(filters)]
     return function
@@ -166,7 +167,8 @@ def watch(interval: float, jsonl: bool, changes_only: bool, numeric: bool, **opt
       portscope watch --state connected --dst 10.0.0.0/8 --interval 0.5
 
     \b
-    Exit status: 0 ended by q, Ctrl-C, SIGTERM or SIGHUP (also when the reader of the output goes away).
+    Exit status: 0 ended by q, Ctrl-C, SIGTERM or SIGHUP (also when the reader of
+    the output goes away).
     """
     from portscope.commands.names import Names
     from portscope.commands.watch import Watcher, check_interval, watch_query
@@ -203,7 +205,7 @@ def watch(interval: float, jsonl: bool, changes_only: bool, numeric: bool, **opt
     run.answer = ExitStatus.OK
 
 
-@click.command("wait", context_settings={**COMMAND_SETTINGS, "max_content_width": 100})
+@click.command("wait", context_settings=COMMAND_SETTINGS)
 @click.argument("port", metavar="PORT", shell_complete=complete_ports)
 @click.option(
     "--free",

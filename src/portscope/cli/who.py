@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, invocation, json_option, netns_option, numeric_option
+from portscope.cli.options import COMMAND_SETTINGS, color_option, invocation, json_option, netns_option, numeric_option
 from portscope.errors import ExitStatus
 from portscope.shell.values import complete_ports
 
@@ -13,8 +13,9 @@ from portscope.shell.values import complete_ports
 @click.argument("port", metavar="PORT", shell_complete=complete_ports)
 @click.option("--remote", is_flag=True, help="Also match the peer's port: connections made TO this port.")
 @numeric_option()
-@json_option("One JSON object: query, sockets, processes (schema in README).")
+@json_option("One JSON object: query, sockets, processes (schema in portscope-who(1)).")
 @netns_option()
+@color_option()
 def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None) -> None:
     """Every process on a port: command, parents, unit or container, and its sockets.
 
@@ -28,13 +29,14 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
     Examples:
       portscope who 8080              every process on local port 8080
       portscope who 53/udp            UDP only
-      portscope who 127.0.0.1:8080    sockets reached by 127.0.0.1:8080 (wildcards too)
+      portscope who 127.0.0.1:8080    sockets reached by 127.0.0.1:8080 (wildcards
+                                      too)
       portscope who '[::1]:8080'      the same for IPv6
       portscope who http/tcp          a service name from /etc/services
       portscope who 8000-8100         a range
       portscope who --remote 443      also our connections to port 443 elsewhere
       portscope who 8080 --netns all  every network namespace and container
-      portscope who /run/docker.sock  who holds a UNIX socket, and who is connected to it
+      portscope who /run/docker.sock  who holds a UNIX socket, who is connected
       portscope who @/tmp/.X11-unix/X0  an abstract UNIX socket name
 
     \b

@@ -100,6 +100,9 @@ def new_socket_for(request: BindRequest, ns_facts, services=None) -> tuple[NewSo
     elif address is None:
         family = request.family or (Family.IPV6 if ns_facts.ipv6_enabled else Family.IPV4)
         address = "::" if family is Family.IPV6 else "0.0.0.0"
+    if family is Family.IPV4 and request.v6only is not None:
+        flag = "--v6only" if request.v6only else "--no-v6only"
+        raise UsageError(f"{flag} sets IPV6_V6ONLY, an IPv6 socket option; {address} is IPv4")
     ns = ns_facts.namespace
     device = _interface_index(request.device, ns_facts.interfaces, "--device") if request.device is not None else 0
     scope_id = _interface_index(target.scope, ns_facts.interfaces, "the scope id") if target.scope else 0

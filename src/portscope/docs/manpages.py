@@ -40,8 +40,17 @@ EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
 COMMON_EXIT_STATUSES = (ExitStatus.USAGE, ExitStatus.UNREADABLE, ExitStatus.INTERNAL, ExitStatus.INTERRUPTED)
 
 ENVIRONMENT = (
-    ("NO_COLOR", "When set, output to a terminal is not coloured."),
-    ("COLUMNS", "The width tables are fitted to (a pipe gets whole, uncut lines)."),
+    ("NO_COLOR", "When set (not empty), output is not coloured, unless --color=always."),
+    (
+        "FORCE_COLOR, CLICOLOR_FORCE",
+        "When set (not empty; CLICOLOR_FORCE not 0), output into a pipe is coloured too "
+        "(for watch -c and less -R), unless NO_COLOR or --color=never.",
+    ),
+    (
+        "COLUMNS",
+        "The width output is fitted to, also into a pipe (watch sets it); a pipe without it gets whole, uncut lines.",
+    ),
+    ("LINES", "The height can-bind fits its summary to on a terminal."),
 )
 FILES = (
     ("/etc/services", "Service names for ports, both ways."),
@@ -207,7 +216,18 @@ def _see_also(page: Page, pages: list[str], own: str) -> None:
     page.raw(",\n".join(f".BR {escape(name)} ({section})" for name, section in refs))
 
 
-def command_page(group: click.Group, name: str, command: click.Command, all_pages: list[str]) -> str:
+def _add_json(page: Page, name: str, readme: str | None) -> None:
+    from portscope.docs.readme import json_reference
+
+    requests = json_reference(readme, name) if readme is not None else None
+    if requests:
+        page.section("JSON OUTPUT")
+        page.raw(*requests)
+
+
+def command_page(
+    group: click.Group, name: str, command: click.Command, all_pages: list[str], readme: str | None = None
+) -> str:
     parent = click.Context(group, info_name=SOURCE, **group.context_settings)
     ctx = click.Context(command, info_name=name, parent=parent, **command.context_settings)
     page_name = f"{SOURCE}-{name}"
@@ -222,6 +242,7 @@ def command_page(group: click.Group, name: str, command: click.Command, all_page
     _add_help(page, help_text)
     _add_options(page, command, ctx)
     _add_examples(page, help_text.examples)
+    _add_json(page, name, readme)
     _add_exit_status(page, help_text.exit_statuses)
     _see_also(page, all_pages, page_name)
     return str(page)
@@ -265,13 +286,21 @@ def _envvars(option: click.Option) -> list[str]:
     return [option.envvar] if isinstance(option.envvar, str) else list(option.envvar)
 
 
-def man_pages(group: click.Group) -> dict[str, str]:
-    """File name -> roff source, for the group and each of its commands."""
+def man_pages(group: click.Group, readme: str | None = None) -> dict[str, str]:
+    """File name -> roff source, for the group and each of its commands; ``readme``: the text of README.md,
+    whose JSON sections the pages carry (default: the checkout's README, when there is one)."""
+    if readme is None:
+        from portscope.docs.readme import read_readme
+
+        try:
+            readme = read_readme()
+        except OSError:  # an installed copy without its checkout: pages without the JSON reference
+            readme = None
     ctx = click.Context(group, info_name=SOURCE)
     commands = [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
     commands = [(name, command) for name, command in commands if command is not None and not command.hidden]
     all_pages = [SOURCE] + [f"{SOURCE}-{name}" for name, _ in commands]
     pages = {f"{SOURCE}.1": main_page(group, commands, all_pages)}
     for name, command in commands:
-        pages[f"{SOURCE}-{name}.1"] = command_page(group, name, command, all_pages)
+        pages[f"{SOURCE}-{name}.1"] = command_page(group, name, command, all_pages, readme)
     return pages

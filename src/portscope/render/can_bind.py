@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
-import shutil
 import textwrap
 from typing import Any
 
@@ -41,7 +40,8 @@ JSON_KEYS = (
     "uncertain_because",
     "bsd_note_code",
 )
-_MIN_ACTIONS = 3  # a terminal too short for everything still gets the verdict, one blocker and 3 actions
+_MIN_ACTIONS = 3
+PROSE_WIDTH = 100  # a terminal too short for everything still gets the verdict, one blocker and 3 actions
 
 _VERDICT_STYLE = {"yes": "bold green", "no": "bold red", "uncertain": "bold yellow"}
 
@@ -151,11 +151,12 @@ def verdict_line(report: BindReport) -> str:
 Line = tuple[str, str | None]  # (text, rich style); the plain writer ignores the styles
 
 
-def _blocker_lines(groups: list[BlockerGroup], shown: int) -> list[Line]:
+def _blocker_lines(groups: list[BlockerGroup], shown: int, flags: bool = True) -> list[Line]:
     lines: list[Line] = [("blocking:", "bold")]
     for group in groups[:shown]:
         lines.append((f"  {words.group_text(group)}", None))
-        lines.append((f"      {words.group_flags(group)}", "dim"))
+        if flags:
+            lines.append((f"      {words.group_flags(group)}", "dim"))
     rest = groups[shown:]
     if rest:
         sockets = sum(len(g.owners) for g in rest)
@@ -164,7 +165,9 @@ def _blocker_lines(groups: list[BlockerGroup], shown: int) -> list[Line]:
     return lines
 
 
-def _lines(report: BindReport, groups: list[BlockerGroup], shown_groups: int, shown_actions: int) -> list[Line]:
+def _lines(
+    report: BindReport, groups: list[BlockerGroup], shown_groups: int, shown_actions: int, terse: bool = False
+) -> list[Line]:
     lines: list[Line] = [(verdict_line(report), _VERDICT_STYLE[report.verdict.value])]
     lines.append((f"rule {report.rule}: {explanation_text(report)}", None))
     if report.probe is not None:
@@ -182,14 +185,14 @@ def _lines(report: BindReport, groups: list[BlockerGroup], shown_groups: int, sh
         lines.append(("why uncertain:", "bold"))
         lines += [(f"  - {words.uncertainty_text(u)}", None) for u in report.uncertainty]
     if groups:
-        lines += _blocker_lines(groups, shown_groups)
+        lines += _blocker_lines(groups, shown_groups, flags=not terse)
     if report.actions:
         fixes = words.fixes(report.actions)
         lines.append(("what would make it work:", "bold"))
         lines += [(f"  - {fix}", None) for fix in fixes[:shown_actions]]
         if len(fixes) > shown_actions:
             lines.append((f"  ... and {len(fixes) - shown_actions} more (--json lists all)", None))
-    if report.bsd_note and report.verdict.value != "yes":
+    if report.bsd_note and report.verdict.value != "yes" and not terse:
         lines.append((f"Linux vs BSD: {words.BSD_NOTES[report.bsd_note]}", "dim"))
     for warning in report.warnings:
         lines.append((f"note: {warning}", "yellow"))
@@ -210,6 +213,7 @@ def text_lines(report: BindReport, width: int | None = None, height: int | None 
     """
     groups = group_blockers(report.blockers)
     shown_groups, shown_actions = len(groups), len(report.actions)
+    terse = False  # the sockets' flags and the BSD note left out: the last step before running over
     lines = _wrapped(_lines(report, groups, shown_groups, shown_actions), width)
     while height is not None and len(lines) > height:
         overflow = len(lines) - height
@@ -217,9 +221,11 @@ def text_lines(report: BindReport, width: int | None = None, height: int | None 
             shown_groups = max(1, shown_groups - max(1, (overflow + 1) // 2))  # two lines per group
         elif shown_actions > _MIN_ACTIONS:
             shown_actions = max(_MIN_ACTIONS, shown_actions - overflow)
+        elif not terse:
+            terse = True
         else:
             break
-        lines = _wrapped(_lines(report, groups, shown_groups, shown_actions), width)
+        lines = _wrapped(_lines(report, groups, shown_groups, shown_actions, terse), width)
     return lines
 
 
@@ -233,13 +239,15 @@ def render_can_bind(report: BindReport, env: Environment, names: Names, *, as_js
         from rich.text import Text
 
         width = env.width or 80
-        height = shutil.get_terminal_size((80, 24)).lines
+        height = max(10, (env.height or 24) - 1)  # a line for the prompt that follows
         console = env.console(width)
-        for text, style in text_lines(report, width, height):
+        # sentences read badly in 200-column lines: wrapped at about 100, as who's prose
+        for text, style in text_lines(report, min(width, PROSE_WIDTH), height):
             console.print(Text(safe_text(text), style=style or ""), soft_wrap=True)
         return
-    for text, _ in text_lines(report):  # a pipe gets whole lines, for grep
-        out.write(safe_text(text) + "\n")
+    # a pipe gets whole lines, for grep; fitted when COLUMNS is set (watch), coloured when asked
+    for text, style in text_lines(report, min(env.width, PROSE_WIDTH) if env.width else None):
+        out.write(env.paint(safe_text(text), style) + "\n")
 
 
 def _wrap(text: str, width: int) -> list[str]:

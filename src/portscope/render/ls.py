@@ -21,7 +21,7 @@ def footer_lines(snap: Snapshot, names: Names) -> list[str]:
     return lines
 
 
-def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool) -> None:
+def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool, header: bool = True) -> None:
     out = env.stdout
     if as_json:
         from portscope.render import jsonout  # json only when asked for
@@ -38,25 +38,42 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
         table_order,
         unix_rows,
         with_namespace_column,
+        write_fitted,
         write_plain,
     )
 
     sockets = table_order(snap.sockets)
     columns = with_namespace_column(columns_for_width(env.width), [*sockets, *snap.unix_sockets])
-    cells = RowCells(snap, names, namespaces=columns[0].key == "netns")
+    # a pipe without a width gets whole cells: every holder's pid
+    cells = RowCells(snap, names, namespaces=columns[0].key == "netns", full_holders=env.width is None)
     extra = unix_rows(snap, names, cells) if snap.unix_sockets else []
     count = len(sockets) + len(extra)
     if env.is_tty and count <= RICH_ROW_LIMIT:
         console = env.console()
-        print_rich(console, cells, sockets, columns, env.width, extra)
+        print_rich(console, cells, sockets, columns, env.width, extra, header=header)
         summary = f"{count} socket(s); {snap.backend_summary()}"
         console.print(summary, style="dim")
         for line in footer_lines(snap, names):
             console.print(line, style="yellow")
         return
-    write_plain(out, cells, sockets, columns, extra)
+    if env.width is None and not env.colour:
+        write_plain(out, cells, sockets, columns, extra, header=header)
+    else:  # fitted to COLUMNS (watch), or coloured for less -R and watch -c
+        paint = env.paint if env.colour else None
+        write_fitted(
+            out, cells, sockets, columns, env.width, header=header, paint=paint, unicode=env.unicode, extra=extra
+        )
     notes = footer_lines(snap, names)
     if env.is_tty:
         notes.insert(0, f"{count} socket(s); {snap.backend_summary()}")
     for line in notes:
         env.note(line)
+
+
+def render_pids(snap: Snapshot, env: Environment) -> None:
+    """The holders' pids, each once, ascending, one per line (``lsof -t``): for ``kill $(...)``."""
+    inodes = [sock.inode for sock in snap.sockets] + [usock.inode for usock in snap.unix_sockets]
+    pids = sorted(
+        {holder.process.pid for inode in inodes if inode is not None for holder in snap.holders.get(inode, ())}
+    )
+    env.stdout.write("".join(f"{pid}\n" for pid in pids))

@@ -61,10 +61,11 @@ NAMESPACE_COLUMN = Column("Netns", "netns")  # first, when the rows come from mo
 
 
 def columns_for_width(width: int | None) -> tuple[Column, ...]:
-    """Every column when the width is unlimited (a pipe), else those that fit."""
+    """The columns a table may show: into a pipe without a width, all but the command line (whole lines,
+    ss's columns); for a width, every column, :func:`plan_columns` then picks those that fit."""
     if width is None:
         return tuple(c for c in BASE_COLUMNS if c.key != "command")
-    return tuple(c for c in BASE_COLUMNS if c.min_width <= width)
+    return BASE_COLUMNS
 
 
 def with_namespace_column(columns: Sequence[Column], sockets: Sequence[Socket]) -> tuple[Column, ...]:
@@ -75,17 +76,111 @@ def with_namespace_column(columns: Sequence[Column], sockets: Sequence[Socket]) 
     return tuple(columns)
 
 
-def compact_holders(holders: Sequence[Holder], shown_pids: int = 2) -> str:
-    """``nginx[812,813,+2]``: every holder process counted, grouped by name."""
+def compact_holders(holders: Sequence[Holder], shown_pids: int | None = 2) -> str:
+    """``nginx[812,813,+2]``: every holder process counted, grouped by name; ``shown_pids`` None: every pid."""
     by_name: dict[str, list[int]] = {}
     for holder in holders:
         by_name.setdefault(holder.process.name, []).append(holder.process.pid)
     parts = []
     for name, pids in by_name.items():
-        shown = ",".join(str(p) for p in pids[:shown_pids])
-        more = f",+{len(pids) - shown_pids}" if len(pids) > shown_pids else ""
+        limit = len(pids) if shown_pids is None else shown_pids
+        shown = ",".join(str(p) for p in pids[:limit])
+        more = f",+{len(pids) - limit}" if len(pids) > limit else ""
         parts.append(f"{safe_text(name)}[{shown}{more}]")
     return " ".join(parts)
+
+
+# Interpreters whose command line names what runs after them: the Command column starts at the script
+# (``python3 -m http.server 8080``, ``node server.js``, ``java -jar app.jar``), the interpreter's own
+# options left out. Per interpreter: its options that take the next word as their value.
+_INTERPRETER_VALUE_OPTIONS: dict[str, frozenset[str]] = {
+    "python": frozenset({"-W", "-X", "--check-hash-based-pycs"}),
+    "node": frozenset({"-r", "--require", "--import", "--loader", "--experimental-loader", "--env-file"}),
+    "java": frozenset(
+        {
+            "-cp",
+            "-classpath",
+            "--class-path",
+            "-p",
+            "--module-path",
+            "--add-modules",
+            "--add-opens",
+            "--add-exports",
+            "--add-reads",
+            "--upgrade-module-path",
+            "--limit-modules",
+            "--patch-module",
+        }
+    ),
+    "ruby": frozenset({"-I", "-r", "-C", "-E", "--encoding"}),
+    "perl": frozenset({"-I", "-M", "-m"}),
+    "php": frozenset({"-c", "-d", "-z"}),
+    "shell": frozenset({"-o", "-O", "+o", "+O"}),
+    "other": frozenset(),
+}
+# Per interpreter: options after which the rest is what runs (``-m module``, ``-jar app.jar``, ``-e code``).
+_RUNS_NEXT: dict[str, frozenset[str]] = {
+    "python": frozenset({"-m", "-c"}),
+    "node": frozenset({"-e", "--eval", "-p", "--print"}),
+    "java": frozenset({"-jar", "-m", "--module"}),
+    "ruby": frozenset({"-e"}),
+    "perl": frozenset({"-e", "-E"}),
+    "php": frozenset({"-r", "-f"}),
+    "shell": frozenset({"-c"}),
+    "other": frozenset({"-e"}),
+}
+_INTERPRETERS = {
+    "python": "python",
+    "pypy": "python",
+    "node": "node",
+    "nodejs": "node",
+    "deno": "other",
+    "bun": "other",
+    "java": "java",
+    "ruby": "ruby",
+    "perl": "perl",
+    "php": "php",
+    "sh": "shell",
+    "bash": "shell",
+    "dash": "shell",
+    "zsh": "shell",
+    "ksh": "shell",
+    "lua": "other",
+    "tclsh": "other",
+    "Rscript": "other",
+}
+
+
+def _interpreter_kind(program: str) -> str | None:
+    base = program.rstrip("0123456789.")  # python3.12, pypy3, lua5.4
+    return _INTERPRETERS.get(base)
+
+
+def command_text(argv: Sequence[str], name: str) -> str:
+    """The Command cell: the program's file name and its arguments; after an interpreter, from the script
+    on (``/usr/bin/python3 -u -m http.server 8080`` is ``python3 -m http.server 8080``)."""
+    if not argv:
+        return safe_text(name)
+    first = argv[0]
+    # a path is shortened to its file name; a rewritten title ("nginx: worker process") is kept
+    program = first.rsplit("/", 1)[-1] if "/" in first and " " not in first else first
+    kind = _interpreter_kind(program)
+    rest = list(argv[1:])
+    if kind is not None:
+        kept: list[str] = []
+        takes_value, runs_next = _INTERPRETER_VALUE_OPTIONS[kind], _RUNS_NEXT[kind]
+        index = 0
+        while index < len(rest):
+            word = rest[index]
+            if word in runs_next:
+                kept = rest[index:]
+                break
+            if word == "--" or not word.startswith(("-", "+")) or word == "-":
+                kept = rest[index + (word == "--") :]
+                break
+            index += 2 if word in takes_value else 1
+        rest = kept
+    return safe_text(" ".join([program, *rest]))
 
 
 _LISTENING_STATES = (State.LISTEN, State.UNCONN, State.BOUND)
@@ -121,6 +216,8 @@ def write_plain(
     sockets: Sequence[Socket],
     columns: Sequence[Column],
     extra: Sequence[tuple[State, tuple[str, ...]]] = (),
+    *,
+    header: bool = True,
 ) -> None:
     """Aligned columns without colour: the cells of :class:`RowCells`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
@@ -146,7 +243,8 @@ def write_plain(
         pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
         lines = map(pick, map(cells_of, sockets))
     write = out.write
-    write((fmt % tuple(c.title for c in columns)).rstrip() + "\n")
+    if header:
+        write((fmt % tuple(c.title for c in columns)).rstrip() + "\n")
     chunk: list[str] = []
     for cells in lines:
         chunk.append((fmt % cells).rstrip())
@@ -176,12 +274,22 @@ class RowCells:
     as :mod:`portscope.model.notation` writes them, inlined (tests compare with a row built from words).
     """
 
-    def __init__(self, snap: Snapshot, names: Names, *, namespaces: bool = False) -> None:
-        self.cells, self.measure, self.owner, self.netns = _cell_functions(snap, names, namespaces)
+    def __init__(self, snap: Snapshot, names: Names, *, namespaces: bool = False, full_holders: bool = False) -> None:
+        # full_holders: every holder's pid (a pipe: nothing is cut); else nginx[812,813,+2]
+        self.shown_pids = None if full_holders else 2
+        self.cells, self.measure, self.owner, self.netns = _cell_functions(snap, names, namespaces, self.shown_pids)
+
+
+DUAL_STACK_MARK = "46"  # tcp46: a [::] socket without IPV6_V6ONLY, which takes IPv4 too (as BSD netstat)
+
+
+def covers_ipv4_too(sock: Socket) -> bool:
+    """A ``[::]`` socket without IPV6_V6ONLY: it takes IPv4 connections and datagrams as well."""
+    return sock.v6only is False and sock.local_address == "::"
 
 
 def _cell_functions(
-    snap: Snapshot, names: Names, namespaces: bool = False
+    snap: Snapshot, names: Names, namespaces: bool = False, shown_pids: int | None = 2
 ) -> tuple[
     Callable[[Socket], tuple[str, ...]],
     Callable[[Sequence[Socket]], list[int]],
@@ -197,6 +305,7 @@ def _cell_functions(
     tcp = Proto.TCP
     v4_protos = {p.value: proto_label(p, Family.IPV4) for p in Proto}  # keyed by value: str hashes are cached
     v6_protos = {p.value: proto_label(p, Family.IPV6) for p in Proto}
+    dual_protos = {p.value: p.value + DUAL_STACK_MARK for p in Proto}
     brackets: dict[str, str] = {}
     # port -> " (service)", only for ports with a name: tens of thousands of ephemeral ports cost nothing
     tcp_suffixes: dict[int, str] = {}
@@ -232,7 +341,7 @@ def _cell_functions(
     def process_texts(process) -> tuple[str, str]:
         texts = processes[id(process)] = (
             f"{safe_text(process.name)}[{process.pid}]",
-            safe_text(" ".join(process.cmdline) or process.name),
+            command_text(process.cmdline, process.name),
         )
         return texts
 
@@ -249,7 +358,7 @@ def _cell_functions(
         if holders:
             first = holders[0].process
             texts = processes.get(id(first)) or process_texts(first)
-            return texts if len(holders) == 1 else (compact_holders(holders), texts[1])
+            return texts if len(holders) == 1 else (compact_holders(holders, shown_pids), texts[1])
         if inode is None or not joined:
             return "", ""
         return ("(hidden)" if inode in hidden else "-"), ""
@@ -285,7 +394,9 @@ def _cell_functions(
         send_q = sock.send_q
         uid = sock.uid
         return (
-            (v6_protos if v6 else v4_protos)[proto._value_],
+            (dual_protos if v6 and sock.v6only is False and sock.local_address == "::" else v6_protos)[proto._value_]
+            if v6
+            else v4_protos[proto._value_],
             labels[sock.state._value_],
             queues.get(recv_q) or queue(recv_q),  # type: ignore[arg-type]
             queues.get(send_q) or queue(send_q),  # type: ignore[arg-type]
@@ -300,7 +411,7 @@ def _cell_functions(
     def measure(sockets: Sequence[Socket]) -> list[int]:
         # The lengths cells() would give, from the same parts: an endpoint is its host, maybe
         # "%device", ":port", then " (service)" when the port has a name.
-        any_v6 = False
+        any_v6 = any_dual = False
         states: set[str] = set()
         uids: set[int | None] = set()
         inodes: set[int | None] = set()
@@ -310,6 +421,8 @@ def _cell_functions(
         for sock in sockets:
             v6 = sock.family is v6_family
             any_v6 = any_v6 or v6
+            if v6 and not any_dual and sock.v6only is False and sock.local_address == "::":
+                any_dual = True
             by_port = tcp_suffixes if sock.proto is tcp else udp_suffixes
             address = sock.local_address
             port = sock.local_port
@@ -349,7 +462,9 @@ def _cell_functions(
             if len(command) > command_w:
                 command_w = len(command)
         return [
-            max(map(len, (v6_protos if any_v6 else v4_protos).values())) if sockets else 0,  # "tcp6" > "tcp"
+            max(map(len, (dual_protos if any_dual else v6_protos if any_v6 else v4_protos).values()))
+            if sockets
+            else 0,  # "tcp46" > "tcp6" > "tcp"
             max((len(labels[value]) for value in states), default=0),
             recv_w,
             send_w,
@@ -386,7 +501,9 @@ def unix_rows(snap: Snapshot, names: Names, row_cells: RowCells) -> list[tuple[S
             other = by_inode.get(usock.peer_inode)
             peer_holders = snap.peer_holders_of(usock)
             parts = [safe_text(other.path)] if other is not None and other.path is not None else []
-            parts.append(compact_holders(peer_holders) if peer_holders else f"inode {usock.peer_inode}")
+            parts.append(
+                compact_holders(peer_holders, row_cells.shown_pids) if peer_holders else f"inode {usock.peer_inode}"
+            )
             peer = " ".join(parts)
         rows.append(
             (
@@ -408,25 +525,111 @@ def unix_rows(snap: Snapshot, names: Names, row_cells: RowCells) -> list[tuple[S
     return rows
 
 
-SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4, "netns": 8}
-# The command column takes what is left: cutting it costs nothing next to cutting an address.
-TRUNCATION_COST = {"command": 0.0}
 GAP = 2
+# Least valuable first: what goes when the columns do not fit (the command line, the queues, then the user);
+# State, Local and Process stay, shortened if they must.
+DROP_ORDER = ("command", "send_q", "recv_q", "user", "peer", "proto")
+OPTIONAL = frozenset({"command", "send_q", "recv_q"})  # shown only where they fit whole (command: 16+)
+COMMAND_MIN = 16
+# How much cutting one cell of a column costs (the column with the cheapest cut is narrowed first).
+TRUNCATION_COST = {"command": 0.1, "user": 0.5, "state": 50.0, "proto": 50.0}
+PORT_FLOOR = len("…:65535")
+COMFORT = {"local": 14, "peer": 14, "process": 14, "user": 4}
 
 
-def fit_widths(columns: Sequence[Column], lengths: Sequence[Sequence[int]], width: int | None) -> list[int]:
-    """Column widths that fit ``width`` while truncating as few cells as possible.
+@dataclass(frozen=True)
+class Layout:
+    """The columns shown and their widths, chosen from the cells that will be shown."""
 
-    ``lengths`` holds, per column, the lengths of its cells. Each step narrows the column where one
-    character less cuts the fewest cells (weighted), never below its floor.
+    columns: tuple[Column, ...]
+    widths: tuple[int, ...]
+    bare_endpoints: bool  # local and peer without their service names
+
+
+def _bare(endpoint: str) -> str:
+    return endpoint.split(" (", 1)[0]
+
+
+def _width(widths: Sequence[int]) -> int:
+    return sum(widths) + GAP * (len(widths) - 1)
+
+
+def plan_layout(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | None) -> Layout:
+    """Which columns to show and how wide, for ``rows`` (cells in ``columns`` order) at ``width``.
+
+    Unlimited (``None``): every column at its natural width. Else, while the table is too wide: the
+    queues and the command line are left out (they come back wherever they fit whole), a peer column of
+    nothing but ``*`` goes, service names are dropped from endpoints, then the user; then columns are
+    narrowed where the fewest cells are cut, never below what keeps a port number whole.
     """
-    natural = [max([len(c.title), *cells]) for c, cells in zip(columns, lengths, strict=True)]
-    widths = list(natural)
+    keys = [c.key for c in columns]
+    cells_by_column = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    lengths = [list(map(len, cells)) for cells in cells_by_column]
+    natural = [max(len(c.title), max(lens, default=0)) for c, lens in zip(columns, lengths, strict=True)]
     if width is None:
-        return widths
+        return Layout(tuple(columns), tuple(natural), False)
+    index = {key: i for i, key in enumerate(keys)}
+    shown = [k for k in keys if k not in OPTIONAL]
+    sizes = dict(zip(keys, natural, strict=True))
+    bare_endpoints = False
+
+    def total() -> int:
+        return _width([sizes[k] for k in shown])
+
+    if "peer" in index and total() > width and all(cell == "*" for cell in cells_by_column[index["peer"]]):
+        shown.remove("peer")  # nothing to say (listeners only)
+    if total() > width:  # service names are the cheapest part of an endpoint
+        for key in ("local", "peer"):
+            if key in index:
+                i = index[key]
+                lengths[i] = [len(_bare(cell)) for cell in cells_by_column[i]]
+                bare_width = max(len(columns[i].title), max(lengths[i], default=0))
+                bare_endpoints = bare_endpoints or bare_width < sizes[key]
+                sizes[key] = bare_width
+    # widths below which a column says too little: the user goes when the rest does not fit whole, then
+    # the peer and the protocol when the others would have to go below these
+    comfort = {k: min(sizes[k], COMFORT.get(k, sizes[k])) for k in keys}
+    for key in DROP_ORDER:
+        if key not in shown or key in OPTIONAL:
+            continue
+        if (key == "user" and total() > width) or _width([comfort[k] for k in shown]) > width:
+            shown.remove(key)
+    # the optional columns come back where they fit whole
+    if "recv_q" in index and "send_q" in index and total() + 2 * GAP + sizes["recv_q"] + sizes["send_q"] <= width:
+        at = shown.index("state") + 1 if "state" in shown else 0
+        shown[at:at] = ["recv_q", "send_q"]
+    if "command" in index and total() + GAP + min(sizes["command"], COMMAND_MIN) <= width:
+        sizes["command"] = min(sizes["command"], width - total() - GAP)
+        shown.append("command")
+    picked = [c for c in columns if c.key in shown]
+    widths = [sizes[c.key] for c in picked]
+    if _width(widths) > width:
+        i_picked = [index[c.key] for c in picked]
+        widths = _narrow(picked, widths, [lengths[i] for i in i_picked], [cells_by_column[i] for i in i_picked], width)
+    return Layout(tuple(picked), tuple(widths), bare_endpoints)
+
+
+def _floor(column: Column, cells: Sequence[str], lengths: Sequence[int]) -> int:
+    if column.key in ("local", "peer"):
+        ports = max((len(c.rpartition(":")[2].split(" ", 1)[0]) + 2 for c in cells if c != "*"), default=1)
+        return max(len(column.title), min(ports, PORT_FLOOR))
+    if column.key == "process":
+        return max(len(column.title), min(8, max(lengths, default=0)))
+    return max(len(column.title), min(4, max(lengths, default=0)))
+
+
+def _narrow(
+    columns: Sequence[Column],
+    widths: list[int],
+    lengths: Sequence[Sequence[int]],
+    cells: Sequence[Sequence[str]],
+    width: int,
+) -> list[int]:
+    """Narrow the columns to ``width``, each step where one character less cuts the fewest cells."""
+    widths = list(widths)
     budget = width - GAP * (len(columns) - 1)
-    floors = [min(natural[i], max(len(c.title), SHRINKABLE.get(c.key, natural[i]))) for i, c in enumerate(columns)]
-    ordered = [sorted(cells) for cells in lengths]
+    ordered = [sorted(column_lengths) for column_lengths in lengths]
+    floors = [_floor(c, column_cells, lens) for c, column_cells, lens in zip(columns, cells, lengths, strict=True)]
     while sum(widths) > budget:
         best, best_cost = None, None
         for i, column in enumerate(columns):
@@ -442,23 +645,131 @@ def fit_widths(columns: Sequence[Column], lengths: Sequence[Sequence[int]], widt
     return widths
 
 
-def _ellipsize(text: str, width: int) -> str:
+def ellipsize(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def fit_endpoint(text: str, width: int) -> str:
-    """Shorten ``host:port (service)`` keeping the port: drop the service, then cut the host."""
+    """Shorten ``host:port (service)`` keeping the port whole: drop the service, then cut the host's
+    start (``…0.0.1:8443``: an address differs at its end)."""
     if len(text) <= width:
         return text
-    endpoint = text.split(" (", 1)[0]
+    endpoint = _bare(text)
     if len(endpoint) <= width:
         return endpoint
     host, _, port = endpoint.rpartition(":")
     keep = width - len(port) - 2  # room for "…" and ":"
-    if not host or keep < 1:
-        return _ellipsize(endpoint, width)
-    closing = "]" if host.endswith("]") else ""
-    return f"{host[: max(1, keep - len(closing))]}…{closing}:{port}"
+    if not host or keep < 0:
+        return endpoint  # the port itself does not fit: shown whole, the line runs over
+    return f"…{host[len(host) - keep :] if keep else ''}:{port}"
+
+
+def fit_process(text: str, width: int) -> str:
+    """``name[pid,...]``: fewer pids first (``python3[9947,+3]``), then a shorter name (``postgr…[812]``)."""
+    if len(text) <= width:
+        return text
+    name, bracket, inside = text.partition("[")
+    if not bracket or " " in text or not inside.endswith("]"):
+        return ellipsize(text, width)
+    items = inside[:-1].split(",")
+    more = int(items.pop()[1:]) if items and items[-1].startswith("+") and items[-1][1:].isdigit() else 0
+    candidate = text
+    for kept in range(len(items), 0, -1):
+        rest = more + len(items) - kept
+        pids = ",".join(items[:kept]) + (f",+{rest}" if rest else "")
+        candidate = f"{name}[{pids}]"
+        if len(candidate) <= width:
+            return candidate
+        if len(pids) + 3 <= width and kept == 1:
+            return f"{name[: width - len(pids) - 3]}…[{pids}]"
+    return ellipsize(candidate, width)
+
+
+def fit_middle(text: str, width: int) -> str:
+    """A command line shortened in the middle: the program and the end stay (``python3 …/app/server.py 80``)."""
+    if len(text) <= width:
+        return text
+    program, space, _ = text.partition(" ")
+    if space and len(program) + 3 <= width:
+        return f"{program} …{text[len(text) - (width - len(program) - 2) :]}"
+    return f"…{text[len(text) - width + 1 :]}" if width > 1 else "…"
+
+
+FITTERS: dict[str, Callable[[str, int], str]] = {
+    "local": fit_endpoint,
+    "peer": fit_endpoint,
+    "process": fit_process,
+    "command": fit_middle,
+}
+
+
+def fitted_row(row: Sequence[str], layout: Layout, picked: Sequence[int]) -> list[str]:
+    """The cells of one row as shown under ``layout``."""
+    cells = []
+    for column, column_width, index in zip(layout.columns, layout.widths, picked, strict=True):
+        text = row[index]
+        if row[0].startswith("u_") and column.key in ("local", "peer"):  # a UNIX name: no port to keep
+            cells.append(text if len(text) <= column_width else "…" + text[len(text) - column_width + 1 :])
+            continue
+        if layout.bare_endpoints and column.key in ("local", "peer"):
+            text = _bare(text)
+        cells.append(FITTERS.get(column.key, ellipsize)(text, column_width))
+    return cells
+
+
+def _row_style(column: Column, state: State, text: str) -> str:
+    if column.key == "state":
+        return STATE_STYLES.get(state, "")
+    if column.key == "process" and text == "(hidden)":
+        return "dim italic"
+    return ""
+
+
+def write_fitted(
+    out: IO[str],
+    row_cells: RowCells,
+    sockets: Sequence[Socket],
+    columns: Sequence[Column],
+    width: int | None,
+    *,
+    header: bool = True,
+    paint: Callable[[str, str | None], str] | None = None,
+    unicode: bool = True,
+    extra: Sequence[tuple[State, tuple[str, ...]]] = (),
+) -> None:
+    """Plain aligned text fitted to ``width`` (``COLUMNS`` in a pipe, as under ``watch``), coloured by
+    ``paint`` when given: the cells and layout of the rich table, without rich. Without ``unicode`` (an
+    ASCII stdout), a shortened cell is marked with ``~`` instead of ``…``. ``extra``: rows already made
+    (UNIX sockets), after the sockets' rows."""
+    rows = [row_cells.cells(sock) for sock in sockets] + [cells for _, cells in extra]
+    row_states = [sock.state for sock in sockets] + [state for state, _ in extra]
+    picked_all = [ALL_KEYS.index(c.key) for c in columns]
+    layout = plan_layout(columns, [[r[i] for i in picked_all] for r in rows], width)
+    picked = [ALL_KEYS.index(c.key) for c in layout.columns]
+    last = len(layout.columns) - 1
+
+    def line(cells: Sequence[str], styles: Sequence[str]) -> str:
+        parts = []
+        for i, (column, cell) in enumerate(zip(layout.columns, cells, strict=True)):
+            pad = layout.widths[i] - len(cell)
+            text = cell if i == last else (" " * pad + cell if column.align == "right" else cell + " " * pad)
+            parts.append(paint(text, styles[i]) if paint is not None and styles[i] else text)
+        text = "  ".join(parts).rstrip()
+        return text if unicode else text.replace("…", "~")
+
+    if header:
+        titles = [c.title for c in layout.columns]
+        out.write(line(titles, ["bold"] * len(titles)) + "\n")
+    chunk: list[str] = []
+    for state, row in zip(row_states, rows, strict=True):
+        cells = fitted_row(row, layout, picked)
+        styles = [_row_style(c, state, cell) for c, cell in zip(layout.columns, cells, strict=True)]
+        chunk.append(line(cells, styles))
+        if len(chunk) >= PLAIN_CHUNK:
+            out.write("\n".join(chunk) + "\n")
+            chunk.clear()
+    if chunk:
+        out.write("\n".join(chunk) + "\n")
 
 
 def print_rich(
@@ -468,38 +779,33 @@ def print_rich(
     columns: Sequence[Column],
     width: int | None,
     extra: Sequence[tuple[State, tuple[str, ...]]] = (),
+    *,
+    header: bool = True,
 ) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    picked = [ALL_KEYS.index(c.key) for c in columns]
     rows = [row_cells.cells(sock) for sock in sockets] + [cells for _, cells in extra]
     row_states = [sock.state for sock in sockets] + [state for state, _ in extra]
-    widths = fit_widths(columns, [[len(r[i]) for r in rows] for i in picked], width)
+    picked_all = [ALL_KEYS.index(c.key) for c in columns]
+    layout = plan_layout(columns, [[r[i] for i in picked_all] for r in rows], width)
+    picked = [ALL_KEYS.index(c.key) for c in layout.columns]
     table = Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         show_edge=False,
+        show_header=header,
         expand=False,
         header_style="bold",
         padding=(0, GAP // 2),
         collapse_padding=True,
     )
-    for column, column_width in zip(columns, widths, strict=True):
+    for column, column_width in zip(layout.columns, layout.widths, strict=True):
         table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
     for state, row in zip(row_states, rows, strict=True):
-        cells = []
-        for column, column_width, index in zip(columns, widths, picked, strict=True):
-            if column.key in ("local", "peer"):
-                text = fit_endpoint(row[index], column_width)
-            else:
-                text = _ellipsize(row[index], column_width)
-            if column.key == "state":
-                cells.append(Text(text, style=STATE_STYLES.get(state, "")))
-            elif column.key == "process" and row[index] == "(hidden)":
-                cells.append(Text(text, style="dim italic"))
-            else:
-                cells.append(Text(text))
-        table.add_row(*cells)
-    console.print(table)
+        cells = fitted_row(row, layout, picked)
+        table.add_row(
+            *(Text(text, style=_row_style(c, state, text)) for c, text in zip(layout.columns, cells, strict=True))
+        )
+    console.print(table, crop=False)

@@ -208,10 +208,6 @@ def _signed(change: int) -> str:
     return f"+{change}" if change > 0 else f"−{-change}"
 
 
-def _ellipsize(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
-
-
 MARK_STYLES = {Mark.NEW: "bold green", Mark.GONE: "dim", Mark.CHANGED: "bold yellow", Mark.BRIEF: "dim magenta"}
 
 
@@ -337,8 +333,8 @@ class LiveView:
             RowCells,
             columns_for_width,
             compact_holders,
-            fit_endpoint,
-            fit_widths,
+            fitted_row,
+            plan_layout,
             table_order,
         )
 
@@ -368,6 +364,7 @@ class LiveView:
         past = RowCells(greyed, self.names)
         picked = [ALL_KEYS.index(c.key) for c in columns]
         cells: list[list[str]] = []
+        rows_all: list[list[str]] = []  # every cell, in ALL_KEYS order
         for row in ordered:
             writer = past if row.mark is not None or current is None else current
             values = list(writer.cells(row.seen.socket))
@@ -376,8 +373,11 @@ class LiveView:
                 if row.before.socket.state is not row.seen.socket.state:
                     was = f"{STATE_LABELS[row.before.socket.state]} {was}"
                 values[ALL_KEYS.index("process")] += f" (was {was})"
+            rows_all.append(values)
             cells.append([values[i] for i in picked])
-        widths = fit_widths(columns, [[len(c[i]) for c in cells] for i in range(len(columns))], width - 3)
+        # the columns and widths ls would choose for these cells (ports never cut), the mark column aside
+        layout = plan_layout(columns, cells, width - 3)
+        keep = [ALL_KEYS.index(c.key) for c in layout.columns]
         table = Table(
             box=box.SIMPLE_HEAD,
             pad_edge=False,
@@ -388,17 +388,13 @@ class LiveView:
             collapse_padding=True,
         )
         table.add_column("", no_wrap=True, width=1)
-        for column, column_width in zip(columns, widths, strict=True):
+        for column, column_width in zip(layout.columns, layout.widths, strict=True):
             table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
-        for row, values in zip(ordered, cells, strict=True):
+        for row, values in zip(ordered, rows_all, strict=True):
             mark_style = MARK_STYLES.get(row.mark, "") if row.mark else ""
             dim = row.mark in (Mark.GONE, Mark.BRIEF)
             texts = [Text(row.mark.value if row.mark else " ", style=mark_style)]
-            for column, column_width, value in zip(columns, widths, values, strict=True):
-                if column.key in ("local", "peer"):
-                    text = fit_endpoint(value, column_width)
-                else:
-                    text = _ellipsize(value, column_width)
+            for column, text in zip(layout.columns, fitted_row(values, layout, keep), strict=True):
                 if dim:
                     style = "dim"
                 elif column.key == "state":

@@ -185,8 +185,9 @@ def details_rows(entry: ProcessOnPort, holder_pids: frozenset[int]) -> list[tupl
 
 
 class PageBuilder:
-    def __init__(self, result: WhoResult, names: Names, unicode: bool) -> None:
+    def __init__(self, result: WhoResult, names: Names, unicode: bool, program: str = "portscope") -> None:
         self.result = result
+        self.program = program  # as sudo can run it: the full path of the installed program
         self.names = names
         self.services = names.services
         placed = getattr(result, "places", None)  # who PATH: no placing of its own
@@ -525,14 +526,14 @@ class PageBuilder:
         if self.result.hidepid is not None:
             it = "it" if len(unheld) == 1 else "them"
             block.notes.append(f"The process holding {it} is not visible: {hidepid_note(self.result.hidepid)}.")
-            block.hints.append(("Run as root:", f"sudo portscope who {shlex.quote(self.result.target.text)}"))
+            block.hints.append(("Run as root:", f"sudo {self.program} who {shlex.quote(self.result.target.text)}"))
         elif not self.names.caller_is_root:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
                 f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
                 "inspected."
             )
-            block.hints.append(("Run as root:", f"sudo portscope who {shell_word(self.result.target.text)}"))
+            block.hints.append(("Run as root:", f"sudo {self.program} who {shell_word(self.result.target.text)}"))
         else:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} could not be inspected: "
@@ -559,11 +560,14 @@ class PageBuilder:
 # Writers
 
 
-def write_plain(page: Page, out: IO[str], width: int | None) -> None:
-    """Unstyled lines; rows are never cut (grep-friendly), prose is wrapped."""
+def write_plain(page: Page, out: IO[str], width: int | None, paint=None) -> None:
+    """Lines without rich; rows are never cut (grep-friendly), prose is wrapped. ``paint(text, style)``
+    colours the segments when colour was asked for (``--color=always | less -R``)."""
     wrap_at = max(40, min(width or 80, PROSE_WIDTH))
 
     def text(segments: list[Segment]) -> str:
+        if paint is not None:
+            return "".join(paint(part, style) for part, style in segments)
         return "".join(part for part, _ in segments)
 
     lines = [text(page.header)]
@@ -602,10 +606,13 @@ def write_rich(page: Page, env: Environment) -> None:
             for label, value in block.rows:
                 grid.add_row(label, styled(value))
             console.print(Padding(grid, (0, 0, 0, len(INDENT))))
+        room = console.width - len(INDENT)
         for segments in block.lines:
+            if sum(len(part) for part, _ in segments) > room and segments[-1][0].startswith("  peer "):
+                segments = segments[:-1]  # the peer is the least telling part: left out, never cut
             line = styled(segments)
-            line.no_wrap = True
-            line.overflow = "ellipsis"
+            line.rstrip()
+            # what still does not fit wraps between words: an address or a port is never cut
             console.print(Padding(line, (0, 0, 0, len(INDENT))))
         for note in block.notes:
             # prose reads badly in 200-column lines: keep it to about 100
@@ -712,11 +719,11 @@ def render_who(result: WhoResult | UnixWhoResult, env: Environment, names: Names
         for note in ([partial] if partial else []) + list(result.snapshot.warnings):
             env.note(safe_text(note))
         return
-    page = PageBuilder(result, names, unicode=env.unicode).build()
+    page = PageBuilder(result, names, unicode=env.unicode, program=env.program).build()
     if env.is_tty:
         write_rich(page, env)
         return
     footer, page.footer = page.footer, []
-    write_plain(page, env.stdout, env.width)
+    write_plain(page, env.stdout, env.width, env.paint if env.colour else None)
     for note in footer:
         env.note(safe_text(note))

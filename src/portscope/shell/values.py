@@ -36,17 +36,38 @@ def _never_fail(callback: Callback) -> Callback:
     @functools.wraps(callback)
     def safe(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
         try:
-            return callback(ctx, param, incomplete)
+            return _unique(callback(ctx, param, incomplete))
         except Exception:  # completion answers nothing rather than break the user's prompt
             return []
 
     return safe
 
 
+def _unique(items: list[CompletionItem]) -> list[CompletionItem]:
+    """Each value offered once, in the order first offered."""
+    seen: set[str] = set()
+    unique = []
+    for item in items:
+        if item.value not in seen:
+            seen.add(item.value)
+            unique.append(item)
+    return unique
+
+
 def _split_list(incomplete: str) -> tuple[str, str]:
     """Repeatable options take comma-separated lists: complete the last item, keep the ones before."""
     head, comma, last = incomplete.rpartition(",")
     return head + comma, last
+
+
+def _given(ctx: click.Context, param: click.Parameter, done: str) -> set[str]:
+    """Items already on the command line for this option: earlier in the list being typed
+    (``listen,<TAB>``) and in earlier uses of it (``--state listen --state <TAB>``); never offered again."""
+    given = {item.strip().lower() for item in done.split(",") if item.strip()}
+    earlier = ctx.params.get(param.name) if param.name else None
+    if isinstance(earlier, (tuple, list)):
+        given |= {item.strip().lower() for value in earlier for item in str(value).split(",") if item.strip()}
+    return given
 
 
 def _netns_of(ctx: click.Context) -> str | None:
@@ -87,7 +108,12 @@ def state_help(name: str) -> str | None:
 def complete_states(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """``--state``: state names, groups and aliases; after a comma, the next one."""
     done, last = _split_list(incomplete.lower())
-    return [CompletionItem(done + name, help=state_help(name)) for name in state_choices() if name.startswith(last)]
+    given = _given(ctx, param, done)
+    return [
+        CompletionItem(done + name, help=state_help(name))
+        for name in state_choices()
+        if name.startswith(last) and name not in given
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -257,7 +283,12 @@ def complete_users(ctx: click.Context, param: click.Parameter, incomplete: str) 
     import pwd
 
     done, last = _split_list(incomplete)
-    entries = sorted(pwd.getpwall(), key=lambda e: e.pw_uid)
+    given = _given(ctx, param, done)
+    entries = [
+        e
+        for e in sorted(pwd.getpwall(), key=lambda e: e.pw_uid)
+        if e.pw_name.lower() not in given and str(e.pw_uid) not in given
+    ]
     if last[:1].isdigit():
         return [CompletionItem(f"{done}{e.pw_uid}", help=e.pw_name) for e in entries if str(e.pw_uid).startswith(last)]
     return [CompletionItem(done + e.pw_name, help=f"uid {e.pw_uid}") for e in entries if e.pw_name.startswith(last)]
@@ -281,7 +312,8 @@ def running_processes(proc_root: str = "/proc") -> list[tuple[int, str]]:
 def complete_pids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """``--pid``: running pids with their names; a typed name picks pids by process name."""
     done, last = _split_list(incomplete)
-    processes = running_processes()
+    given = _given(ctx, param, done)
+    processes = [(pid, name) for pid, name in running_processes() if str(pid) not in given]
     if last and not last.isdigit():
         return [CompletionItem(f"{done}{pid}", help=name) for pid, name in processes if name.startswith(last)]
     return [CompletionItem(f"{done}{pid}", help=name) for pid, name in processes if str(pid).startswith(last)]
