@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import struct
 from collections import Counter
 from pathlib import Path
@@ -12,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portscope.errors import SourceError, UsageError
-from portscope.model.endpoint import parse_endpoint
-from portscope.model.query import PortRange, parse_network, parse_port_range, parse_states, parse_user
+from portscope.model.endpoint import ScopedNetwork, parse_endpoint, parse_network
+from portscope.model.query import PortRange, parse_port_range, parse_states, parse_user
 from portscope.model.records import Family, Proto, State
 from portscope.shell.values import local_addresses
 from portscope.sources import addresses, netlink, procnet
@@ -320,9 +321,35 @@ def test_port_and_network_parsing():
         with pytest.raises(UsageError, match=message):
             parse_port_range(bad)
     assert str(parse_network("[::1]")) == "::1/128"
+    assert str(parse_network("::1")) == "::1/128"
+    assert str(parse_network("[2001:db8::]/32")) == "2001:db8::/32"
     assert str(parse_network("10.0.0.0/8")) == "10.0.0.0/8"
     with pytest.raises(UsageError):
         parse_network("10.0.0.0/33")
+
+
+@pytest.mark.parametrize(
+    ("text", "network", "zone"),
+    [
+        ("[fe80::1%eth0]", "fe80::1/128", "eth0"),
+        ("fe80::1%eth0", "fe80::1/128", "eth0"),
+        ("fe80::%eth0/64", "fe80::/64", "eth0"),
+        ("[fe80::%3]/64", "fe80::/64", "3"),
+        ("[ff02::1%v0]", "ff02::1/128", "v0"),
+    ],
+)
+def test_scoped_networks_take_the_zone_grammar_of_endpoints(text, network, zone):
+    assert parse_network(text) == ScopedNetwork(ipaddress.IPv6Network(network), zone)
+    # the same zone form is what who and can-bind accept
+    assert parse_endpoint("[fe80::1%eth0]:80", None, zone_ids=True).zone == "eth0"
+
+
+@pytest.mark.parametrize(
+    "text", ["[fe80::1%]", "[2001:db8::1%eth0]", "10.0.0.1%eth0", "[10.0.0.1]", "[::1]x", "fe80::1%a/b", ""]
+)
+def test_bad_networks(text):
+    with pytest.raises(UsageError):
+        parse_network(text)
 
 
 def test_process_files():

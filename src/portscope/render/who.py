@@ -384,10 +384,12 @@ class PageBuilder:
         return block
 
     def can_bind_target(self, port: int) -> str:
-        address = self.result.target.address
-        if address is None:
+        target = self.result.target
+        if target.address is None:
             return f":{port}"
-        return format_endpoint(str(address), port)
+        if target.zone:  # can-bind reads the zone inside the brackets
+            return f"[{target.address_text()}]:{port}"
+        return format_endpoint(str(target.address), port)
 
     def hidden_block(self, unheld: list[UnheldSocket]) -> Block:
         block = Block([("Owner hidden", "bold yellow")])
@@ -501,6 +503,7 @@ def query_object(target: WhoTarget, netns: str | None) -> dict[str, Any]:
         "ports": [{"low": r.low, "high": r.high} for r in target.ports],
         "protocols": [p.value for p in Proto if p in target.protocols],
         "address": None if target.address is None else str(target.address),
+        "interface": target.zone,
         "remote": target.remote,
         "netns": netns,
     }
