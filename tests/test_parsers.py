@@ -171,6 +171,22 @@ def test_malformed_proc_input(text, problem):
     assert str(info.value).startswith("/proc/net/tcp:")
 
 
+def test_lines_the_kernel_repeats_are_kept_once():
+    """Under churn one read of /proc/net/tcp repeats lines (page boundaries): one socket each, whatever its sl."""
+    header, *lines = (MIX / "proc_net_tcp").read_text().splitlines()
+    once = procnet.parse_proc_net("\n".join([header, *lines]), Proto.TCP, Family.IPV4, source="tcp")
+    renumbered = [f"  99:{line.split(':', 1)[1]}" for line in lines]  # the repeat has another slot number
+    twice = procnet.parse_proc_net("\n".join([header, *lines, *renumbered]), Proto.TCP, Family.IPV4, source="tcp")
+    assert twice == once
+    assert any(s.inode is None for s in once)  # TIME-WAIT & co: kept once by state and endpoints
+    # distinct sockets that share endpoints and state (SO_REUSEPORT listeners) stay distinct by inode
+    listener = next(line for line in lines if " 0A " in line)
+    fields = listener.split()
+    other = " ".join([*fields[:9], "999999", *fields[10:]])
+    both = procnet.parse_proc_net("\n".join([header, listener, other]), Proto.TCP, Family.IPV4, source="tcp")
+    assert [s.inode for s in both] == [int(listener.split()[9]), 999999]
+
+
 def test_truncated_proc_file_keeps_complete_lines_or_errors():
     text = (MIX / "proc_net_tcp").read_text()
     for cut in range(len(text) // 3, len(text), 97):
