@@ -56,7 +56,13 @@ def new(address: str = "127.0.0.1", proto: Proto = TCP, port: int = PORT, **opti
 
 def owner(address: str = "127.0.0.1", state: State = State.LISTEN, proto: Proto = TCP, **fields) -> Owner:
     family = Family.IPV6 if ":" in address else Family.IPV4
-    defaults = {"reuseaddr": False, "reuseport": False, "uid": 0, "v6only": False if family is Family.IPV6 else None}
+    defaults = {
+        "reuseaddr": False,
+        "reuseport": False,
+        "uid": 0,
+        "v6only": False if family is Family.IPV6 else None,
+        "owner_changed": False,
+    }
     defaults.update(fields)
     return Owner(proto=proto, family=family, address=address, port=PORT, state=state, **defaults)
 
@@ -498,3 +504,21 @@ def test_settled_verdict():
     assert _settle(uncertain, kernel_no, None) == (Verdict.NO, "EADDRINUSE", Stage.BIND, None)
     assert _settle(yes, kernel_no, None)[3] is False  # a disagreement is flagged
     assert _settle(no, ProbeResult(None, None, "no root"), None) == (Verdict.NO, "EADDRINUSE", Stage.BIND, None)
+
+
+def test_owner_changed_after_bind_leaves_the_fast_path_open():
+    """fchown after bind(): the fast path remembers the owner of bind time, so a uid mismatch is not a decisive NO."""
+    n = new(reuseport=True)
+    settled = owner(reuseport=True, uid=40001)
+    assert answer(n, settled) == ("no", "EADDRINUSE")
+    changed = decide(n, (replace(settled, owner_changed=True),), NS)
+    assert changed.verdict is Verdict.UNCERTAIN and changed.rule == "R-FASTPATH"
+    assert codes(changed.uncertainty) == ["owner-changed", "fastpath"]
+    unseen = decide(n, (replace(settled, owner_changed=None),), NS)
+    assert unseen.verdict is Verdict.UNCERTAIN
+    (hidden,) = [d for d in unseen.uncertainty if d.code is UncertaintyCode.HIDDEN_FLAGS]
+    assert "owner at bind()" in hidden["options"]
+    # same owner now: the slow path lets it through whatever the cache holds
+    assert answer(new(reuseport=True, uid=40001), replace(settled, owner_changed=True)) == ("yes", None)
+    # without SO_REUSEPORT on the new socket there is no fast path at all
+    assert answer(new(), replace(settled, owner_changed=True)) == ("no", "EADDRINUSE")

@@ -286,8 +286,25 @@ def test_devices():
 
 
 def uid_scenarios() -> list[Scenario]:
-    """The SO_REUSEPORT owner rule: sk_uid set by fchown, root gets no exemption."""
+    """The SO_REUSEPORT owner rule: sk_uid of the user that made the socket, root gets no exemption; an owner
+    changed by fchown() after bind() leaves the fast path on the old owner (uncertain unless probed)."""
+    root_then_other = Own("listen", reuseport=True, chown_after=OTHER_UID)
+    other_then_root = Own("listen", reuseport=True, uid=OTHER_UID, chown_after=0)
     return [
+        S("fchown after listen: root binds beside (fast path)", (root_then_other,), N(reuseport=True)),
+        S("fchown after listen: the new owner binds", (root_then_other,), N(reuseport=True, uid=OTHER_UID)),
+        S("fchown to root after listen: the old owner binds", (other_then_root,), N(reuseport=True, uid=OTHER_UID)),
+        S("fchown to root after listen: root binds", (other_then_root,), N(reuseport=True)),
+        S(
+            "bound RP fchowned after bind",
+            (Own("bound", reuseport=True, chown_after=OTHER_UID),),
+            N(reuseport=True, listen=False),
+        ),
+        S(
+            "fchown before bind, new RP root",
+            (Own("listen", reuseport=True, uid=OTHER_UID, uid_via_fchown=True),),
+            N(reuseport=True),
+        ),
         S("listen RP other uid, new RP root (R02)", (Own("listen", reuseport=True, uid=OTHER_UID),), N(reuseport=True)),
         S(
             "listen RP other uid, new RP same uid",
@@ -302,7 +319,16 @@ def uid_scenarios() -> list[Scenario]:
 
 
 def test_uids():
-    run_group(uid_scenarios(), max_uncertain=0.0)
+    uncertain = run_group(uid_scenarios(), max_uncertain=0.6)
+    # an owner changed since socket() leaves the fast path open where it matters (judge() allows only the
+    # owner-changed and fastpath codes here; a recycled socket inode may show an old change time too)
+    assert {
+        "fchown after listen: root binds beside (fast path)",
+        "fchown to root after listen: the old owner binds",
+        "bound RP fchowned after bind",
+        "fchown before bind, new RP root",
+    } <= set(uncertain), uncertain
+    assert "fchown after listen: the new owner binds" not in uncertain  # same owner now: the slow path agrees
 
 
 def address_scenarios() -> list[Scenario]:

@@ -15,6 +15,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from bind_scenarios import made_by
 from netns_util import new_netns, ss_sockets
 from portscope.cli import cli
 from portscope.commands.can_bind import BindRequest, check_bind
@@ -44,9 +45,9 @@ def busy():
             accepted.close()
             time.sleep(0.002)
             client.close()
-        other = ns.socket(socket.AF_INET6)
+        with made_by(OTHER_UID):  # as that user's server would: its owner at bind() is its owner now
+            other = ns.socket(socket.AF_INET6)
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        os.fchown(other.fileno(), OTHER_UID, -1)
         other.bind(("::", OTHER_USER_PORT))
         other.listen(8)
         workers = [ns.fork_holder() for _ in range(WORKERS)]  # they inherit every socket, as pre-fork workers do

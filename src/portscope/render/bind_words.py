@@ -374,6 +374,11 @@ UNCERTAINTY: dict[UncertaintyCode, Callable[..., str]] = {
         "the kernel checks only the new address's and the wildcard's secondary slots, which changes the answer "
         "here; the count in other namespaces is not visible (use --probe to ask the kernel)"
     ),
+    UncertaintyCode.OWNER_CHANGED: lambda socket, count: (
+        f"the owner of {_listed(socket, count)} may have been changed (fchown) since it was made; the kernel's "
+        "SO_REUSEPORT fast path compares the owner it had at bind() or listen(), which is not visible "
+        "(use --probe to ask the kernel)"
+    ),
     UncertaintyCode.HIDDEN_FLAGS: _hidden_flags,
     UncertaintyCode.BOUND_INVISIBLE: lambda: (
         "bound-only TCP sockets cannot be listed here (needs netlink sock_diag on Linux 6.8+); "

@@ -69,6 +69,9 @@ class Owner:
     reuseport: bool | None = None
     v6only: bool | None = None
     timewait: bool = False  # a TIME-WAIT mini socket (also the FIN-WAIT-2 timewait substate)
+    # Has the socket's owner been changed (fchown) since socket()? Its inode's ctime says so; then the uid
+    # it had at bind()/listen(), which the SO_REUSEPORT fast path remembers, is not visible.
+    owner_changed: bool | None = None
     timer_ms: int | None = None
     holders: tuple[Holder, ...] = ()
     socket: Socket | None = None  # the collector's record, carried through for rendering
@@ -309,6 +312,8 @@ def _owner_unknowns(b: Owner) -> list[str]:
         missing.append("IPV6_V6ONLY")
     if b.device is None:
         missing.append("bound device")
+    if b.owner_changed is None and b.reuseport is not False and b.state in (State.LISTEN, State.BOUND):
+        missing.append("owner at bind()")
     return missing
 
 
@@ -514,14 +519,15 @@ def _fastpath_ruled_out(b: Owner, w: _World) -> bool:
 
     Any socket that set the cache after B bound had to pass the full check against B. That is
     impossible when B has no device (no device split), does not share through SO_REUSEADDR, and either
-    has no SO_REUSEPORT or got its port through its own bind()/listen() (which reset the cache to B's
-    uid); accepted children and TIME-WAIT sockets enter the bucket without touching the cache.
+    has no SO_REUSEPORT or got its port through its own bind()/listen(), which reset the cache to the
+    uid B had then: B's uid now only if its owner never changed (fchown after bind keeps the cache on
+    the old uid). Accepted children and TIME-WAIT sockets enter the bucket without touching the cache.
     """
     if w.device != 0:
         return False
     if w.reuse and not b.listening:
         return False
-    return not w.reuseport or b.state in (State.LISTEN, State.BOUND)
+    return not w.reuseport or (b.state in (State.LISTEN, State.BOUND) and b.owner_changed is False)
 
 
 @dataclass(frozen=True)
@@ -529,11 +535,14 @@ class _OwnerOutcome:
     owner: Owner
     outcomes: frozenset[str]
     reasons: tuple[str, ...]  # why this owner conflicts, for the rule choice (first world that conflicts)
+    owner_doubt: bool = False  # soft only because B's owner may have changed since its bind()
 
 
 def _tcp_outcome(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> _OwnerOutcome:
     outcomes: set[str] = set()
     reason: tuple[str, ...] = ()
+    owner_doubt = False
+    settled = replace(b, owner_changed=False)
     for w in _worlds(b, n_dev):
         bk = _kview(b.family, b.address, w.v6only)
         if not _tcp_compared(nk, bk) or not _dev_compatible(n_dev, w.device):
@@ -542,10 +551,14 @@ def _tcp_outcome(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> _OwnerOutcome:
         if not _tcp_pair_conflict(n, b, w):
             outcomes.add(_NONE)
             continue
-        outcomes.add(_HARD if not n.reuseport or _fastpath_ruled_out(b, w) else _SOFT)
+        if not n.reuseport or _fastpath_ruled_out(b, w):
+            outcomes.add(_HARD)
+        else:
+            outcomes.add(_SOFT)
+            owner_doubt = owner_doubt or _fastpath_ruled_out(settled, w)
         if not reason:
             reason = _tcp_reason(n, nk, b, bk, w)
-    return _OwnerOutcome(b, frozenset(outcomes), reason)
+    return _OwnerOutcome(b, frozenset(outcomes), reason, owner_doubt)
 
 
 def _dual_stack_overlap(nk: _K, bk: _K) -> bool:
@@ -679,7 +692,11 @@ def _decide_tcp(
     rule = "R-TCP-PAIR"
     hidden = [r for r in possible if _NONE in r.outcomes]
     soft = [r for r in possible if _SOFT in r.outcomes]
-    doubts = _hidden_flags(r.owner for r in hidden)
+    changed = [r.owner for r in soft if r.owner_doubt and r.owner.owner_changed]
+    unseen = [r for r in soft if r.owner_doubt and r.owner.owner_changed is None and r not in hidden]
+    doubts = _hidden_flags(r.owner for r in (*hidden, *unseen))
+    if changed:
+        doubts.append(uncertainty(UncertaintyCode.OWNER_CHANGED, socket=changed[0], count=len(changed)))
     if soft:
         rule = "R-FASTPATH"
         doubts.append(uncertainty(UncertaintyCode.FASTPATH))

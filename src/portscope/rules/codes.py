@@ -70,6 +70,7 @@ class UncertaintyCode(str, enum.Enum):
 
     FASTPATH = "fastpath"
     UDP_PATH = "udp-path"
+    OWNER_CHANGED = "owner-changed"
     HIDDEN_FLAGS = "hidden-flags"
     BOUND_INVISIBLE = "bound-invisible"
 
@@ -132,6 +133,7 @@ PARAMETERS: dict[enum.Enum, tuple[str, ...]] = {
     ActionKind.USE_IPV4_SOCKET: ("address",),
     UncertaintyCode.FASTPATH: (),
     UncertaintyCode.UDP_PATH: (),
+    UncertaintyCode.OWNER_CHANGED: ("socket", "count"),
     UncertaintyCode.HIDDEN_FLAGS: ("socket", "count", "options", "why"),
     UncertaintyCode.BOUND_INVISIBLE: (),
 }

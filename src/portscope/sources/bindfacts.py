@@ -181,6 +181,9 @@ class SocketFlags:
     reuseaddr: bool
     reuseport: bool
     v6only: bool | None
+    # Owner maybe changed since socket(): a socket inode's ctime is 0 unless fchown/fchmod set it. A
+    # recycled inode may keep the ctime of an earlier socket, so True can be a false alarm; 0 is proof.
+    owner_changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,14 +224,15 @@ def _read_flags_at(pid: int, fd: int, held: HeldSocket) -> SocketFlags | None:
         return None  # another socket: closing it is harmless, but there is no need
     sock = socket.socket(fileno=dup)  # a socket from here on: no file system of anyone's is reached
     try:
-        if held.cookie is None and os.fstat(dup).st_ino != held.inode:
+        status = os.fstat(dup)
+        if held.cookie is None and status.st_ino != held.inode:
             return None
         reuseaddr = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
         reuseport = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
         v6only = None
         if sock.family == socket.AF_INET6:
             v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) != 0
-        return SocketFlags(reuseaddr, reuseport, v6only)
+        return SocketFlags(reuseaddr, reuseport, v6only, status.st_ctime_ns != 0)
     except OSError:
         return None
     finally:
@@ -239,18 +243,18 @@ def _encode_flags(index: int, flags: SocketFlags | None) -> bytes:
     if flags is None:
         return f"{index} -\n".encode()
     v6only = "-" if flags.v6only is None else int(flags.v6only)
-    return f"{index} {int(flags.reuseaddr)} {int(flags.reuseport)} {v6only}\n".encode()
+    return f"{index} {int(flags.reuseaddr)} {int(flags.reuseport)} {v6only} {int(flags.owner_changed)}\n".encode()
 
 
 def _decode_flags(data: bytes, count: int) -> list[SocketFlags | None]:
     results: list[SocketFlags | None] = [None] * count
     for line in data.decode("ascii", "replace").splitlines():
         fields = line.split()
-        if len(fields) != 4 or not fields[0].isdigit() or int(fields[0]) >= count:
+        if len(fields) != 5 or not fields[0].isdigit() or int(fields[0]) >= count:
             continue  # "N -" (unknown), "end", or a line cut off at the deadline
-        reuseaddr, reuseport, v6only = fields[1:]
+        reuseaddr, reuseport, v6only, changed = fields[1:]
         results[int(fields[0])] = SocketFlags(
-            reuseaddr == "1", reuseport == "1", None if v6only == "-" else v6only == "1"
+            reuseaddr == "1", reuseport == "1", None if v6only == "-" else v6only == "1", changed == "1"
         )
     return results
 
@@ -385,6 +389,7 @@ def _owner(sock: Socket, holders: tuple[Holder, ...], flags: SocketFlags | None)
         reuseport=flags.reuseport if flags else None,
         v6only=v6only if sock.family is Family.IPV6 else False,
         timewait=sock.state is State.TIME_WAIT or sock.timer == "timewait",
+        owner_changed=flags.owner_changed if flags else None,
         timer_ms=sock.timer_ms,
         holders=holders,
         socket=sock,
