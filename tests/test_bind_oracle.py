@@ -23,6 +23,7 @@ from bind_scenarios import (
     OwnerSpec,
     Scenario,
     build,
+    build_owner,
     judge,
     kernel_oracle,
     open_group,
@@ -479,3 +480,59 @@ def test_random_combinations(scenarios):
             group.close()
     assert not failures, "\n".join(failures)
     assert uncertain <= max(2, judged // 3), f"{uncertain} of {judged} uncertain"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Port 0: the range of net.ipv4.ip_local_port_range, judged by the kernel
+
+
+def port_zero_cases():
+    """(name, range, reserved, owners as (udp, address, port, reuseaddr), new socket); ports from 0 (+ a base)."""
+    return [
+        ("exhausted: [::]:P taken", (0, 0), "", [(False, "::", 0, False)], N("::", v6only=False)),
+        ("exhausted udp", (0, 0), "", [(True, "::", 0, False)], N("::", udp=True, v6only=False)),
+        ("another address is free", (0, 0), "", [(False, "127.0.0.1", 0, False)], N("127.0.0.2")),
+        ("reserved: the other port", (0, 1), "1", [(False, "0.0.0.0", 0, False)], N("0.0.0.0")),
+        (
+            "tcp skips the last port of an odd span",
+            (0, 2),
+            "",
+            [(False, "0.0.0.0", 0, False), (False, "0.0.0.0", 1, False)],
+            N(),
+        ),
+        (
+            "udp takes the last port",
+            (0, 2),
+            "",
+            [(True, "0.0.0.0", 0, False), (True, "0.0.0.0", 1, False)],
+            N(udp=True),
+        ),
+        ("udp shares through SO_REUSEADDR", (0, 0), "", [(True, "0.0.0.0", 0, True)], N(udp=True, reuseaddr=True)),
+        ("tcp never shares a picked port", (0, 0), "", [(False, "0.0.0.0", 0, True)], N(reuseaddr=True, listen=False)),
+        ("free range", (0, 100), "", [(False, "0.0.0.0", 0, False)], N()),
+    ]
+
+
+def test_port_zero_range():
+    """Exhausted, reserved, address-aware and odd-span ranges: the model's verdict for port 0 is the kernel's."""
+    require_live()
+    failures = []
+    with new_netns("psport0") as ns:
+        group = open_group(ns, base_port=20000)
+        try:
+            for index, (name, (low, high), reserved, owners, new) in enumerate(port_zero_cases()):
+                base = 40000 + 200 * index  # each case its own ports: sockets of earlier cases stay
+                ns.run("sysctl", "-qw", f"net.ipv4.ip_local_port_range={base + low} {base + high}")
+                reserved_ports = ",".join(str(base + int(p)) for p in reserved.split(",") if p)
+                ns.run("sysctl", "-qw", f"net.ipv4.ip_local_reserved_ports={reserved_ports}")
+                for udp, address, port, reuseaddr in owners:
+                    spec = Own("udp" if udp else "bound", address, reuseaddr=reuseaddr)
+                    assert build_owner(group, spec, base + port), name
+                (report,) = check_binds([request_for(S(name, (), new, port=0), 0, ns)])
+                kernel = kernel_oracle(group, new, 0, as_user=True)
+                problem = judge(report, kernel)
+                if problem or report.model.verdict.value == "uncertain":
+                    failures.append(f"{name}: {problem or 'uncertain'}")
+        finally:
+            group.close()
+    assert not failures, "\n".join(failures)

@@ -197,6 +197,11 @@ REASONS: dict[ReasonCode, Callable[..., str]] = {
         "Port 0 asks the kernel to pick a free port from net.ipv4.ip_local_port_range (reserved ports skipped); "
         "it fails only when the range is exhausted."
     ),
+    ReasonCode.PORTS_EXHAUSTED: lambda proto, low, high, reserved: (
+        f"Port 0 asks the kernel for a free {proto.upper()} port of net.ipv4.ip_local_port_range ({low}-{high}"
+        + (f", {reserved:,} reserved in net.ipv4.ip_local_reserved_ports" if reserved else "")
+        + "), and every one it would hand out is taken for this address, so bind() fails with EADDRINUSE."
+    ),
     ReasonCode.PINNED_ELSEWHERE: _pinned,
     ReasonCode.SHARED_REUSEADDR: _shared_reuseaddr,
     ReasonCode.SHARED_REUSEPORT: _shared_reuseport,

@@ -29,6 +29,7 @@ class ReasonCode(str, enum.Enum):
     SCOPE_NEEDED = "scope-needed"
     PORT_FREE = "port-free"
     AUTOBIND = "autobind"
+    PORTS_EXHAUSTED = "ports-exhausted"
     PINNED_ELSEWHERE = "pinned-elsewhere"
     SHARED_REUSEADDR = "shared-reuseaddr"
     SHARED_REUSEPORT = "shared-reuseport"
@@ -102,6 +103,7 @@ PARAMETERS: dict[enum.Enum, tuple[str, ...]] = {
     ReasonCode.SCOPE_NEEDED: ("address",),
     ReasonCode.PORT_FREE: ("proto", "port", "listen"),
     ReasonCode.AUTOBIND: ("proto",),
+    ReasonCode.PORTS_EXHAUSTED: ("proto", "low", "high", "reserved"),
     ReasonCode.PINNED_ELSEWHERE: ("proto", "port", "count", "listen"),
     ReasonCode.SHARED_REUSEADDR: ("proto", "port", "listen"),
     ReasonCode.SHARED_REUSEPORT: ("proto", "port", "listen"),

@@ -28,7 +28,7 @@ from portscope.engine.parallel import single_threaded
 from portscope.engine.snapshot import snapshot
 from portscope.model.query import PortRange, Query
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
-from portscope.rules.bind import Ipv6Address, LocalRoute, Namespace, Owner
+from portscope.rules.bind import DEFAULT_PORT_RANGE, Ipv6Address, LocalRoute, Namespace, Owner
 from portscope.sources import netns
 from portscope.sources.addresses import read_local_addresses
 from portscope.sources.linux import end_child, write_all
@@ -97,8 +97,42 @@ def read_namespace(target: netns.NetnsTarget | None) -> NamespaceFacts:
             interfaces=tuple(sorted((index, name) for name, index in interfaces.items())),
             udp_table_size=abs(udp_entries) or 16384,
             udp_table_shared=udp_entries <= 0 or _initial_namespace(inode),
+            local_port_range=_port_range(_read_sysctl("net.ipv4.ip_local_port_range")),
+            reserved_ports=parse_reserved_ports(_read_sysctl("net.ipv4.ip_local_reserved_ports") or ""),
+            autobind_reuse=_int_sysctl("net.ipv4.ip_autobind_reuse", 0) == 1,
         )
     return NamespaceFacts(namespace, interfaces, ipv6_enabled, inode)
+
+
+def _port_range(text: str | None) -> tuple[int, int]:
+    """net.ipv4.ip_local_port_range: "32768\t60999"; the kernel's default if unreadable."""
+    try:
+        low, high = (int(word) for word in (text or "").split())
+    except ValueError:
+        return DEFAULT_PORT_RANGE
+    return low, high
+
+
+def parse_reserved_ports(text: str) -> frozenset[int]:
+    """net.ipv4.ip_local_reserved_ports: "8080,9000-9010" (empty: none)."""
+    ports: set[int] = set()
+    for part in text.replace("\n", ",").split(","):
+        low, _, high = part.strip().partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            ports.update(range(int(low), int(high or low) + 1))
+    return frozenset(p for p in ports if p < 65536)
+
+
+def ports_in_use(proto: Proto, low: int, high: int, netns_spec: str | None) -> set[int]:
+    """The local ports of ``proto`` sockets in [low, high] (any state), without holders: one filtered dump."""
+    query = Query(
+        protocols=frozenset({proto}),
+        states=frozenset(State),
+        local_ports=(PortRange(low, high),),
+        join_processes=False,
+        netns=netns_spec,
+    )
+    return {sock.local_port for sock in snapshot(query).sockets if sock.state is not State.SYN_RECV}
 
 
 def _initial_namespace(inode: int | None) -> bool:
