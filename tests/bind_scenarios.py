@@ -37,7 +37,9 @@ IP_FREEBIND = 15
 
 @dataclass(frozen=True)
 class OwnerSpec:
-    kind: str  # listen, bound, client, child, child+listener, tw-server, tw-client, udp, udp-connected
+    # listen, bound, client, child, child+listener, tw-server, tw-server+listener, orphan-server, tw-client,
+    # orphan-client, ghost (bound, then closed: it only leaves the port's SO_REUSEPORT cache), udp, udp-connected
+    kind: str
     address: str = "127.0.0.1"
     reuseaddr: bool = False
     reuseport: bool = False
@@ -187,7 +189,9 @@ def _connect_to_peer(group: Group, sock: socket.socket, address: str) -> socket.
     if sock.family == socket.AF_INET6 and ":" not in target:
         target = "::ffff:" + target
     sock.connect((target, PEER_PORT))
+    group.peer.settimeout(1.0)
     accepted, _ = group.peer.accept()
+    accepted.settimeout(None)
     return accepted
 
 
@@ -212,7 +216,9 @@ def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
         sock.close()
         return False
     try:
-        if spec.kind in ("bound", "udp"):
+        if spec.kind == "ghost":
+            sock.close()
+        elif spec.kind in ("bound", "udp"):
             group.held.append(sock)
             if spec.chown_after is not None:
                 os.fchown(sock.fileno(), spec.chown_after, -1)
@@ -230,19 +236,26 @@ def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
         elif spec.kind == "tw-client":
             accepted = _connect_to_peer(group, sock, spec.address)
             _close_gracefully(sock, accepted)
-        elif spec.kind in ("child", "child+listener", "tw-server"):
+        elif spec.kind == "orphan-client":  # closed, the peer not: FIN-WAIT-2 without a process
+            group.held.append(_connect_to_peer(group, sock, spec.address))
+            sock.close()
+        elif spec.kind in ("child", "child+listener", "tw-server", "tw-server+listener", "orphan-server"):
             sock.listen(16)
             peer = spec.peer or _WILDCARD_PEERS.get(spec.address, spec.address)
             client = _new_socket(group, socket.AF_INET6 if ":" in peer else socket.AF_INET, socket.SOCK_STREAM)
             group.held.append(client)  # closed with the group unless closed gracefully below
             client.connect((peer, port))
+            sock.settimeout(1.0)  # another listener of the port (a SO_REUSEPORT group) may take the connection
             child, _ = sock.accept()
-            if spec.kind == "tw-server":
+            child.settimeout(None)
+            if spec.kind in ("tw-server", "tw-server+listener"):
                 group.held.remove(client)
                 _close_gracefully(child, client)
+            elif spec.kind == "orphan-server":
+                child.close()  # the client stays open: the server's end waits in FIN-WAIT-2
             else:
                 group.held.append(child)
-            if spec.kind == "child+listener":
+            if spec.kind in ("child+listener", "tw-server+listener", "orphan-server"):
                 group.held.append(sock)
             else:
                 sock.close()

@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portscope.engine.parallel import single_threaded
 from portscope.engine.snapshot import snapshot
@@ -430,6 +430,40 @@ def _owner(sock: Socket, holders: tuple[Holder, ...], flags: SocketFlags | None)
     )
 
 
+TIMEWAIT_SECONDS = 60.0  # TCP_TIMEWAIT_LEN: the longest a TIME-WAIT (or FIN-WAIT-2 timewait) socket lives
+
+
+def _covers(listener: Owner, b: Owner) -> bool:
+    """Could ``listener`` have accepted the connection ``b`` is left of (same port, its address covered)?"""
+    if listener.address == b.address and listener.family is b.family:
+        return True
+    if listener.family is Family.IPV4:
+        return b.family is Family.IPV4 and listener.address == "0.0.0.0"
+    return listener.address == "::" and (b.family is Family.IPV6 or listener.v6only is False)
+
+
+def _inherited(b: Owner, owners: Sequence[Owner], now: float) -> Owner:
+    """A TIME-WAIT socket of a server keeps the SO_REUSEADDR / SO_REUSEPORT / IPV6_V6ONLY its accepted
+    child copied from the listener. When every listener that could have accepted it still exists with
+    readable, equal options, and each was held by a process older than the connection's end (so the
+    socket is not left over from an earlier server with other options), those are its options."""
+    if not b.timewait or (b.reuseaddr is not None and b.reuseport is not None):
+        return b
+    listeners = [o for o in owners if o.listening and _covers(o, b)]
+    if not listeners or any(o.reuseaddr is None or o.reuseport is None or not o.holders for o in listeners):
+        return b
+    if len({(o.reuseaddr, o.reuseport, o.v6only if o.family is b.family else None) for o in listeners}) != 1:
+        return b
+    ended = now - (TIMEWAIT_SECONDS - (b.timer_ms or 0) / 1000)  # the earliest its connection can have ended
+    for listener in listeners:
+        starts = [h.process.start_time for h in listener.holders]
+        if any(start is None for start in starts) or min(starts) >= ended:  # type: ignore[type-var]
+            return b
+    lead = listeners[0]
+    v6only = lead.v6only if b.family is Family.IPV6 and lead.family is Family.IPV6 else b.v6only
+    return replace(b, reuseaddr=lead.reuseaddr, reuseport=lead.reuseport, v6only=v6only)
+
+
 def slot_ports(port: int, table_size: int) -> tuple[int, ...]:
     """Ports sharing the UDP primary hash slot with ``port`` in one namespace."""
     size = max(1, table_size)
@@ -473,6 +507,9 @@ def read_owners(proto: Proto, ports: set[int], netns_spec: str | None, table_siz
     flags = dict(zip(asked, read_held_flags(held), strict=True))  # one helper for every holder
     for i, sock in enumerate(owning):
         owners[sock.local_port].append(_owner(sock, holders[i], flags.get(i)))
+    now = time.time()
+    for port, found in owners.items():
+        owners[port] = [_inherited(b, found, now) for b in found]
     for sock in snap.sockets:
         if proto is Proto.UDP:
             for port in ports:
