@@ -39,7 +39,9 @@ def raw_key(line: str) -> tuple[str, ...]:
 
 
 def socket_key(sock) -> tuple:
-    return (sock.inode,) if sock.inode else (sock.state, sock.local_address, sock.local_port, sock.remote_address)
+    if sock.inode:
+        return (sock.inode,)
+    return (sock.state, sock.local_address, sock.local_port, sock.remote_address, sock.remote_port)
 
 
 def churn(ns, port: int, count_fd: int) -> None:  # pragma: no cover - in the forked churner
