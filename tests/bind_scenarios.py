@@ -3,7 +3,9 @@
 A scenario is a list of existing sockets (owners) on one port plus the socket ``can-bind`` asks about.
 Owners are real: listeners, bound-only sockets, connected clients, accepted children, TIME-WAIT
 sockets of either side, UDP sockets bound or connected; with SO_REUSEADDR / SO_REUSEPORT /
-IPV6_V6ONLY / SO_BINDTODEVICE and an owner uid set with fchown(). Scenarios of one group share a
+IPV6_V6ONLY / SO_BINDTODEVICE and an owner uid: made by that user (the thread's fsuid at socket(), as a
+process running as that user makes it), set with fchown() before bind(), or fchown()ed once bound (the
+kernel's SO_REUSEPORT fast path keeps the owner of bind time). Scenarios of one group share a
 namespace and use distinct ports: the kernel keeps bind state per (namespace, port), so they do not
 interact (ports stay below the ephemeral range and within one UDP hash-table span).
 
@@ -15,6 +17,7 @@ the privileged-port rule is at stake.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno as errno_mod
 import os
 import socket
@@ -34,13 +37,17 @@ IP_FREEBIND = 15
 
 @dataclass(frozen=True)
 class OwnerSpec:
-    kind: str  # listen, bound, client, child, child+listener, tw-server, tw-client, udp, udp-connected
+    # listen, bound, client, child, child+listener, tw-server, tw-server+listener, orphan-server, tw-client,
+    # orphan-client, ghost (bound, then closed: it only leaves the port's SO_REUSEPORT cache), udp, udp-connected
+    kind: str
     address: str = "127.0.0.1"
     reuseaddr: bool = False
     reuseport: bool = False
     v6only: bool | None = None  # None: the namespace default
     device: str | None = None
-    uid: int | None = None  # fchown() to this uid
+    uid: int | None = None  # the owner: made by this user (fsuid at socket()), or fchown()ed before bind()
+    uid_via_fchown: bool = False  # set uid with fchown() before bind() (the socket's inode shows a change)
+    chown_after: int | None = None  # fchown() to this uid once bound (and listening): the fast path keeps the old
     peer: str | None = None  # child kinds: the address clients connect to (default: loopback of the family)
     port_offset: int = 0  # e.g. 16384: another port in the same UDP hash slot
 
@@ -154,9 +161,26 @@ def _configure(sock: socket.socket, spec) -> None:
         sock.setsockopt(level, 78 if sock.family == socket.AF_INET6 else IP_FREEBIND, 1)
 
 
-def _new_socket(group: Group, family: int, kind: int) -> socket.socket:
-    with group.inside():
+def _new_socket(group: Group, family: int, kind: int, uid: int | None = None) -> socket.socket:
+    with group.inside(), made_by(uid):
         return socket.socket(family, kind)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def made_by(uid: int | None):
+    """Sockets made inside are owned by ``uid``, as if that user's process had made them: sk_uid is the
+    fsuid of the thread calling socket() (setfsuid() changes this thread only, and only the fsuid)."""
+    if uid is None:
+        yield
+        return
+    previous = _libc.setfsuid(uid)
+    try:
+        yield
+    finally:
+        _libc.setfsuid(previous)
 
 
 def _connect_to_peer(group: Group, sock: socket.socket, address: str) -> socket.socket:
@@ -165,7 +189,9 @@ def _connect_to_peer(group: Group, sock: socket.socket, address: str) -> socket.
     if sock.family == socket.AF_INET6 and ":" not in target:
         target = "::ffff:" + target
     sock.connect((target, PEER_PORT))
+    group.peer.settimeout(1.0)
     accepted, _ = group.peer.accept()
+    accepted.settimeout(None)
     return accepted
 
 
@@ -180,21 +206,27 @@ def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
     """Create one owner on ``port``; False if the kernel refused it (the owners conflict)."""
     family = spec.family
     kind = socket.SOCK_DGRAM if spec.udp else socket.SOCK_STREAM
-    sock = _new_socket(group, family, kind)
+    sock = _new_socket(group, family, kind, None if spec.uid_via_fchown else spec.uid)
     try:
         _configure(sock, spec)
-        if spec.uid is not None:
+        if spec.uid is not None and spec.uid_via_fchown:
             os.fchown(sock.fileno(), spec.uid, -1)
         sock.bind((spec.address, port + spec.port_offset))
     except OSError:
         sock.close()
         return False
     try:
-        if spec.kind in ("bound", "udp"):
+        if spec.kind == "ghost":
+            sock.close()
+        elif spec.kind in ("bound", "udp"):
             group.held.append(sock)
+            if spec.chown_after is not None:
+                os.fchown(sock.fileno(), spec.chown_after, -1)
         elif spec.kind == "listen":
             sock.listen(16)
             group.held.append(sock)
+            if spec.chown_after is not None:
+                os.fchown(sock.fileno(), spec.chown_after, -1)
         elif spec.kind == "udp-connected":
             sock.connect((_family_loopback(spec.address), 9))
             group.held.append(sock)
@@ -204,19 +236,26 @@ def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
         elif spec.kind == "tw-client":
             accepted = _connect_to_peer(group, sock, spec.address)
             _close_gracefully(sock, accepted)
-        elif spec.kind in ("child", "child+listener", "tw-server"):
+        elif spec.kind == "orphan-client":  # closed, the peer not: FIN-WAIT-2 without a process
+            group.held.append(_connect_to_peer(group, sock, spec.address))
+            sock.close()
+        elif spec.kind in ("child", "child+listener", "tw-server", "tw-server+listener", "orphan-server"):
             sock.listen(16)
             peer = spec.peer or _WILDCARD_PEERS.get(spec.address, spec.address)
             client = _new_socket(group, socket.AF_INET6 if ":" in peer else socket.AF_INET, socket.SOCK_STREAM)
             group.held.append(client)  # closed with the group unless closed gracefully below
             client.connect((peer, port))
+            sock.settimeout(1.0)  # another listener of the port (a SO_REUSEPORT group) may take the connection
             child, _ = sock.accept()
-            if spec.kind == "tw-server":
+            child.settimeout(None)
+            if spec.kind in ("tw-server", "tw-server+listener"):
                 group.held.remove(client)
                 _close_gracefully(child, client)
+            elif spec.kind == "orphan-server":
+                child.close()  # the client stays open: the server's end waits in FIN-WAIT-2
             else:
                 group.held.append(child)
-            if spec.kind == "child+listener":
+            if spec.kind in ("child+listener", "tw-server+listener", "orphan-server"):
                 group.held.append(sock)
             else:
                 sock.close()
@@ -309,7 +348,7 @@ def kernel_oracle(group: Group, new: NewSpec, port: int, as_user: bool = False) 
 
 
 # The sources of uncertainty: the fast path (spec §4), the UDP lookup path, flags of sockets without a process.
-ALLOWED_UNCERTAINTY = {UncertaintyCode.FASTPATH, UncertaintyCode.UDP_PATH}
+ALLOWED_UNCERTAINTY = {UncertaintyCode.FASTPATH, UncertaintyCode.UDP_PATH, UncertaintyCode.OWNER_CHANGED}
 ALLOWED_HIDDEN = {"time-wait", "no-holder"}
 
 

@@ -56,8 +56,12 @@ BAD_NETWORKS = [
     "10.0.0.0/٨",
     "1.2.3.4.5",
     "::1/129",
-    "fe80::1%eth0",
-    "[fe80::1%eth0]",
+    "fe80::1%nosuchif0",
+    "[fe80::1%]",
+    "[2001:db8::1%eth0]",  # a zone id on an address that does not use one
+    "10.0.0.1%eth0",
+    "[10.0.0.1]",
+    "[::1]x",
     "300.0.0.0/8",
     "10.0.0.0/-1",
     "garbage",
@@ -94,7 +98,8 @@ BAD_WHO = [
     "127.0.0.1",
     "::1:80",
     "a:b:c",
-    "[fe80::1%eth0]:80",  # who takes no zone id
+    "[fe80::1%nosuchif0]:80",  # no such interface
+    "[::1%lo]:80",  # a zone id on an address that does not use one
     "[fe80::1%]:80",
     "127.0.0.1%eth0:80",
     "8100-8000",

@@ -96,8 +96,9 @@ SOCKETS = [
 # Sample values for each parameter name: every combination is rendered.
 SAMPLES = {
     "socket": [*SOCKETS, None],
-    "compatible": SOCKETS,
-    "blocking": SOCKETS,
+    "low": [40000],
+    "high": [40000, 60999],
+    "reserved": [0, 3],
     "port": [80],
     "unprivileged_port_start": [1024],
     "address": ["127.0.0.1", "fe80::1"],
@@ -117,7 +118,7 @@ SAMPLES = {
     "seconds": [None, 47],
     "option": ["SO_REUSEADDR", "SO_REUSEPORT", "IPV6_V6ONLY", "SO_BINDTODEVICE", "IP_FREEBIND", "IPV6_FREEBIND"],
     "on": ["new", "both", "existing"],
-    "value": [True, False, 1],
+    "value": [True, False, 1, "32768 60999"],
     "pids": [(), (812, 813)],
     "if_existing_has_it": [True, False],
     "uid": [1000],

@@ -20,6 +20,7 @@ from portscope.rules.bind import (
     Owner,
     Stage,
     Verdict,
+    autobind_ports,
     decide,
 )
 from portscope.rules.codes import ActionKind, BsdNote, ReasonCode, UncertaintyCode, action
@@ -56,7 +57,13 @@ def new(address: str = "127.0.0.1", proto: Proto = TCP, port: int = PORT, **opti
 
 def owner(address: str = "127.0.0.1", state: State = State.LISTEN, proto: Proto = TCP, **fields) -> Owner:
     family = Family.IPV6 if ":" in address else Family.IPV4
-    defaults = {"reuseaddr": False, "reuseport": False, "uid": 0, "v6only": False if family is Family.IPV6 else None}
+    defaults = {
+        "reuseaddr": False,
+        "reuseport": False,
+        "uid": 0,
+        "v6only": False if family is Family.IPV6 else None,
+        "owner_changed": False,
+    }
     defaults.update(fields)
     return Owner(proto=proto, family=family, address=address, port=PORT, state=state, **defaults)
 
@@ -498,3 +505,47 @@ def test_settled_verdict():
     assert _settle(uncertain, kernel_no, None) == (Verdict.NO, "EADDRINUSE", Stage.BIND, None)
     assert _settle(yes, kernel_no, None)[3] is False  # a disagreement is flagged
     assert _settle(no, ProbeResult(None, None, "no root"), None) == (Verdict.NO, "EADDRINUSE", Stage.BIND, None)
+
+
+def test_owner_changed_after_bind_leaves_the_fast_path_open():
+    """fchown after bind(): the fast path remembers the owner of bind time, so a uid mismatch is not a decisive NO."""
+    n = new(reuseport=True)
+    settled = owner(reuseport=True, uid=40001)
+    assert answer(n, settled) == ("no", "EADDRINUSE")
+    changed = decide(n, (replace(settled, owner_changed=True),), NS)
+    assert changed.verdict is Verdict.UNCERTAIN and changed.rule == "R-FASTPATH"
+    assert codes(changed.uncertainty) == ["owner-changed", "fastpath"]
+    unseen = decide(n, (replace(settled, owner_changed=None),), NS)
+    assert unseen.verdict is Verdict.UNCERTAIN
+    (hidden,) = [d for d in unseen.uncertainty if d.code is UncertaintyCode.HIDDEN_FLAGS]
+    assert "owner at bind()" in hidden["options"]
+    # same owner now: the slow path lets it through whatever the cache holds
+    assert answer(new(reuseport=True, uid=40001), replace(settled, owner_changed=True)) == ("yes", None)
+    # without SO_REUSEPORT on the new socket there is no fast path at all
+    assert answer(new(), replace(settled, owner_changed=True)) == ("no", "EADDRINUSE")
+
+
+def test_port_zero_ports_the_kernel_hands_out():
+    ns = replace(NS, local_port_range=(40000, 40002), reserved_ports=frozenset({40001}))
+    assert autobind_ports(new(port=0), ns) == [40000]  # an even count: 40002 is never tried; 40001 reserved
+    assert autobind_ports(new(port=0, proto=UDP), ns) == [40000, 40002]
+    wide = replace(NS, local_port_range=(40000, 40010))  # 11 ports; SO_REUSEADDR scans two halves
+    assert autobind_ports(new(port=0, reuseaddr=True), wide) == [*range(40000, 40004), *range(40004, 40010)]
+    assert autobind_ports(new(port=0), replace(NS, local_port_range=(5, 4))) == []
+
+
+def test_port_zero_exhausted_and_address_aware():
+    ns = replace(NS, local_port_range=(40000, 40000))
+    taken = Owner(TCP, Family.IPV6, "::", 40000, State.LISTEN, uid=0, reuseaddr=True, v6only=False)
+    verdict = decide(new("127.0.0.1", port=0, reuseaddr=True), (taken,), ns)
+    assert (verdict.verdict, verdict.errno, verdict.rule) == (Verdict.NO, "EADDRINUSE", "R-AUTOBIND")
+    assert verdict.reasons[0].code is ReasonCode.PORTS_EXHAUSTED
+    other = replace(taken, family=Family.IPV4, address="127.0.0.1")
+    assert answer(new("127.0.0.2", port=0), other, ns=ns) == ("yes", None)
+    # UDP: a socket it can share with leaves the port usable
+    shared = replace(other, proto=UDP, state=State.UNCONN)
+    assert answer(new("127.0.0.1", UDP, port=0, reuseaddr=True), shared, ns=ns) == ("yes", None)
+    assert answer(new("127.0.0.1", UDP, port=0), shared, ns=ns) == ("no", "EADDRINUSE")
+    # a flag that cannot be read decides: uncertain
+    hidden = replace(shared, reuseaddr=None)
+    assert answer(new("127.0.0.1", UDP, port=0, reuseaddr=True), hidden, ns=ns) == ("uncertain", "EADDRINUSE")

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from portscope.errors import SourceError, UsageError
-from portscope.model.endpoint import parse_endpoint, parse_target
-from portscope.model.query import parse_network, parse_port_range, parse_states, parse_user, split_values
+from portscope.model.endpoint import parse_endpoint, parse_network, parse_target
+from portscope.model.query import parse_port_range, parse_states, parse_user, split_values
 from portscope.model.records import Family, Proto
 from portscope.sources import addresses, lineage, netlink, procnet
 from portscope.sources.containers import container_of_cgroup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import struct
 from collections import Counter
 from pathlib import Path
@@ -12,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portscope.errors import SourceError, UsageError
-from portscope.model.endpoint import parse_endpoint
-from portscope.model.query import PortRange, parse_network, parse_port_range, parse_states, parse_user
+from portscope.model.endpoint import ScopedNetwork, parse_endpoint, parse_network
+from portscope.model.query import PortRange, parse_port_range, parse_states, parse_user
 from portscope.model.records import Family, Proto, State
 from portscope.shell.values import local_addresses
 from portscope.sources import addresses, netlink, procnet
@@ -170,6 +171,22 @@ def test_malformed_proc_input(text, problem):
     assert str(info.value).startswith("/proc/net/tcp:")
 
 
+def test_lines_the_kernel_repeats_are_kept_once():
+    """Under churn one read of /proc/net/tcp repeats lines (page boundaries): one socket each, whatever its sl."""
+    header, *lines = (MIX / "proc_net_tcp").read_text().splitlines()
+    once = procnet.parse_proc_net("\n".join([header, *lines]), Proto.TCP, Family.IPV4, source="tcp")
+    renumbered = [f"  99:{line.split(':', 1)[1]}" for line in lines]  # the repeat has another slot number
+    twice = procnet.parse_proc_net("\n".join([header, *lines, *renumbered]), Proto.TCP, Family.IPV4, source="tcp")
+    assert twice == once
+    assert any(s.inode is None for s in once)  # TIME-WAIT & co: kept once by state and endpoints
+    # distinct sockets that share endpoints and state (SO_REUSEPORT listeners) stay distinct by inode
+    listener = next(line for line in lines if " 0A " in line)
+    fields = listener.split()
+    other = " ".join([*fields[:9], "999999", *fields[10:]])
+    both = procnet.parse_proc_net("\n".join([header, listener, other]), Proto.TCP, Family.IPV4, source="tcp")
+    assert [s.inode for s in both] == [int(listener.split()[9]), 999999]
+
+
 def test_truncated_proc_file_keeps_complete_lines_or_errors():
     text = (MIX / "proc_net_tcp").read_text()
     for cut in range(len(text) // 3, len(text), 97):
@@ -320,9 +337,35 @@ def test_port_and_network_parsing():
         with pytest.raises(UsageError, match=message):
             parse_port_range(bad)
     assert str(parse_network("[::1]")) == "::1/128"
+    assert str(parse_network("::1")) == "::1/128"
+    assert str(parse_network("[2001:db8::]/32")) == "2001:db8::/32"
     assert str(parse_network("10.0.0.0/8")) == "10.0.0.0/8"
     with pytest.raises(UsageError):
         parse_network("10.0.0.0/33")
+
+
+@pytest.mark.parametrize(
+    ("text", "network", "zone"),
+    [
+        ("[fe80::1%eth0]", "fe80::1/128", "eth0"),
+        ("fe80::1%eth0", "fe80::1/128", "eth0"),
+        ("fe80::%eth0/64", "fe80::/64", "eth0"),
+        ("[fe80::%3]/64", "fe80::/64", "3"),
+        ("[ff02::1%v0]", "ff02::1/128", "v0"),
+    ],
+)
+def test_scoped_networks_take_the_zone_grammar_of_endpoints(text, network, zone):
+    assert parse_network(text) == ScopedNetwork(ipaddress.IPv6Network(network), zone)
+    # the same zone form is what who and can-bind accept
+    assert parse_endpoint("[fe80::1%eth0]:80", None, zone_ids=True).zone == "eth0"
+
+
+@pytest.mark.parametrize(
+    "text", ["[fe80::1%]", "[2001:db8::1%eth0]", "10.0.0.1%eth0", "[10.0.0.1]", "[::1]x", "fe80::1%a/b", ""]
+)
+def test_bad_networks(text):
+    with pytest.raises(UsageError):
+        parse_network(text)
 
 
 def test_process_files():

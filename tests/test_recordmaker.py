@@ -37,7 +37,7 @@ SOCKET_ARGS = (
     [
         (Socket, SOCKET_ARGS),
         (Process, (12, 1, "nginx", 0, "root", ("nginx", "-g"), 1.5e9)),
-        (Holder, (Process(1, 0, "init", 0, "root", (), None), (7,))),
+        (Holder, (Process(1, 0, "init", 0, "root", (), None), (7,), 42)),
     ],
 )
 def test_made_records_are_the_real_records(cls, args):

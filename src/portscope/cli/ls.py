@@ -50,8 +50,12 @@ BACKENDS = ("auto", "netlink", "proc")
     "--sport", multiple=True, metavar="PORT[-PORT]", shell_complete=complete_ports, help="Local port or range."
 )
 @click.option("--dport", multiple=True, metavar="PORT[-PORT]", help="Remote port or range.")
-@click.option("--src", multiple=True, metavar="ADDR[/LEN]", help="Local address or CIDR.")
-@click.option("--dst", multiple=True, metavar="ADDR[/LEN]", help="Remote address or CIDR.")
+@click.option(
+    "--src", multiple=True, metavar="ADDR[/LEN]", help="Local address or CIDR; [fe80::1%eth0]: on that interface."
+)
+@click.option(
+    "--dst", multiple=True, metavar="ADDR[/LEN]", help="Remote address or CIDR; [fe80::1%eth0]: on that interface."
+)
 @click.option(
     "--pid", "pids", multiple=True, metavar="PID", shell_complete=complete_pids, help="Sockets held by this process."
 )

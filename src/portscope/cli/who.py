@@ -32,6 +32,7 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
       portscope who 127.0.0.1:8080    sockets reached by 127.0.0.1:8080 (wildcards
                                       too)
       portscope who '[::1]:8080'      the same for IPv6
+      portscope who '[fe80::1%eth0]:53'  a link-local address on one interface
       portscope who http/tcp          a service name from /etc/services
       portscope who 8000-8100         a range
       portscope who --remote 443      also our connections to port 443 elsewhere

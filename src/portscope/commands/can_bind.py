@@ -17,7 +17,7 @@ from portscope.errors import UsageError
 from portscope.model.endpoint import Target, parse_target
 from portscope.model.query import ALL_NAMESPACES, parse_user
 from portscope.model.records import Family, Proto
-from portscope.rules.bind import BindVerdict, NewSocket, Owner, Stage, Verdict, decide
+from portscope.rules.bind import BindVerdict, NewSocket, Owner, Stage, Verdict, autobind_ports, decide
 from portscope.rules.codes import BsdNote, Coded
 from portscope.sources.probe import ProbeResult
 
@@ -177,9 +177,17 @@ def check_binds(requests: Sequence[BindRequest]) -> list[BindReport]:
         ns_facts = facts.read_namespace(target)
         news = {i: new_socket_for(requests[i], ns_facts) for i in indexes}
         owner_facts = {}
+        namespace = ns_facts.namespace
         for proto in {new.proto for new, _ in news.values()}:
             ports = {new.port for new, _ in news.values() if new.proto is proto}
-            owner_facts[proto] = facts.read_owners(proto, ports, netns_spec, ns_facts.namespace.udp_table_size)
+            if 0 in ports:  # port 0: the range's ports, read in full only when none is free at all
+                ports.discard(0)
+                used = facts.ports_in_use(proto, *namespace.local_port_range, netns_spec)
+                for new, _ in news.values():
+                    candidates = autobind_ports(new, namespace) if new.proto is proto and new.port == 0 else []
+                    if candidates and all(port in used for port in candidates):
+                        ports.update(candidates)
+            owner_facts[proto] = facts.read_owners(proto, ports, netns_spec, namespace.udp_table_size)
         for i in indexes:
             new, resolved_from = news[i]
             found = owner_facts[new.proto]
@@ -188,7 +196,13 @@ def check_binds(requests: Sequence[BindRequest]) -> list[BindReport]:
                 udp_slot_sockets=found.slot_sockets.get(new.port, 0),
                 bound_visible=found.snapshot.bound_visible is not False,
             )
-            model = decide(new, found.owners.get(new.port, ()), namespace)
+            if new.port == 0:
+                owners: tuple[Owner, ...] = tuple(
+                    b for port in autobind_ports(new, namespace) for b in found.owners.get(port, ())
+                )
+            else:
+                owners = found.owners.get(new.port, ())
+            model = decide(new, owners, namespace)
             probe = trial_bind(new, target) if requests[i].probe else None
             reports[i] = _report(requests[i], new, resolved_from, namespace, model, probe, ns_facts.inode, found)
     return [reports[i] for i in range(len(requests))]

@@ -6,12 +6,13 @@ from dataclasses import dataclass
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
+from portscope.model.endpoint import ScopedNetwork, parse_network
 from portscope.model.query import (
+    ALL_NAMESPACES,
     DEFAULT_STATES,
     STATE_GROUPS,
     Query,
     parse_decimal,
-    parse_network,
     parse_port_range,
     parse_states,
     parse_user,
@@ -60,8 +61,14 @@ def _pids(values: tuple[str, ...]) -> frozenset[int] | None:
     return frozenset(parse_decimal(value, "pid", 1, PID_MAX) for value in split_values(values, "--pid"))
 
 
-def _networks(values: tuple[str, ...], option: str):
-    return tuple(parse_network(v) for v in split_values(values, option)) or None
+def _networks(values: tuple[str, ...], option: str, netns: str | None):
+    networks = tuple(parse_network(v) for v in split_values(values, option)) or None
+    for network in networks or ():
+        if isinstance(network, ScopedNetwork) and netns != ALL_NAMESPACES:
+            from portscope.sources.zones import check_zone
+
+            check_zone(network.zone, netns)
+    return networks
 
 
 def build_query(options: LsOptions) -> Query:
@@ -92,8 +99,8 @@ def build_query(options: LsOptions) -> Query:
         local_ports=_port_ranges(options.sport, "--sport"),
         remote_ports=_port_ranges(options.dport, "--dport"),
         any_ports=_port_ranges(options.ports, "--port"),
-        local_networks=_networks(options.src, "--src"),
-        remote_networks=_networks(options.dst, "--dst"),
+        local_networks=_networks(options.src, "--src", options.netns),
+        remote_networks=_networks(options.dst, "--dst", options.netns),
         pids=_pids(options.pids),
         process_names=tuple(split_values(options.process_names, "--process")) or None,
         uids=frozenset(parse_user(u) for u in split_values(options.users, "--user")) or None,

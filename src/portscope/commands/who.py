@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import PortscopeError, UsageError
-from portscope.model.endpoint import parse_endpoint
+from portscope.model.endpoint import on_interface, parse_endpoint
 from portscope.model.notation import format_endpoint, format_host
-from portscope.model.query import PortRange, Query, port_in_ranges
+from portscope.model.query import ALL_NAMESPACES, PortRange, Query, port_in_ranges
 from portscope.model.records import Family, Holder, Process, Proto, Snapshot, Socket, State, UnixSocket
 from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader
 from portscope.sources.procinfo import HidePid, raise_if_out_of_fds, read_hidepid
@@ -46,26 +46,32 @@ class WhoTarget:
     protocols: frozenset[Proto]
     address: IPAddress | None  # None: any local address
     remote: bool = False  # also match the peer's port (and address)
+    zone: str | None = None  # [fe80::1%eth0]: only sockets on that interface (name, or index in decimal)
 
     def describe(self) -> str:
-        where = "" if self.address is None else f"{format_host(str(self.address))}:"
+        where = "" if self.address is None else f"{format_host(self.address_text())}:"
         protos = "/".join(p.value for p in Proto if p in self.protocols)
         ports = ",".join(str(r) for r in self.ports)
         return f"{where}{ports} ({protos})"
+
+    def address_text(self) -> str:
+        """The address as typed back: ``fe80::1%eth0`` with its zone id."""
+        return f"{self.address}%{self.zone}" if self.zone else str(self.address)
 
 
 def parse_target(text: str, services: Services | None = None, *, remote: bool = False) -> WhoTarget:
     """``8899``, ``:8899``, ``8899/udp``, ``127.0.0.1:8899``, ``[::1]:8899``, ``ssh``, ``http/tcp``, ``8000-8100``.
 
-    who's reading of :func:`parse_endpoint`: ranges and ``/proto`` allowed, names not looked up, no
-    zone ids (a socket's address carries none), a v4-mapped address means the IPv4 address.
+    who's reading of :func:`parse_endpoint`: ranges and ``/proto`` allowed, names not looked up, a
+    v4-mapped address means the IPv4 address, and a zone id (``[fe80::1%eth0]:80``) narrows a
+    link-local address to the sockets on that interface.
     """
     raw = text.strip()
     if not raw:
         raise UsageError("empty port")
     if services is None:
         services = load_services()
-    endpoint = parse_endpoint(raw, services, ranges=True)
+    endpoint = parse_endpoint(raw, services, ranges=True, zone_ids=True)
     address = endpoint.address
     address = getattr(address, "ipv4_mapped", None) or address
     if endpoint.proto is not None:
@@ -77,7 +83,9 @@ def parse_target(text: str, services: Services | None = None, *, remote: bool = 
         port = endpoint.ports.low
         protocols = frozenset(p for p in Proto if services.by_name.get((endpoint.service, p.value)) == port)
         protocols = protocols or frozenset(Proto)
-    return WhoTarget(text=raw, ports=(endpoint.ports,), protocols=protocols, address=address, remote=remote)
+    return WhoTarget(
+        text=raw, ports=(endpoint.ports,), protocols=protocols, address=address, remote=remote, zone=endpoint.zone
+    )
 
 
 def build_query(target: WhoTarget, netns: str | None = None) -> Query:
@@ -137,14 +145,22 @@ def _local_address_matches(sock: Socket, address: IPAddress) -> bool:
     return address.version == 6 or sock.v6only is not True
 
 
+def _on_zone(sock: Socket, zone: str | None) -> bool:
+    """With a zone id: the socket is on that interface, or bound to no device at all (it receives on
+    every interface), or its device is unknown (/proc: the address alone decides)."""
+    if zone is None or not sock.ifindex:
+        return True
+    return on_interface(zone, sock.ifindex, sock.interface) is not False
+
+
 def socket_matches(sock: Socket, target: WhoTarget) -> bool:
     local_hit = port_in_ranges(sock.local_port, target.ports) and (
-        target.address is None or _local_address_matches(sock, target.address)
+        target.address is None or (_local_address_matches(sock, target.address) and _on_zone(sock, target.zone))
     )
     if local_hit or not target.remote:
         return local_hit
     return port_in_ranges(sock.remote_port, target.ports) and (
-        target.address is None or _ip(sock.remote_address) == target.address
+        target.address is None or (_ip(sock.remote_address) == target.address and _on_zone(sock, target.zone))
     )
 
 
@@ -347,6 +363,10 @@ def who_is_on(
 
 
 def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str, places: Places) -> WhoResult:
+    if target.zone is not None and netns != ALL_NAMESPACES:
+        from portscope.sources.zones import check_zone
+
+        check_zone(target.zone, netns)
     snap = snapshot(build_query(target, netns), proc_root=proc_root)
     read_at = time.time()
     sockets = tuple(sorted((s for s in snap.sockets if socket_matches(s, target)), key=_socket_order))

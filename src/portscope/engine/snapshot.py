@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.errors import SourceError, UsageError
+from portscope.model.endpoint import ScopedNetwork, on_interface
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import (
     Backend,
@@ -502,6 +503,32 @@ def _address_matcher(networks: Sequence) -> Callable[[str | None], bool]:
     return matches
 
 
+def _network_predicate(networks: Sequence, local: bool) -> Predicate:
+    """--src / --dst: the address in one of the networks; a zone id ([fe80::1%eth0]) also asks for the device.
+
+    A link-local socket and its peer are on the socket's bound device (the scope id becomes it), so the
+    zone checks that device; where the source cannot tell it (/proc) the address alone decides.
+    """
+    plain = [net for net in networks if not isinstance(net, ScopedNetwork)]
+    scoped = [net for net in networks if isinstance(net, ScopedNetwork)]
+    plain_match = _address_matcher(plain)
+    if not scoped:
+        if local:
+            return lambda s: plain_match(s.local_address)
+        return lambda s: plain_match(s.remote_address)
+    by_zone = [(net.zone, _address_matcher([net.network])) for net in scoped]
+
+    def matches(sock: Socket) -> bool:
+        text = sock.local_address if local else sock.remote_address
+        if plain_match(text):
+            return True
+        return any(
+            match(text) and on_interface(zone, sock.ifindex, sock.interface) is not False for zone, match in by_zone
+        )
+
+    return matches
+
+
 def _socket_predicates(query: Query) -> list[Predicate]:
     # Port checks repeat the kernel's filter for netlink results (cheap: the kernel already cut the
     # list down) and do the work for /proc results.
@@ -516,11 +543,9 @@ def _socket_predicates(query: Query) -> list[Predicate]:
         ap = query.any_ports
         predicates.append(lambda s: port_in_ranges(s.local_port, ap) or port_in_ranges(s.remote_port, ap))
     if query.local_networks:
-        local_match = _address_matcher(query.local_networks)
-        predicates.append(lambda s: local_match(s.local_address))
+        predicates.append(_network_predicate(query.local_networks, local=True))
     if query.remote_networks:
-        remote_match = _address_matcher(query.remote_networks)
-        predicates.append(lambda s: remote_match(s.remote_address))
+        predicates.append(_network_predicate(query.remote_networks, local=False))
     return predicates
 
 

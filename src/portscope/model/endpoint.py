@@ -1,11 +1,13 @@
-"""``ADDR:PORT`` as people type it, parsed once for every command.
+"""``ADDR:PORT`` and ``ADDR[/LEN]`` as people type them, parsed once for every command.
 
 :func:`parse_endpoint` takes the forms both ``who`` and ``can-bind`` accept: ``8080``, ``:8080``,
 ``*:8080``, ``127.0.0.1:8080``, ``[::1]:8080``, ``[fe80::1%eth0]:80``, a service name (``ssh``,
 ``:http``), a ``/tcp`` or ``/udp`` suffix, and (where allowed) ranges, host names, port 0 and zone ids.
 What a command makes of the result is a thin layer: :func:`parse_target` here for can-bind,
-:func:`portscope.commands.who.parse_target` for who. Pure: the services table is a parameter and
-host names are only checked for shape (can-bind resolves them later).
+:func:`portscope.commands.who.parse_target` for who. :func:`parse_network` reads ``ls --src/--dst``
+with the same address grammar (brackets, zone ids on link-local addresses) and a prefix length.
+Pure: the services table is a parameter and host names are only checked for shape (can-bind
+resolves them later).
 """
 
 from __future__ import annotations
@@ -47,13 +49,8 @@ def _needs_zone(address: ipaddress.IPv6Address) -> bool:
     return address.is_link_local or (address.is_multicast and address.packed[1] & 0x0F in (1, 2))
 
 
-def _bracketed(body: str, raw: str, zone_ids: bool) -> tuple[IPAddress, str | None, str]:
-    """``[IPv6]:PORT`` or ``[IPv6%zone]:PORT``: (address, zone, port text)."""
-    inner, closed, rest = body[1:].partition("]")
-    if not closed:
-        raise UsageError(f"malformed address {raw!r}: missing ']'")
-    if not rest.startswith(":"):
-        raise UsageError(f"malformed address {raw!r}: missing port after {body[: len(inner) + 2]!r} (use [IPv6]:PORT)")
+def _ipv6_with_zone(inner: str, raw: str, zone_ids: bool, rest: str = "") -> tuple[ipaddress.IPv6Address, str | None]:
+    """``IPv6`` or ``IPv6%zone`` (the inside of brackets): (address, zone)."""
     address_text, percent, zone = inner.partition("%")
     try:
         address = ipaddress.IPv6Address(address_text)
@@ -68,7 +65,20 @@ def _bracketed(body: str, raw: str, zone_ids: bool) -> tuple[IPAddress, str | No
             raise UsageError(f"a zone id ('%{zone}') is not used here: give [{address_text}]{rest}")
         if not _needs_zone(address):
             raise UsageError(f"a zone id ('%{zone}') applies only to link-local addresses, not to {address_text}")
-    return address, zone or None, rest[1:]
+        if "/" in zone or not zone.isprintable():
+            raise UsageError(f"not an interface name or index: {zone!r} in {raw!r}")
+    return address, zone or None
+
+
+def _bracketed(body: str, raw: str, zone_ids: bool) -> tuple[IPAddress, str | None, str]:
+    """``[IPv6]:PORT`` or ``[IPv6%zone]:PORT``: (address, zone, port text)."""
+    inner, closed, rest = body[1:].partition("]")
+    if not closed:
+        raise UsageError(f"malformed address {raw!r}: missing ']'")
+    if not rest.startswith(":"):
+        raise UsageError(f"malformed address {raw!r}: missing port after {body[: len(inner) + 2]!r} (use [IPv6]:PORT)")
+    address, zone = _ipv6_with_zone(inner, raw, zone_ids, rest)
+    return address, zone, rest[1:]
 
 
 def _host(host: str, raw: str, hostnames: bool) -> tuple[IPAddress | None, str | None]:
@@ -135,6 +145,77 @@ def parse_endpoint(
     ports = parse_port_range(port_text, services=services, proto=suffix or proto, ranges=ranges, allow_zero=allow_zero)
     service = None if _NUMBER_OR_RANGE.fullmatch(port_text) else port_text.lower()
     return Endpoint(address, hostname, zone, ports, suffix, service)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Address filters: ls --src / --dst
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedNetwork:
+    """A link-local network on one interface: ``[fe80::1%eth0]``, ``fe80::/64%eth0``."""
+
+    network: ipaddress.IPv6Network
+    zone: str  # an interface name, or its index in decimal
+
+    def __str__(self) -> str:
+        return f"{self.network}%{self.zone}"
+
+
+def parse_network(text: str) -> IPNetwork | ScopedNetwork:
+    """``ADDR[/LEN]``: ``10.0.0.0/8``, ``127.0.0.1``, ``::1``, ``[::1]``, ``[::1]/128``, ``[fe80::1%eth0]``,
+    ``fe80::1%eth0``, ``fe80::%eth0/64``: the address forms of :func:`parse_endpoint`, without a port.
+    A zone id narrows a link-local address to the sockets on that interface.
+    """
+    raw = text.strip()
+    body, slash, length = raw, "", ""
+    if raw.startswith("["):
+        inner, closed, rest = raw[1:].partition("]")
+        if not closed or (rest and not rest.startswith("/")):
+            raise UsageError(f"not an address or CIDR: {text!r} (use ADDR, ADDR/LEN or [IPv6]/LEN)")
+        body, slash, length = inner, rest[:1], rest[1:]
+        if "%" not in inner and not _is_ipv6(inner):
+            raise UsageError(f"not an IPv6 address: {inner!r} in {text!r} (brackets are for IPv6 addresses)")
+    else:
+        body, slash, length = raw.partition("/")
+    address_text, percent, _ = body.partition("%")
+    zone = None
+    if percent:
+        if ":" not in address_text:
+            raise UsageError(f"a zone id belongs to an IPv6 link-local address ([fe80::1%eth0]): {text!r}")
+        _, zone = _ipv6_with_zone(body, raw, zone_ids=True)
+    try:
+        network = ipaddress.ip_network(address_text + (f"/{length}" if slash else ""), strict=False)
+    except ValueError:
+        raise UsageError(f"not an address or CIDR: {text!r}") from None
+    if zone is None:
+        return network
+    assert isinstance(network, ipaddress.IPv6Network)
+    if not _needs_zone(network.network_address):
+        raise UsageError(f"a zone id ('%{zone}') applies only to link-local addresses, not to {network}")
+    return ScopedNetwork(network, zone)
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def on_interface(zone: str, ifindex: int | None, interface: str | None) -> bool | None:
+    """Is a socket bound to device ``ifindex`` (named ``interface``) on the interface a zone id names?
+
+    None when the source cannot tell the socket's device (``/proc``).
+    """
+    if ifindex is None:
+        return None
+    if zone.isdigit():
+        return ifindex == int(zone)
+    return interface == zone
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """What a caller asks for: the query every command hands to :func:`portscope.engine.snapshot.snapshot`.
 
-Parsing helpers for user input (states, ports, ranges, CIDRs) live here too, so that the CLI stays
-thin and every command rejects bad input the same way.
+Parsing helpers for user input (states, ports, ranges) live here too, so that the CLI stays thin and
+every command rejects bad input the same way; addresses and CIDRs are read by :mod:`portscope.model.endpoint`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
 from portscope.model.records import UDP_STATES, UNIX_STATES, Backend, Family, Proto, State
+
+if TYPE_CHECKING:
+    from portscope.model.endpoint import ScopedNetwork
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -156,20 +160,6 @@ def parse_port_range(
     return PortRange(port, port)
 
 
-def parse_network(text: str) -> IPNetwork:
-    """An address or CIDR; brackets around IPv6 are accepted, zone ids are refused."""
-    cleaned = text.strip()
-    if cleaned.startswith("[") and "]" in cleaned:
-        inner, _, rest = cleaned[1:].partition("]")
-        cleaned = inner + rest
-    if "%" in cleaned:
-        raise UsageError(f"a zone id ('%...') cannot filter sockets: {text!r} (give the address alone)")
-    try:
-        return ipaddress.ip_network(cleaned, strict=False)
-    except ValueError:
-        raise UsageError(f"not an address or CIDR: {text!r}") from None
-
-
 ALL_NAMESPACES = "all"  # --netns all: every network namespace on the host
 
 
@@ -183,8 +173,9 @@ class Query:
     local_ports: tuple[PortRange, ...] | None = None
     remote_ports: tuple[PortRange, ...] | None = None
     any_ports: tuple[PortRange, ...] | None = None  # local or remote
-    local_networks: tuple[IPNetwork, ...] | None = None
-    remote_networks: tuple[IPNetwork, ...] | None = None
+    # local / remote address filters (model.endpoint.parse_network); a ScopedNetwork also names the device
+    local_networks: tuple[IPNetwork | ScopedNetwork, ...] | None = None
+    remote_networks: tuple[IPNetwork | ScopedNetwork, ...] | None = None
     pids: frozenset[int] | None = None
     process_names: tuple[str, ...] | None = None  # substrings of the process name or its command line
     uids: frozenset[int] | None = None

@@ -153,6 +153,9 @@ class Holder:
 
     process: Process
     fds: tuple[int, ...]
+    # the thread whose own fd table holds them (unshare(CLONE_FILES), or a group whose leader exited);
+    # None: the process's table, /proc/PID/fd
+    tid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,11 @@ class JoinReport:
     processes_vanished: int = 0
     unowned_sockets: int = 0  # sockets with a file and no visible holder for another reason
     hidden_inodes: frozenset[int] = frozenset()  # sockets with a file whose holder we were not allowed to see
+    # some of the processes that refused the walk: (pid, name, uid); name and uid None when unreadable
+    denied_processes: tuple[tuple[int, str | None, int | None], ...] = ()
+    # why they refused: "not-permitted" (other users' or non-dumpable processes, without privileges),
+    # "no-ptrace-capability" (root without CAP_SYS_PTRACE), "refused-to-root" (a security module, ...)
+    denied_reason: str | None = None
 
     @property
     def hidden_sockets(self) -> int:

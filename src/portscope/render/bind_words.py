@@ -197,6 +197,11 @@ REASONS: dict[ReasonCode, Callable[..., str]] = {
         "Port 0 asks the kernel to pick a free port from net.ipv4.ip_local_port_range (reserved ports skipped); "
         "it fails only when the range is exhausted."
     ),
+    ReasonCode.PORTS_EXHAUSTED: lambda proto, low, high, reserved: (
+        f"Port 0 asks the kernel for a free {proto.upper()} port of net.ipv4.ip_local_port_range ({low}-{high}"
+        + (f", {reserved:,} reserved in net.ipv4.ip_local_reserved_ports" if reserved else "")
+        + "), and every one it would hand out is taken for this address, so bind() fails with EADDRINUSE."
+    ),
     ReasonCode.PINNED_ELSEWHERE: _pinned,
     ReasonCode.SHARED_REUSEADDR: _shared_reuseaddr,
     ReasonCode.SHARED_REUSEPORT: _shared_reuseport,
@@ -373,6 +378,11 @@ UNCERTAINTY: dict[UncertaintyCode, Callable[..., str]] = {
         "past 10 sockets in the port's UDP hash slot (counted over every network namespace sharing the table) "
         "the kernel checks only the new address's and the wildcard's secondary slots, which changes the answer "
         "here; the count in other namespaces is not visible (use --probe to ask the kernel)"
+    ),
+    UncertaintyCode.OWNER_CHANGED: lambda socket, count: (
+        f"the owner of {_listed(socket, count)} may have been changed (fchown) since it was made; the kernel's "
+        "SO_REUSEPORT fast path compares the owner it had at bind() or listen(), which is not visible "
+        "(use --probe to ask the kernel)"
     ),
     UncertaintyCode.HIDDEN_FLAGS: _hidden_flags,
     UncertaintyCode.BOUND_INVISIBLE: lambda: (

@@ -80,6 +80,7 @@ def holder_object(holder: Holder) -> dict[str, Any]:
         "cmdline": list(process.cmdline),
         "fd": holder.fds[0] if holder.fds else None,
         "fds": list(holder.fds),
+        "tid": holder.tid,
     }
 
 
@@ -228,12 +229,13 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
                     f'"cmdline": [{", ".join(map(json_string, process.cmdline))}]'
                 )
             fds = holder.fds
+            tid = "null" if holder.tid is None else holder.tid
             if len(fds) == 1:
-                parts.append(f'{head}, "fd": {fds[0]}, "fds": [{fds[0]}]}}')
+                parts.append(f'{head}, "fd": {fds[0]}, "fds": [{fds[0]}], "tid": {tid}}}')
             elif fds:
-                parts.append(f'{head}, "fd": {fds[0]}, "fds": [{", ".join(map(str, fds))}]}}')
+                parts.append(f'{head}, "fd": {fds[0]}, "fds": [{", ".join(map(str, fds))}], "tid": {tid}}}')
             else:
-                parts.append(f'{head}, "fd": null, "fds": []}}')
+                parts.append(f'{head}, "fd": null, "fds": [], "tid": {tid}}}')
         return f"[{', '.join(parts)}]"
 
     place_texts: dict[tuple, str] = {}  # the same namespace and holders give the same place

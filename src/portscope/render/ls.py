@@ -5,7 +5,7 @@ from __future__ import annotations
 from portscope.commands.names import Names
 from portscope.model.records import Snapshot
 from portscope.render.environment import Environment
-from portscope.render.notes import hidden_owner_advice
+from portscope.render.notes import hidden_owner_advice, refused_processes
 from portscope.render.text import safe_text
 
 
@@ -14,8 +14,9 @@ def footer_lines(snap: Snapshot, names: Names) -> list[str]:
     join = snap.join
     if join.hidden_sockets:
         lines.append(
-            f"owners of {join.hidden_sockets} socket(s) are hidden: {join.processes_denied} process(es) "
-            f"could not be inspected; {hidden_owner_advice(names.caller_is_root)}"
+            f"owners of {join.hidden_sockets} socket(s) are hidden: {join.processes_denied} process(es)"
+            f"{refused_processes(join)} could not be inspected; "
+            f"{hidden_owner_advice(names.caller_is_root, join.denied_reason)}"
         )
     lines.extend(map(safe_text, snap.warnings))  # they may quote names and paths
     return lines

@@ -31,7 +31,7 @@ from portscope.model.query import port_in_ranges
 from portscope.model.records import Family, Proto, Socket, State
 from portscope.render import jsonout
 from portscope.render.environment import Environment
-from portscope.render.notes import hidden_owner_advice
+from portscope.render.notes import hidden_owner_advice, refused_list, refused_processes
 from portscope.render.table import STATE_STYLES
 from portscope.render.text import dollar_quoted, safe_text
 from portscope.sources.lineage import EXITED
@@ -133,13 +133,14 @@ def partial_view_note(result: WhoResult, caller_is_root: bool) -> str | None:
     """Without privileges the holders we see may not be all of them: say so when nothing else does."""
     if result.hidepid is not None and result.processes and not result.hidden:
         return f"{hidepid_note(result.hidepid)} and may hold these sockets too"
-    denied = result.snapshot.join.processes_denied
+    join = result.snapshot.join
+    denied = join.processes_denied
     if not denied or result.hidden or not result.processes:
         return None
-    whose = "of other users " if not caller_is_root else ""
+    whose = " of other users" if not caller_is_root else ""
     return (
-        f"{denied} process{'es' if denied != 1 else ''} {whose}could not be inspected and may hold "
-        f"these sockets too; {hidden_owner_advice(caller_is_root)}"
+        f"{denied} process{'es' if denied != 1 else ''}{whose}{refused_processes(join)} could not be inspected "
+        f"and may hold these sockets too; {hidden_owner_advice(caller_is_root, join.denied_reason)}"
     )
 
 
@@ -509,10 +510,12 @@ class PageBuilder:
         return block
 
     def can_bind_target(self, port: int) -> str:
-        address = self.result.target.address
-        if address is None:
+        target = self.result.target
+        if target.address is None:
             return f":{port}"
-        return format_endpoint(str(address), port)
+        if target.zone:  # can-bind reads the zone inside the brackets
+            return f"[{target.address_text()}]:{port}"
+        return format_endpoint(str(target.address), port)
 
     def hidden_block(self, unheld: list[UnheldSocket]) -> Block:
         block = Block([("Owner hidden", "bold yellow")])
@@ -522,7 +525,8 @@ class PageBuilder:
             return f"uid {uid}  inode {sock.inode}"
 
         block.lines = self.socket_lines(unheld, owner)
-        processes = self.result.snapshot.join.processes_denied
+        join = self.result.snapshot.join
+        processes = join.processes_denied
         if self.result.hidepid is not None:
             it = "it" if len(unheld) == 1 else "them"
             block.notes.append(f"The process holding {it} is not visible: {hidepid_note(self.result.hidepid)}.")
@@ -530,14 +534,15 @@ class PageBuilder:
         elif not self.names.caller_is_root:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} is not visible without privileges: "
-                f"{processes} process{'es' if processes != 1 else ''} belonging to other users could not be "
-                "inspected."
+                f"{processes} process{'es' if processes != 1 else ''} belonging to other users"
+                f"{refused_processes(join)} could not be inspected."
             )
             block.hints.append(("Run as root:", f"sudo {self.program} who {shell_word(self.result.target.text)}"))
         else:
             block.notes.append(
                 f"The process holding {'it' if len(unheld) == 1 else 'them'} could not be inspected: "
-                f"{hidden_owner_advice(True)}."
+                f"{hidden_owner_advice(True, join.denied_reason)}."
+                + (f" Refused: {refused_list(join)}." if join.denied_processes else "")
             )
         return block
 
@@ -630,6 +635,7 @@ def query_object(target: WhoTarget, netns: str | None) -> dict[str, Any]:
         "ports": [{"low": r.low, "high": r.high} for r in target.ports],
         "protocols": [p.value for p in Proto if p in target.protocols],
         "address": None if target.address is None else str(target.address),
+        "interface": target.zone,
         "remote": target.remote,
         "netns": netns,
     }
@@ -713,7 +719,8 @@ def render_who(result: WhoResult | UnixWhoResult, env: Environment, names: Names
         jsonout.dump(who_object(result, names.services, names.places), env.stdout)
         for unheld in result.hidden[:1]:
             env.note(
-                f"owners of {len(result.hidden)} socket(s) are hidden; {hidden_owner_advice(names.caller_is_root)} "
+                f"owners of {len(result.hidden)} socket(s) are hidden; "
+                f"{hidden_owner_advice(names.caller_is_root, result.snapshot.join.denied_reason)} "
                 f"(first: inode {unheld.socket.inode}, uid {unheld.socket.uid})"
             )
         for note in ([partial] if partial else []) + list(result.snapshot.warnings):

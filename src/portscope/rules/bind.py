@@ -69,6 +69,9 @@ class Owner:
     reuseport: bool | None = None
     v6only: bool | None = None
     timewait: bool = False  # a TIME-WAIT mini socket (also the FIN-WAIT-2 timewait substate)
+    # Has the socket's owner been changed (fchown) since socket()? Its inode's ctime says so; then the uid
+    # it had at bind()/listen(), which the SO_REUSEPORT fast path remembers, is not visible.
+    owner_changed: bool | None = None
     timer_ms: int | None = None
     holders: tuple[Holder, ...] = ()
     socket: Socket | None = None  # the collector's record, carried through for rendering
@@ -110,6 +113,9 @@ class Namespace:
     udp_slot_sockets: int = 0  # UDP sockets of this netns in the port's primary hash slot
     udp_table_size: int = 16384
     udp_table_shared: bool = True  # other namespaces' sockets may sit in the same UDP hash slots
+    local_port_range: tuple[int, int] = (32768, 60999)  # net.ipv4.ip_local_port_range (the kernel's default)
+    reserved_ports: frozenset[int] = frozenset()  # net.ipv4.ip_local_reserved_ports
+    autobind_reuse: bool = False  # net.ipv4.ip_autobind_reuse
     bound_visible: bool = True  # bound-only TCP sockets can be listed (netlink, Linux 6.8+)
 
     def interface_name(self, index: int) -> str:
@@ -309,6 +315,8 @@ def _owner_unknowns(b: Owner) -> list[str]:
         missing.append("IPV6_V6ONLY")
     if b.device is None:
         missing.append("bound device")
+    if b.owner_changed is None and b.reuseport is not False and b.state in (State.LISTEN, State.BOUND):
+        missing.append("owner at bind()")
     return missing
 
 
@@ -514,14 +522,15 @@ def _fastpath_ruled_out(b: Owner, w: _World) -> bool:
 
     Any socket that set the cache after B bound had to pass the full check against B. That is
     impossible when B has no device (no device split), does not share through SO_REUSEADDR, and either
-    has no SO_REUSEPORT or got its port through its own bind()/listen() (which reset the cache to B's
-    uid); accepted children and TIME-WAIT sockets enter the bucket without touching the cache.
+    has no SO_REUSEPORT or got its port through its own bind()/listen(), which reset the cache to the
+    uid B had then: B's uid now only if its owner never changed (fchown after bind keeps the cache on
+    the old uid). Accepted children and TIME-WAIT sockets enter the bucket without touching the cache.
     """
     if w.device != 0:
         return False
     if w.reuse and not b.listening:
         return False
-    return not w.reuseport or b.state in (State.LISTEN, State.BOUND)
+    return not w.reuseport or (b.state in (State.LISTEN, State.BOUND) and b.owner_changed is False)
 
 
 @dataclass(frozen=True)
@@ -529,11 +538,14 @@ class _OwnerOutcome:
     owner: Owner
     outcomes: frozenset[str]
     reasons: tuple[str, ...]  # why this owner conflicts, for the rule choice (first world that conflicts)
+    owner_doubt: bool = False  # soft only because B's owner may have changed since its bind()
 
 
 def _tcp_outcome(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> _OwnerOutcome:
     outcomes: set[str] = set()
     reason: tuple[str, ...] = ()
+    owner_doubt = False
+    settled = replace(b, owner_changed=False)
     for w in _worlds(b, n_dev):
         bk = _kview(b.family, b.address, w.v6only)
         if not _tcp_compared(nk, bk) or not _dev_compatible(n_dev, w.device):
@@ -542,10 +554,14 @@ def _tcp_outcome(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> _OwnerOutcome:
         if not _tcp_pair_conflict(n, b, w):
             outcomes.add(_NONE)
             continue
-        outcomes.add(_HARD if not n.reuseport or _fastpath_ruled_out(b, w) else _SOFT)
+        if not n.reuseport or _fastpath_ruled_out(b, w):
+            outcomes.add(_HARD)
+        else:
+            outcomes.add(_SOFT)
+            owner_doubt = owner_doubt or _fastpath_ruled_out(settled, w)
         if not reason:
             reason = _tcp_reason(n, nk, b, bk, w)
-    return _OwnerOutcome(b, frozenset(outcomes), reason)
+    return _OwnerOutcome(b, frozenset(outcomes), reason, owner_doubt)
 
 
 def _dual_stack_overlap(nk: _K, bk: _K) -> bool:
@@ -679,7 +695,11 @@ def _decide_tcp(
     rule = "R-TCP-PAIR"
     hidden = [r for r in possible if _NONE in r.outcomes]
     soft = [r for r in possible if _SOFT in r.outcomes]
-    doubts = _hidden_flags(r.owner for r in hidden)
+    changed = [r.owner for r in soft if r.owner_doubt and r.owner.owner_changed]
+    unseen = [r for r in soft if r.owner_doubt and r.owner.owner_changed is None and r not in hidden]
+    doubts = _hidden_flags(r.owner for r in (*hidden, *unseen))
+    if changed:
+        doubts.append(uncertainty(UncertaintyCode.OWNER_CHANGED, socket=changed[0], count=len(changed)))
     if soft:
         rule = "R-FASTPATH"
         doubts.append(uncertainty(UncertaintyCode.FASTPATH))
@@ -877,6 +897,99 @@ def _udp_rule(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Port 0: the kernel picks a port from ip_local_port_range
+
+
+DEFAULT_PORT_RANGE = (32768, 60999)
+
+
+def autobind_ports(n: NewSocket, ns: Namespace) -> list[int]:
+    """The ports bind(port 0) can hand out, in no particular order (the kernel starts at a random one).
+
+    TCP (inet_csk_find_open_port) scans [low, high] as an even number of ports, and with SO_REUSEADDR
+    as two halves each rounded down to an even count, so the last port of an odd span is never
+    picked; UDP (udp_lib_get_port) takes every port of the range. Reserved ports are skipped.
+    """
+    low, high = ns.local_port_range
+    if high < low:
+        return []
+    spans = [(low, high + 1)]
+    if n.proto is Proto.TCP:
+        end = high + 1
+        if n.reuseaddr and end - low >= 4:
+            half = low + (((end - low) >> 2) << 1)
+            spans = [(low, half), (half, end)]
+        spans = [(start, start + ((stop - start) & ~1 if stop - start > 1 else stop - start)) for start, stop in spans]
+    reserved = ns.reserved_ports
+    return [port for start, stop in spans for port in range(start, stop) if port not in reserved]
+
+
+def _autobind_conflicts(n: NewSocket, nk: _K, n_dev: int, b: Owner, relax: bool) -> frozenset[bool]:
+    """Does owner B make its port unusable for N's port-0 bind, in each world B may be in?"""
+    if n.proto is Proto.UDP:
+        # udp_lib_lport_inuse() with a bitmap: every port of a blocking owner is marked
+        return frozenset(r == _FAIL for r in _udp_results(n, nk, n_dev, b))
+    results = set()
+    for w in _worlds(b, n_dev):
+        bk = _kview(b.family, b.address, w.v6only)
+        if not _tcp_compared(nk, bk) or not _dev_compatible(n_dev, w.device):
+            results.add(False)
+        elif not relax:
+            results.add(True)  # inet_bind_conflict(relax=false): no option shares a port picked for us
+        else:
+            # the relaxed pass of ip_autobind_reuse: only SO_REUSEADDR on both, B not listening, and not a
+            # socket N could join through SO_REUSEPORT
+            shares = n.reuseaddr and w.reuse and not b.listening
+            joins = n.reuseport and w.reuseport and (b.timewait or n.uid == b.uid)
+            results.add(not shares or joins)
+    return frozenset(results)
+
+
+def _autobind(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
+    """R-AUTOBIND / R-AUTOBIND-UDP: is any port of the range left for N's address and protocol?"""
+    rule = "R-AUTOBIND" if n.proto is Proto.TCP else "R-AUTOBIND-UDP"
+    ports = autobind_ports(n, ns)
+    by_port: dict[int, list[Owner]] = {}
+    for b in owners:
+        if b.proto is n.proto and b.state is not State.SYN_RECV:
+            by_port.setdefault(b.port, []).append(b)
+    if any(port not in by_port for port in ports):  # the usual case: a port nobody holds
+        return BindVerdict(Verdict.YES, None, None, rule, (), (reason(ReasonCode.AUTOBIND, proto=n.proto.value),))
+    passes = [False, True] if n.proto is Proto.TCP and ns.autobind_reuse else [False]
+    maybe: list[Owner] = []
+    for relax in passes:
+        for port in ports:
+            verdicts = [_autobind_conflicts(n, nk, n_dev, b, relax) for b in by_port[port]]
+            if all(v == {False} for v in verdicts):
+                return BindVerdict(
+                    Verdict.YES, None, None, rule, (), (reason(ReasonCode.AUTOBIND, proto=n.proto.value),)
+                )
+            if not any(v == {True} for v in verdicts):
+                maybe += [b for b, v in zip(by_port[port], verdicts, strict=True) if True in v]
+    low, high = ns.local_port_range
+    exhausted = reason(
+        ReasonCode.PORTS_EXHAUSTED, proto=n.proto.value, low=low, high=high, reserved=len(ns.reserved_ports)
+    )
+    wider = (min(low, DEFAULT_PORT_RANGE[0]), max(high, DEFAULT_PORT_RANGE[1]))
+    fixes = (action(ActionKind.USE_ANOTHER_PORT, at_least=None),)
+    if wider != (low, high):
+        fixes = (action(ActionKind.SET_SYSCTL, name="net.ipv4.ip_local_port_range", value=f"{wider[0]} {wider[1]}"),)
+        fixes += (action(ActionKind.USE_ANOTHER_PORT, at_least=None),)
+    if maybe:
+        return BindVerdict(
+            Verdict.UNCERTAIN,
+            "EADDRINUSE",
+            Stage.BIND,
+            rule,
+            tuple(maybe),
+            (reason(ReasonCode.DEPENDS_ON_HIDDEN, socket=maybe[0], count=len(maybe)), exhausted),
+            uncertainty=tuple(_hidden_flags(maybe)),
+        )
+    blockers = tuple(b for port in ports for b in by_port[port])
+    return BindVerdict(Verdict.NO, "EADDRINUSE", Stage.BIND, rule, blockers, (exhausted,), fixes)
+
+
+# ---------------------------------------------------------------------------------------------------
 # The entry point
 
 
@@ -886,11 +999,11 @@ def decide(n: NewSocket, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
     if failure is not None:
         return failure
     if n.port == 0:
-        rule = "R-AUTOBIND" if n.proto is Proto.TCP else "R-AUTOBIND-UDP"
-        return BindVerdict(Verdict.YES, None, None, rule, (), (reason(ReasonCode.AUTOBIND, proto=n.proto.value),))
-    owners = [b for b in owners if b.proto is n.proto and b.port == n.port and b.state is not State.SYN_RECV]
-    decide_table = _decide_tcp if n.proto is Proto.TCP else _decide_udp
-    verdict = decide_table(n, nk, n_dev, owners, ns)
+        verdict = _autobind(n, nk, n_dev, owners, ns)
+    else:
+        owners = [b for b in owners if b.proto is n.proto and b.port == n.port and b.state is not State.SYN_RECV]
+        decide_table = _decide_tcp if n.proto is Proto.TCP else _decide_udp
+        verdict = decide_table(n, nk, n_dev, owners, ns)
     if verdict.verdict is Verdict.YES and not ns.bound_visible and n.proto is Proto.TCP:
         return replace(
             verdict,
@@ -911,6 +1024,7 @@ __all__ = [
     "Owner",
     "Stage",
     "Verdict",
+    "autobind_ports",
     "decide",
     "rcv_saddr_equal",
 ]

@@ -29,6 +29,7 @@ class ReasonCode(str, enum.Enum):
     SCOPE_NEEDED = "scope-needed"
     PORT_FREE = "port-free"
     AUTOBIND = "autobind"
+    PORTS_EXHAUSTED = "ports-exhausted"
     PINNED_ELSEWHERE = "pinned-elsewhere"
     SHARED_REUSEADDR = "shared-reuseaddr"
     SHARED_REUSEPORT = "shared-reuseport"
@@ -70,6 +71,7 @@ class UncertaintyCode(str, enum.Enum):
 
     FASTPATH = "fastpath"
     UDP_PATH = "udp-path"
+    OWNER_CHANGED = "owner-changed"
     HIDDEN_FLAGS = "hidden-flags"
     BOUND_INVISIBLE = "bound-invisible"
 
@@ -101,6 +103,7 @@ PARAMETERS: dict[enum.Enum, tuple[str, ...]] = {
     ReasonCode.SCOPE_NEEDED: ("address",),
     ReasonCode.PORT_FREE: ("proto", "port", "listen"),
     ReasonCode.AUTOBIND: ("proto",),
+    ReasonCode.PORTS_EXHAUSTED: ("proto", "low", "high", "reserved"),
     ReasonCode.PINNED_ELSEWHERE: ("proto", "port", "count", "listen"),
     ReasonCode.SHARED_REUSEADDR: ("proto", "port", "listen"),
     ReasonCode.SHARED_REUSEPORT: ("proto", "port", "listen"),
@@ -132,6 +135,7 @@ PARAMETERS: dict[enum.Enum, tuple[str, ...]] = {
     ActionKind.USE_IPV4_SOCKET: ("address",),
     UncertaintyCode.FASTPATH: (),
     UncertaintyCode.UDP_PATH: (),
+    UncertaintyCode.OWNER_CHANGED: ("socket", "count"),
     UncertaintyCode.HIDDEN_FLAGS: ("socket", "count", "options", "why"),
     UncertaintyCode.BOUND_INVISIBLE: (),
 }

@@ -22,13 +22,13 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from portscope.engine.parallel import single_threaded
 from portscope.engine.snapshot import snapshot
 from portscope.model.query import PortRange, Query
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
-from portscope.rules.bind import Ipv6Address, LocalRoute, Namespace, Owner
+from portscope.rules.bind import DEFAULT_PORT_RANGE, Ipv6Address, LocalRoute, Namespace, Owner
 from portscope.sources import netns
 from portscope.sources.addresses import read_local_addresses
 from portscope.sources.linux import end_child, write_all
@@ -97,8 +97,42 @@ def read_namespace(target: netns.NetnsTarget | None) -> NamespaceFacts:
             interfaces=tuple(sorted((index, name) for name, index in interfaces.items())),
             udp_table_size=abs(udp_entries) or 16384,
             udp_table_shared=udp_entries <= 0 or _initial_namespace(inode),
+            local_port_range=_port_range(_read_sysctl("net.ipv4.ip_local_port_range")),
+            reserved_ports=parse_reserved_ports(_read_sysctl("net.ipv4.ip_local_reserved_ports") or ""),
+            autobind_reuse=_int_sysctl("net.ipv4.ip_autobind_reuse", 0) == 1,
         )
     return NamespaceFacts(namespace, interfaces, ipv6_enabled, inode)
+
+
+def _port_range(text: str | None) -> tuple[int, int]:
+    """net.ipv4.ip_local_port_range: "32768\t60999"; the kernel's default if unreadable."""
+    try:
+        low, high = (int(word) for word in (text or "").split())
+    except ValueError:
+        return DEFAULT_PORT_RANGE
+    return low, high
+
+
+def parse_reserved_ports(text: str) -> frozenset[int]:
+    """net.ipv4.ip_local_reserved_ports: "8080,9000-9010" (empty: none)."""
+    ports: set[int] = set()
+    for part in text.replace("\n", ",").split(","):
+        low, _, high = part.strip().partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            ports.update(range(int(low), int(high or low) + 1))
+    return frozenset(p for p in ports if p < 65536)
+
+
+def ports_in_use(proto: Proto, low: int, high: int, netns_spec: str | None) -> set[int]:
+    """The local ports of ``proto`` sockets in [low, high] (any state), without holders: one filtered dump."""
+    query = Query(
+        protocols=frozenset({proto}),
+        states=frozenset(State),
+        local_ports=(PortRange(low, high),),
+        join_processes=False,
+        netns=netns_spec,
+    )
+    return {sock.local_port for sock in snapshot(query).sockets if sock.state is not State.SYN_RECV}
 
 
 def _initial_namespace(inode: int | None) -> bool:
@@ -181,6 +215,9 @@ class SocketFlags:
     reuseaddr: bool
     reuseport: bool
     v6only: bool | None
+    # Owner maybe changed since socket(): a socket inode's ctime is 0 unless fchown/fchmod set it. A
+    # recycled inode may keep the ctime of an earlier socket, so True can be a false alarm; 0 is proof.
+    owner_changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,14 +258,15 @@ def _read_flags_at(pid: int, fd: int, held: HeldSocket) -> SocketFlags | None:
         return None  # another socket: closing it is harmless, but there is no need
     sock = socket.socket(fileno=dup)  # a socket from here on: no file system of anyone's is reached
     try:
-        if held.cookie is None and os.fstat(dup).st_ino != held.inode:
+        status = os.fstat(dup)
+        if held.cookie is None and status.st_ino != held.inode:
             return None
         reuseaddr = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
         reuseport = sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
         v6only = None
         if sock.family == socket.AF_INET6:
             v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) != 0
-        return SocketFlags(reuseaddr, reuseport, v6only)
+        return SocketFlags(reuseaddr, reuseport, v6only, status.st_ctime_ns != 0)
     except OSError:
         return None
     finally:
@@ -239,18 +277,18 @@ def _encode_flags(index: int, flags: SocketFlags | None) -> bytes:
     if flags is None:
         return f"{index} -\n".encode()
     v6only = "-" if flags.v6only is None else int(flags.v6only)
-    return f"{index} {int(flags.reuseaddr)} {int(flags.reuseport)} {v6only}\n".encode()
+    return f"{index} {int(flags.reuseaddr)} {int(flags.reuseport)} {v6only} {int(flags.owner_changed)}\n".encode()
 
 
 def _decode_flags(data: bytes, count: int) -> list[SocketFlags | None]:
     results: list[SocketFlags | None] = [None] * count
     for line in data.decode("ascii", "replace").splitlines():
         fields = line.split()
-        if len(fields) != 4 or not fields[0].isdigit() or int(fields[0]) >= count:
+        if len(fields) != 5 or not fields[0].isdigit() or int(fields[0]) >= count:
             continue  # "N -" (unknown), "end", or a line cut off at the deadline
-        reuseaddr, reuseport, v6only = fields[1:]
+        reuseaddr, reuseport, v6only, changed = fields[1:]
         results[int(fields[0])] = SocketFlags(
-            reuseaddr == "1", reuseport == "1", None if v6only == "-" else v6only == "1"
+            reuseaddr == "1", reuseport == "1", None if v6only == "-" else v6only == "1", changed == "1"
         )
     return results
 
@@ -385,10 +423,45 @@ def _owner(sock: Socket, holders: tuple[Holder, ...], flags: SocketFlags | None)
         reuseport=flags.reuseport if flags else None,
         v6only=v6only if sock.family is Family.IPV6 else False,
         timewait=sock.state is State.TIME_WAIT or sock.timer == "timewait",
+        owner_changed=flags.owner_changed if flags else None,
         timer_ms=sock.timer_ms,
         holders=holders,
         socket=sock,
     )
+
+
+TIMEWAIT_SECONDS = 60.0  # TCP_TIMEWAIT_LEN: the longest a TIME-WAIT (or FIN-WAIT-2 timewait) socket lives
+
+
+def _covers(listener: Owner, b: Owner) -> bool:
+    """Could ``listener`` have accepted the connection ``b`` is left of (same port, its address covered)?"""
+    if listener.address == b.address and listener.family is b.family:
+        return True
+    if listener.family is Family.IPV4:
+        return b.family is Family.IPV4 and listener.address == "0.0.0.0"
+    return listener.address == "::" and (b.family is Family.IPV6 or listener.v6only is False)
+
+
+def _inherited(b: Owner, owners: Sequence[Owner], now: float) -> Owner:
+    """A TIME-WAIT socket of a server keeps the SO_REUSEADDR / SO_REUSEPORT / IPV6_V6ONLY its accepted
+    child copied from the listener. When every listener that could have accepted it still exists with
+    readable, equal options, and each was held by a process older than the connection's end (so the
+    socket is not left over from an earlier server with other options), those are its options."""
+    if not b.timewait or (b.reuseaddr is not None and b.reuseport is not None):
+        return b
+    listeners = [o for o in owners if o.listening and _covers(o, b)]
+    if not listeners or any(o.reuseaddr is None or o.reuseport is None or not o.holders for o in listeners):
+        return b
+    if len({(o.reuseaddr, o.reuseport, o.v6only if o.family is b.family else None) for o in listeners}) != 1:
+        return b
+    ended = now - (TIMEWAIT_SECONDS - (b.timer_ms or 0) / 1000)  # the earliest its connection can have ended
+    for listener in listeners:
+        starts = [h.process.start_time for h in listener.holders]
+        if any(start is None for start in starts) or min(starts) >= ended:  # type: ignore[type-var]
+            return b
+    lead = listeners[0]
+    v6only = lead.v6only if b.family is Family.IPV6 and lead.family is Family.IPV6 else b.v6only
+    return replace(b, reuseaddr=lead.reuseaddr, reuseport=lead.reuseport, v6only=v6only)
 
 
 def slot_ports(port: int, table_size: int) -> tuple[int, ...]:
@@ -434,6 +507,9 @@ def read_owners(proto: Proto, ports: set[int], netns_spec: str | None, table_siz
     flags = dict(zip(asked, read_held_flags(held), strict=True))  # one helper for every holder
     for i, sock in enumerate(owning):
         owners[sock.local_port].append(_owner(sock, holders[i], flags.get(i)))
+    now = time.time()
+    for port, found in owners.items():
+        owners[port] = [_inherited(b, found, now) for b in found]
     for sock in snap.sockets:
         if proto is Proto.UDP:
             for port in ports:

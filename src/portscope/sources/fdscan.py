@@ -1,12 +1,21 @@
 """One pass over /proc/*/fd: socket inode -> every (pid, fd) that holds it.
 
 Processes come and go while we walk; a vanished process is counted, not an error. As non-root the
-fd tables of other users' (and non-dumpable) processes are unreadable: those are counted per uid,
-so the caller can say whose sockets' owners are hidden.
+fd tables of other users' (and non-dumpable) processes are unreadable: those are counted per uid
+(and their pids kept), so the caller can say whose sockets' owners are hidden and which processes
+refused.
+
+/proc/PID/fd is the thread-group leader's fd table. A thread that called unshare(CLONE_FILES) has
+its own table, seen only under /proc/PID/task/TID/fd, and a leader that exited (SYS_exit in the main
+thread, as pthread_exit does) leaves an empty /proc/PID/fd while its threads keep their fds. Reading
+every task of every process would double the walk, so :func:`walk_thread_tables` is a second pass
+for the sockets the first one did not place: it lists each process's tasks and compares their fd
+tables with kcmp(KCMP_FILES), one syscall per thread, and reads only the tables that differ.
 """
 
 from __future__ import annotations
 
+import errno
 import marshal
 import mmap
 import os
@@ -39,10 +48,16 @@ class FdScan:
     vanished: int = 0
     denied_by_uid: Counter[int] = field(default_factory=Counter)
     netns_links: list[NetnsLink] | None = None
+    denied_processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, uid) of each process that refused
+    empty_pids: list[int] = field(default_factory=list)  # readable, with no fd at all: maybe an exited leader
 
     @property
     def denied(self) -> int:
         return sum(self.denied_by_uid.values())
+
+    def deny(self, pid: int, uid: int) -> None:
+        self.denied_by_uid[uid] += 1
+        self.denied_processes.append((pid, uid))
 
 
 def _owner_uid(proc_root: str, pid_name: str) -> int:
@@ -92,7 +107,7 @@ def walk_socket_fds(
 
 def _count_refused(refused: set[str], proc_root: str, counts: FdScan) -> None:
     for pid_name in refused:
-        counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
+        counts.deny(int(pid_name), _owner_uid(proc_root, pid_name))
 
 
 def _list_fds(proc_root: str, counts: FdScan, skip: str | None = None) -> list[tuple[str, list[str]]]:
@@ -112,7 +127,7 @@ def _list_fds(proc_root: str, counts: FdScan, skip: str | None = None) -> list[t
             counts.vanished += 1
             continue
         except PermissionError:
-            counts.denied_by_uid[_owner_uid(proc_root, pid_name)] += 1
+            counts.deny(int(pid_name), _owner_uid(proc_root, pid_name))
             continue
         except OSError as exc:
             raise_if_out_of_fds(exc, proc_root)  # our limit, not a vanished process
@@ -121,6 +136,8 @@ def _list_fds(proc_root: str, counts: FdScan, skip: str | None = None) -> list[t
         counts.scanned += 1
         if names:
             listed.append((pid_name, names))
+        else:
+            counts.empty_pids.append(int(pid_name))
     return listed
 
 
@@ -133,43 +150,64 @@ def _read_links(
 ) -> tuple[Found, set[str]]:
     """The socket links among ``listed`` fds, and the processes that refused some readlink();
     ``netns_links`` (a list) also gets those that may be open on a network namespace."""
-    readlink = os.readlink
-    prefix = _SOCKET_PREFIX
     wanted_get = wanted.get if wanted is not None else None
     found: Found = []
     refused: set[str] = set()
     for pid_name, fd_names in listed:
-        try:
-            dir_fd = os.open(f"{proc_root}/{pid_name}/fd", _DIR_FLAGS)
-        except OSError as exc:
-            raise_if_out_of_fds(exc, proc_root)
+        result = _socket_links(
+            f"{proc_root}/{pid_name}/fd", fd_names, wanted_get, proc_root, netns_links=netns_links, pid=int(pid_name)
+        )
+        if result is None:
             continue  # gone since it was listed: its fds are closed
-        inodes: list[int] = []
-        fds: list[int] = []
-        try:
-            try:
-                targets = [readlink(fd_name, dir_fd=dir_fd) for fd_name in fd_names]
-            except OSError:  # an fd closed meanwhile, or a refusal: redo this process one fd at a time
-                targets, refused_here = _read_links_one_by_one(fd_names, dir_fd)
-                if refused_here:
-                    refused.add(pid_name)
-            for fd_name, target in zip(fd_names, targets, strict=True):
-                if not target.startswith(prefix):
-                    if netns_links is not None and (target.startswith(_NETNS_PREFIX) or target == "/"):
-                        netns_links.append((int(pid_name), int(fd_name), target))
-                    continue
-                inode = int(target[8:-1])
-                if wanted_get is not None:
-                    inode = wanted_get(inode)
-                    if inode is None:
-                        continue
-                inodes.append(inode)
-                fds.append(int(fd_name))
-        finally:
-            os.close(dir_fd)
+        inodes, fds, refused_here = result
+        if refused_here:
+            refused.add(pid_name)
         if inodes:
             found.append((int(pid_name), inodes, fds))
     return found, refused
+
+
+def _socket_links(
+    fd_dir: str,
+    fd_names: list[str],
+    wanted_get: Callable[[int], int | None] | None,
+    proc_root: str,
+    *,
+    netns_links: list[NetnsLink] | None = None,
+    pid: int = 0,
+) -> tuple[list[int], list[int], bool] | None:
+    """(socket inodes, their fds, whether a readlink was refused) of one fd table; None if it is gone.
+    ``netns_links`` (a list) also gets the fds open on a network namespace, as ``(pid, fd, link)``."""
+    readlink = os.readlink
+    prefix = _SOCKET_PREFIX
+    try:
+        dir_fd = os.open(fd_dir, _DIR_FLAGS)
+    except OSError as exc:
+        raise_if_out_of_fds(exc, proc_root)
+        return None
+    inodes: list[int] = []
+    fds: list[int] = []
+    refused = False
+    try:
+        try:
+            targets = [readlink(fd_name, dir_fd=dir_fd) for fd_name in fd_names]
+        except OSError:  # an fd closed meanwhile, or a refusal: redo this table one fd at a time
+            targets, refused = _read_links_one_by_one(fd_names, dir_fd)
+        for fd_name, target in zip(fd_names, targets, strict=True):
+            if not target.startswith(prefix):
+                if netns_links is not None and (target.startswith(_NETNS_PREFIX) or target == "/"):
+                    netns_links.append((pid, int(fd_name), target))
+                continue
+            inode = int(target[8:-1])
+            if wanted_get is not None:
+                inode = wanted_get(inode)
+                if inode is None:
+                    continue
+            inodes.append(inode)
+            fds.append(int(fd_name))
+    finally:
+        os.close(dir_fd)
+    return inodes, fds, refused
 
 
 class BackgroundWalk:
@@ -261,12 +299,14 @@ class BackgroundWalk:
         if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
             return None
         try:
-            theirs, scanned, vanished, denied = marshal.loads(data)
+            theirs, scanned, vanished, denied, empty = marshal.loads(data)
         except (ValueError, EOFError, TypeError):
             return None
         counts.scanned += scanned
         counts.vanished += vanished
-        counts.denied_by_uid.update(dict(denied))
+        for pid, uid in denied:
+            counts.deny(pid, uid)
+        counts.empty_pids.extend(empty)
         found: Found = []
         refused: set[str] = set()
         for index in sorted(mine.keys() | theirs.keys()):  # unit order is /proc order
@@ -427,7 +467,7 @@ def _child_walks(
             index: (found, sorted(refused), links[index] if namespaces else [])
             for index, (found, refused) in done.items()
         }
-        payload = (theirs, counts.scanned, counts.vanished, list(counts.denied_by_uid.items()))
+        payload = (theirs, counts.scanned, counts.vanished, counts.denied_processes, counts.empty_pids)
         write_all(write_end, marshal.dumps(payload))
         status = 0
     finally:
@@ -447,3 +487,124 @@ def _read_links_one_by_one(fd_names: list[str], dir_fd: int) -> tuple[list[str],
         except OSError:
             targets.append("")  # fd closed meanwhile
     return targets, refused
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fd tables other than the leader's
+
+ThreadFound = list[tuple[int, int, list[int], list[int]]]  # per thread table: (pid, tid, socket inodes, their fds)
+
+KCMP_FILES = 2
+# kcmp(2) by machine; where unknown the fd names of the tables are compared instead
+_KCMP_SYSCALL = {
+    "x86_64": 312,
+    "aarch64": 272,
+    "arm64": 272,
+    "riscv64": 272,
+    "loongarch64": 272,
+    "i386": 349,
+    "i686": 349,
+    "armv7l": 378,
+    "armv6l": 378,
+    "ppc64le": 354,
+    "ppc64": 354,
+    "s390x": 343,
+}
+
+
+class _TableComparer:
+    """Whether two tasks share one fd table: kcmp(KCMP_FILES), or None when the kernel cannot say."""
+
+    def __init__(self) -> None:
+        import ctypes  # only on this rare path: it costs start-up time
+
+        self._ctypes = ctypes
+        self._number = _KCMP_SYSCALL.get(os.uname().machine)
+        self._syscall = ctypes.CDLL(None, use_errno=True).syscall if self._number is not None else None
+
+    def same(self, first: int, second: int) -> bool | None:
+        if self._syscall is None:
+            return None
+        result = self._syscall(self._number, first, second, KCMP_FILES, 0, 0)
+        if result < 0:
+            if self._ctypes.get_errno() == errno.ENOSYS:
+                self._syscall = None  # kernel built without kcmp
+            return None
+        return result == 0
+
+
+def walk_thread_tables(wanted: dict[int, int], proc_root: str, counts: FdScan) -> ThreadFound:
+    """The ``wanted`` sockets held in fd tables other than their thread-group leader's.
+
+    For the sockets the walk of /proc/PID/fd did not place: threads that unshared their fd table
+    (unshare(CLONE_FILES)) and groups whose leader exited. Each readable process's tasks are listed; a
+    thread whose table is not the leader's (kcmp, or different fd names where kcmp is missing) is read
+    once per distinct table. Processes without any fd come first (an exited leader shows none), and the
+    pass ends as soon as every wanted socket is placed. Processes that refused the first walk are
+    skipped; threads that refuse are counted with them.
+    """
+    remaining = dict(wanted)
+    found: ThreadFound = []
+    if not remaining:
+        return found
+    try:
+        entries = os.listdir(proc_root)
+    except OSError as exc:
+        raise_if_out_of_fds(exc, proc_root)
+        return found
+    refused = {pid for pid, _ in counts.denied_processes}
+    empty = set(counts.empty_pids)
+    pids = sorted((int(name) for name in entries if name.isdigit()), key=lambda pid: (pid not in empty, pid))
+    comparer: _TableComparer | None = None
+    for pid in pids:
+        if not remaining:
+            break
+        if pid in refused:
+            continue
+        try:
+            tids = [int(name) for name in os.listdir(f"{proc_root}/{pid}/task") if name.isdigit() and name != str(pid)]
+        except OSError as exc:
+            raise_if_out_of_fds(exc, proc_root)
+            continue  # gone, or not ours to read
+        if not tids:
+            continue
+        if comparer is None:
+            comparer = _TableComparer()
+        leader_names: list[str] | None = None
+        tables: list[int] = []  # one thread per private table already read in this process
+        for tid in sorted(tids):
+            same = comparer.same(pid, tid)
+            if same is None:  # no kcmp: a different set of fd numbers gives a private table away
+                if leader_names is None:
+                    leader_names = _fd_names(f"{proc_root}/{pid}/fd")
+                same = _fd_names(f"{proc_root}/{pid}/task/{tid}/fd") == leader_names
+            if same or any(comparer.same(other, tid) for other in tables):
+                continue
+            tables.append(tid)
+            fd_dir = f"{proc_root}/{pid}/task/{tid}/fd"
+            try:
+                names = os.listdir(fd_dir)
+            except PermissionError:
+                counts.deny(pid, _owner_uid(proc_root, str(pid)))
+                break
+            except OSError as exc:
+                raise_if_out_of_fds(exc, proc_root)
+                continue  # the thread ended
+            result = _socket_links(fd_dir, names, remaining.get, proc_root)
+            if result is None:
+                continue
+            inodes, fds, refused_here = result
+            if refused_here:
+                counts.deny(pid, _owner_uid(proc_root, str(pid)))
+            if inodes:
+                found.append((pid, tid, inodes, fds))
+                for inode in inodes:
+                    remaining.pop(inode, None)
+    return found
+
+
+def _fd_names(fd_dir: str) -> list[str] | None:
+    try:
+        return sorted(os.listdir(fd_dir))
+    except OSError:
+        return None

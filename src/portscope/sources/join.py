@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterable, Sequence
 
 from portscope.engine.recordmaker import positional_maker
 from portscope.model.records import Holder, JoinReport, Socket, UnixSocket
-from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, kept_sockets, walk_socket_fds
-from portscope.sources.procinfo import read_process
+from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, kept_sockets, walk_socket_fds, walk_thread_tables
+from portscope.sources.procinfo import read_name_and_parent, read_process
+
+DENIED_NAMED = 8  # processes that refused, named in the report (the count covers them all)
+KTHREADD = 2  # the parent of every kernel thread
 
 _make_holder = positional_maker(Holder)
 
@@ -49,9 +52,15 @@ def join_processes(
     if found is None:
         counts = FdScan()
         found = walk_socket_fds(wanted, proc_root, counts, split=split_walk)
+    # Sockets the leaders' tables do not hold may be in a thread's own table (rare: a pass only for them)
+    placed = {inode for _, inodes, _ in found for inode in inodes}
+    tables = [(pid, None, inodes, fds) for pid, inodes, fds in found]
+    if len(placed) < len(wanted):
+        missing = {inode: inode for inode in wanted if inode not in placed}
+        tables += walk_thread_tables(missing, proc_root, counts)
     # Each process becomes holders at once: no second map of every (pid, fd).
-    for pid, inodes, fds in found:
-        process = read_process(pid, proc_root, seen=(inodes, fds))  # anchored: see read_process
+    for pid, tid, inodes, fds in tables:
+        process = read_process(pid, proc_root, seen=(inodes, fds), thread=tid)  # anchored: see read_process
         if process is None:
             vanished += 1
             continue
@@ -63,7 +72,7 @@ def join_processes(
                 by_inode.setdefault(inode, []).append(fd)
             groups = ((inode, tuple(sorted(group))) for inode, group in by_inode.items())
         for inode, fd_tuple in groups:
-            holder = make_holder(process, fd_tuple)
+            holder = make_holder(process, fd_tuple, tid)
             held = holders_get(inode)
             if held is None:
                 holders[inode] = (holder,)
@@ -93,9 +102,43 @@ def join_processes(
         processes_vanished=counts.vanished + vanished,
         unowned_sockets=unowned,
         hidden_inodes=frozenset(hidden),
+        denied_processes=_named(counts, proc_root, {sock.uid for sock in sockets if sock.inode in hidden}),
+        denied_reason=_denied_reason() if counts.denied_processes else None,
     )
     return holders, report
 
 
 def _holder_pid(holder: Holder) -> int:
     return holder.process.pid
+
+
+CAP_SYS_PTRACE = 19
+
+
+def _denied_reason() -> str:
+    """Why /proc/PID/fd refused (PTRACE_MODE_READ): no privileges, no CAP_SYS_PTRACE, or something above root."""
+    if os.geteuid() != 0:
+        return "not-permitted"
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    if not int(line.split()[1], 16) >> CAP_SYS_PTRACE & 1:
+                        return "no-ptrace-capability"
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    return "refused-to-root"
+
+
+def _named(counts: FdScan, proc_root: str, uids: set[int | None]) -> tuple[tuple[int, str | None, int | None], ...]:
+    """A few processes that refused, by name: first those of the hidden sockets' owners; no kernel threads."""
+    named = []
+    for pid, uid in sorted(set(counts.denied_processes), key=lambda entry: (entry[1] not in uids, entry[0])):
+        if len(named) == DENIED_NAMED:
+            break
+        stat = read_name_and_parent(pid, proc_root)
+        if stat is not None and KTHREADD in (pid, stat[1]):
+            continue  # a kernel thread holds no socket fd
+        named.append((pid, stat[0] if stat else None, uid if uid >= 0 else None))
+    return tuple(named)

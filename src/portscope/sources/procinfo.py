@@ -79,7 +79,7 @@ def open_process_dir(pid: int, proc_root: str = "/proc") -> int | None:
         return None
 
 
-def still_holds(dir_fd: int, inodes: Sequence[int], fds: Sequence[int]) -> bool:
+def still_holds(dir_fd: int, inodes: Sequence[int], fds: Sequence[int], fd_dir: str = "fd") -> bool:
     """Whether the process behind ``dir_fd`` holds one of these sockets through the fd the walk saw.
 
     Read after the details: the process that answers is the one they were read from, so a pid reused
@@ -89,7 +89,7 @@ def still_holds(dir_fd: int, inodes: Sequence[int], fds: Sequence[int]) -> bool:
     pairs = sorted(zip(fds, inodes, strict=True))[:VERIFY_FDS]
     for fd, inode in pairs:
         try:
-            if os.readlink(f"fd/{fd}", dir_fd=dir_fd) == f"socket:[{inode}]":
+            if os.readlink(f"{fd_dir}/{fd}", dir_fd=dir_fd) == f"socket:[{inode}]":
                 return True
         except OSError:
             continue
@@ -143,15 +143,19 @@ def read_process(
     proc_root: str = "/proc",
     *,
     seen: tuple[Sequence[int], Sequence[int]] | None = None,
+    thread: int | None = None,
 ) -> Process | None:
     """Read one process; ``None`` if it vanished.
 
     ``seen``: the (socket inodes, fds) the walk found in it. Then the process must still hold one of
     them after its details were read (see :func:`still_holds`), else it counts as vanished.
+    ``thread``: the walk found them in this thread's own fd table (task/TID/fd); its command line
+    stands in for a leader that exited (a zombie leader has none).
     """
     dir_fd = open_process_dir(pid, proc_root)
     if dir_fd is None:
         return None
+    task = f"task/{thread}/" if thread is not None else ""
     try:
         stat = _read_bytes("stat", dir_fd)
         if stat is None:
@@ -162,7 +166,9 @@ def read_process(
             return None
         status = _read_bytes("status", dir_fd)
         cmdline = parse_cmdline(_read_bytes("cmdline", dir_fd) or b"")
-        if seen is not None and not still_holds(dir_fd, *seen):
+        if not cmdline and task:
+            cmdline = parse_cmdline(_read_bytes(f"{task}cmdline", dir_fd) or b"")
+        if seen is not None and not still_holds(dir_fd, *seen, fd_dir=f"{task}fd"):
             return None
     finally:
         os.close(dir_fd)
@@ -180,6 +186,18 @@ def read_process(
         cmdline=cmdline,
         start_time=start_seconds(start_ticks, btime),
     )
+
+
+def read_name_and_parent(pid: int, proc_root: str = "/proc") -> tuple[str, int] | None:
+    """(comm, ppid) from /proc/PID/stat, readable even where the process's fds are not; None if gone."""
+    stat = _read_bytes(f"{proc_root}/{pid}/stat")
+    if stat is None:
+        return None
+    try:
+        comm, ppid, _ = parse_stat(stat)
+    except SourceError:
+        return None
+    return comm, ppid
 
 
 def start_seconds(start_ticks: int, btime: float | None) -> float | None:

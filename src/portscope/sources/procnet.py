@@ -2,6 +2,12 @@
 
 What /proc cannot know stays ``None``: the bound device, IPV6_V6ONLY, a listener's backlog, the
 socket cookie. Bound-only TCP sockets are not listed in /proc at all.
+
+The kernel prints these tables a page at a time and finds its place again for the next page by
+position in the hash chains; sockets that come and go meanwhile shift that position, so under churn
+one read() lists some sockets twice (hundreds of lines at 8k connections/s). Each socket is kept
+once: by its inode, or, for sockets without a file (TIME-WAIT, request sockets, children not yet
+accepted), by its state and endpoints, which the kernel's hash tables keep unique.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ def parse_proc_net(
     hex_len = 8 if family is Family.IPV4 else 32
     cache: dict[str, str] = {}
     sockets: list[Socket] = []
+    seen: set[int | tuple[str, str, str]] = set()  # inodes, and (local, remote, state) of sockets without one
     lines = text.split("\n")
     if not lines or "local_address" not in lines[0]:
         raise SourceError(source, "missing header line (not a /proc/net socket table?)")
@@ -109,6 +116,10 @@ def parse_proc_net(
             raise SourceError(source, f"line {number}: unknown {proto.value} state {state_no:#x}")
         if states is not None and state not in states:
             continue
+        key = inode or (fields[1], fields[2], fields[3])
+        if key in seen:
+            continue  # a line the kernel repeated (see the module docstring)
+        seen.add(key)
         placeholder = state_no in _PLACEHOLDER_STATES or timer_code == 3  # a timewait sock
         no_peer = remote_port == 0 and remote_hex.strip("0") == ""
         timer = TIMER_BY_CODE.get(timer_code)
