@@ -104,7 +104,7 @@ def check_holder(ns, pid: int, tid: int, port: int, fd: int) -> None:
         assert [(h.process.pid, h.fds, h.tid) for h in holders] == [(pid, (fd,), tid)], backend
         assert holders[0].process.cmdline, "a leader that exited lends its thread's command line"
         listing = CliRunner().invoke(
-            cli, ["ls", "-l", "-p", str(port), "--json", "--backend", backend.value, "--netns", ns.name]
+            cli, ["ls", "-l", "--port", str(port), "--json", "--backend", backend.value, "--netns", ns.name]
         )
         assert listing.exit_code == 0, listing.output
         (entry,) = json.loads(listing.stdout)
