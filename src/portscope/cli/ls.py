@@ -86,16 +86,28 @@ BACKENDS = ("auto", "netlink", "proc")
     help="Where socket data comes from: netlink sock_diag, /proc/net, or netlink with /proc fallback.",
 )
 @netns_option()
+@click.option("-e", "--extended", is_flag=True, help="Show uid, inode, socket cookie, v6only and device columns.")
+@click.option("-o", "--timers", is_flag=True, help="Show the timer column (name, time left, retransmissions).")
+@click.option("-m", "--memory", is_flag=True, help="Show socket memory (JSON key memory).")
+@click.option("-i", "--info", is_flag=True, help="Show TCP internals: rtt, cwnd, rto, mss, rates (JSON key tcp_info).")
+@click.argument("expression", nargs=-1, metavar="[EXPRESSION]...")
 def ls(as_json: bool, numeric: bool, **options: Any) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
     By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets.
+
+    EXPRESSION is an ss(8) filter: state/exclude STATE, sport/dport OP PORT, src/dst ADDR[/LEN][:PORT],
+    dev NAME, autobound, combined with and, or, not and parentheses (left to right, as ss reads them),
+    plus pid, user, process, unit, container and netns. It narrows what the options select.
 
     \b
     Examples:
       portscope ls -l                 listeners, like ss -tulpn
       portscope ls -a --port 8080     everything on port 8080
       portscope ls --state connected --dst 10.0.0.0/8
+      portscope ls state established '( dport = :443 or sport = :443 )'
+      portscope ls -t -a 'sport >= :1024 and not src 127.0.0.0/8 and user www-data'
+      portscope ls -ti state established dst 10.0.0.1   TCP internals, as ss -ti
       portscope ls -a -n --json --no-processes | jq length
 
     \b
@@ -103,9 +115,14 @@ def ls(as_json: bool, numeric: bool, **options: Any) -> None:
     """
     from portscope.commands.ls import LsOptions, list_sockets
     from portscope.commands.names import Names
+    from portscope.model.filter import FilterSyntaxError
 
-    snap = list_sockets(LsOptions(**options))  # the other parameters are LsOptions' fields, by name
+    names = Names.resolve(numeric=numeric)
+    try:
+        snap = list_sockets(LsOptions(**options), places=names.places)  # other parameters: LsOptions' fields
+    except FilterSyntaxError as exc:
+        raise click.UsageError(str(exc)) from None
 
     from portscope.render.ls import render_listing
 
-    render_listing(snap, invocation().env, Names.resolve(numeric=numeric), as_json=as_json)
+    render_listing(snap, invocation().env, names, as_json=as_json)

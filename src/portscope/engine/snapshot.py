@@ -10,7 +10,7 @@ import ipaddress
 import os
 import socket as socket_module
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import DEFAULT, Parallelism
@@ -18,6 +18,7 @@ from portscope.errors import SourceError, UsageError
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import (
     Backend,
+    Detail,
     Family,
     Holder,
     JoinReport,
@@ -26,6 +27,7 @@ from portscope.model.records import (
     ProtoSource,
     Snapshot,
     Socket,
+    SocketDetails,
     State,
 )
 from portscope.sources import netlink, netns, procnet
@@ -33,30 +35,43 @@ from portscope.sources.fdscan import BackgroundWalk
 from portscope.sources.join import join_processes
 
 if TYPE_CHECKING:
+    from portscope.model.filter import PlaceLookup
     from portscope.sources.namespaces import NamespaceRef
 
 Predicate = Callable[[Socket], bool]
 
 
-def snapshot(query: Query, *, proc_root: str = "/proc", parallelism: Parallelism = DEFAULT) -> Snapshot:
+def snapshot(
+    query: Query,
+    *,
+    proc_root: str = "/proc",
+    parallelism: Parallelism = DEFAULT,
+    places: PlaceLookup | None = None,
+) -> Snapshot:
     """The sockets ``query`` asks for, with their holders. Safe to call from several threads at once.
 
     ``parallelism``: when forked helpers may use a second CPU (:mod:`portscope.engine.parallel`);
-    ``parallel.IN_PROCESS`` keeps all the work in this process.
+    ``parallel.IN_PROCESS`` keeps all the work in this process. ``places``: namespace names and
+    containers, for the ``container`` and ``netns NAME`` terms of ``query.filter``
+    (:class:`portscope.commands.places.Places`; :func:`portscope.list_sockets` passes one).
     """
+    if query.filter is not None and query.filter.needs_places and places is None:
+        raise UsageError("the container and netns NAME filter terms need place lookups (use portscope.list_sockets)")
     target = netns.resolve(query.netns) if query.netns and not query.every_namespace else None
     port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
     walk = None
     if parallelism.walk_ahead(needs_processes=query.needs_processes, port_filtered=port_filtered):
         walk = BackgroundWalk.start(proc_root)
     try:
-        return _snapshot(query, target, proc_root, walk, parallelism)
+        return _snapshot(query, target, proc_root, walk, parallelism, places)
     finally:
         if walk is not None:
             walk.close()
 
 
-def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None, parallelism: Parallelism) -> Snapshot:
+def _snapshot(
+    query: Query, target, proc_root: str, walk: BackgroundWalk | None, parallelism: Parallelism, places
+) -> Snapshot:
     if query.every_namespace:
         collection = _collect_every_namespace(query, proc_root, parallelism, walking_ahead=walk is not None)
     else:
@@ -66,6 +81,10 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
     predicates = _socket_predicates(query)
     if predicates:
         sockets = [s for s in sockets if all(p(s) for p in predicates)]
+    expression = None
+    if query.filter is not None:
+        expression = _ExpressionFilter(query, collection, places, proc_root)
+        sockets = expression.before_join(sockets)
 
     holders: dict[int, tuple[Holder, ...]] = {}
     report = JoinReport(joined=False)
@@ -76,6 +95,8 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
             sockets = [s for s in sockets if process_filter(s)]
     elif query.uids is not None:
         sockets = [s for s in sockets if s.uid in query.uids]
+    if expression is not None:
+        sockets = expression.after_join(sockets, holders if query.needs_processes else None)
 
     return Snapshot(
         sockets=tuple(sockets),
@@ -84,8 +105,10 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
         join=report,
         netns=collection.netns_inode,
         bound_visible=collection.bound_visible,
-        warnings=collection.warnings,
+        warnings=collection.warnings + (expression.warnings() if expression is not None else ()),
         namespaces=collection.namespaces,
+        details=collection.details,
+        details_asked=query.details,
     )
 
 
@@ -103,6 +126,8 @@ class Collection:
     warnings: tuple[str, ...]
     netns_inode: int | None
     namespaces: tuple[NetnsInfo, ...] = ()  # --netns all: each namespace looked at
+    details: dict[int, SocketDetails] = field(default_factory=dict)  # cookie -> details (Query.details)
+    autobound: frozenset[int] = frozenset()  # cookies of autobound sockets, when the filter needs them
 
 
 def _collect(
@@ -133,6 +158,8 @@ def _collect_every_namespace(
     warnings: dict[str, None] = {}
     infos: list[NetnsInfo] = []
     bound_visible: bool | None = None
+    details: dict[int, SocketDetails] = {}
+    autobound: set[int] = set()
     for ref in discovery.namespaces:
         info = NetnsInfo(ref.inode, ref.inode == discovery.host_inode, ref.names, ref.pid, ref.path)
         try:
@@ -142,6 +169,8 @@ def _collect_every_namespace(
             continue
         infos.append(info)
         sockets += collection.sockets
+        details.update(collection.details)
+        autobound |= collection.autobound
         sources.update(dict.fromkeys(collection.sources))
         warnings.update(dict.fromkeys(collection.warnings))
         if collection.bound_visible is not None:
@@ -159,7 +188,16 @@ def _collect_every_namespace(
             f"{len(unread)} network namespace(s) could not be read: "
             + "; ".join(f"{info.inode} ({info.error})" for info in unread[:3])
         ] = None
-    return Collection(tuple(sockets), tuple(sources), bound_visible, tuple(warnings), None, tuple(infos))
+    return Collection(
+        tuple(sockets),
+        tuple(sources),
+        bound_visible,
+        tuple(warnings),
+        None,
+        tuple(infos),
+        details,
+        frozenset(autobound),
+    )
 
 
 def _collect_namespace(query: Query, ref: NamespaceRef, parallelism: Parallelism, walking_ahead: bool) -> Collection:
@@ -200,11 +238,22 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
     sockets: list[Socket] = []
     sources: list[ProtoSource] = []
     tables = _wanted_tables(query)
-    bytecode = netlink.port_filter_bytecode(query.local_ports, query.remote_ports, query.any_ports)
+    kernel_tree = query.filter.kernel_tree() if query.filter is not None else None
+    try:
+        bytecode = netlink.filter_bytecode(query.local_ports, query.remote_ports, query.any_ports, kernel_tree)
+    except netlink.NothingMatches:
+        if query.backend is Backend.PROC or not query.every_namespace:
+            _refuse_unknown_devices(query)
+        bytecode, tables = None, []  # a device this namespace does not have: none of its sockets match
+    extensions = netlink.extension_bits(query.details)
     requests = [
-        netlink.DumpRequest(proto, family, netlink.state_mask(proto, query.kernel_states(proto)), bytecode, seq)
+        netlink.DumpRequest(
+            proto, family, netlink.state_mask(proto, query.kernel_states(proto)), bytecode, seq, extensions
+        )
         for seq, (proto, family) in enumerate(tables, start=1)
     ]
+    details: dict[int, SocketDetails] = {}
+    detailed = bool(query.details - {Detail.EXTENDED})
     dumps = None
     nl_refused: str | None = None
     if query.backend is not Backend.PROC and tables:
@@ -223,7 +272,12 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
             note = nl_refused
             if dumps is not None:
                 try:
-                    sockets += dumps.next(netlink.Decoder(proto, family, ns_inode))
+                    if detailed:
+                        decoder = netlink.DetailsDecoder(proto, family, ns_inode)
+                        sockets += dumps.next(decoder)
+                        details.update(decoder.details)
+                    else:
+                        sockets += dumps.next(netlink.Decoder(proto, family, ns_inode))
                     sources.append(ProtoSource(proto, family, Backend.NETLINK))
                     continue
                 except netlink.NetlinkUnavailable as exc:
@@ -239,7 +293,37 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
     warnings = ()
     if bound_visible is False:
         warnings = ("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)",)
-    return Collection(tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode)
+    autobound = _autobound_cookies(query, requests, sources)
+    return Collection(tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode, (), details, autobound)
+
+
+def _refuse_unknown_devices(query: Query) -> None:
+    """A ``dev`` naming no device of the namespace read is bad input (as in ss), not an empty answer."""
+    from portscope.model.filter import Device, leaves
+
+    for leaf in leaves(query.filter.tree):  # type: ignore[union-attr]
+        if isinstance(leaf, Device) and netlink.device_index(leaf.text) is None:
+            raise UsageError(f"unknown device {leaf.text!r} in the filter expression (a name or index of an interface)")
+
+
+def _autobound_cookies(query: Query, requests, sources) -> frozenset[int]:
+    """The cookies of the autobound sockets, when the filter needs Python to decide ``autobound`` (it is
+    mixed with terms the kernel cannot test): the kernel answers with a second dump filtered on it alone."""
+    from portscope.model.filter import Autobound, leaves
+
+    if query.filter is None or not any(isinstance(leaf, Autobound) for leaf in leaves(query.filter.residue())):
+        return frozenset()
+    served = {(s.proto, s.family) for s in sources if s.backend is Backend.NETLINK}
+    autobound_only = netlink.filter_bytecode(None, None, None, Autobound())
+    found: set[int] = set()
+    wanted = [replace(r, bytecode=autobound_only, extensions=0) for r in requests if (r.proto, r.family) in served]
+    try:
+        with netlink.TableDumps(wanted) as dumps:
+            for request in wanted:
+                found.update(s.cookie for s in dumps.next(netlink.Decoder(request.proto, request.family, None)))
+    except (netlink.NetlinkUnavailable, SourceError) as exc:
+        raise SourceError("netlink", f"cannot tell autobound sockets apart: {exc}") from None
+    return frozenset(c for c in found if c is not None)
 
 
 def _bound_visibility(query: Query, sources, sockets) -> bool | None:
@@ -281,6 +365,108 @@ def _kernel_lists_bound() -> bool:
 
 # ---------------------------------------------------------------------------------------------------
 # Filters applied in Python
+
+
+class _ExpressionFilter:
+    """The filter expression's part the kernel could not decide: sockets that cannot match are dropped
+    before the process join, the rest decided after it. Netlink sockets (they have a cookie) went through
+    the kernel's bytecode and state mask, so only the expression's residue is left for them; sockets read
+    from /proc are judged on the whole expression."""
+
+    def __init__(self, query: Query, collection: Collection, places, proc_root: str) -> None:
+        from portscope.model.filter import TRUE, matcher
+
+        flt = query.filter
+        assert flt is not None
+        self.filter = flt
+        self.from_proc = any(source.backend is Backend.PROC for source in collection.sources)
+        self.facts = _Facts(collection.autobound, places, proc_root)
+        residue = flt.residue()
+        self.exact = residue == TRUE and not self.from_proc
+        self.residue = matcher(residue, self.facts)
+        self.whole = matcher(flt.tree, self.facts)
+
+    def _verdict(self, sock: Socket) -> bool | None:
+        return (self.whole if sock.cookie is None else self.residue)(sock)
+
+    def before_join(self, sockets: Sequence[Socket]) -> Sequence[Socket]:
+        if self.exact:
+            return sockets
+        return [s for s in sockets if self._verdict(s) is not False]
+
+    def after_join(self, sockets: Sequence[Socket], holders: dict[int, tuple[Holder, ...]] | None) -> Sequence[Socket]:
+        if self.exact:
+            return sockets
+        self.facts.joined = holders if holders is not None else {}
+        return [s for s in sockets if self._verdict(s) is True]
+
+    def warnings(self) -> tuple[str, ...]:
+        if not self.from_proc:
+            return ()
+        notes = []
+        if self.filter.uses_devices:
+            notes.append(
+                "/proc does not show the device a socket is bound to: 'dev' matched none of the sockets read there"
+            )
+        if self.filter.uses_autobound:
+            notes.append(
+                "/proc does not show whether a port was picked by the kernel: 'autobound' was judged there by "
+                "the local port range, as ss does"
+            )
+        return tuple(notes)
+
+
+def _ephemeral_range(proc_root: str) -> tuple[int, int]:
+    try:
+        with open(f"{proc_root}/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+            low, high = (int(part) for part in handle.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # the kernel's default
+
+
+class _Facts:
+    """What the filter's terms need beyond the records: holders (once joined), the kernel's autobound
+    answer, units from /proc/PID/cgroup, namespace names and containers from ``places``."""
+
+    def __init__(self, autobound_cookies: frozenset[int], places, proc_root: str) -> None:
+        from portscope.model.filter import RecordFacts
+
+        self.joined: dict[int, tuple[Holder, ...]] | None = None
+        self.cookies = autobound_cookies
+        self.places = places
+        self.proc_root = proc_root
+        self.units: dict[int, str | None] = {}
+        self.records = RecordFacts(_ephemeral_range(proc_root))
+
+    def holders(self, sock: Socket) -> tuple[Holder, ...] | None:
+        if self.joined is None:
+            return None
+        return self.joined.get(sock.inode, ()) if sock.inode is not None else ()
+
+    def autobound(self, sock: Socket) -> bool | None:
+        if sock.cookie is not None:
+            return sock.cookie in self.cookies
+        return self.records.autobound(sock)
+
+    def unit(self, pid: int) -> str | None:
+        if pid not in self.units:
+            from portscope.sources.lineage import pick_cgroup_path, unit_of
+
+            try:
+                with open(f"{self.proc_root}/{pid}/cgroup", encoding="utf-8", errors="surrogateescape") as handle:
+                    path = pick_cgroup_path(handle.read())
+            except OSError:
+                path = None
+            self.units[pid] = unit_of(path) if path else None
+        return self.units[pid]
+
+    def container(self, sock: Socket, holders: tuple[Holder, ...]) -> tuple[str | None, str] | None:
+        found = self.places.container(sock, holders)
+        return None if found is None else (found.name, found.id)
+
+    def netns_name(self, inode: int | None) -> str | None:
+        return self.places.netns_name(inode)
 
 
 def _address_matcher(networks: Sequence) -> Callable[[str | None], bool]:

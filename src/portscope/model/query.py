@@ -10,9 +10,13 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
-from portscope.model.records import UDP_STATES, Backend, Family, Proto, State
+from portscope.model.records import UDP_STATES, Backend, Detail, Family, Proto, State
+
+if TYPE_CHECKING:
+    from portscope.model.filter import Filter
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -191,6 +195,8 @@ class Query:
     join_processes: bool = True
     backend: Backend = Backend.AUTO
     netns: str | None = None  # a name under /run/netns, a path, a pid, or ALL_NAMESPACES
+    filter: Filter | None = None  # an ss filter expression (model/filter.py), ANDed with the rest
+    details: frozenset[Detail] = frozenset()  # what to ask the kernel for beyond the socket list
 
     @property
     def every_namespace(self) -> bool:
@@ -198,11 +204,15 @@ class Query:
 
     @property
     def needs_processes(self) -> bool:
-        return self.join_processes or bool(self.pids or self.process_names)
+        return (
+            self.join_processes or bool(self.pids or self.process_names) or bool(self.filter and self.filter.needs_join)
+        )
 
     def kernel_states(self, proto: Proto) -> frozenset[State]:
         """The states worth asking the kernel for, for one protocol."""
         wanted = frozenset(State) if self.states is None else self.states
+        if self.filter is not None:
+            wanted = wanted & self.filter.possible_states()
         if proto is Proto.UDP:
             return wanted & UDP_STATES
         return wanted - {State.UNCONN, State.CLOSE}
