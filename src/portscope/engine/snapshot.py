@@ -128,6 +128,7 @@ class Collection:
     namespaces: tuple[NetnsInfo, ...] = ()  # --netns all: each namespace looked at
     details: dict[int, SocketDetails] = field(default_factory=dict)  # cookie -> details (Query.details)
     autobound: frozenset[int] = frozenset()  # cookies of autobound sockets, when the filter needs them
+    port_ranges: dict[int | None, tuple[int, int]] = field(default_factory=dict)  # netns -> ip_local_port_range
 
 
 def _collect(
@@ -160,6 +161,7 @@ def _collect_every_namespace(
     bound_visible: bool | None = None
     details: dict[int, SocketDetails] = {}
     autobound: set[int] = set()
+    port_ranges: dict[int | None, tuple[int, int]] = {}
     for ref in discovery.namespaces:
         info = NetnsInfo(ref.inode, ref.inode == discovery.host_inode, ref.names, ref.pid, ref.path)
         try:
@@ -171,6 +173,7 @@ def _collect_every_namespace(
         sockets += collection.sockets
         details.update(collection.details)
         autobound |= collection.autobound
+        port_ranges.update(collection.port_ranges)
         sources.update(dict.fromkeys(collection.sources))
         warnings.update(dict.fromkeys(collection.warnings))
         if collection.bound_visible is not None:
@@ -294,7 +297,10 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
     if bound_visible is False:
         warnings = ("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)",)
     autobound = _autobound_cookies(query, requests, sources)
-    return Collection(tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode, (), details, autobound)
+    port_ranges = {ns_inode: _local_port_range()} if query.filter is not None and query.filter.uses_autobound else {}
+    return Collection(
+        tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode, (), details, autobound, port_ranges
+    )
 
 
 def _refuse_unknown_devices(query: Query) -> None:
@@ -374,17 +380,24 @@ class _ExpressionFilter:
     from /proc are judged on the whole expression."""
 
     def __init__(self, query: Query, collection: Collection, places, proc_root: str) -> None:
-        from portscope.model.filter import TRUE, matcher
+        from portscope.model.filter import TRUE, Autobound, HostCond, both, leaves, matcher
 
         flt = query.filter
         assert flt is not None
         self.filter = flt
         self.from_proc = any(source.backend is Backend.PROC for source in collection.sources)
-        self.facts = _Facts(collection.autobound, places, proc_root)
+        self.facts = _Facts(collection.autobound, collection.port_ranges, places, proc_root)
         residue = flt.residue()
-        self.exact = residue == TRUE and not self.from_proc
-        self.residue = matcher(residue, self.facts)
-        self.whole = matcher(flt.tree, self.facts)
+        # ss shows what passes the kernel's reading and its own (they differ for addresses and autobound)
+        two_readings = any(isinstance(leaf, HostCond | Autobound) for leaf in leaves(flt.tree))
+        self.exact = residue == TRUE and not two_readings and not self.from_proc
+        kernel_residue = matcher(residue, self.facts)
+        kernel_whole = matcher(flt.tree, self.facts)
+        if two_readings:
+            ss_whole = matcher(flt.tree, self.facts, ss_rules=True)
+            kernel_residue = both(kernel_residue, ss_whole)
+            kernel_whole = both(kernel_whole, ss_whole)
+        self.residue, self.whole = kernel_residue, kernel_whole
 
     def _verdict(self, sock: Socket) -> bool | None:
         return (self.whole if sock.cookie is None else self.residue)(sock)
@@ -416,20 +429,24 @@ class _ExpressionFilter:
         return tuple(notes)
 
 
-def _ephemeral_range(proc_root: str) -> tuple[int, int]:
+def _local_port_range() -> tuple[int, int]:
+    """net.ipv4.ip_local_port_range of the namespace this thread is in (/proc/sys/net follows the opener's)."""
     try:
-        with open(f"{proc_root}/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
             low, high = (int(part) for part in handle.read().split())
         return low, high
     except (OSError, ValueError):
-        return 32768, 60999  # the kernel's default
+        return DEFAULT_PORT_RANGE
+
+
+DEFAULT_PORT_RANGE = (32768, 60999)  # the kernel's default
 
 
 class _Facts:
     """What the filter's terms need beyond the records: holders (once joined), the kernel's autobound
     answer, units from /proc/PID/cgroup, namespace names and containers from ``places``."""
 
-    def __init__(self, autobound_cookies: frozenset[int], places, proc_root: str) -> None:
+    def __init__(self, autobound_cookies: frozenset[int], port_ranges, places, proc_root: str) -> None:
         from portscope.model.filter import RecordFacts
 
         self.joined: dict[int, tuple[Holder, ...]] | None = None
@@ -437,7 +454,11 @@ class _Facts:
         self.places = places
         self.proc_root = proc_root
         self.units: dict[int, str | None] = {}
-        self.records = RecordFacts(_ephemeral_range(proc_root))
+        self.by_netns = {netns: RecordFacts(span) for netns, span in port_ranges.items()}
+        self.default = RecordFacts(DEFAULT_PORT_RANGE)
+
+    def ephemeral(self, sock: Socket) -> bool | None:
+        return self.by_netns.get(sock.netns, self.default).ephemeral(sock)
 
     def holders(self, sock: Socket) -> tuple[Holder, ...] | None:
         if self.joined is None:
@@ -447,7 +468,7 @@ class _Facts:
     def autobound(self, sock: Socket) -> bool | None:
         if sock.cookie is not None:
             return sock.cookie in self.cookies
-        return self.records.autobound(sock)
+        return self.by_netns.get(sock.netns, self.default).autobound(sock)
 
     def unit(self, pid: int) -> str | None:
         if pid not in self.units:

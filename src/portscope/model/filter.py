@@ -337,6 +337,20 @@ for _state in State:
     _SS_STATES.setdefault(_state.value, frozenset({_state}))
 
 
+# ss's SS_CONN: what it lists when a state selection comes out empty
+SS_DEFAULT_STATES = frozenset(
+    {
+        State.ESTABLISHED,
+        State.SYN_SENT,
+        State.FIN_WAIT_1,
+        State.FIN_WAIT_2,
+        State.CLOSE_WAIT,
+        State.LAST_ACK,
+        State.CLOSING,
+    }
+)
+
+
 def state_words() -> list[str]:
     return sorted(_SS_STATES)
 
@@ -394,7 +408,12 @@ def parse_filter(arguments: Sequence[str], lookups: Lookups) -> Filter | None:
     if not words:
         return None
     parser = _Parser([_Word(text, index) for index, text in enumerate(words, start=1)], lookups)
-    tree = parser.expression_list(top=True)
+    # as ss: state/exclude words before the expression select states for all of it
+    selection = parser.leading_states()
+    tree = parser.expression_list(top=True) if parser.peek() is not None else TRUE
+    if selection is not None:
+        # an empty selection ("exclude all") is ss's default instead: its connections, as in ss
+        tree = conjoin(StateIn(selection or SS_DEFAULT_STATES), tree)
     # an exclusion is a state selection like any other once runs are merged
     tree = substitute(tree, lambda leaf: StateIn(leaf.states) if isinstance(leaf, _Exclusion) else None)
     return Filter(tree, tuple(words))
@@ -426,6 +445,17 @@ class _Parser:
         return self.error(word, f"unexpected {_quote(word.text)}{hint}")
 
     # -- grammar
+
+    def leading_states(self) -> frozenset[State] | None:
+        selection: frozenset[State] | None = None
+        while (word := self.peek()) is not None and word.text.lower() in ("state", "exclude", "excl"):
+            self.at += 1
+            states = self.states()
+            if word.text.lower() == "state":
+                selection = (selection or frozenset()) | states
+            else:
+                selection = (frozenset(State) if selection is None else selection) - states
+        return selection
 
     def expression_list(self, top: bool = False) -> Node:
         node = self.term()
@@ -683,7 +713,9 @@ class Facts(Protocol):
 
     def holders(self, sock: Socket) -> tuple[Holder, ...] | None: ...  # None: not joined (yet)
 
-    def autobound(self, sock: Socket) -> bool | None: ...
+    def autobound(self, sock: Socket) -> bool | None: ...  # the kernel's bind lock
+
+    def ephemeral(self, sock: Socket) -> bool | None: ...  # the local port lies in ip_local_port_range
 
     def unit(self, pid: int) -> str | None: ...
 
@@ -695,26 +727,59 @@ class Facts(Protocol):
 Matcher = Callable[[Socket], "bool | None"]
 
 
-def matcher(node: Node, facts: Facts) -> Matcher:
+def matcher(node: Node, facts: Facts, *, ss_rules: bool = False) -> Matcher:
     """A function answering for one socket: True, False, or None when it depends on what ``facts``
-    cannot tell yet (the holders, before the join). Kernel semantics for ports and addresses: a socket
-    without a peer has remote port 0 and the zero address; an IPv4 prefix also matches v4-mapped IPv6
-    addresses, an IPv6 prefix never matches an IPv4 socket."""
+    cannot tell yet (the holders, before the join).
+
+    Two readings of the same tree differ in two terms. The kernel's (the default): an IPv4 prefix meets
+    IPv4 sockets and v4-mapped IPv6 addresses, an IPv6 prefix only IPv6 sockets; ``autobound`` is the
+    kernel's bind lock. ss's own (``ss_rules``, its run_ssfilter, which it applies to every socket the
+    kernel sent too): addresses are compared bit by bit whatever their family, a prefix of length 0
+    matches everything, and ``autobound`` is a local port in the ephemeral range. In both, a socket
+    without a peer has remote port 0 and the zero address."""
     if isinstance(node, Const):
         value = node.value
         return lambda sock: value
     if isinstance(node, Not):
-        inner = matcher(node.operand, facts)
+        inner = matcher(node.operand, facts, ss_rules=ss_rules)
 
         def negated(sock: Socket) -> bool | None:
             value = inner(sock)
             return None if value is None else not value
 
         return negated
-    if isinstance(node, And):
-        left, right = matcher(node.left, facts), matcher(node.right, facts)
+    if isinstance(node, And | Or):
+        return _combined(
+            matcher(node.left, facts, ss_rules=ss_rules),
+            matcher(node.right, facts, ss_rules=ss_rules),
+            isinstance(node, And),
+        )
+    if isinstance(node, PortCompare):
+        return _port_matcher(node)
+    if isinstance(node, HostCond):
+        return _host_matcher(node, ss_rules)
+    if isinstance(node, Device):
+        text = node.text
+        index = int(text) if _DIGITS.fullmatch(text) and len(text) < 11 else None
+        return lambda sock: sock.interface == text or (index is not None and sock.ifindex == index)
+    if isinstance(node, Autobound):
+        return facts.ephemeral if ss_rules else facts.autobound
+    if isinstance(node, StateIn):
+        states = node.states
+        return lambda sock: sock.state in states
+    assert isinstance(node, HolderPredicate)
+    return _holder_matcher(node, facts)
 
-        def both(sock: Socket) -> bool | None:
+
+def both(left: Matcher, right: Matcher) -> Matcher:
+    """Both must hold (three-valued)."""
+    return _combined(left, right, True)
+
+
+def _combined(left: Matcher, right: Matcher, conjunction: bool) -> Matcher:
+    if conjunction:
+
+        def all_of(sock: Socket) -> bool | None:
             first = left(sock)
             if first is False:
                 return False
@@ -723,35 +788,18 @@ def matcher(node: Node, facts: Facts) -> Matcher:
                 return False
             return None if first is None or second is None else True
 
-        return both
-    if isinstance(node, Or):
-        left, right = matcher(node.left, facts), matcher(node.right, facts)
+        return all_of
 
-        def either(sock: Socket) -> bool | None:
-            first = left(sock)
-            if first is True:
-                return True
-            second = right(sock)
-            if second is True:
-                return True
-            return None if first is None or second is None else False
+    def any_of(sock: Socket) -> bool | None:
+        first = left(sock)
+        if first is True:
+            return True
+        second = right(sock)
+        if second is True:
+            return True
+        return None if first is None or second is None else False
 
-        return either
-    if isinstance(node, PortCompare):
-        return _port_matcher(node)
-    if isinstance(node, HostCond):
-        return _host_matcher(node)
-    if isinstance(node, Device):
-        text = node.text
-        index = int(text) if _DIGITS.fullmatch(text) and len(text) < 11 else None
-        return lambda sock: sock.interface == text or (index is not None and sock.ifindex == index)
-    if isinstance(node, Autobound):
-        return facts.autobound
-    if isinstance(node, StateIn):
-        states = node.states
-        return lambda sock: sock.state in states
-    assert isinstance(node, HolderPredicate)
-    return _holder_matcher(node, facts)
+    return any_of
 
 
 def _port_matcher(node: PortCompare) -> Matcher:
@@ -769,10 +817,7 @@ def _port_matcher(node: PortCompare) -> Matcher:
     return lambda sock: sock.local_port <= port
 
 
-_MAPPED_HIGH = 0xFFFF << 32
-
-
-def _host_matcher(node: HostCond) -> Matcher:
+def _host_matcher(node: HostCond, ss_rules: bool) -> Matcher:
     remote, port, prefixes = node.remote, node.port, node.prefixes
     values: dict[str, int] = {}
 
@@ -780,10 +825,7 @@ def _host_matcher(node: HostCond) -> Matcher:
         number = values[text] = int(ipaddress.ip_address(text))
         return number
 
-    def address_matches(sock: Socket) -> bool:
-        text = sock.remote_address if remote else sock.local_address
-        number = 0 if text is None else (values.get(text) if text in values else value_of(text))
-        v4 = sock.family is Family.IPV4
+    def kernel_match(number: int, v4: bool) -> bool:
         for prefix in prefixes:
             if prefix.family is Family.IPV4 and not v4:
                 if number >> 32 != 0xFFFF:  # only v4-mapped IPv6 addresses meet an IPv4 prefix
@@ -798,12 +840,33 @@ def _host_matcher(node: HostCond) -> Matcher:
                 return True
         return False
 
+    # ss's reading: both sides as 128-bit words (an IPv4 address in the first 32 bits), compared on the
+    # prefix's length; failing that, a v4-mapped address's IPv4 part against an IPv4 prefix
+    wide = [(p.address << (96 if p.family is Family.IPV4 else 0), 128 - p.length, p.family) for p in prefixes]
+    any_address = bool(prefixes) and prefixes[0].length == 0
+
+    def ss_match(number: int, v4: bool) -> bool:
+        data = number << 96 if v4 else number
+        for address, shift, family in wide:
+            if data >> shift == address >> shift:
+                return True
+            mapped = family is Family.IPV4 and not v4 and number >> 32 == 0xFFFF
+            if mapped and ((number & 0xFFFFFFFF) << 96) >> shift == address >> shift:
+                return True
+        return False
+
+    address_match = ss_match if ss_rules else kernel_match
+
     def matches(sock: Socket) -> bool:
         if port is not None:
             own = (sock.remote_port or 0) if remote else sock.local_port
             if own != port:
                 return False
-        return not prefixes or address_matches(sock)
+        if not prefixes or (ss_rules and any_address):
+            return True
+        text = sock.remote_address if remote else sock.local_address
+        number = 0 if text is None else (values[text] if text in values else value_of(text))
+        return address_match(number, sock.family is Family.IPV4)
 
     return matches
 
@@ -887,21 +950,24 @@ def _holder_matcher(node: HolderPredicate, facts: Facts) -> Matcher:
 
 
 class RecordFacts:
-    """Facts from the records alone: no holders known yet, autobound from the local port range."""
+    """Facts from the records alone: no holders known yet; the bind lock guessed from the port range."""
 
-    def __init__(self, ephemeral: tuple[int, int] = (32768, 60999)) -> None:
-        self.ephemeral = ephemeral
+    def __init__(self, port_range: tuple[int, int] = (32768, 60999)) -> None:
+        self.port_range = port_range
 
     def holders(self, sock: Socket) -> tuple[Holder, ...] | None:
         return None
 
+    def ephemeral(self, sock: Socket) -> bool | None:
+        low, high = self.port_range
+        return low <= sock.local_port <= high
+
     def autobound(self, sock: Socket) -> bool | None:
-        # ss's own rule when it cannot ask the kernel: the port lies in the ephemeral range; TIME-WAIT and
-        # request sockets count as the kernel counts them (they keep no bind lock)
+        # without the kernel's answer (/proc): TIME-WAIT and request sockets keep no bind lock; for the others
+        # a port in the ephemeral range is taken as picked by the kernel
         if sock.state in (State.TIME_WAIT, State.SYN_RECV):
             return True
-        low, high = self.ephemeral
-        return low <= sock.local_port <= high
+        return self.ephemeral(sock)
 
     def unit(self, pid: int) -> str | None:
         return None

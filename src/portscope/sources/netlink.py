@@ -207,15 +207,15 @@ def filter_bytecode(
     remote: Sequence[PortRange] | None,
     either: Sequence[PortRange] | None,
     tree: Node | None,
-    device_index: Callable[[str], int | None] | None = None,
+    resolve_device: Callable[[str], int | None] | None = None,
 ) -> bytes | None:
     """Bytecode for the port sets (as :func:`port_filter_bytecode`) and a filter tree made of kernel
     tests (:meth:`portscope.model.filter.Filter.kernel_tree`), all of which must hold. Device names are
-    resolved with ``device_index`` in the namespace being dumped. None: no filter; raises
+    resolved with ``resolve_device`` in the namespace being dumped. None: no filter; raises
     :class:`NothingMatches` when the filter can match nothing here."""
     clauses = _port_clauses(local, remote, either)
     if tree is not None:
-        tree = _resolve_devices(tree, device_index or device_index)
+        tree = _resolve_devices(tree, resolve_device or device_index)
         if tree == FALSE:
             raise NothingMatches
         if tree != TRUE:
@@ -228,11 +228,11 @@ def filter_bytecode(
     return _encode(program)
 
 
-def _resolve_devices(tree: Node, device_index: Callable[[str], int | None]) -> Node:
+def _resolve_devices(tree: Node, resolve_device: Callable[[str], int | None]) -> Node:
     def resolve(leaf: Node) -> Node | None:
         if not isinstance(leaf, Device):
             return None
-        index = device_index(leaf.text)
+        index = resolve_device(leaf.text)
         return FALSE if index is None else Device(str(index))
 
     return substitute(tree, resolve)
