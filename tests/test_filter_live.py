@@ -182,3 +182,50 @@ def _only(keys: Counter, *, uid: int | None = None, inode: int | None = None, st
             if (uid is None or k[6] == uid) and (inode is None or k[7] == inode) and (state is None or k[1] == state)
         }
     )
+
+
+def test_dev_is_filtered_by_the_kernel_with_two_interfaces():
+    """DEV_COND in the bytecode (ss leaves dev to user space): the kernel's own dump, no Python after it,
+    returns the sockets bound to the device, by name or index, and ls agrees with ss."""
+    import socket as socket_module
+
+    from portscope.model.filter import parse_filter
+    from portscope.model.records import Family, Proto
+    from portscope.sources import netlink
+    from portscope.sources.netns import NetnsTarget, entered
+
+    with new_netns("psdev") as ns:
+        _add_unreachable_link(ns)
+        bound = {}
+        for device, port in ((b"v0", 21001), (b"lo", 21002), (None, 21003), (b"v0", 21004)):
+            sock = ns.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+            if device:
+                sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_BINDTODEVICE, device)
+            sock.bind(("0.0.0.0", port))
+            sock.listen(1)
+            bound[port] = device
+        with entered(NetnsTarget(ns.path, None)):
+            v0_index = socket_module.if_nametoindex("v0")
+            for words in (["dev", "v0"], ["dev", str(v0_index)], ["dev", "=", "v0", "and", "sport", ">", "21001"]):
+                flt = parse_filter(words, None)
+                code = netlink.filter_bytecode(None, None, None, flt.kernel_tree())
+                assert netlink.BC_DEV_COND in _op_codes(code)
+                request = netlink.DumpRequest(Proto.TCP, Family.IPV4, 1 << 10, code)
+                with netlink.TableDumps([request]) as dumps:
+                    ports = {s.local_port for s in dumps.next(netlink.Decoder(Proto.TCP, Family.IPV4, None))}
+                wanted = {21001, 21004} if len(words) == 2 else {21004}
+                assert ports == wanted, words
+        for words in (["dev", "v0"], ["dev", "lo"], ["dev", "!=", "v0"], ["not", "dev", "lo", "sport", "<", ":21004"]):
+            assert _ours(ns, words, "netlink") == _ss(ns, words), words
+
+
+def _op_codes(code: bytes) -> list[int]:
+    """The op codes of a program, following each op's "yes" step (the next op)."""
+    from portscope.sources import netlink
+
+    codes, offset = [], 0
+    while offset < len(code):
+        op, yes, _no = netlink.BC_OP.unpack_from(code, offset)
+        codes.append(op)
+        offset += yes
+    return codes
