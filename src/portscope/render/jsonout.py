@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, TYPE_CHECKING, Any
 
-from portscope.model.records import Holder, Snapshot, Socket, State
+from portscope.model.records import Detail, Holder, Snapshot, Socket, State
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
 
@@ -119,9 +119,14 @@ def place_objects(sock: Socket, holders: tuple[Holder, ...], places: Places | No
 
 
 def socket_object(
-    sock: Socket, holders: Iterable[Holder], services: Services | None, places: Places | None = None
+    sock: Socket,
+    holders: Iterable[Holder],
+    services: Services | None,
+    places: Places | None = None,
+    details: Snapshot | None = None,
 ) -> dict[str, Any]:
-    """One socket as the JSON interface describes it."""
+    """One socket as the JSON interface describes it (with ``details``, a snapshot that asked for them:
+    the ``tcp_info`` and ``memory`` keys of ls -i and -m)."""
     holders = tuple(holders)
     service = services.name_of(sock.local_port, sock.proto) if services is not None else None
     netns_name, container, forwards_to = place_objects(sock, holders, places)
@@ -147,7 +152,14 @@ def socket_object(
         "container": container,
         "forwards_to": forwards_to,
         "processes": [holder_object(h) for h in holders],
+        **(_detail_objects(details, sock) if details is not None and details.details_asked else {}),
     }
+
+
+def _detail_objects(snap: Snapshot, sock: Socket) -> dict[str, Any]:
+    from portscope.render.details import detail_objects  # only when details were asked for
+
+    return detail_objects(snap.details_asked, snap.details_of(sock))
 
 
 def _text(value: str | None) -> str:
@@ -221,6 +233,13 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             f'{place_text(sock, holders)}, "processes": {processes_text(holders) if holders else "[]"}}}'
         )
 
+    extra_text = None
+    if snap.details_asked & {Detail.INFO, Detail.MEMORY}:
+
+        def extra_text(sock: Socket) -> str:  # the closing brace replaced by the detail keys
+            objects = _detail_objects(snap, sock)
+            return ", " + ", ".join(f"{json_string(key)}: {dumps(value)}" for key, value in objects.items()) + "}"
+
     write = out.write
     write("[")
     chunk: list[str] = []
@@ -252,6 +271,8 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             f'"send_q": {"null" if send_q is None else send_q}, "uid": {"null" if uid is None else uid}, '
             f'"inode": {"null" if inode is None else inode}, {tail}'
         )
+        if extra_text is not None:
+            chunk[-1] = chunk[-1][:-1] + extra_text(sock)
         if len(chunk) >= JSON_CHUNK:
             write(separator + ",\n".join(chunk))
             separator = ",\n"

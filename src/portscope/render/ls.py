@@ -41,6 +41,12 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
     sockets = table_order(snap.sockets)
     columns = columns_for_width(env.width)
     cells = RowCells(snap, names)
+    if snap.details_asked:
+        from portscope.render.details import DetailedRowCells, detail_columns
+
+        extra = detail_columns(snap.details_asked)
+        columns += extra
+        cells = DetailedRowCells(cells, snap, extra)  # type: ignore[assignment]
     if env.is_tty and len(sockets) <= RICH_ROW_LIMIT:
         console = env.console()
         print_rich(console, cells, sockets, columns, env.width)

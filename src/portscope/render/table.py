@@ -113,14 +113,15 @@ def write_plain(out: IO[str], rows: RowCells, sockets: Sequence[Socket], columns
     each row once more costs time (hosts, services, users and process texts come from caches).
     """
     cells_of = rows.cells
-    picked = [ALL_KEYS.index(c.key) for c in columns]
+    keys = getattr(rows, "keys", ALL_KEYS)  # render.details adds the detail columns' keys
+    picked = [keys.index(c.key) for c in columns]
     measured = rows.measure(sockets)
     widths = [max(len(c.title), measured[i]) for c, i in zip(columns, picked, strict=True)]
     last = len(columns) - 1
     fmt = "  ".join(
         "%s" if i == last else f"%{'' if c.align == 'right' else '-'}{widths[i]}s" for i, c in enumerate(columns)
     )
-    if picked == list(range(len(ALL_KEYS))):
+    if picked == list(range(len(keys))):
         lines = map(cells_of, sockets)
     else:
         pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
@@ -320,9 +321,11 @@ def _cell_functions(
     return cells, measure
 
 
-SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4}
-# The command column takes what is left: cutting it costs nothing next to cutting an address.
-TRUNCATION_COST = {"command": 0.0}
+SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4, "memory": 24, "tcp_info": 24}
+# The command column takes what is left: cutting it costs nothing next to cutting an address; the
+# detail texts (ls -m, -i) wrap instead of being cut.
+TRUNCATION_COST = {"command": 0.0, "memory": 0.0, "tcp_info": 0.0}
+WRAPPING = frozenset({"memory", "tcp_info"})
 GAP = 2
 
 
@@ -380,7 +383,8 @@ def print_rich(
     from rich.table import Table
     from rich.text import Text
 
-    picked = [ALL_KEYS.index(c.key) for c in columns]
+    keys = getattr(row_cells, "keys", ALL_KEYS)
+    picked = [keys.index(c.key) for c in columns]
     rows = [row_cells.cells(sock) for sock in sockets]
     widths = fit_widths(columns, [[len(r[i]) for r in rows] for i in picked], width)
     table = Table(
@@ -393,12 +397,15 @@ def print_rich(
         collapse_padding=True,
     )
     for column, column_width in zip(columns, widths, strict=True):
-        table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
+        wraps = column.key in WRAPPING
+        table.add_column(column.title, justify=column.align, no_wrap=not wraps, width=column_width)  # type: ignore[arg-type]
     for sock, row in zip(sockets, rows, strict=True):
         cells = []
         for column, column_width, index in zip(columns, widths, picked, strict=True):
             if column.key in ("local", "peer"):
                 text = fit_endpoint(row[index], column_width)
+            elif column.key in WRAPPING:
+                text = row[index]
             else:
                 text = _ellipsize(row[index], column_width)
             if column.key == "state":
