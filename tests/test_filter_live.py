@@ -113,6 +113,18 @@ def _ss(ns, words: list[str]) -> Counter:
     )
 
 
+def _agreed(ns, words: list[str], backend: str) -> Counter:
+    """ss's answer, once portscope gave the same; a second try when not, as a socket may have changed
+    state in between (TIME-WAIT ends, a connection closes) on a loaded machine."""
+    for _ in range(2):
+        expected = _ss(ns, words)
+        ours = _ours(ns, words, backend, any(key[1] == "?" for key in expected))
+        if ours == expected:
+            return expected
+    assert ours == expected, f"{backend}: {' '.join(words)}"
+    return expected
+
+
 def _ours(ns, words: list[str], backend: str, single_state: bool = False) -> Counter:
     query = build_query(LsOptions(all_states=True, expression=tuple(words), backend=backend, netns=ns.name))
     snap = snapshot(query)
@@ -142,11 +154,9 @@ def test_random_expressions_select_what_ss_selects(mix):
     for round_ in range(70):
         with_dev = round_ % 5 == 0
         words = generator.with_states(generator.expression(3, with_dev))
-        expected = _ss(mix, words)
-        single_state = any(key[1] == "?" for key in expected)
-        assert _ours(mix, words, "netlink", single_state) == expected, " ".join(words)
+        expected = _agreed(mix, words, "netlink")
         if "dev" not in words and "autobound" not in words:
-            assert _ours(mix, words, "proc", single_state) == expected, " ".join(words)
+            _agreed(mix, words, "proc")
         kernel_and_python += bool(expected)
     assert kernel_and_python > 20  # the expressions select something, not only empty sets
 

@@ -55,9 +55,9 @@ _EXPORTS: dict[str, str] = {
     "FilterSyntaxError": "portscope.model.filter",
     "parse_expression": "portscope.commands.ls",
     "Detail": "portscope.model.records",
-    "SocketDetails": "portscope.model.records",
-    "TcpInfo": "portscope.model.records",
-    "MemInfo": "portscope.model.records",
+    "SocketDetails": "portscope.model.details",
+    "TcpInfo": "portscope.model.details",
+    "MemInfo": "portscope.model.details",
     # errors
     "ExitStatus": "portscope.errors",
     "PortscopeError": "portscope.errors",

@@ -82,7 +82,9 @@ class _Lookups:
 
 def parse_expression(words: tuple[str, ...] | list[str]) -> Filter | None:
     """An ss filter expression (``ls`` EXPRESSION): None for no words; UsageError naming the bad word."""
-    from portscope.model.filter import parse_filter
+    if not words:
+        return None
+    from portscope.model.filter import parse_filter  # only for an expression: not on every listing's start-up
 
     return parse_filter(words, _Lookups())
 

@@ -27,7 +27,6 @@ from portscope.model.records import (
     ProtoSource,
     Snapshot,
     Socket,
-    SocketDetails,
     State,
 )
 from portscope.sources import netlink, netns, procnet
@@ -35,6 +34,7 @@ from portscope.sources.fdscan import BackgroundWalk
 from portscope.sources.join import join_processes
 
 if TYPE_CHECKING:
+    from portscope.model.details import SocketDetails
     from portscope.model.filter import PlaceLookup
     from portscope.sources.namespaces import NamespaceRef
 

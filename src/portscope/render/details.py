@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from portscope.model.records import Detail, MemInfo, Snapshot, Socket, SocketDetails, TcpInfo
+from portscope.model.details import MemInfo, SocketDetails, TcpInfo
+from portscope.model.records import Detail, Snapshot, Socket
 from portscope.render.table import ALL_KEYS, Column
 from portscope.render.text import safe_text
 

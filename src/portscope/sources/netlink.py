@@ -17,10 +17,10 @@ import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portscope.engine.recordmaker import positional_maker
 from portscope.errors import SourceError
-from portscope.model.filter import FALSE, TRUE, And, Autobound, Device, HostCond, Node, Not, Or, PortCompare, substitute
 from portscope.model.query import PortRange
 from portscope.model.records import (
     TCP_STATE_BY_NUMBER,
@@ -28,13 +28,14 @@ from portscope.model.records import (
     UDP_STATE_BY_NUMBER,
     Detail,
     Family,
-    MemInfo,
     Proto,
     Socket,
-    SocketDetails,
     State,
-    TcpInfo,
 )
+
+if TYPE_CHECKING:
+    from portscope.model.details import MemInfo, SocketDetails, TcpInfo
+    from portscope.model.filter import Node
 from portscope.sources.linux import end_child
 
 NETLINK_SOCK_DIAG = 4
@@ -215,6 +216,8 @@ def filter_bytecode(
     :class:`NothingMatches` when the filter can match nothing here."""
     clauses = _port_clauses(local, remote, either)
     if tree is not None:
+        from portscope.model.filter import FALSE, TRUE  # only for an expression: not on every listing's start-up
+
         tree = _resolve_devices(tree, resolve_device or device_index)
         if tree == FALSE:
             raise NothingMatches
@@ -229,6 +232,8 @@ def filter_bytecode(
 
 
 def _resolve_devices(tree: Node, resolve_device: Callable[[str], int | None]) -> Node:
+    from portscope.model.filter import FALSE, Device, substitute
+
     def resolve(leaf: Node) -> Node | None:
         if not isinstance(leaf, Device):
             return None
@@ -254,6 +259,8 @@ HOSTCOND = struct.Struct("=BBxxi")  # struct inet_diag_hostcond: family, prefix_
 
 
 def _compile(node: Node) -> _Block:
+    from portscope.model.filter import And, Autobound, Device, HostCond, Not, Or, PortCompare
+
     if isinstance(node, And):
         return _and(_compile(node.left), _compile(node.right))
     if isinstance(node, Or):
@@ -509,6 +516,8 @@ def parse_tcp_info(data, congestion: str | None = None) -> TcpInfo | None:
     """A struct tcp_info attribute's payload; None when shorter than the oldest layout portscope reads."""
     if len(data) < _TCP_INFO_HEAD.size:
         return None
+    from portscope.model.details import TcpInfo
+
     head = _TCP_INFO_HEAD.unpack_from(data, 0)
     (state, ca_state, retransmits, probes, backoff, options, wscale, _flags) = head[:8]
     (rto, ato, snd_mss, rcv_mss, unacked, sacked, lost, retrans, _fackets, last_data_sent, last_ack_sent) = head[8:19]
@@ -565,6 +574,8 @@ def parse_meminfo(data) -> MemInfo | None:
     count = len(data) // 4
     if count < 7:
         return None
+    from portscope.model.details import MemInfo
+
     values = list(struct.unpack_from(f"={min(count, 9)}I", data, 0)) + [None] * max(0, 9 - count)
     return MemInfo(*values)
 
@@ -595,6 +606,8 @@ class DetailsDecoder(Decoder):
 
 
 def _attributes(data, offset: int, end: int, retrans: int) -> SocketDetails:
+    from portscope.model.details import SocketDetails
+
     info = cong = mem = None
     while offset + RTATTR.size <= end:
         attr_len, attr_type = RTATTR.unpack_from(data, offset)
