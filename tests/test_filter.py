@@ -310,3 +310,98 @@ def test_bytecode_agrees_with_the_python_reading(text, v6, local, remote, sport,
         autobound=autobound,
     )
     assert bytecode_model.run(code, entry) == expected, (text, code.hex())
+
+
+# ---------------------------------------------------------------------------------------------------
+# portscope's own terms, decided after the join (three-valued before it)
+
+
+class JoinedFacts:
+    def __init__(self, holders):
+        self.joined = holders
+
+    def holders(self, sock):
+        return self.joined
+
+    def autobound(self, sock):
+        return False
+
+    def ephemeral(self, sock):
+        return False
+
+    def unit(self, pid):
+        return {812: "nginx.service", 900: "session-3.scope"}.get(pid)
+
+    def container(self, sock, holders):
+        return ("web", "4f2a" + "0" * 60) if any(h.process.pid == 900 for h in holders) else None
+
+    def netns_name(self, inode):
+        return {4026531840: "host", 4026532000: "blue"}.get(inode)
+
+
+def _holder(pid: int, name: str, uid: int, cmdline: tuple[str, ...] = ()):
+    from portscope.model.records import Holder, Process
+
+    return Holder(Process(pid, 1, name, uid, None, cmdline or (name,), None), (3,))
+
+
+def _listener(uid: int = 0, netns: int = 4026531840) -> Socket:
+    return Socket(
+        Proto.TCP,
+        Family.IPV4,
+        State.LISTEN,
+        "0.0.0.0",
+        80,
+        None,
+        None,
+        0,
+        128,
+        uid,
+        7,
+        0,
+        None,
+        None,
+        None,
+        None,
+        netns,
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "holders", "expected"),
+    [
+        ("pid 812", [(812, "nginx", 0)], True),
+        ("pid 813", [(812, "nginx", 0)], False),
+        ("pid != 813", [(812, "nginx", 0)], True),
+        ("user 33", [(812, "nginx", 33)], True),  # a holder's owner
+        ("user 0", [(812, "nginx", 33)], True),  # the socket's owner
+        ("user 34", [(812, "nginx", 33)], False),
+        ("process ngin", [(812, "nginx", 0)], True),
+        ("process http.server", [(5, "python3", 0, ("python3", "-m", "http.server"))], True),
+        ("unit nginx", [(812, "nginx", 0)], True),
+        ("unit nginx.service", [(812, "nginx", 0)], True),
+        ("unit sshd", [(812, "nginx", 0)], False),
+        ("container web", [(900, "app", 0)], True),
+        ("container 4f2a", [(900, "app", 0)], True),
+        ("container 4f", [(900, "app", 0)], False),  # an id prefix needs 4 characters
+        ("container web", [(812, "nginx", 0)], False),
+        ("netns host", [], True),
+        ("netns blue", [], False),
+        ("netns 4026531840", [], True),
+        ("pid 812 or sport 80", [], True),
+        ("pid 812 and sport 80", [], False),
+    ],
+)
+def test_holder_terms(text, holders, expected):
+    joined = tuple(_holder(*h) for h in holders)
+    assert matcher(tree(text), JoinedFacts(joined))(_listener()) is expected
+
+
+def test_holder_terms_are_undecided_before_the_join():
+    before = JoinedFacts(None)
+    sock = _listener()
+    assert matcher(tree("pid 812"), before)(sock) is None
+    assert matcher(tree("pid 812 or sport 80"), before)(sock) is True  # decided already
+    assert matcher(tree("pid 812 and sport 81"), before)(sock) is False  # dropped before the join
+    assert matcher(tree("not pid 812"), before)(sock) is None
+    assert matcher(tree("user 0"), before)(sock) is True  # the socket's own uid decides it

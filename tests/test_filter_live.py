@@ -18,8 +18,7 @@ from collections import Counter
 import pytest
 
 from netns_util import new_netns, parse_ss
-from portscope.commands.ls import LsOptions, build_query
-from portscope.engine.snapshot import snapshot
+from portscope.commands.ls import LsOptions, list_sockets
 from portscope.model.records import State
 from test_random_mix import _add_unreachable_link, _key, _our_key, build_random_mix
 
@@ -126,8 +125,7 @@ def _agreed(ns, words: list[str], backend: str) -> Counter:
 
 
 def _ours(ns, words: list[str], backend: str, single_state: bool = False) -> Counter:
-    query = build_query(LsOptions(all_states=True, expression=tuple(words), backend=backend, netns=ns.name))
-    snap = snapshot(query)
+    snap = list_sockets(LsOptions(all_states=True, expression=tuple(words), backend=backend, netns=ns.name))
     keys = [_our_key(s) for s in snap.sockets if s.state is not State.BOUND]  # ss 6.1 cannot list them
     if single_state:
         assert len({key[1] for key in keys}) <= 1
@@ -175,8 +173,16 @@ def test_terms_the_kernel_cannot_test_mixed_with_those_it_can(mix):
             _ss(mix, ["sport", ">", ":20100"]) | _only(everything, state="listen"),
         ),
         (["autobound", "and", "not", "pid", str(me)], _only(_ss(mix, ["autobound"]), inode=0)),
+        (["process", _comm(me), "and", "dport", ">", ":0"], _held(_ss(mix, ["dport", ">", ":0"]))),
+        (["process", "!=", _comm(me), "or", "netns", "host"], _only(everything, inode=0)),
+        (["netns", mix.name, "and", "sport", "<", ":20050"], _ss(mix, ["sport", "<", ":20050"])),
     ]:
         assert _ours(mix, words, "netlink") == expected, " ".join(words)
+
+
+def _comm(pid: int) -> str:
+    with open(f"/proc/{pid}/comm") as handle:
+        return handle.read().strip()
 
 
 def _held(keys: Counter) -> Counter:
