@@ -14,7 +14,7 @@ from portscope.cli.options import (
     netns_option,
     numeric_option,
 )
-from portscope.shell.values import complete_pids, complete_ports, complete_states, complete_users
+from portscope.shell.values import complete_expression, complete_pids, complete_ports, complete_states, complete_users
 
 BACKENDS = ("auto", "netlink", "proc")
 
@@ -90,7 +90,7 @@ BACKENDS = ("auto", "netlink", "proc")
 @click.option("-o", "--timers", is_flag=True, help="Show the timer column (name, time left, retransmissions).")
 @click.option("-m", "--memory", is_flag=True, help="Show socket memory (JSON key memory).")
 @click.option("-i", "--info", is_flag=True, help="Show TCP internals: rtt, cwnd, rto, mss, rates (JSON key tcp_info).")
-@click.argument("expression", nargs=-1, metavar="[EXPRESSION]...")
+@click.argument("expression", nargs=-1, metavar="[EXPRESSION]...", shell_complete=complete_expression)
 def ls(as_json: bool, numeric: bool, **options: Any) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
