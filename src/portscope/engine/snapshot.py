@@ -105,11 +105,19 @@ def _snapshot(
         join=report,
         netns=collection.netns_inode,
         bound_visible=collection.bound_visible,
-        warnings=collection.warnings + (expression.warnings() if expression is not None else ()),
+        warnings=collection.warnings
+        + (expression.warnings() if expression is not None else ())
+        + _details_warnings(query, collection),
         namespaces=collection.namespaces,
         details=collection.details,
         details_asked=query.details,
     )
+
+
+def _details_warnings(query: Query, collection: Collection) -> tuple[str, ...]:
+    if not query.details - {Detail.EXTENDED} or not any(s.backend is Backend.PROC for s in collection.sources):
+        return ()
+    return ("socket details (-o retransmissions, -m, -i) come from netlink only: none for the sockets read from /proc",)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -245,7 +253,7 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
     try:
         bytecode = netlink.filter_bytecode(query.local_ports, query.remote_ports, query.any_ports, kernel_tree)
     except netlink.NothingMatches:
-        if query.backend is Backend.PROC or not query.every_namespace:
+        if not query.every_namespace:  # with --netns all a device missing from one namespace is normal
             _refuse_unknown_devices(query)
         bytecode, tables = None, []  # a device this namespace does not have: none of its sockets match
     extensions = netlink.extension_bits(query.details)
