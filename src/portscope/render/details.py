@@ -8,7 +8,8 @@ these. Texts follow ss where its users read them every day (``keepalive,119min,0
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from portscope.model.details import MemInfo, SocketDetails, TcpInfo
@@ -236,6 +237,44 @@ def memory_object(memory: MemInfo | None) -> dict[str, Any] | None:
     if memory is None:
         return None
     return {key: getattr(memory, key) for key in MEMORY_KEYS}
+
+
+def _numbers_template(keys: Sequence[str]) -> tuple[Callable[[object], tuple], str]:
+    """(getter of the values, "%s" template) for an object whose values are all numbers or None."""
+    return attrgetter(*keys), ", ".join(f'"{key}": %s' for key in keys)
+
+
+_TCP_NUMBERS = _numbers_template(TCP_INFO_KEYS[1:])  # after "congestion", the only text
+_MEMORY_NUMBERS = _numbers_template(MEMORY_KEYS)
+
+
+def _numbers_text(record: object, numbers: tuple[Callable[[object], tuple], str]) -> str:
+    getter, template = numbers
+    return (template % getter(record)).replace("None", "null")  # only numbers and None: nothing else says None
+
+
+def _tcp_info_text(info: TcpInfo | None) -> str:
+    if info is None:
+        return "null"
+    from portscope.render.jsonout import json_string
+
+    congestion = "null" if info.congestion is None else json_string(info.congestion)
+    return f'{{"congestion": {congestion}, {_numbers_text(info, _TCP_NUMBERS)}}}'
+
+
+def _memory_text(memory: MemInfo | None) -> str:
+    return "null" if memory is None else f"{{{_numbers_text(memory, _MEMORY_NUMBERS)}}}"
+
+
+def detail_json(asked: frozenset[Detail], found: SocketDetails | None) -> str:
+    """The text of :func:`detail_objects` as json.dumps lays it out, after a leading ", " (for ls --json's
+    templates): written directly, the values being numbers, null and the algorithm's name."""
+    parts = []
+    if Detail.INFO in asked:
+        parts.append(f'"tcp_info": {_tcp_info_text(found.tcp_info if found is not None else None)}')
+    if Detail.MEMORY in asked:
+        parts.append(f'"memory": {_memory_text(found.memory if found is not None else None)}')
+    return ", " + ", ".join(parts) if parts else ""
 
 
 def detail_objects(asked: frozenset[Detail], found: SocketDetails | None) -> dict[str, Any]:

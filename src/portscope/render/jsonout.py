@@ -235,10 +235,12 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
 
     extra_text = None
     if snap.details_asked & {Detail.INFO, Detail.MEMORY}:
+        from portscope.render.details import detail_json
+
+        asked, details_of = snap.details_asked, snap.details_of
 
         def extra_text(sock: Socket) -> str:  # the closing brace replaced by the detail keys
-            objects = _detail_objects(snap, sock)
-            return ", " + ", ".join(f"{json_string(key)}: {dumps(value)}" for key, value in objects.items()) + "}"
+            return detail_json(asked, details_of(sock)) + "}"
 
     write = out.write
     write("[")

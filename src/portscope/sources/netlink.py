@@ -512,60 +512,51 @@ _UNLIMITED_RATE = (1 << 64) - 1  # ~0UL: no pacing limit
 _MEMINFO = struct.Struct("=9I")
 
 
+_TCP_INFO_FULL = struct.Struct(_TCP_INFO_HEAD.format + "".join(fmt for _, fmt in _TCP_INFO_TAIL))
+_TCP_INFO_TAIL_NAMES = tuple(name for name, _ in _TCP_INFO_TAIL)
+
+
+_make_tcp_info = None
+
+
 def parse_tcp_info(data, congestion: str | None = None) -> TcpInfo | None:
     """A struct tcp_info attribute's payload; None when shorter than the oldest layout portscope reads."""
+    global _make_tcp_info
     if len(data) < _TCP_INFO_HEAD.size:
         return None
-    from portscope.model.details import TcpInfo
+    if _make_tcp_info is None:  # the first -i of this process: the records' module and their fast constructor
+        from portscope.model.details import TcpInfo
 
-    head = _TCP_INFO_HEAD.unpack_from(data, 0)
-    (state, ca_state, retransmits, probes, backoff, options, wscale, _flags) = head[:8]
-    (rto, ato, snd_mss, rcv_mss, unacked, sacked, lost, retrans, _fackets, last_data_sent, last_ack_sent) = head[8:19]
-    (last_data_recv, last_ack_recv, pmtu, rcv_ssthresh, rtt, rttvar, snd_ssthresh, snd_cwnd) = head[19:27]
-    (advmss, reordering, rcv_rtt, rcv_space, total_retrans) = head[27:32]
-    tail: dict[str, int | None] = {}
-    offset = _TCP_INFO_HEAD.size
-    for name, fmt in _TCP_INFO_TAIL:
-        size = 8 if fmt == "Q" else 4
-        tail[name] = struct.unpack_from("=" + fmt, data, offset)[0] if offset + size <= len(data) else None
-        offset += size
-    for rate in ("pacing_rate", "max_pacing_rate"):
-        if tail[rate] == _UNLIMITED_RATE:
-            tail[rate] = None
-    return TcpInfo(
-        state=state,
-        ca_state=ca_state,
-        retransmits=retransmits,
-        probes=probes,
-        backoff=backoff,
-        options=options,
-        snd_wscale=wscale & 0xF,
-        rcv_wscale=wscale >> 4,
-        rto_us=rto,
-        ato_us=ato,
-        mss=snd_mss,
-        rcv_mss=rcv_mss,
-        unacked=unacked,
-        sacked=sacked,
-        lost=lost,
-        retrans=retrans,
-        last_send_ms=last_data_sent,
-        last_ack_send_ms=last_ack_sent,
-        last_receive_ms=last_data_recv,
-        last_ack_receive_ms=last_ack_recv,
-        pmtu=pmtu,
-        rcv_ssthresh=rcv_ssthresh,
-        rtt_us=rtt,
-        rttvar_us=rttvar,
-        ssthresh=None if snd_ssthresh >= _INFINITE_SSTHRESH else snd_ssthresh,
-        cwnd=snd_cwnd,
-        advmss=advmss,
-        reordering=reordering,
-        rcv_rtt_us=rcv_rtt,
-        rcv_space=rcv_space,
-        total_retrans=total_retrans,
-        congestion=congestion,
-        **tail,  # type: ignore[arg-type]
+        _make_tcp_info = positional_maker(TcpInfo)
+    if len(data) >= _TCP_INFO_FULL.size:  # this kernel's or a newer one: one unpack
+        values = _TCP_INFO_FULL.unpack_from(data, 0)
+        head, tail = values[:32], list(values[32:])
+    else:  # an older kernel: the fields it has
+        head = _TCP_INFO_HEAD.unpack_from(data, 0)
+        tail = []
+        offset = _TCP_INFO_HEAD.size
+        for _name, fmt in _TCP_INFO_TAIL:
+            size = 8 if fmt == "Q" else 4
+            tail.append(struct.unpack_from("=" + fmt, data, offset)[0] if offset + size <= len(data) else None)
+            offset += size
+    if tail[0] == _UNLIMITED_RATE:  # pacing_rate ~0: no limit
+        tail[0] = None
+    if tail[1] == _UNLIMITED_RATE:
+        tail[1] = None
+    wscale = head[6]
+    ssthresh = head[25]
+    # TcpInfo's fields in order: the head without tcpi_fackets (16) and the flags byte (7), the window
+    # scales split, ssthresh "infinite" as None, then the tail and the algorithm
+    return _make_tcp_info(
+        *head[:6],
+        wscale & 0xF,
+        wscale >> 4,
+        *head[8:16],
+        *head[17:25],
+        None if ssthresh >= _INFINITE_SSTHRESH else ssthresh,
+        *head[26:32],
+        *tail,
+        congestion,
     )
 
 
