@@ -27,7 +27,7 @@ EXTENDED_COLUMNS = (
 TIMER_COLUMNS = (Column("Timer", "timer"),)
 MEMORY_COLUMNS = (Column("Memory", "memory"),)
 INFO_COLUMNS = (Column("TCP info", "tcp_info"),)
-WRAPPED_KEYS = frozenset({"memory", "tcp_info"})  # long texts: wrapped in a terminal's table, never cut
+WRAPPED_KEYS = frozenset({"memory", "tcp_info"})  # long texts: on a line of their own on a terminal
 
 
 def detail_columns(asked: frozenset[Detail]) -> tuple[Column, ...]:
@@ -68,6 +68,27 @@ class DetailedRowCells:
             return base_measure(sockets) + widths
 
         self.cells, self.measure = cells, measure
+
+
+def write_detail_lines(out, cells: DetailedRowCells, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
+    """The table without the long detail texts, each socket's Memory and TCP info on an indented line
+    under its row (as ss -m -i prints them): a terminal's width then cuts nothing."""
+    import io
+
+    from portscope.render.table import write_plain
+
+    table = io.StringIO()
+    write_plain(table, cells, sockets, columns)
+    lines = table.getvalue().splitlines()
+    wrapped = [cells.keys.index(key) for key in ("memory", "tcp_info") if key in cells.keys]
+    parts = [lines[0]]
+    for line, sock in zip(lines[1:], sockets, strict=True):
+        parts.append(line)
+        row = cells.cells(sock)
+        texts = [row[index] for index in wrapped if row[index] != "-"]
+        if texts:
+            parts.append("\t" + "  ".join(texts))
+    out.write("\n".join(parts) + "\n")
 
 
 def detail_cell(key: str, sock: Socket, found: SocketDetails | None) -> str:

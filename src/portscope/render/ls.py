@@ -42,11 +42,18 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
     columns = columns_for_width(env.width)
     cells = RowCells(snap, names)
     if snap.details_asked:
-        from portscope.render.details import DetailedRowCells, detail_columns
+        from portscope.render.details import WRAPPED_KEYS, DetailedRowCells, detail_columns, write_detail_lines
 
         extra = detail_columns(snap.details_asked)
-        columns += extra
         cells = DetailedRowCells(cells, snap, extra)  # type: ignore[assignment]
+        if env.is_tty:
+            # details on a terminal are read as ss prints them: whole lines, never cut to the width, and
+            # -m and -i on an indented line under each socket's row
+            write_detail_lines(out, cells, sockets, columns + tuple(c for c in extra if c.key not in WRAPPED_KEYS))
+            for line in [f"{len(sockets)} socket(s); {snap.backend_summary()}", *footer_lines(snap, names)]:
+                env.note(line)
+            return
+        columns += extra
     if env.is_tty and len(sockets) <= RICH_ROW_LIMIT:
         console = env.console()
         print_rich(console, cells, sockets, columns, env.width)

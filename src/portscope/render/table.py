@@ -321,11 +321,9 @@ def _cell_functions(
     return cells, measure
 
 
-SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4, "memory": 24, "tcp_info": 24}
-# The command column takes what is left: cutting it costs nothing next to cutting an address; the
-# detail texts (ls -m, -i) wrap instead of being cut.
-TRUNCATION_COST = {"command": 0.0, "memory": 0.0, "tcp_info": 0.0}
-WRAPPING = frozenset({"memory", "tcp_info"})
+SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4}
+# The command column takes what is left: cutting it costs nothing next to cutting an address.
+TRUNCATION_COST = {"command": 0.0}
 GAP = 2
 
 
@@ -397,15 +395,12 @@ def print_rich(
         collapse_padding=True,
     )
     for column, column_width in zip(columns, widths, strict=True):
-        wraps = column.key in WRAPPING
-        table.add_column(column.title, justify=column.align, no_wrap=not wraps, width=column_width)  # type: ignore[arg-type]
+        table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
     for sock, row in zip(sockets, rows, strict=True):
         cells = []
         for column, column_width, index in zip(columns, widths, picked, strict=True):
             if column.key in ("local", "peer"):
                 text = fit_endpoint(row[index], column_width)
-            elif column.key in WRAPPING:
-                text = row[index]
             else:
                 text = _ellipsize(row[index], column_width)
             if column.key == "state":
