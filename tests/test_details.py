@@ -123,3 +123,59 @@ def test_texts_as_ss_writes_them():
     text = details.tcp_info_text(info)
     assert text.startswith("cubic rtt:0.12/0.06 rto:204 mss:1448 cwnd:10 retrans:2/4 bytes_acked:5000")
     assert "delivery_rate 1Mbps" in text and "ssthresh" not in text
+
+
+def _snapshot_with_details(asked):
+    from portscope.model.details import SocketDetails
+    from portscope.model.records import Backend, Family, JoinReport, Proto, ProtoSource, Snapshot, Socket, State
+
+    sock = Socket(
+        Proto.TCP, Family.IPV4, State.ESTABLISHED, "127.0.0.1", 5000, "127.0.0.1", 6000,
+        0, 0, 1000, 77, 0, None, None, "keepalive", 7140000, None, 0xC0FFEE,
+    )  # fmt: skip
+    info = netlink.parse_tcp_info(tcp_info_payload(), "cubic")
+    memory = netlink.parse_meminfo(struct.pack("=9I", 0, 131072, 0, 16384, 0, 0, 0, 0, 0))
+    return Snapshot(
+        sockets=(sock,),
+        holders={},
+        sources=(ProtoSource(Proto.TCP, Family.IPV4, Backend.NETLINK),),
+        join=JoinReport(joined=False),
+        netns=None,
+        bound_visible=None,
+        details={sock.cookie: SocketDetails(3, memory, info)},
+        details_asked=frozenset(asked),
+    )
+
+
+def _render(snap, *, tty: bool, as_json: bool = False) -> str:
+    import io
+    from dataclasses import replace
+
+    from portscope.commands.names import Names
+    from portscope.render.environment import Environment
+    from portscope.render.ls import render_listing
+
+    out = io.StringIO()
+    env = replace(Environment.detect(out, io.StringIO()), is_tty=tty, width=100 if tty else None)
+    render_listing(snap, env, Names(services=None, caller_is_root=True, lookup_user=str), as_json=as_json)
+    return out.getvalue()
+
+
+def test_text_columns_in_a_pipe_and_detail_lines_on_a_terminal():
+    snap = _snapshot_with_details({Detail.EXTENDED, Detail.TIMERS, Detail.MEMORY, Detail.INFO})
+    piped = _render(snap, tty=False).splitlines()
+    assert piped[0].split()[-7:] == ["Cookie", "V6only", "Device", "Timer", "Memory", "TCP", "info"]
+    assert len(piped) == 2 and "c0ffee" in piped[1] and "keepalive,119min,3" in piped[1]
+    assert piped[1].endswith("lastsnd:10 lastrcv:20") and "r0,rb131072,t0,tb16384" in piped[1]
+    terminal = _render(snap, tty=True).splitlines()
+    assert len(terminal) == 3 and "Memory" not in terminal[0] and "keepalive,119min,3" in terminal[1]
+    assert terminal[2].startswith("\tr0,rb131072,t0,tb16384,f0,w0,o0,bl0,d0  cubic rtt:0.12/0.06")
+
+
+def test_json_keys_only_when_asked():
+    plain = json.loads(_render(_snapshot_with_details(set()), tty=False, as_json=True))
+    assert "tcp_info" not in plain[0] and "memory" not in plain[0]
+    both = json.loads(_render(_snapshot_with_details({Detail.INFO, Detail.MEMORY}), tty=False, as_json=True))
+    assert both[0]["tcp_info"]["cwnd"] == 10 and both[0]["memory"]["rcvbuf"] == 131072
+    only_memory = json.loads(_render(_snapshot_with_details({Detail.MEMORY}), tty=False, as_json=True))
+    assert "tcp_info" not in only_memory[0] and only_memory[0]["memory"]["sndbuf"] == 16384
