@@ -245,3 +245,29 @@ def _op_codes(code: bytes) -> list[int]:
         codes.append(op)
         offset += yes
     return codes
+
+
+def test_dev_is_resolved_in_each_namespace():
+    """--netns all: a device name means each namespace's own device of that name (its index differs)."""
+    import socket as socket_module
+
+    from portscope.model.records import State as RecordState
+
+    with new_netns("psdev1") as first, new_netns("psdev2") as second:
+        # a pair first in one of them, so that v0 gets another index there
+        subprocess.run(["ip", "-n", first.name, "link", "add", "x0", "type", "veth", "peer", "name", "x1"], check=True)
+        indexes = {}
+        for ns in (first, second):
+            _add_unreachable_link(ns)
+            indexes[ns.name] = int(ns.run("cat", "/sys/class/net/v0/ifindex").stdout)
+            for device in (b"v0", b"lo"):
+                sock = ns.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+                sock.setsockopt(socket_module.SOL_SOCKET, socket_module.SO_BINDTODEVICE, device)
+                sock.bind(("0.0.0.0", 21901 if device == b"v0" else 21902))
+                sock.listen(1)
+        assert indexes[first.name] != indexes[second.name]
+        snap = list_sockets(
+            LsOptions(netns="all", expression=("dev", "v0", "and", "sport", ">=", ":21901"), join_processes=False)
+        )
+    found = [(s.local_port, s.interface) for s in snap.sockets if s.state is RecordState.LISTEN]
+    assert sorted(found) == [(21901, "v0"), (21901, "v0")]
