@@ -25,6 +25,7 @@ class Entry:
     dport: int
     ifindex: int = 0
     autobound: bool = False
+    mark: int = 0
 
 
 _PORT_OPS = (netlink.BC_S_GE, netlink.BC_S_LE, netlink.BC_S_EQ, netlink.BC_D_GE, netlink.BC_D_LE, netlink.BC_D_EQ)
@@ -63,6 +64,9 @@ def run(code: bytes, entry: Entry) -> bool:
             result = entry.autobound
         elif op == netlink.BC_DEV_COND:
             result = struct.unpack_from("=I", code, offset + 4)[0] == entry.ifindex
+        elif op == netlink.BC_MARK_COND:
+            mark, mask = struct.unpack_from("=II", code, offset + 4)
+            result = entry.mark & mask == mark
         elif op in (netlink.BC_S_COND, netlink.BC_D_COND):
             family, prefix_len, port = netlink.HOSTCOND.unpack_from(code, offset + 4)
             value = entry.sport if op == netlink.BC_S_COND else entry.dport
@@ -93,6 +97,8 @@ def _min_len(code: bytes, offset: int, op: int) -> int:
         return 4 + netlink.HOSTCOND.size + {socket.AF_UNSPEC: 0, socket.AF_INET: 4, socket.AF_INET6: 16}[family]
     if op == netlink.BC_DEV_COND:
         return 8
+    if op == netlink.BC_MARK_COND:
+        return 12
     if op in (netlink.BC_JMP, netlink.BC_AUTO, netlink.BC_NOP):
         return 4
     return 8

@@ -20,6 +20,7 @@ from portscope.model.filter import (
     FilterSyntaxError,
     HolderPredicate,
     HostCond,
+    Mark,
     Not,
     Or,
     PortCompare,
@@ -143,6 +144,7 @@ def test_portscope_terms():
     assert tree("netns 4026531840") == HolderPredicate("netns", 4026531840)
     assert tree("dev eth0") == Device("eth0") and tree("dev != 2") == Not(Device("2"))
     assert tree("autobound") == Autobound()
+    assert tree("fwmark 0x10/0xff") == Mark(0x10, 0xFF) and tree("fwmark != 020") == Not(Mark(16, 0xFFFFFFFF))
     assert parse("pid 1 or sport 80").needs_join
     assert not parse("netns blue").needs_join and parse("netns blue").needs_places
 
@@ -167,6 +169,7 @@ def test_portscope_terms():
         ("user nobody-here", "unknown user 'nobody-here' at position 2"),
         ("autobound = 1", "unexpected '=' at position 2"),
         ("dev > eth0", "'dev' takes no '>' at position 2"),
+        ("fwmark 0x1g", "not a mark: '0x1g' (MARK or MARK/MASK, 0 to 0xffffffff) at position 2"),
     ],
 )
 def test_errors_name_the_word_and_its_position(text, message):
@@ -231,7 +234,9 @@ def _leaves():
         st.tuples(st.sampled_from(["src", "dst"]), host, st.none() | port).map(
             lambda t: f"{t[0]} {t[1]}" + (f":{t[2]}" if t[2] is not None and not t[1].endswith("/0") else "")
         ),
-        st.sampled_from(["dev 1", "dev 2", "dev != 1", "autobound"]),
+        st.sampled_from(
+            ["dev 1", "dev 2", "dev != 1", "autobound", "fwmark 0x10", "fwmark = 0x10/0xf0", "fwmark != 3"]
+        ),
     )
 
 
@@ -248,10 +253,13 @@ expressions = st.recursive(
 
 
 class KernelFacts:
-    def __init__(self, autobound: bool) -> None:
+    def __init__(self, autobound: bool, mark: int) -> None:
         self.value = autobound
+        self.mark = mark
 
-    def autobound(self, sock):
+    def kernel_says(self, leaf, sock):
+        if isinstance(leaf, Mark):
+            return self.mark & leaf.mask == leaf.mark
         return self.value
 
 
@@ -265,8 +273,9 @@ class KernelFacts:
     dport=st.sampled_from(PORTS),
     ifindex=st.sampled_from([0, 1, 2]),
     autobound=st.booleans(),
+    mark=st.sampled_from([0, 3, 0x10, 0x13, 0x1F0]),
 )
-def test_bytecode_agrees_with_the_python_reading(text, v6, local, remote, sport, dport, ifindex, autobound):
+def test_bytecode_agrees_with_the_python_reading(text, v6, local, remote, sport, dport, ifindex, autobound, mark):
     flt = parse(text)
     pool = ADDRESSES_V6 if v6 else ADDRESSES_V4
     local_address = pool[local % len(pool)]
@@ -290,7 +299,7 @@ def test_bytecode_agrees_with_the_python_reading(text, v6, local, remote, sport,
         None,
         None,
     )
-    expected = matcher(flt.tree, KernelFacts(autobound))(sock)
+    expected = matcher(flt.tree, KernelFacts(autobound, mark))(sock)
     try:
         code = netlink.filter_bytecode(None, None, None, flt.kernel_tree(), {"lo": 1, "v0": 2, "1": 1, "2": 2}.get)
     except netlink.NothingMatches:
@@ -308,6 +317,7 @@ def test_bytecode_agrees_with_the_python_reading(text, v6, local, remote, sport,
         dport if remote_address else 0,
         ifindex=ifindex,
         autobound=autobound,
+        mark=mark,
     )
     assert bytecode_model.run(code, entry) == expected, (text, code.hex())
 
@@ -323,7 +333,7 @@ class JoinedFacts:
     def holders(self, sock):
         return self.joined
 
-    def autobound(self, sock):
+    def kernel_says(self, leaf, sock):
         return False
 
     def ephemeral(self, sock):

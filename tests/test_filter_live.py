@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -58,7 +59,9 @@ class Generator:
 
     def leaf(self, with_dev: bool) -> list[str]:
         rng = self.rng
-        kind = rng.choice(["sport", "dport", "sport", "dport", "src", "dst", "dev" if with_dev else "autobound"])
+        kind = rng.choice(
+            ["sport", "dport", "sport", "dport", "src", "dst", "fwmark", "dev" if with_dev else "autobound"]
+        )
         if kind in ("sport", "dport"):
             op = rng.choice(OPERATORS)
             value = f"{rng.choice([':', ''])}{self.port()}"
@@ -72,6 +75,9 @@ class Generator:
             return [kind, host]
         if kind == "dev":
             return ["dev", *rng.choice([[], ["="], ["!="]]), rng.choice(["lo", "v0", "1"])]
+        if kind == "fwmark":
+            value = self.rng.choice(["0x10", "0x10/0xf0", "7", "0x1f0/0x1f0", "0/0x10", "16"])
+            return ["fwmark", *self.rng.choice([[], ["="], ["!="]]), value]
         return ["autobound"]
 
     def expression(self, depth: int, with_dev: bool) -> list[str]:
@@ -141,6 +147,10 @@ def mix():
         # with "host unreachable" when address resolution gives up, mid-comparison
         ns.run("ip", "neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:00:02", "dev", "v0", "nud", "permanent")
         build_random_mix(ns, random.Random(20), count=50)
+        marks = random.Random(21)
+        for sock in ns.sockets:  # SO_MARK on some: fwmark terms
+            if marks.random() < 0.4:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, marks.choice([0x10, 0x11, 0x1F0, 7]))
         time.sleep(0.1)
         yield ns
 
@@ -153,7 +163,7 @@ def test_random_expressions_select_what_ss_selects(mix):
         with_dev = round_ % 5 == 0
         words = generator.with_states(generator.expression(3, with_dev))
         expected = _agreed(mix, words, "netlink")
-        if "dev" not in words and "autobound" not in words:
+        if not {"dev", "autobound", "fwmark"} & set(words):
             _agreed(mix, words, "proc")
         kernel_and_python += bool(expected)
     assert kernel_and_python > 20  # the expressions select something, not only empty sets
@@ -173,6 +183,10 @@ def test_terms_the_kernel_cannot_test_mixed_with_those_it_can(mix):
             _ss(mix, ["sport", ">", ":20100"]) | _only(everything, state="listen"),
         ),
         (["autobound", "and", "not", "pid", str(me)], _only(_ss(mix, ["autobound"]), inode=0)),
+        (
+            ["fwmark", "0x10/0xf0", "or", "user", "4242"],
+            _ss(mix, ["fwmark", "0x10/0xf0"]) | _only(everything, uid=4242),
+        ),
         (["process", _comm(me), "and", "dport", ">", ":0"], _held(_ss(mix, ["dport", ">", ":0"]))),
         (["process", "!=", _comm(me), "or", "netns", "host"], _only(everything, inode=0)),
         (["netns", mix.name, "and", "sport", "<", ":20050"], _ss(mix, ["sport", "<", ":20050"])),

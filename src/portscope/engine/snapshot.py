@@ -135,7 +135,7 @@ class Collection:
     netns_inode: int | None
     namespaces: tuple[NetnsInfo, ...] = ()  # --netns all: each namespace looked at
     details: dict[int, SocketDetails] = field(default_factory=dict)  # cookie -> details (Query.details)
-    autobound: frozenset[int] = frozenset()  # cookies of autobound sockets, when the filter needs them
+    kernel_says: dict = field(default_factory=dict)  # autobound/fwmark term -> cookies the kernel accepts
     port_ranges: dict[int | None, tuple[int, int]] = field(default_factory=dict)  # netns -> ip_local_port_range
 
 
@@ -168,7 +168,7 @@ def _collect_every_namespace(
     infos: list[NetnsInfo] = []
     bound_visible: bool | None = None
     details: dict[int, SocketDetails] = {}
-    autobound: set[int] = set()
+    kernel_says: dict = {}
     port_ranges: dict[int | None, tuple[int, int]] = {}
     for ref in discovery.namespaces:
         info = NetnsInfo(ref.inode, ref.inode == discovery.host_inode, ref.names, ref.pid, ref.path)
@@ -180,7 +180,8 @@ def _collect_every_namespace(
         infos.append(info)
         sockets += collection.sockets
         details.update(collection.details)
-        autobound |= collection.autobound
+        for leaf, cookies in collection.kernel_says.items():
+            kernel_says[leaf] = kernel_says.get(leaf, frozenset()) | cookies
         port_ranges.update(collection.port_ranges)
         sources.update(dict.fromkeys(collection.sources))
         warnings.update(dict.fromkeys(collection.warnings))
@@ -207,7 +208,8 @@ def _collect_every_namespace(
         None,
         tuple(infos),
         details,
-        frozenset(autobound),
+        kernel_says,
+        port_ranges,
     )
 
 
@@ -304,10 +306,10 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
     warnings = ()
     if bound_visible is False:
         warnings = ("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)",)
-    autobound = _autobound_cookies(query, requests, sources)
+    kernel_says = _kernel_answers(query, requests, sources)
     port_ranges = {ns_inode: _local_port_range()} if query.filter is not None and query.filter.uses_autobound else {}
     return Collection(
-        tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode, (), details, autobound, port_ranges
+        tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode, (), details, kernel_says, port_ranges
     )
 
 
@@ -320,24 +322,26 @@ def _refuse_unknown_devices(query: Query) -> None:
             raise UsageError(f"unknown device {leaf.text!r} in the filter expression (a name or index of an interface)")
 
 
-def _autobound_cookies(query: Query, requests, sources) -> frozenset[int]:
-    """The cookies of the autobound sockets, when the filter needs Python to decide ``autobound`` (it is
-    mixed with terms the kernel cannot test): the kernel answers with a second dump filtered on it alone."""
-    from portscope.model.filter import Autobound, leaves
-
-    if query.filter is None or not any(isinstance(leaf, Autobound) for leaf in leaves(query.filter.residue())):
-        return frozenset()
+def _kernel_answers(query: Query, requests, sources) -> dict:
+    """For each ``autobound`` and ``fwmark`` term Python must decide (:meth:`Filter.kernel_questions`), the
+    cookies of the sockets the kernel accepts: a second dump filtered on that term alone."""
+    if query.filter is None:
+        return {}
+    terms = query.filter.kernel_questions()
     served = {(s.proto, s.family) for s in sources if s.backend is Backend.NETLINK}
-    autobound_only = netlink.filter_bytecode(None, None, None, Autobound())
-    found: set[int] = set()
-    wanted = [replace(r, bytecode=autobound_only, extensions=0) for r in requests if (r.proto, r.family) in served]
-    try:
-        with netlink.TableDumps(wanted) as dumps:
-            for request in wanted:
-                found.update(s.cookie for s in dumps.next(netlink.Decoder(request.proto, request.family, None)))
-    except (netlink.NetlinkUnavailable, SourceError) as exc:
-        raise SourceError("netlink", f"cannot tell autobound sockets apart: {exc}") from None
-    return frozenset(c for c in found if c is not None)
+    answers: dict = {}
+    for term in terms:
+        code = netlink.filter_bytecode(None, None, None, term)
+        wanted = [replace(r, bytecode=code, extensions=0) for r in requests if (r.proto, r.family) in served]
+        found: set[int] = set()
+        try:
+            with netlink.TableDumps(wanted) as dumps:
+                for request in wanted:
+                    found.update(s.cookie for s in dumps.next(netlink.Decoder(request.proto, request.family, None)))
+        except (netlink.NetlinkUnavailable, SourceError) as exc:
+            raise SourceError("netlink", f"cannot ask the kernel which sockets match {term}: {exc}") from None
+        answers[term] = frozenset(c for c in found if c is not None)
+    return answers
 
 
 def _bound_visibility(query: Query, sources, sockets) -> bool | None:
@@ -388,16 +392,16 @@ class _ExpressionFilter:
     from /proc are judged on the whole expression."""
 
     def __init__(self, query: Query, collection: Collection, places, proc_root: str) -> None:
-        from portscope.model.filter import TRUE, Autobound, HostCond, both, leaves, matcher
+        from portscope.model.filter import TRUE, both, matcher
 
         flt = query.filter
         assert flt is not None
         self.filter = flt
         self.from_proc = any(source.backend is Backend.PROC for source in collection.sources)
-        self.facts = _Facts(collection.autobound, collection.port_ranges, places, proc_root)
+        self.facts = _Facts(collection.kernel_says, collection.port_ranges, places, proc_root)
         residue = flt.residue()
         # ss shows what passes the kernel's reading and its own (they differ for addresses and autobound)
-        two_readings = any(isinstance(leaf, HostCond | Autobound) for leaf in leaves(flt.tree))
+        two_readings = flt.two_readings
         self.exact = residue == TRUE and not two_readings and not self.from_proc
         kernel_residue = matcher(residue, self.facts)
         kernel_whole = matcher(flt.tree, self.facts)
@@ -429,6 +433,8 @@ class _ExpressionFilter:
             notes.append(
                 "/proc does not show the device a socket is bound to: 'dev' matched none of the sockets read there"
             )
+        if self.filter.uses_marks:
+            notes.append("/proc does not show socket marks: 'fwmark' matched none of the sockets read there")
         if self.filter.uses_autobound:
             notes.append(
                 "/proc does not show whether a port was picked by the kernel: 'autobound' was judged there by "
@@ -454,11 +460,11 @@ class _Facts:
     """What the filter's terms need beyond the records: holders (once joined), the kernel's autobound
     answer, units from /proc/PID/cgroup, namespace names and containers from ``places``."""
 
-    def __init__(self, autobound_cookies: frozenset[int], port_ranges, places, proc_root: str) -> None:
+    def __init__(self, kernel_says: dict, port_ranges, places, proc_root: str) -> None:
         from portscope.model.filter import RecordFacts
 
         self.joined: dict[int, tuple[Holder, ...]] | None = None
-        self.cookies = autobound_cookies
+        self.answers = kernel_says
         self.places = places
         self.proc_root = proc_root
         self.units: dict[int, str | None] = {}
@@ -473,10 +479,10 @@ class _Facts:
             return None
         return self.joined.get(sock.inode, ()) if sock.inode is not None else ()
 
-    def autobound(self, sock: Socket) -> bool | None:
-        if sock.cookie is not None:
-            return sock.cookie in self.cookies
-        return self.by_netns.get(sock.netns, self.default).autobound(sock)
+    def kernel_says(self, leaf, sock: Socket) -> bool | None:
+        if sock.cookie is not None:  # from netlink: the kernel's own answer
+            return sock.cookie in self.answers.get(leaf, frozenset())
+        return self.by_netns.get(sock.netns, self.default).kernel_says(leaf, sock)
 
     def unit(self, pid: int) -> str | None:
         if pid not in self.units:

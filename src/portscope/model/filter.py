@@ -105,6 +105,15 @@ class Autobound:
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """``fwmark = MARK[/MASK]``: the socket's SO_MARK under the mask (the kernel's MARK_COND; needs
+    CAP_NET_ADMIN, as in ss)."""
+
+    mark: int
+    mask: int
+
+
+@dataclass(frozen=True, slots=True)
 class StateIn:
     states: frozenset[State]
 
@@ -117,8 +126,9 @@ class HolderPredicate:
     value: str | int
 
 
-Node = Const | Not | And | Or | PortCompare | HostCond | Device | Autobound | StateIn | HolderPredicate
-KERNEL_LEAVES = (PortCompare, HostCond, Device, Autobound)  # what INET_DIAG bytecode can test
+Node = Const | Not | And | Or | PortCompare | HostCond | Device | Autobound | Mark | StateIn | HolderPredicate
+KERNEL_LEAVES = (PortCompare, HostCond, Device, Autobound, Mark)  # what INET_DIAG bytecode can test
+KERNEL_ONLY = (Autobound, Mark)  # what the records cannot tell: the kernel is asked (Facts.kernel_says)
 HOLDER_KINDS = ("pid", "user", "process", "unit", "container", "netns")
 JOINED_KINDS = frozenset({"pid", "process", "unit", "container"})  # need the process join
 
@@ -236,6 +246,24 @@ class Filter:
     @property
     def uses_autobound(self) -> bool:
         return any(isinstance(leaf, Autobound) for leaf in leaves(self.tree))
+
+    @property
+    def two_readings(self) -> bool:
+        """Do ss's own reading and the kernel's differ here (addresses, autobound)? Then ss shows what
+        passes both, and so must the Python side evaluate its reading of the whole expression."""
+        return any(isinstance(leaf, HostCond | Autobound) for leaf in leaves(self.tree))
+
+    def kernel_questions(self) -> list[Node]:
+        """The autobound and fwmark terms Python must know the kernel's answer for: those in the residue,
+        and with two readings the marks anywhere (ss's reading tests the mark as the kernel does)."""
+        asked = [leaf for leaf in leaves(self.residue()) if isinstance(leaf, KERNEL_ONLY)]
+        if self.two_readings:
+            asked += [leaf for leaf in leaves(self.tree) if isinstance(leaf, Mark)]
+        return list(dict.fromkeys(asked))
+
+    @property
+    def uses_marks(self) -> bool:
+        return any(isinstance(leaf, Mark) for leaf in leaves(self.tree))
 
     @cached_property
     def _possible_states(self) -> frozenset[State]:
@@ -376,7 +404,8 @@ _OPERATORS = {
     "le": "le",
     "leq": "le",
 }
-_KEYWORDS = {"sport", "dport", "src", "dst", "dev", "autobound", "state", "exclude", "excl", *HOLDER_KINDS}
+_KEYWORDS = {"sport", "dport", "src", "dst", "dev", "fwmark", "autobound", "state", "exclude", "excl", *HOLDER_KINDS}
+_C_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")  # sscanf's %i: hex, octal, decimal
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -515,6 +544,10 @@ class _Parser:
             return Not(node) if negated else node
         if text == "autobound":
             return Autobound()
+        if text == "fwmark":
+            negated = self.optional_operator(word, allow_ne=True)
+            mark = self.mark_value(self.take("a mark"))
+            return Not(mark) if negated else mark
         if text == "state":
             return StateIn(self.states())
         if text in ("exclude", "excl"):
@@ -652,6 +685,18 @@ class _Parser:
             raise self.error(word, f"not an address, prefix or known host name: {_quote(address)}")
         return tuple(dict.fromkeys(_prefix(ipaddress.ip_network(a)) for a in found))
 
+    def mark_value(self, word: _Word) -> Mark:
+        """MARK[/MASK] as ss reads them (C integers: 0x10, 020, 16); no mask is every bit."""
+        mark_text, slash, mask_text = word.text.partition("/")
+        values = []
+        for text in (mark_text, mask_text) if slash else (mark_text,):
+            value = _c_integer(text) if _C_NUMBER.fullmatch(text) and len(text) <= 34 else None
+            if value is None or value > 0xFFFFFFFF:
+                raise self.error(word, f"not a mark: {_quote(word.text)} (MARK or MARK/MASK, 0 to 0xffffffff)")
+            values.append(value)
+        mark, mask = values[0], values[1] if slash else 0xFFFFFFFF
+        return Mark(mark, mask)
+
     def holder_value(self, kind: str) -> HolderPredicate:
         word = self.take(f"a {kind}")
         text = word.text
@@ -676,6 +721,12 @@ class _Exclusion(StateIn):
     """``exclude STATES`` while parsing: every state but those (kept apart to merge runs as ss does)."""
 
     excluded: frozenset[State] = field(default=frozenset())
+
+
+def _c_integer(text: str) -> int:
+    if text[:2].lower() == "0x":
+        return int(text[2:], 16)
+    return int(text, 8) if text.startswith("0") else int(text)
 
 
 def _quote(text: str) -> str:
@@ -713,7 +764,7 @@ class Facts(Protocol):
 
     def holders(self, sock: Socket) -> tuple[Holder, ...] | None: ...  # None: not joined (yet)
 
-    def autobound(self, sock: Socket) -> bool | None: ...  # the kernel's bind lock
+    def kernel_says(self, leaf: Node, sock: Socket) -> bool | None: ...  # autobound (bind lock), fwmark
 
     def ephemeral(self, sock: Socket) -> bool | None: ...  # the local port lies in ip_local_port_range
 
@@ -763,7 +814,11 @@ def matcher(node: Node, facts: Facts, *, ss_rules: bool = False) -> Matcher:
         index = int(text) if _DIGITS.fullmatch(text) and len(text) < 11 else None
         return lambda sock: sock.interface == text or (index is not None and sock.ifindex == index)
     if isinstance(node, Autobound):
-        return facts.ephemeral if ss_rules else facts.autobound
+        if ss_rules:
+            return facts.ephemeral
+        return lambda sock: facts.kernel_says(node, sock)
+    if isinstance(node, Mark):  # both readings test the same mark: the kernel's answer
+        return lambda sock: facts.kernel_says(node, sock)
     if isinstance(node, StateIn):
         states = node.states
         return lambda sock: sock.state in states
@@ -962,9 +1017,12 @@ class RecordFacts:
         low, high = self.port_range
         return low <= sock.local_port <= high
 
-    def autobound(self, sock: Socket) -> bool | None:
-        # without the kernel's answer (/proc): TIME-WAIT and request sockets keep no bind lock; for the others
-        # a port in the ephemeral range is taken as picked by the kernel
+    def kernel_says(self, leaf: Node, sock: Socket) -> bool | None:
+        """Without the kernel's answer (/proc). autobound: TIME-WAIT and request sockets keep no bind lock;
+        for the others a port in the ephemeral range is taken as picked by the kernel. fwmark: the mark
+        is not known, so no socket matches it (as ss from /proc)."""
+        if isinstance(leaf, Mark):
+            return False
         if sock.state in (State.TIME_WAIT, State.SYN_RECV):
             return True
         return self.ephemeral(sock)

@@ -328,6 +328,7 @@ EXPRESSION_TERMS = {
     "dst": "remote address: ADDR[/LEN][:PORT]",
     "dev": "bound to a device",
     "autobound": "the kernel picked the local port",
+    "fwmark": "socket mark: MARK[/MASK]",
     "pid": "held by a process",
     "user": "owned by a user",
     "process": "a holder's name or command line contains",
@@ -357,6 +358,6 @@ def complete_expression(ctx: click.Context, param: click.Parameter, incomplete: 
         return complete_users(ctx, param, incomplete)
     if last == "netns":
         return complete_netns(ctx, param, incomplete)
-    if last in ("sport", "dport", "src", "dst", "process", "unit", "container"):
+    if last in ("sport", "dport", "src", "dst", "fwmark", "process", "unit", "container"):
         return []  # a value of the user's own
     return [CompletionItem(term, help=text) for term, text in EXPRESSION_TERMS.items() if term.startswith(incomplete)]

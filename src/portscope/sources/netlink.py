@@ -259,7 +259,7 @@ HOSTCOND = struct.Struct("=BBxxi")  # struct inet_diag_hostcond: family, prefix_
 
 
 def _compile(node: Node) -> _Block:
-    from portscope.model.filter import And, Autobound, Device, HostCond, Not, Or, PortCompare
+    from portscope.model.filter import And, Autobound, Device, HostCond, Mark, Not, Or, PortCompare
 
     if isinstance(node, And):
         return _and(_compile(node.left), _compile(node.right))
@@ -291,6 +291,8 @@ def _compile(node: Node) -> _Block:
         return _test(BC_DEV_COND, struct.pack("=I", int(node.text)))
     if isinstance(node, Autobound):
         return _test(BC_AUTO, b"")
+    if isinstance(node, Mark):
+        return _test(BC_MARK_COND, struct.pack("=II", node.mark, node.mask))  # struct inet_diag_markcond
     raise ValueError(f"not a kernel test: {node!r}")
 
 
