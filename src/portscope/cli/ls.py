@@ -97,8 +97,9 @@ def ls(as_json: bool, numeric: bool, **options: Any) -> None:
     By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets.
 
     EXPRESSION is an ss(8) filter: state/exclude STATE, sport/dport OP PORT, src/dst ADDR[/LEN][:PORT],
-    dev NAME, fwmark MARK[/MASK], autobound, combined with and, or, not and parentheses (left to right, as ss reads them),
-    plus pid, user, process, unit, container and netns. It narrows what the options select.
+    dev NAME, fwmark MARK[/MASK], autobound, combined with and, or, not and parentheses (left to right,
+    as ss reads them), plus pid, user, process, unit, container and netns. It narrows what the options
+    select.
 
     \b
     Examples:
