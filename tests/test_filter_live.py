@@ -143,9 +143,6 @@ def _ours(ns, words: list[str], backend: str, single_state: bool = False) -> Cou
 def mix():
     with new_netns("psfilt") as ns:
         _add_unreachable_link(ns)
-        # a neighbour that never fails: SYN-SENT sockets then wait for an answer (minutes) instead of dying
-        # with "host unreachable" when address resolution gives up, mid-comparison
-        ns.run("ip", "neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:00:02", "dev", "v0", "nud", "permanent")
         build_random_mix(ns, random.Random(20), count=50)
         marks = random.Random(21)
         for sock in ns.sockets:  # SO_MARK on some: fwmark terms
