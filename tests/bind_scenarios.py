@@ -308,8 +308,8 @@ def kernel_oracle(group: Group, new: NewSpec, port: int, as_user: bool = False) 
     return Outcome(errno_mod.errorcode[err] if stage else None, stage)
 
 
-# The spec's §4 sources of uncertainty: the fast path, the UDP chain order, flags of sockets without a process.
-ALLOWED_UNCERTAINTY = {UncertaintyCode.FASTPATH, UncertaintyCode.UDP_ORDER}
+# The sources of uncertainty: the fast path (spec §4), the UDP lookup path, flags of sockets without a process.
+ALLOWED_UNCERTAINTY = {UncertaintyCode.FASTPATH, UncertaintyCode.UDP_PATH}
 ALLOWED_HIDDEN = {"time-wait", "no-holder"}
 
 

@@ -285,6 +285,7 @@ class Docker:
     subnet_prefix: str = ""
     daemon: subprocess.Popen | None = None
     created: list[str] = field(default_factory=list)
+    options: tuple[str, ...] = ()  # more dockerd options (--userland-proxy=false)
 
     @property
     def data_root(self) -> str:
@@ -318,6 +319,7 @@ class Docker:
             f"{self.base}/dockerd.pid",
             "-H",
             f"unix://{self.base}/docker.sock",
+            *self.options,
         ]
         self.daemon = subprocess.Popen(
             argv,
@@ -368,18 +370,20 @@ class Runtimes:
     docker: Docker | None
     podman_problem: str | None
     docker_problem: str | None
+    docker_without_proxy: Docker | None = None  # a second dockerd with --userland-proxy=false
 
 
 @contextlib.contextmanager
-def runtimes():
-    """podman and a private dockerd, each ready with an imported image (whichever is installed)."""
+def runtimes(*, without_proxy: bool = False):
+    """podman and a private dockerd, each ready with an imported image (whichever is installed);
+    ``without_proxy``: also a second dockerd with ``--userland-proxy=false``."""
     podman_problem, docker_problem = podman_missing(), docker_missing()
     if podman_problem and docker_problem:
         yield Runtimes("", None, None, podman_problem, docker_problem)
         return
     state = HostState.capture()
     base = tempfile.mkdtemp(prefix="pstest-containers-")
-    podman = docker = None
+    podman = docker = plain = None
     try:
         tarball = make_rootfs_tar(base)
         if not podman_problem:
@@ -389,8 +393,14 @@ def runtimes():
             docker = Docker(f"{base}/docker")
             os.makedirs(docker.base)
             docker.setup(tarball)
-        yield Runtimes(base, podman, docker, podman_problem, docker_problem)
+            if without_proxy:
+                plain = Docker(f"{base}/docker-noproxy", options=("--userland-proxy=false",))
+                os.makedirs(plain.base)
+                plain.setup(tarball)
+        yield Runtimes(base, podman, docker, podman_problem, docker_problem, plain)
     finally:
+        if plain is not None:
+            plain.teardown()
         if docker is not None:
             docker.teardown()
         if podman is not None:

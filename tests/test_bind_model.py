@@ -123,7 +123,8 @@ def test_loopback4_ipv6_oddity_is_udp_only():
     child = owner("::1", State.ESTABLISHED, v6only=False)
     assert answer(new("127.0.0.6"), child) == ("yes", None)
     udp = owner("::1", State.ESTABLISHED, UDP, v6only=False)
-    assert answer(new("127.0.0.6", UDP), udp) == ("no", "EADDRINUSE")
+    own_table = replace(NS, udp_table_shared=False)  # the primary slot for sure (see the hash2 test)
+    assert answer(new("127.0.0.6", UDP), udp, ns=own_table) == ("no", "EADDRINUSE")
     assert answer(new("127.0.0.5", UDP), udp) == ("yes", None)
 
 
@@ -385,7 +386,7 @@ def test_bound_only_sockets_invisible_makes_yes_uncertain():
 
 
 # ---------------------------------------------------------------------------------------------------
-# UDP: first match in chain order
+# UDP: every overlapping owner the kernel scans counts, in any order
 
 
 def udp_owner(address: str, **fields) -> Owner:
@@ -405,30 +406,36 @@ def test_udp_reuseaddr_on_both_ignores_the_owner():
     )
 
 
-def test_udp_first_match_follows_dump_order():
+def test_udp_compatible_owner_does_not_outweigh_a_blocker():
+    """6.18.44: a compatible SO_REUSEPORT owner never ends the scan early, whatever the chain order (U15-U17)."""
     n = new(proto=UDP, reuseport=True)
-    newest_first = decide(n, (COMPATIBLE, BLOCKER), NS)  # U15/U18: the compatible one comes first
-    assert (newest_first.verdict, newest_first.rule) == (Verdict.YES, "R-UDP-FIRSTMATCH")
-    assert answer(n, BLOCKER, COMPATIBLE) == ("no", "EADDRINUSE")  # U16
-    # U17: an IPv6 SO_REUSEPORT socket is appended at the tail, whatever the dump shows first
+    assert answer(n, COMPATIBLE) == ("yes", None)
+    assert answer(n, COMPATIBLE, BLOCKER) == ("no", "EADDRINUSE")  # U15: compatible bound last
+    assert answer(n, BLOCKER, COMPATIBLE) == ("no", "EADDRINUSE")  # U16: compatible bound first
     tail = udp_owner("::ffff:127.0.0.1", reuseaddr=True, reuseport=True)
-    assert answer(n, tail, BLOCKER) == ("no", "EADDRINUSE")
-
-
-def test_udp_head_interleaving_is_uncertain_only_when_it_matters():
-    n = new(proto=UDP, reuseport=True)
+    assert answer(n, tail, BLOCKER) == ("no", "EADDRINUSE")  # U17
+    verdict = decide(n, (COMPATIBLE, BLOCKER), NS)
+    assert verdict.blockers == (BLOCKER,) and verdict.reasons[0]["socket"] is BLOCKER
+    # IPv4 and IPv6 owners: no order doubt any more
     v6_blocker = udp_owner("::", reuseaddr=True)
     v4_compatible = udp_owner("0.0.0.0", reuseaddr=True, reuseport=True)
-    verdict = decide(n, (v6_blocker, v4_compatible), NS)
-    assert verdict.verdict is Verdict.UNCERTAIN and verdict.rule == "R-UDP-FIRSTMATCH"
-    assert answer(n, udp_owner("::"), BLOCKER) == ("no", "EADDRINUSE")  # both block: order is irrelevant
+    assert answer(n, v6_blocker, v4_compatible) == ("no", "EADDRINUSE")
 
 
 def test_udp_hash2_path_past_ten_sockets():
     n = new(proto=UDP, reuseport=True)
-    assert answer(n, COMPATIBLE, BLOCKER, ns=replace(NS, udp_slot_sockets=3)) == ("yes", None)
-    # U19: the exact-address slot says "compatible", then the wildcard slot is scanned and blocks
-    assert answer(n, COMPATIBLE, BLOCKER, ns=replace(NS, udp_slot_sockets=13)) == ("no", "EADDRINUSE")
+    for count in (3, 13):  # U18, U19: both paths see the wildcard blocker
+        assert answer(n, COMPATIBLE, BLOCKER, ns=replace(NS, udp_slot_sockets=count)) == ("no", "EADDRINUSE")
+    # the hash2 path skips overlapping sockets outside the two slots: 127.0.0.6 vs connected dual-stack [::1]
+    quirk = new("127.0.0.6", proto=UDP)
+    dual = owner("::1", State.ESTABLISHED, UDP, v6only=False)
+    assert answer(quirk, dual, ns=replace(NS, udp_slot_sockets=13)) == ("yes", None)
+    # up to 10 here, other namespaces may still push the slot past 10: the path is not known
+    verdict = decide(quirk, (dual,), replace(NS, udp_slot_sockets=2))
+    assert verdict.verdict is Verdict.UNCERTAIN and codes(verdict.uncertainty) == ["udp-path"]
+    # a namespace with its own table: the count is all here
+    own_table = replace(NS, udp_slot_sockets=2, udp_table_shared=False)
+    assert answer(quirk, dual, ns=own_table) == ("no", "EADDRINUSE")
 
 
 # ---------------------------------------------------------------------------------------------------

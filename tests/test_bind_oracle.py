@@ -4,7 +4,7 @@ Every scenario builds its owners as real sockets in a throw-away namespace, runs
 (facts read in that namespace, the model, a --probe trial bind) and then asks the kernel with a real
 bind() (+ listen() for TCP) of the same socket as the same user. A decisive model verdict must match
 the kernel exactly (errno and stage); "uncertain" is allowed only for the reasons the spec names
-(R-FASTPATH, UDP first-match order, options of sockets without a process) and must stay rare; the
+(R-FASTPATH, the UDP lookup path, options of sockets without a process) and must stay rare; the
 settled (--probe) verdict must always match.
 """
 
@@ -143,7 +143,12 @@ UDP_ADDRESSES = {k: v for k, v in ADDRESSES.items() if k not in ("[::ffff:0.0.0.
 
 
 def udp_scenarios() -> list[Scenario]:
-    """R-UDP: overlap, SO_REUSEADDR on both, SO_REUSEPORT same uid, the first-match order."""
+    """R-UDP: overlap, SO_REUSEADDR on both, SO_REUSEPORT same uid, and no first match.
+
+    On 6.18.44 a compatible SO_REUSEPORT owner does not let the bind past a blocking one, in either chain
+    order (the spec's R-UDP-FIRSTMATCH does not hold): U15 and U16 are the same sockets bound in the two
+    orders and both fail.
+    """
     scenarios = [
         S(f"udp {oname} vs {nname}", (Own("udp", oaddr, v6only=oonly),), N(naddr, udp=True, v6only=nonly))
         for (oname, (oaddr, oonly)), (nname, (naddr, nonly)) in itertools.product(
@@ -161,10 +166,11 @@ def udp_scenarios() -> list[Scenario]:
     blocker = Own("udp", "0.0.0.0", reuseaddr=True)
     compatible = Own("udp", "127.0.0.1", reuseaddr=True, reuseport=True)
     scenarios += [
-        S("U15 compatible bound last", (blocker, compatible), N(udp=True, reuseport=True)),
-        S("U16 compatible bound first", (compatible, blocker), N(udp=True, reuseport=True)),
+        S("U15 compatible bound last still blocked", (blocker, compatible), N(udp=True, reuseport=True)),
+        S("U16 compatible bound first still blocked", (compatible, blocker), N(udp=True, reuseport=True)),
+        S("compatible alone shares", (compatible,), N(udp=True, reuseport=True)),
         S(
-            "U17 IPv6 reuseport goes to the tail",
+            "U17 IPv6 reuseport compatible still blocked",
             (blocker, Own("udp", "::ffff:127.0.0.1", reuseaddr=True, reuseport=True)),
             N(udp=True, reuseport=True),
         ),
@@ -182,10 +188,10 @@ def udp_scenarios() -> list[Scenario]:
         S("uid rule U08", (Own("udp", reuseport=True, uid=OTHER_UID),), N(udp=True, reuseport=True, uid=OTHER_UID)),
         S("udp free port", (), N(udp=True)),
     ]
-    # the head order of IPv4 and non-reuseport IPv6 sockets is invisible: allowed to be uncertain
+    # an IPv4 and an IPv6 owner: their order in the chain was once thought to decide, it does not
     scenarios.append(
         S(
-            "head interleaving",
+            "head interleaving blocked",
             (Own("udp", "::", reuseaddr=True, v6only=False), Own("udp", "0.0.0.0", reuseaddr=True, reuseport=True)),
             N("127.0.0.1", udp=True, reuseport=True),
         )
@@ -195,25 +201,41 @@ def udp_scenarios() -> list[Scenario]:
 
 def test_udp_rules():
     uncertain = run_group(udp_scenarios(), max_uncertain=0.05)
-    assert set(uncertain) <= {"head interleaving"}, uncertain
+    # which lookup path the kernel takes turns on a slot count that includes other namespaces (udp-path)
+    assert set(uncertain) <= {"V22 127.0.0.6 vs dual connected [::1]"}, uncertain
 
 
 def hash2_scenarios() -> list[Scenario]:
-    """U19: past 10 sockets in the primary slot a specific bind scans the hash2 slots instead."""
+    """Past 10 sockets in the primary slot a specific bind scans two hash2 slots instead (U18/U19).
+
+    Both paths see every blocker that overlaps through the exact address or a wildcard, in any order; the
+    hash2 path misses only sockets outside those slots: an IPv4 127.0.0.6 bind does not meet connected
+    dual-stack IPv6 sockets there (V22 with a crowd), while without the crowd it does.
+    """
     crowd = tuple(Own("udp", f"127.0.1.{i}", port_offset=16384) for i in range(1, 12))  # same slot, other port
     blocker = Own("udp", "0.0.0.0", reuseaddr=True)
     compatible = Own("udp", "127.0.0.1", reuseaddr=True, reuseport=True)
+    exact_blocker = Own("udp", "127.0.0.1", reuseaddr=True)
+    dual_connected = Own("udp-connected", "::", v6only=False)
     scenarios = [
-        S("U18 without crowd", (blocker, compatible), N(udp=True, reuseport=True)),
-        S("U19 with crowd", (*crowd, blocker, compatible), N(udp=True, reuseport=True)),
+        S("U18 without crowd: wildcard blocks", (blocker, compatible), N(udp=True, reuseport=True)),
+        S("U19 with crowd: wildcard blocks", (*crowd, blocker, compatible), N(udp=True, reuseport=True)),
+        S("crowd, compatible then blocker", (*crowd, compatible, blocker), N(udp=True, reuseport=True)),
+        S("crowd, exact blocker then compatible", (*crowd, exact_blocker, compatible), N(udp=True, reuseport=True)),
         S("crowd, exact compatible", (*crowd, compatible), N(udp=True, reuseport=True)),
         S("crowd, wildcard blocks", (*crowd, Own("udp", "0.0.0.0")), N(udp=True)),
+        S("crowd, dual-stack [::] blocks IPv4", (*crowd, Own("udp", "::", v6only=False)), N(udp=True)),
+        S("crowd, v6only [::] does not", (*crowd, Own("udp", "::", v6only=True)), N(udp=True)),
+        S("crowd, wildcard bind scans the primary slot", (*crowd, Own("udp", "127.0.0.1")), N("0.0.0.0", udp=True)),
+        S("V22 without crowd: 127.0.0.6 meets dual [::1]", (dual_connected,), N("127.0.0.6", udp=True)),
+        S("V22 with crowd: hash2 misses dual [::1]", (*crowd, dual_connected), N("127.0.0.6", udp=True)),
     ]
     return scenarios
 
 
 def test_udp_hash2_path():
-    run_group(hash2_scenarios(), max_uncertain=0.0)
+    uncertain = run_group(hash2_scenarios(), max_uncertain=0.1)
+    assert set(uncertain) <= {"V22 without crowd: 127.0.0.6 meets dual [::1]"}, uncertain
 
 
 DEVICE_SETUP = [

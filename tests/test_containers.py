@@ -3,13 +3,13 @@ and shaped after containerd's and CRI-O's sources for what cannot run here)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from portscope.sources import lineage
 from portscope.sources.containers import (
     ContainerIndex,
     ContainerInfo,
@@ -21,6 +21,7 @@ from portscope.sources.containers import (
     dockerd_roots,
     parse_bundle_config,
     parse_docker_config,
+    parse_libpod_db,
     parse_storage_containers,
     rootless_storage,
     shim_container,
@@ -256,17 +257,6 @@ def test_cgroup_shapes(path, expected):
     assert (found and (found.runtime, found.id, found.pod)) == (expected or None)
 
 
-@pytest.mark.parametrize(("path", "expected"), CGROUP_CASES)
-def test_cgroup_shapes_cover_lineage_container_of(path, expected):
-    """Whatever lineage.container_of names, container_of_cgroup names the same (or a more precise runtime)."""
-    old = lineage.container_of(path)
-    new = container_of_cgroup(path)
-    if old is None:
-        return
-    assert new is not None and (new.id, new.pod) == (old.id, old.pod)
-    assert new.runtime == old.runtime or old.runtime == "container"
-
-
 def test_for_cgroup_adds_the_runtime_files_details(host):
     index = index_of(host)
     found = index.for_cgroup(f"/libpod_parent/libpod-{PODMAN_ID}")
@@ -290,3 +280,33 @@ def test_shim_argv_names_namespace_and_id():
     assert shim_container(argv.split()) == ("moby", HEX)
     assert shim_container(["containerd-shim-runc-v2", "-id", "x"]) == ("default", "x")
     assert shim_container(["containerd-shim-runc-v2", "-address", "/a"]) is None
+
+
+def test_libpod_db_ports_from_the_config_values_in_the_file():
+    """podman keeps published ports only in its state database: each config is a JSON value stored whole."""
+    config = {
+        "spec": {"ociVersion": "1.0.2-dev", "process": {"args": ["httpd", "-p", "8080"]}},
+        "id": PODMAN_ID,
+        "name": "web",
+        "newPortMappings": [
+            {"host_ip": "127.0.0.1", "container_port": 8080, "host_port": 18080, "range": 1, "protocol": "tcp"},
+            {"host_ip": "", "container_port": 53, "host_port": 5353, "range": 2, "protocol": "tcp,udp"},
+        ],
+    }
+    old = {
+        "spec": {},
+        "id": HEX,
+        "portMappings": [{"hostPort": 80, "containerPort": 8000, "hostIP": "", "protocol": "tcp"}],
+    }
+    page = b"\x00\x02\x10config" + json.dumps(config).encode() + b'\x00\xff\xfe junk {"spec": [unterminated \x00'
+    page += b"config" + json.dumps(old).encode() + b"\x00" * 64
+    found = parse_libpod_db(page)
+    assert found[PODMAN_ID] == (
+        PublishedPort("tcp", 8080, "127.0.0.1", 18080),
+        PublishedPort("tcp", 53, "", 5353),
+        PublishedPort("tcp", 54, "", 5354),
+        PublishedPort("udp", 53, "", 5353),
+        PublishedPort("udp", 54, "", 5354),
+    )
+    assert found[HEX] == (PublishedPort("tcp", 8000, "", 80),)
+    assert parse_libpod_db(b"") == {} and parse_libpod_db(b'{"spec": {"id": 5}}') == {}

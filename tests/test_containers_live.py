@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from portscope.sources.containers import ContainerIndex, RuntimeRoots, StorageRo
 from portscope.sources.forwarders import dockerd_published, read_facts, recognise
 from portscope.sources.lineage import pick_cgroup_path
 
+PORTSCOPE = (sys.executable, "-m", "portscope")  # this checkout's, not whichever is first on PATH
 pytestmark = pytest.mark.containers
 NO_WIDTH = {**os.environ, "COLUMNS": ""}  # a pipe: whole lines
 
@@ -78,6 +80,19 @@ class Live:
             self.ids["docker-host"] = rt.docker.run(
                 f"ps-docker-host-{suffix}", "--network", "host", port=self.ports["docker-host"]
             )
+            port = self.ports["docker-wrongport"] = _free_port()  # published to 8080, where nothing listens
+            self.ids["docker-wrongport"] = rt.docker.run(
+                f"ps-docker-wrongport-{suffix}", "-p", f"127.0.0.1:{port}:8080", port=9090
+            )
+            port = self.ports["docker-sameport"] = _free_port()  # the same port outside and inside
+            self.ids["docker-sameport"] = rt.docker.run(
+                f"ps-docker-sameport-{suffix}", "-p", f"127.0.0.1:{port}:{port}", port=port
+            )
+        if rt.docker_without_proxy is not None:
+            self.ports["docker-noproxy"] = _free_port()
+            self.ids["docker-noproxy"] = rt.docker_without_proxy.run(
+                f"ps-docker-noproxy-{suffix}", "-p", f"127.0.0.1:{self.ports['docker-noproxy']}:8080"
+            )
         self.names = {key: f"ps-{key}-{suffix}" for key in self.ids}
 
     def index(self) -> ContainerIndex:
@@ -93,12 +108,14 @@ class Live:
 
     def inspect(self, key: str, template: str) -> str:
         runtime = self.rt.podman if key.startswith("podman") else self.rt.docker
+        if key == "docker-noproxy":
+            runtime = self.rt.docker_without_proxy
         return runtime("inspect", "--format", template, self.ids[key])
 
 
 @pytest.fixture(scope="module")
 def live():
-    with runtimes() as rt:
+    with runtimes(without_proxy=True) as rt:
         yield Live(rt)
 
 
@@ -210,17 +227,17 @@ def test_netns_takes_a_container_name_or_id_for_every_command(live, key, by):
     (_podman if key.startswith("podman") else _docker)(live)
     spec = live.names[key] if by == "name" else live.ids[key][:12]
     listing = subprocess.run(
-        ["portscope", "ls", "-l", "-t", "--netns", spec, "--json"], capture_output=True, text=True, timeout=60
+        [*PORTSCOPE, "ls", "-l", "-t", "--netns", spec, "--json"], capture_output=True, text=True, timeout=60
     )
     assert listing.returncode == 0, listing.stderr
     inside = json.loads(listing.stdout)
     assert [(s["local_port"], [p["name"] for p in s["processes"]]) for s in inside] == [(8080, ["busybox"])]
     pid = int(live.inspect(key, "{{.State.Pid}}"))
     assert {s["netns"] for s in inside} == {os.stat(f"/proc/{pid}/ns/net").st_ino}
-    who = subprocess.run(["portscope", "who", "8080", "--netns", spec], capture_output=True, text=True, timeout=60)
+    who = subprocess.run([*PORTSCOPE, "who", "8080", "--netns", spec], capture_output=True, text=True, timeout=60)
     assert who.returncode == 0 and f"pid {pid}" in who.stdout, who.stdout + who.stderr
     verdict = subprocess.run(
-        ["portscope", "can-bind", "0.0.0.0:8080", "--netns", spec], capture_output=True, text=True, timeout=60
+        [*PORTSCOPE, "can-bind", "0.0.0.0:8080", "--netns", spec], capture_output=True, text=True, timeout=60
     )
     assert verdict.returncode == 1 and verdict.stdout.startswith("NO"), verdict.stdout + verdict.stderr
 
@@ -230,7 +247,7 @@ def test_ls_json_names_the_container_behind_a_forwarder_and_inside_its_namespace
     (_podman if key.startswith("podman") else _docker)(live)
     port = live.ports[key]
     listing = subprocess.run(
-        ["portscope", "ls", "-l", "-t", "--netns", "all", "--json"], capture_output=True, text=True, timeout=60
+        [*PORTSCOPE, "ls", "-l", "-t", "--netns", "all", "--json"], capture_output=True, text=True, timeout=60
     )
     assert listing.returncode in (0,), listing.stderr
     sockets = json.loads(listing.stdout)
@@ -241,6 +258,8 @@ def test_ls_json_names_the_container_behind_a_forwarder_and_inside_its_namespace
     assert forward["container"]["id"] == live.ids[key]
     pid = int(live.inspect(key, "{{.State.Pid}}"))
     inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+    assert forward["kind"] == {"podman-bridge": "conmon", "docker-bridge": "docker-proxy"}[key]
+    assert forward["netns"] == inode  # docker-proxy's too: from the container's recorded namespace
     inside = [s for s in sockets if s["netns"] == inode and s["local_port"] == 8080]
     assert inside and all(s["netns_name"] == live.names[key] for s in inside), inside
     assert all(s["container"]["id"] == live.ids[key] for s in inside)
@@ -250,7 +269,7 @@ def test_ls_json_names_the_container_behind_a_forwarder_and_inside_its_namespace
 def test_who_names_the_container_a_forwarder_serves(live, key, forwarder):
     (_podman if key.startswith("podman") else _docker)(live)
     who = subprocess.run(
-        ["portscope", "who", str(live.ports[key])], capture_output=True, text=True, timeout=60, env=NO_WIDTH
+        [*PORTSCOPE, "who", str(live.ports[key])], capture_output=True, text=True, timeout=60, env=NO_WIDTH
     )
     assert who.returncode == 0, who.stderr
     assert f"to container {live.names[key]} " in who.stdout and f"via {forwarder}" in who.stdout, who.stdout
@@ -263,7 +282,117 @@ def test_who_names_the_container_a_forwarder_serves(live, key, forwarder):
 def test_who_names_a_host_network_container_by_name(live, key):
     (_podman if key.startswith("podman") else _docker)(live)
     who = subprocess.run(
-        ["portscope", "who", str(live.ports[key])], capture_output=True, text=True, timeout=60, env=NO_WIDTH
+        [*PORTSCOPE, "who", str(live.ports[key])], capture_output=True, text=True, timeout=60, env=NO_WIDTH
     )
     assert who.returncode == 0, who.stderr
     assert re.search(rf"container\s+{re.escape(live.names[key])}\s", who.stdout), who.stdout
+
+
+def _listener_inode(port: int) -> int:
+    out = subprocess.run(
+        ["ss", "-Htlne", f"sport = :{port}"], capture_output=True, text=True, check=True, timeout=10
+    ).stdout
+    (inode,) = set(re.findall(r"ino:(\d+)", out))
+    return int(inode)
+
+
+@pytest.mark.parametrize(
+    ("key", "forwarder"),
+    [
+        ("podman-bridge", "conmon"),
+        ("podman-slirp", "rootlessport"),
+        ("docker-bridge", "docker-proxy"),
+        ("docker-noproxy", "dockerd"),  # --userland-proxy=false: dockerd itself holds the published port
+    ],
+)
+def test_who_puts_the_container_process_next_to_its_forwarder(live, key, forwarder):
+    """who PORT answers with the container, the process listening inside its namespace and the forwarder
+    on the host; ss inside the container's namespace and on the host are the oracles."""
+    (_podman if key.startswith("podman") else _docker)(live)
+    port = live.ports[key]
+    forwarder_pid = wait_holder(port)
+    inner_pid = int(live.inspect(key, "{{.State.Pid}}"))
+    netns = os.stat(f"/proc/{inner_pid}/ns/net").st_ino
+    inside = subprocess.run(
+        ["nsenter", "-t", str(inner_pid), "-n", "ss", "-Htlnpe", "sport = :8080"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    inner_inodes = {int(i) for i in re.findall(r"ino:(\d+)", inside)}
+    assert inner_inodes and {int(p) for p in re.findall(r"pid=(\d+)", inside)} == {inner_pid}
+
+    result = subprocess.run([*PORTSCOPE, "who", "--json", str(port)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    first, second = document["processes"][:2]
+    assert (first["pid"], second["pid"]) == (inner_pid, forwarder_pid)
+    assert (first["container"]["id"], first["container"]["name"]) == (live.ids[key], live.names[key])
+    assert first["reached_through"] == [
+        {
+            "pid": forwarder_pid,
+            "name": second["name"],
+            "kind": forwarder,
+            "address": "127.0.0.1",
+            "port": port,
+            "inode": _listener_inode(port),
+        }
+    ]
+    assert second["reached_through"] == []
+    behind = [s for s in document["sockets"] if s["netns"] == netns]
+    assert {s["inode"] for s in behind} == inner_inodes == set(first["inodes"])
+    assert all(s["netns_name"] == live.names[key] and s["local_port"] == 8080 for s in behind)
+    assert all([p["pid"] for p in s["processes"]] == [inner_pid] for s in behind)
+
+    text = subprocess.run([*PORTSCOPE, "who", str(port)], capture_output=True, text=True, timeout=60, env=NO_WIDTH)
+    assert text.returncode == 0, text.stderr
+    runtime = key.split("-")[0]
+    heading = f"container {live.names[key]} ({runtime}, id {live.ids[key][:12]}"
+    if key == "docker-bridge":
+        heading += ", compose psapp/web)"
+    assert heading in text.stdout, text.stdout
+    summary = (
+        rf"process busybox\[{inner_pid}\] listening on \S+:8080 in its namespace, "
+        rf"reached through {re.escape(second['name'])}\[{forwarder_pid}\] on 127\.0\.0\.1:{port}\n"
+    )
+    assert re.search(summary, text.stdout), text.stdout
+    # the inside process's block comes first, right after the heading, then the forwarder's
+    blocks = text.stdout.split(heading, 1)[1]
+    assert blocks.index(f"pid {inner_pid}") < blocks.index(f"pid {forwarder_pid}")
+
+
+def test_who_says_nothing_listens_where_the_forwarder_leads(live):
+    _docker(live)
+    port = live.ports["docker-wrongport"]
+    proxy = wait_holder(port)
+    result = subprocess.run([*PORTSCOPE, "who", "--json", str(port)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [p["pid"] for p in document["processes"]] == [proxy]  # only the forwarder: nothing behind it
+    assert document["processes"][0]["reached_through"] == []
+    text = subprocess.run([*PORTSCOPE, "who", str(port)], capture_output=True, text=True, timeout=60, env=NO_WIDTH)
+    name = live.names["docker-wrongport"]
+    assert f"to container {name} " in text.stdout and ":8080, where nothing listens  via docker-proxy" in text.stdout
+    assert re.search(
+        rf"docker-proxy\[{proxy}\] on 127\.0\.0\.1:{port} forwards to \S+:8080, where nothing listens", text.stdout
+    )
+
+
+def test_who_netns_all_lists_the_container_listener_once(live):
+    """With --netns all the container's namespace is already read on the port: used, not read again."""
+    _docker(live)
+    port = live.ports["docker-sameport"]
+    proxy = wait_holder(port)
+    inner = int(live.inspect("docker-sameport", "{{.State.Pid}}"))
+    result = subprocess.run(
+        [*PORTSCOPE, "who", "--json", "--netns", "all", str(port)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    inodes = [s["inode"] for s in document["sockets"]]
+    assert len(inodes) == len(set(inodes))
+    assert [p["pid"] for p in document["processes"][:2]] == [inner, proxy]
+    assert [r["pid"] for r in document["processes"][0]["reached_through"]] == [proxy]
+    netns = os.stat(f"/proc/{inner}/ns/net").st_ino
+    assert [s["netns_name"] for s in document["sockets"] if s["netns"] == netns] == [live.names["docker-sameport"]]

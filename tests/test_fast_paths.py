@@ -76,6 +76,7 @@ def reference_row(snap: Snapshot, names: Names, sock: Socket) -> dict[str, str]:
         "user": names.user(sock.uid) if sock.uid is not None else "-",
         "process": process,
         "command": command,
+        "netns": "",  # filled only when several namespaces are shown (test_netns_all)
     }
 
 
@@ -260,12 +261,12 @@ def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
     real_read_links = fdscan._read_links
     read_by_parent = []
 
-    def read_links(listed, wanted, proc_root):
+    def read_links(listed, wanted, proc_root, **options):
         if os.getpid() == parent:
             read_by_parent.extend(listed)
         else:
             time.sleep(0.002)  # a slow child: the parent must take over part of the walk
-        return real_read_links(listed, wanted, proc_root)
+        return real_read_links(listed, wanted, proc_root, **options)
 
     monkeypatch.setattr(fdscan, "UNIT_FDS", 2)
     monkeypatch.setattr(fdscan, "_read_links", read_links)

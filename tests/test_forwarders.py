@@ -211,3 +211,26 @@ def test_activated_service_read_from_proc():
         child.wait(timeout=10)
         with contextlib.suppress(OSError):
             listener.close()
+
+
+def test_activation_among_holders_names_the_manager_not_the_services_workers(tmp_path):
+    """PID 1 passed the listener to pid 77 (LISTEN_PID=77), whose worker 78 inherited it with the same
+    variables: only PID 1 holds it on the service's behalf."""
+    from portscope.commands.places import Places
+    from portscope.model.records import Family, Holder, Process, Proto, Socket, State
+
+    environs = {1: b"PATH=/bin\0", 77: b"LISTEN_PID=77\0LISTEN_FDS=1\0LISTEN_FDNAMES=web\0"}
+    environs[78] = environs[77]
+    for pid, environ in environs.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "environ").write_bytes(environ)
+        (tmp_path / str(pid) / "status").write_text(f"Name:\tx\nNSpid:\t{pid}\n")
+    sock = Socket(
+        Proto.TCP, Family.IPV4, State.LISTEN, "0.0.0.0", 80, None, None, 0, 128, 0, 4242, 0, None, None, None, None, 1
+    )
+    holders = tuple(
+        Holder(Process(pid, ppid, name, 0, "root", (name,), None), (fd,))
+        for pid, ppid, name, fd in ((1, 0, "systemd", 40), (77, 1, "httpd", 3), (78, 77, "httpd", 3))
+    )
+    found = Places(proc_root=str(tmp_path)).forwards(sock, holders)
+    assert [(holder.process.pid, forward.target_pid, forward.detail) for holder, forward in found] == [(1, 77, "web")]

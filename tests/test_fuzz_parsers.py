@@ -20,6 +20,7 @@ from portscope.model.endpoint import parse_endpoint, parse_target
 from portscope.model.query import parse_network, parse_port_range, parse_states, parse_user, split_values
 from portscope.model.records import Family, Proto
 from portscope.sources import addresses, lineage, netlink, procnet
+from portscope.sources.containers import container_of_cgroup
 from portscope.sources.procinfo import parse_cmdline, parse_stat, parse_status_uid
 from portscope.sources.services import parse_services
 
@@ -259,9 +260,9 @@ def test_cgroup_and_unit_parsing(data):
     for text in (data.draw(mutated_text(CGROUP_SAMPLE)), data.draw(st.text(max_size=200))):
         path = lineage.pick_cgroup_path(text)
         if path is not None:
-            lineage.container_of(path)
+            container_of_cgroup(path)
             lineage.unit_of(path)
-        lineage.container_of(text)
+        container_of_cgroup(text)
         lineage.unit_of(text)
 
 

@@ -168,3 +168,83 @@ def test_can_bind_keys_are_the_documented_ones(mixed):
     assert document["blockers"]
     for blocker in document["blockers"]:
         assert set(blocker) == socket_keys()
+
+
+def unix_socket_keys() -> set[str]:
+    """The UNIX socket object table, under ls's UNIX sockets section."""
+    rows = [line for line in section("UNIX sockets: `-x`").splitlines() if line.startswith("| `")]
+    assert rows
+    return {key for row in rows for key in IDENTIFIER.findall(row.split("|")[1])}
+
+
+def stats_keys() -> set[str]:
+    rows = [line for line in section("`portscope stats`").splitlines() if line.startswith("| `")]
+    assert rows
+    return {key for row in rows for key in IDENTIFIER.findall(row.split("|")[1])}
+
+
+def unix_who_keys() -> tuple[set[str], set[str]]:
+    """who PATH --json: the top-level object and the query's keys (backquoted after "`query` holds")."""
+    text = section("`who PATH` and `who @NAME`")
+    top = re.search(r"`(\{.*?\})`", text)
+    query = re.search(r"`query` holds (.*?);", text, re.S)
+    assert top and query
+    return set(re.findall(r'"([a-z_]+)"', top.group(1))), set(IDENTIFIER.findall(query.group(1))) - NOT_KEYS
+
+
+@pytest.fixture(scope="module")
+def unix_mixed():
+    import os
+    import socket
+    import tempfile
+
+    with new_netns("pskeysx") as ns, tempfile.TemporaryDirectory(prefix="pskeysx-") as directory:
+        path = os.path.join(directory, "s.sock")
+        server = ns.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(1)
+        client = ns.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        ns.sockets.append(server.accept()[0])
+        with ns.inside():
+            tcp = socket.create_server(("127.0.0.1", 0))
+        ns.sockets.append(tcp)
+        yield ns, path
+
+
+def test_unix_socket_keys_are_the_documented_ones(unix_mixed):
+    ns, _ = unix_mixed
+    assert {"proto", "type", "path", "peer_inode", "peer_processes"} <= unix_socket_keys()
+    rows = run_json("ls", "-x", "-t", "-a", "--json", "--netns", ns.name)
+    assert {row["proto"] for row in rows} == {"tcp", "unix"}
+    for row in rows:
+        assert set(row) == (unix_socket_keys() if row["proto"] == "unix" else socket_keys())
+        for process in row["processes"] + row.get("peer_processes", []):
+            assert set(process) == process_keys()
+
+
+def test_who_path_keys_are_the_documented_ones(unix_mixed):
+    ns, path = unix_mixed
+    document = run_json("who", "--json", "--netns", ns.name, path)
+    top, query = unix_who_keys()
+    assert set(document) == top and set(document["query"]) == query
+    _, bullets = who_keys()
+    assert document["processes"] and document["peers"]
+    for process in document["processes"] + document["peers"]:
+        assert set(process) == bullets["processes"]
+    for sock in document["sockets"]:
+        assert set(sock) == unix_socket_keys()
+
+
+def test_stats_keys_are_the_documented_ones(mixed):
+    document = run_json("stats", "--json", "--netns", mixed.ns.name)
+    assert set(document) == stats_keys()
+    assert set(document["summary"]) == {
+        "total", "tcp_total", "tcp_estab", "tcp_closed", "tcp_orphaned", "tcp_timewait", "transport",
+    }  # fmt: skip
+    for entry in document["busiest"]:
+        assert set(entry) == {"port", "connections", "established", "time_wait", "listeners"}
+        for sock in entry["listeners"]:
+            assert set(sock) == socket_keys()
+    for sock in document["bound_only"]:
+        assert set(sock) == socket_keys()

@@ -29,14 +29,9 @@ from portscope.model.query import PortRange
 from portscope.model.records import Proto
 from portscope.render.environment import Environment
 from portscope.render.who import PageBuilder, command_line, format_duration, format_time_left, write_plain, write_rich
-from portscope.sources.lineage import (
-    SUBREAPER_NAMES,
-    Container,
-    LineageReader,
-    container_of,
-    pick_cgroup_path,
-    unit_of,
-)
+from portscope.sources.containers import ContainerInfo as Container
+from portscope.sources.containers import container_of_cgroup as container_of
+from portscope.sources.lineage import SUBREAPER_NAMES, LineageReader, pick_cgroup_path, unit_of
 from portscope.sources.services import parse_services
 
 SERVICES = parse_services(
@@ -179,19 +174,19 @@ CGROUP_SAMPLES = [
         f"{POD.replace('-', '_')}.slice/cri-containerd-{K8S_ID}.scope\n",
         None,
         f"cri-containerd-{K8S_ID}.scope",
-        Container("containerd", K8S_ID, POD),
+        Container("containerd", K8S_ID, pod=POD),
     ),
     (
         f"0::/kubepods.slice/kubepods-pod{POD.replace('-', '_')}.slice/crio-{K8S_ID}.scope\n",
         None,
         f"crio-{K8S_ID}.scope",
-        Container("cri-o", K8S_ID, POD),
+        Container("cri-o", K8S_ID, pod=POD),
     ),
     (
         f"11:memory:/kubepods/besteffort/pod{POD}/{K8S_ID}\n1:name=systemd:/kubepods/besteffort/pod{POD}/{K8S_ID}\n",
         f"/kubepods/besteffort/pod{POD}/{K8S_ID}",
         None,
-        Container("kubernetes", K8S_ID, POD),
+        Container("kubernetes", K8S_ID, pod=POD),
     ),
     (
         f"0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{DOCKER_ID}.scope/container\n",
@@ -213,7 +208,7 @@ CGROUP_SAMPLES = [
         None,
     ),
     (f"0::/libpod_parent/libpod-{DOCKER_ID}\n", None, None, Container("podman", DOCKER_ID)),
-    (f"0::/default/{K8S_ID}\n", None, None, Container("container", K8S_ID)),  # containerd namespace, cgroupfs
+    (f"0::/default/{K8S_ID}\n", None, None, Container("containerd", K8S_ID)),  # containerd namespace, cgroupfs
     ("0::/lxc.payload.web01/system.slice/nginx.service\n", None, "nginx.service", Container("lxc", "web01")),
     (
         "4:memory:/lxc/web01\n1:name=systemd:/lxc/web01/init.scope\n0::/\n",
@@ -502,3 +497,33 @@ def test_command_lines_paste_back_into_a_shell(argv):
 
 def test_control_characters_are_escaped():
     assert command_line(("evil\x1b[2Jname",), "x") == "$'evil\\x1b[2Jname'"
+
+
+def test_container_heading_and_an_unreadable_namespace_behind_a_forwarder(listener):
+    """The words for a forwarder whose namespace could not be entered, from records (the live container
+    tests cover the namespaces that can)."""
+    from portscope.commands.who import Forwarding, ProcessGroup
+    from portscope.sources.forwarders import Forward
+
+    port = listener.getsockname()[1]
+    result = who_is_on(f"127.0.0.1:{port}")
+    (entry,) = result.processes
+    web = Container("docker", DOCKER_ID, name="web", compose_project="app", compose_service="web")
+    forward = Forward("docker-proxy", "127.0.0.1", port, "172.17.0.2", 8080, web, netns_inode=4026532999)
+    forwarding = Forwarding(entry.process, entry.sockets[0], forward, unread="permission denied")
+    entry = dataclasses.replace(entry, container=web, forwards=(forwarding,))
+    result = dataclasses.replace(
+        result, processes=(entry,), groups=(ProcessGroup(web, (entry,)),), forwardings=(forwarding,)
+    )
+    out = io.StringIO()
+    write_plain(PageBuilder(result, Names(SERVICES, True, str), unicode=True).build(), out, None)
+    text = out.getvalue()
+    assert f"container web (docker, id {DOCKER_ID[:12]}, compose app/web)" in text
+    name = f"{entry.process.name}[{entry.process.pid}]"
+    assert (
+        f"{name} on 127.0.0.1:{port} forwards into its namespace, which could not be read (permission denied)" in text
+    )
+    assert "172.17.0.2:8080, its namespace could not be read (permission denied)  via docker-proxy" in text
+    from portscope.render.who import who_object
+
+    assert who_object(result, None)["processes"][0]["reached_through"] == []

@@ -36,8 +36,27 @@ def reopen_closed_standard_fds() -> None:
             setattr(sys, name, stream)
 
 
+VERSION_FLAGS = ({"--version"}, {"-V"})
+
+
+def print_version_quickly(args: list[str]) -> bool:
+    """``portscope --version`` without loading click: the same line click's version option prints."""
+    if set(args) not in VERSION_FLAGS or "PORTSCOPE_DEBUG" in os.environ or "_PORTSCOPE_COMPLETE" in os.environ:
+        return False
+    from portscope import __version__
+
+    try:
+        sys.stdout.write(f"portscope, version {__version__}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # portscope --version | true: the reader is gone, the answer stands
+        pass
+    return True
+
+
 def run() -> None:
     reopen_closed_standard_fds()
+    if print_version_quickly(sys.argv[1:]):
+        os._exit(0)
     try:
         from portscope.cli import run as run_cli
     except KeyboardInterrupt:

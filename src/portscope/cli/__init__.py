@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import importlib
 import os
 import re
 import select
 import sys
-import traceback
 from typing import NoReturn
 
 import click
@@ -33,6 +33,17 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 class PortscopeGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
     def invoke(self, ctx: click.Context) -> NoReturn:
         """Run the command, flush its output, and give its answer.
 
@@ -62,23 +73,28 @@ def cli(ctx: click.Context, debug: bool) -> None:
     portscope ls               sockets with their processes (ss -tulpn, netstat, lsof -i)
     portscope who 8080         every process on a port (lsof -i :8080, fuser 8080/tcp)
     portscope can-bind :8080   would a bind succeed here, and if not, why
+    portscope stats            socket counts by protocol and state (ss -s), busiest ports
+    portscope watch            sockets as they appear and vanish, live
+    portscope wait 8080        until something listens on a port (--free: until it could be bound)
     """
     # The one output environment of this run: every renderer gets it from here.
     ctx.obj = Invocation(debug=debug, env=Environment.detect())
 
 
-def _register_commands() -> None:
-    # Each command module imports only click and small modules; the work is imported inside the commands.
-    from portscope.cli.can_bind import can_bind
-    from portscope.cli.completion import completion
-    from portscope.cli.ls import ls
-    from portscope.cli.who import who
-
-    for command in (ls, who, can_bind, completion):
-        cli.add_command(command)
-
-
-_register_commands()
+# The commands, by name: "module:attribute". A command's module is imported only when that command runs (or
+# help lists them all), so `portscope ls` loads neither can-bind's nor completion's option declarations.
+COMMANDS: dict[str, str] = {
+    "can-bind": "portscope.cli.can_bind:can_bind",
+    "completion": "portscope.cli.completion:completion",
+    "export": "portscope.cli.serve:export",
+    "kill": "portscope.cli.kill:kill",
+    "ls": "portscope.cli.ls:ls",
+    "serve": "portscope.cli.serve:serve",
+    "stats": "portscope.cli.stats:stats",
+    "wait": "portscope.cli.watch:wait",
+    "watch": "portscope.cli.watch:watch",
+    "who": "portscope.cli.who:who",
+}
 
 
 def _stdout_gone() -> bool:
@@ -131,12 +147,12 @@ def exit_status(args: list[str], debug: bool) -> int:
         _say("portscope: interrupted")
         return ExitStatus.INTERRUPTED
     except click.exceptions.NoArgsIsHelpError as exc:
-        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else "ls, who, can-bind, completion"
+        commands = ", ".join(cli.list_commands(exc.ctx)) if exc.ctx else ", ".join(sorted(COMMANDS))
         return _failed(f"portscope: error: no command given (one of {commands}; see --help)", ExitStatus.USAGE, debug)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "portscope"
         if isinstance(exc, _NO_ARGS):  # click's message would be the whole help page
-            message = f"missing command ({', '.join(sorted(cli.commands))})"
+            message = f"missing command ({', '.join(sorted(COMMANDS))})"
         else:
             message = " ".join(exc.format_message().split())  # one line: click lists choices on several
         return _failed(f"{where}: error: {message} (see --help)", ExitStatus.USAGE, debug)
@@ -155,6 +171,8 @@ def exit_status(args: list[str], debug: bool) -> int:
 
 def _failed(line: str, status: int, debug: bool) -> int:
     if debug:
+        import traceback
+
         with contextlib.suppress(OSError, ValueError, AttributeError):
             traceback.print_exc(file=sys.stderr)
     # one line, whatever the message (click lists choices on lines of their own); only ASCII white space is
@@ -165,6 +183,8 @@ def _failed(line: str, status: int, debug: bool) -> int:
 
 def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
+    if "_PORTSCOPE_COMPLETE" in os.environ:  # a <TAB>: our shells' classes answer it, not click's stock ones
+        import portscope.shell.scripts  # noqa: F401 - registers them with click
     debug = "--debug" in args or bool(os.environ.get("PORTSCOPE_DEBUG"))
     sys.exit(exit_status(args, debug))
 

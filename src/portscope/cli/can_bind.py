@@ -2,63 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, family_options, invocation, json_option, netns_option
-from portscope.shell.values import complete_interfaces, complete_local_addresses, complete_users
+from portscope.cli.options import (
+    COMMAND_SETTINGS,
+    bind_request,
+    bind_socket_options,
+    invocation,
+    json_option,
+    netns_option,
+)
+from portscope.shell.values import complete_local_addresses
 
 
 @click.command("can-bind", context_settings={**COMMAND_SETTINGS, "max_content_width": 100})
 @click.argument("address", metavar="ADDR:PORT", shell_complete=complete_local_addresses)
-@click.option("--udp", is_flag=True, help="A UDP socket (default: TCP).")
-@family_options("':PORT' and host names mean IPv4.", "':PORT' and host names mean IPv6 (default for ':PORT').")
-@click.option("--reuseaddr", is_flag=True, help="The new socket sets SO_REUSEADDR.")
-@click.option("--reuseport", is_flag=True, help="The new socket sets SO_REUSEPORT.")
-@click.option(
-    "--v6only/--no-v6only",
-    default=None,
-    help="IPV6_V6ONLY on the new socket [default: net.ipv6.bindv6only of the namespace].",
-)
-@click.option(
-    "--device",
-    metavar="IFNAME",
-    shell_complete=complete_interfaces,
-    help="The new socket is pinned with SO_BINDTODEVICE.",
-)
-@click.option("--freebind", is_flag=True, help="The new socket sets IP_FREEBIND / IPV6_FREEBIND.")
-@click.option(
-    "--user",
-    metavar="USER|UID",
-    shell_complete=complete_users,
-    help="Owner of the new socket (SO_REUSEPORT rule) and caller of bind() (privileged ports) [default: you].",
-)
-@click.option("--no-listen", is_flag=True, help="TCP: check bind() only, not bind() and then listen().")
-@click.option(
-    "--probe",
-    is_flag=True,
-    help="Settle the answer with a trial bind() of a throw-away socket with the same options, owned by USER, "
-    "in the target namespace. Side effects: the port is held for an instant; a TCP probe rewrites the port's "
-    "SO_REUSEPORT fast-path cache; a UDP probe joining a SO_REUSEPORT group may drop datagrams sent in that "
-    "instant. It never calls listen().",
+@bind_socket_options(
+    "A UDP socket (default: TCP).",
+    "':PORT' and host names mean IPv4.",
+    "':PORT' and host names mean IPv6 (default for ':PORT').",
 )
 @json_option("One JSON object (schema in README).")
 @netns_option("Evaluate inside another network namespace.")
-def can_bind(
-    address: str,
-    udp: bool,
-    ipv4: bool,
-    ipv6: bool,
-    reuseaddr: bool,
-    reuseport: bool,
-    v6only: bool | None,
-    device: str | None,
-    freebind: bool,
-    user: str | None,
-    no_listen: bool,
-    probe: bool,
-    as_json: bool,
-    netns: str | None,
-) -> None:
+def can_bind(address: str, as_json: bool, netns: str | None, **options: Any) -> None:
     """Predict whether binding ADDR:PORT would work here, and explain why not.
 
     \b
@@ -82,27 +50,11 @@ def can_bind(
     \b
     Exit status: 0 can bind, 1 cannot, 3 uncertain.
     """
-    from portscope.commands.can_bind import BindRequest, check_bind
+    from portscope.commands.can_bind import check_bind
     from portscope.commands.names import Names
-    from portscope.errors import ExitStatus, UsageError
-    from portscope.model.records import Family
+    from portscope.errors import ExitStatus
 
-    if ipv4 and ipv6:
-        raise UsageError("-4 and -6 exclude each other")
-    request = BindRequest(
-        target=address,
-        udp=udp,
-        reuseaddr=reuseaddr,
-        reuseport=reuseport,
-        v6only=v6only,
-        device=device,
-        freebind=freebind,
-        user=user,
-        listen=not no_listen,
-        probe=probe,
-        netns=netns,
-        family=Family.IPV4 if ipv4 else Family.IPV6 if ipv6 else None,
-    )
+    request = bind_request(address, netns, **options)  # --udp, -4/-6 and the new socket's options
     report = check_bind(request)
     run = invocation()
     status = {"yes": ExitStatus.OK, "no": ExitStatus.NOT_FOUND, "uncertain": ExitStatus.UNCERTAIN}

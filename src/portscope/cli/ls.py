@@ -24,6 +24,7 @@ BACKENDS = ("auto", "netlink", "proc")
 @click.option("-l", "--listening", is_flag=True, help="Only listeners (UDP: unconnected bound sockets).")
 @click.option("-t", "--tcp", is_flag=True, help="TCP sockets.")
 @click.option("-u", "--udp", is_flag=True, help="UDP sockets.")
+@click.option("-x", "--unix", is_flag=True, help="UNIX sockets (with -t/-u: those too), with the peer's processes.")
 @family_options("IPv4 sockets only.", "IPv6 sockets only.")
 @click.option(
     "-s",
@@ -78,6 +79,7 @@ BACKENDS = ("auto", "netlink", "proc")
 )
 @numeric_option()
 @json_option("A JSON array, one object per socket (schema in README).")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="JSON Lines: the objects of --json, one per line.")
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -91,7 +93,7 @@ BACKENDS = ("auto", "netlink", "proc")
 @click.option("-m", "--memory", is_flag=True, help="Show socket memory (JSON key memory).")
 @click.option("-i", "--info", is_flag=True, help="Show TCP internals: rtt, cwnd, rto, mss, rates (JSON key tcp_info).")
 @click.argument("expression", nargs=-1, metavar="[EXPRESSION]...", shell_complete=complete_expression)
-def ls(as_json: bool, numeric: bool, **options: Any) -> None:
+def ls(as_json: bool, as_jsonl: bool, numeric: bool, **options: Any) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
     By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets.
@@ -110,20 +112,35 @@ def ls(as_json: bool, numeric: bool, **options: Any) -> None:
       portscope ls -t -a 'sport >= :1024 and not src 127.0.0.0/8 and user www-data'
       portscope ls -ti state established dst 10.0.0.1   TCP internals, as ss -ti
       portscope ls -a -n --json --no-processes | jq length
+      portscope ls -x                 UNIX sockets, with the processes at both ends
+      portscope ls -l --jsonl | jq -c '[.local_port, .processes[].name]'
 
     \b
     Exit status: 0 the sockets were listed (also when the reader stops early, as with | head).
     """
     from portscope.commands.ls import LsOptions, list_sockets
     from portscope.commands.names import Names
-    from portscope.model.filter import FilterSyntaxError
+    from portscope.errors import FilterSyntaxError, UsageError
 
+    if as_json and as_jsonl:
+        raise UsageError("--json and --jsonl exclude each other (an array, or one object a line)")
     names = Names.resolve(numeric=numeric)
     try:
-        snap = list_sockets(LsOptions(**options), places=names.places)  # other parameters: LsOptions' fields
+        # the other parameters are LsOptions' fields, by name; one Places for the filter and the output
+        snap = list_sockets(LsOptions(**options), places=names.places)
     except FilterSyntaxError as exc:
         raise click.UsageError(str(exc)) from None
+    names.places.learn(snap.namespaces)
+    env = invocation().env
+    if as_jsonl:
+        from portscope.render.jsonout import write_socket_lines
+        from portscope.render.ls import footer_lines
+
+        write_socket_lines(env.stdout, snap, names.services, names.places)
+        for line in footer_lines(snap, names):
+            env.note(line)
+        return
 
     from portscope.render.ls import render_listing
 
-    render_listing(snap, invocation().env, names, as_json=as_json)
+    render_listing(snap, env, names, as_json=as_json)

@@ -14,7 +14,7 @@ import click
 
 from portscope.errors import ExitStatus
 from portscope.render.environment import Environment
-from portscope.shell.values import complete_netns
+from portscope.shell.values import complete_interfaces, complete_netns, complete_users
 
 F = TypeVar("F", bound=Callable[..., Any])
 COMMAND_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
@@ -63,3 +63,75 @@ def family_options(ipv4_help: str, ipv6_help: str) -> Callable[[F], F]:
         return ipv4(ipv6(function))
 
     return decorator
+
+
+# The options of a new socket, as can-bind takes them; ``wait --free`` asks can-bind with the same ones.
+BIND_OPTION_NAMES = ("reuseaddr", "reuseport", "v6only", "device", "freebind", "user", "no_listen", "probe")
+
+
+def bind_socket_options(udp_help: str, ipv4_help: str, ipv6_help: str) -> Callable[[F], F]:
+    """``--udp``, ``-4/-6`` and the new socket's options of can-bind (:data:`BIND_OPTION_NAMES`)."""
+    declared = [
+        click.option("--udp", is_flag=True, help=udp_help),
+        family_options(ipv4_help, ipv6_help),
+        click.option("--reuseaddr", is_flag=True, help="The new socket sets SO_REUSEADDR."),
+        click.option("--reuseport", is_flag=True, help="The new socket sets SO_REUSEPORT."),
+        click.option(
+            "--v6only/--no-v6only",
+            default=None,
+            help="IPV6_V6ONLY on the new socket [default: net.ipv6.bindv6only of the namespace].",
+        ),
+        click.option(
+            "--device",
+            metavar="IFNAME",
+            shell_complete=complete_interfaces,
+            help="The new socket is pinned with SO_BINDTODEVICE.",
+        ),
+        click.option("--freebind", is_flag=True, help="The new socket sets IP_FREEBIND / IPV6_FREEBIND."),
+        click.option(
+            "--user",
+            metavar="USER|UID",
+            shell_complete=complete_users,
+            help="Owner of the new socket (SO_REUSEPORT rule) and caller of bind() (privileged ports) [default: you].",
+        ),
+        click.option("--no-listen", is_flag=True, help="TCP: check bind() only, not bind() and then listen()."),
+        click.option(
+            "--probe",
+            is_flag=True,
+            help="Settle the answer with a trial bind() of a throw-away socket with the same options, owned by "
+            "USER, in the target namespace. Side effects: the port is held for an instant; a TCP probe rewrites "
+            "the port's SO_REUSEPORT fast-path cache; a UDP probe joining a SO_REUSEPORT group may drop datagrams "
+            "sent in that instant. It never calls listen().",
+        ),
+    ]
+
+    def decorator(function: F) -> F:
+        for option in reversed(declared):
+            function = option(function)
+        return function
+
+    return decorator
+
+
+def bind_request(target: str, netns: str | None, **options: Any):
+    """can-bind's :class:`~portscope.commands.can_bind.BindRequest` from the options above, by name."""
+    from portscope.commands.can_bind import BindRequest
+    from portscope.errors import UsageError
+    from portscope.model.records import Family
+
+    if options["ipv4"] and options["ipv6"]:
+        raise UsageError("-4 and -6 exclude each other")
+    return BindRequest(
+        target=target,
+        udp=options["udp"],
+        reuseaddr=options["reuseaddr"],
+        reuseport=options["reuseport"],
+        v6only=options["v6only"],
+        device=options["device"],
+        freebind=options["freebind"],
+        user=options["user"],
+        listen=not options["no_listen"],
+        probe=options["probe"],
+        netns=netns,
+        family=Family.IPV4 if options["ipv4"] else Family.IPV6 if options["ipv6"] else None,
+    )

@@ -19,7 +19,10 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
     """Every process on a port: command, parents, unit or container, and its sockets.
 
     PORT is a port, a range, or a service name, optionally with an address and a protocol.
-    Without a protocol both TCP and UDP are searched.
+    Without a protocol both TCP and UDP are searched. Processes are grouped by container; a
+    forwarder's listener (docker-proxy, conmon, rootlessport, socket activation) is followed to the
+    process listening behind it, in the container's own network namespace. A path (/run/docker.sock,
+    ./sock) or @NAME (an abstract name) asks about UNIX sockets: who holds them, and who is at the other end.
 
     \b
     Examples:
@@ -30,17 +33,21 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
       portscope who http/tcp          a service name from /etc/services
       portscope who 8000-8100         a range
       portscope who --remote 443      also our connections to port 443 elsewhere
+      portscope who 8080 --netns all  every network namespace and container
+      portscope who /run/docker.sock  who holds a UNIX socket, and who is connected to it
+      portscope who @/tmp/.X11-unix/X0  an abstract UNIX socket name
 
     \b
-    Exit status: 0 something is on the port, 1 nothing is.
+    Exit status: 0 something is on the port (or bound to the name), 1 nothing is.
     """
     from portscope.commands.names import Names
     from portscope.commands.who import who_is_on
 
-    result = who_is_on(port, remote=remote, netns=netns)
+    names = Names.resolve(numeric=numeric)
+    result = who_is_on(port, remote=remote, netns=netns, places=names.places)
     run = invocation()
     run.answer = ExitStatus.OK if result.found else ExitStatus.NOT_FOUND
 
     from portscope.render.who import render_who
 
-    render_who(result, run.env, Names.resolve(numeric=numeric), as_json=as_json)
+    render_who(result, run.env, names, as_json=as_json)

@@ -32,6 +32,7 @@ class LsOptions:
     listening: bool = False
     tcp: bool = False
     udp: bool = False
+    unix: bool = False  # UNIX sockets: alone, or beside TCP/UDP when -t/-u are given too (as ss -x)
     ipv4: bool = False
     ipv6: bool = False
     states: tuple[str, ...] = ()
@@ -110,13 +111,17 @@ def _networks(values: tuple[str, ...], option: str):
 
 
 def build_query(options: LsOptions) -> Query:
-    protocols = {p for p, on in ((Proto.TCP, options.tcp), (Proto.UDP, options.udp)) if on} or set(Proto)
+    protocols = {p for p, on in ((Proto.TCP, options.tcp), (Proto.UDP, options.udp)) if on}
+    if not protocols and not options.unix:
+        protocols = set(Proto)
     families = {f for f, on in ((Family.IPV4, options.ipv4), (Family.IPV6, options.ipv6)) if on} or set(Family)
     pickers = (("--state", options.states), ("-l", options.listening), ("-a", options.all_states))
     chosen = [name for name, on in pickers if on]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} exclude each other (each picks the states to show)")
     expression = parse_expression(options.expression)
+    if expression is not None and options.unix:
+        raise UsageError("a filter expression selects TCP and UDP sockets; give it without -x/--unix")
     if options.states:
         states = parse_states(split_values(options.states, "--state"))
     elif options.listening:
@@ -144,6 +149,7 @@ def build_query(options: LsOptions) -> Query:
         join_processes=options.join_processes,
         backend=backend,
         netns=options.netns,
+        unix=options.unix,
         filter=expression,
         details=frozenset(
             detail

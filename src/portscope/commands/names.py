@@ -8,10 +8,11 @@ once and hands them to its renderer with the result; renderers never read the sy
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from portscope.commands.places import Places
+from portscope.model.records import NetnsInfo
 from portscope.sources.services import Services
 
 
@@ -31,15 +32,20 @@ class Names:
         return name
 
     @classmethod
-    def resolve(cls, *, numeric: bool = False) -> Names:
-        """The names of this system: /etc/services (unless ``numeric``), the user database, this process's euid."""
+    def resolve(cls, *, numeric: bool = False, namespaces: Iterable[NetnsInfo] = ()) -> Names:
+        """The names of this system: /etc/services (unless ``numeric``), the user database, this process's euid.
+
+        ``namespaces``: those a ``--netns all`` snapshot found (their names are not looked up again).
+        """
         from portscope.sources.services import load_services
 
+        places = Places()
+        places.learn(namespaces)
         return cls(
             services=None if numeric else load_services(),
             caller_is_root=os.geteuid() == 0,
             lookup_user=_user_name,
-            places=Places(),
+            places=places,
         )
 
 

@@ -14,17 +14,23 @@ import ipaddress
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from portscope.engine.snapshot import snapshot
-from portscope.errors import UsageError
+from portscope.errors import PortscopeError, UsageError
 from portscope.model.endpoint import parse_endpoint
 from portscope.model.notation import format_endpoint, format_host
 from portscope.model.query import PortRange, Query, port_in_ranges
-from portscope.model.records import Family, Process, Proto, Snapshot, Socket, State
+from portscope.model.records import Family, Holder, Process, Proto, Snapshot, Socket, State, UnixSocket
 from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader
 from portscope.sources.procinfo import HidePid, raise_if_out_of_fds, read_hidepid
 from portscope.sources.services import Services, load_services
+
+if TYPE_CHECKING:
+    from portscope.commands.places import Places
+    from portscope.sources.containers import ContainerInfo
+    from portscope.sources.forwarders import Forward
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PEERS_SHOWN = 5
@@ -170,6 +176,23 @@ class Peer:
 
 
 @dataclass(frozen=True, slots=True)
+class Forwarding:
+    """A forwarder's listener on the port, and the listeners its traffic reaches.
+
+    docker-proxy, conmon, rootlessport and dockerd lead into a container's network namespace: ``targets``
+    are the listeners found there on the forwarded-to address and port, held by ``target_pids``. A socket
+    activation manager (PID 1) passed its listener itself: the target is that socket, held by the service.
+    """
+
+    forwarder: Process
+    listener: Socket  # the forwarder's socket on the port
+    forward: Forward
+    targets: tuple[Socket, ...] = ()
+    target_pids: tuple[int, ...] = ()
+    unread: str | None = None  # why the namespace it leads to could not be looked into
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessOnPort:
     process: Process
     lineage: Lineage | None  # None when the process exited before we read it
@@ -180,10 +203,21 @@ class ProcessOnPort:
     state_counts: tuple[tuple[State, int], ...]  # the other sockets, most frequent state first
     peers: tuple[Peer, ...]  # the most frequent peers, at most PEERS_SHOWN
     peer_count: int  # distinct peers in all
+    container: ContainerInfo | None = None  # the container it runs in or forwards to, named where known
+    forwards: tuple[Forwarding, ...] = ()  # its listeners that lead elsewhere
+    reached_through: tuple[Forwarding, ...] = ()  # the forwarders whose traffic reaches its sockets
 
     @property
     def inodes(self) -> tuple[int, ...]:
         return tuple(inode for inode, _ in self.fds)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessGroup:
+    """The processes of one container (``container`` None: not in a container), the real owner first."""
+
+    container: ContainerInfo | None
+    processes: tuple[ProcessOnPort, ...]
 
 
 @dataclass(frozen=True)
@@ -196,10 +230,21 @@ class WhoResult:
     unheld: tuple[UnheldSocket, ...]
     read_at: float  # seconds since the epoch, for "up 3h" and "52s left"
     hidepid: HidePid | None = None  # /proc hides other users' processes from us
+    groups: tuple[ProcessGroup, ...] = ()  # ``processes`` by container, in the same order
+    forwardings: tuple[Forwarding, ...] = ()
+    looked_into: Snapshot | None = None  # the namespaces forwarders lead to, on their ports
+    places: Places | None = None  # the names of namespaces and containers, as resolved for this answer
 
     @property
     def found(self) -> bool:
         return bool(self.sockets)
+
+    def holders_of(self, sock: Socket) -> tuple[Holder, ...]:
+        """The holders of any socket of the answer, the ones found behind forwarders too."""
+        held = self.snapshot.holders_of(sock)
+        if not held and self.looked_into is not None:
+            held = self.looked_into.holders_of(sock)
+        return held
 
     @property
     def hidden(self) -> tuple[UnheldSocket, ...]:
@@ -267,28 +312,47 @@ def _socket_order(sock: Socket):
 
 
 def who_is_on(
-    target: WhoTarget | str,
+    target: WhoTarget | UnixTarget | str,
     *,
     remote: bool = False,
     netns: str | None = None,
     proc_root: str = "/proc",
-) -> WhoResult:
-    """Everything on a port: its sockets, grouped by the processes that hold them."""
+    places: Places | None = None,
+) -> WhoResult | UnixWhoResult:
+    """Everything on a port: its sockets, grouped by container and by the processes that hold them.
+
+    A listener held by a forwarder (docker-proxy, conmon, rootlessport, dockerd, a socket activation
+    manager) is followed to what it forwards to: the container's namespace is looked into for the
+    listener on the forwarded-to address and port, and its process is put next to the forwarder.
+    ``places``: the namespace and container names to use (and to keep for rendering).
+
+    A UNIX socket's name (a path starting with ``/`` or ``.``, or ``@`` and an abstract name) gives a
+    :class:`UnixWhoResult` instead: the processes holding sockets of that name and those at the other end.
+    """
     if isinstance(target, str):
-        target = parse_target(target, remote=remote)
+        target = parse_unix_target(target) if is_unix_target(target) else parse_target(target, remote=remote)
+    if isinstance(target, UnixTarget) and remote:
+        raise UsageError("--remote is for ports: a UNIX socket's peers are always shown")
+    if places is None:
+        from portscope.commands.places import Places
+
+        places = Places(proc_root)
     try:
-        return _who_is_on(target, netns, proc_root)
+        if isinstance(target, UnixTarget):
+            return _who_holds_unix(target, netns, proc_root)
+        return _who_is_on(target, netns, proc_root, places)
     except OSError as exc:
         raise_if_out_of_fds(exc, proc_root)
         raise
 
 
-def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str) -> WhoResult:
+def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str, places: Places) -> WhoResult:
     snap = snapshot(build_query(target, netns), proc_root=proc_root)
     read_at = time.time()
     sockets = tuple(sorted((s for s in snap.sockets if socket_matches(s, target)), key=_socket_order))
     hidepid = read_hidepid(proc_root)
     my_uid = os.geteuid()
+    places.learn(snap.namespaces)
 
     by_pid: dict[int, tuple[Process, list[tuple[Socket, tuple[int, ...]]]]] = {}
     unheld: list[UnheldSocket] = []
@@ -308,6 +372,19 @@ def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str) -> WhoResul
         else:
             unheld.append(UnheldSocket(sock, Unheld.UNOWNED))
 
+    forwardings, looked_into = _follow_forwarders(sockets, snap, places, proc_root, target)
+    seen = {id(sock) for sock in sockets}
+    reached: list[Socket] = []
+    for forwarding in forwardings:
+        for sock in forwarding.targets:
+            if id(sock) in seen or looked_into is None:
+                continue
+            seen.add(id(sock))
+            reached.append(sock)
+            for holder in looked_into.holders_of(sock):
+                by_pid.setdefault(holder.process.pid, (holder.process, []))[1].append((sock, holder.fds))
+    sockets = (*sockets, *reached)
+
     processes = []
     if by_pid:
         lineages = LineageReader(proc_root)
@@ -315,15 +392,331 @@ def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str) -> WhoResul
         for pid, (process, entries) in by_pid.items():
             lineage = lineages.lineage(pid, process.start_time)
             depth = details.details(pid, process.start_time)
-            processes.append(_summarise(process, lineage, depth, entries, target))
-    processes.sort(key=lambda p: (not p.listeners, p.process.pid))
+            summary = _summarise(process, lineage, depth, entries, target)
+            processes.append(_placed(summary, forwardings, places))
+    groups = _grouped(processes, forwardings)
     return WhoResult(
         target=target,
         netns=netns,
         snapshot=snap,
         sockets=sockets,
-        processes=tuple(processes),
+        processes=tuple(p for group in groups for p in group.processes),
         unheld=tuple(unheld),
         read_at=read_at,
         hidepid=hidepid,
+        groups=groups,
+        forwardings=tuple(forwardings),
+        looked_into=looked_into,
+        places=places,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forwarders and containers
+
+
+def _follow_forwarders(
+    sockets: tuple[Socket, ...], snap: Snapshot, places: Places, proc_root: str, target: WhoTarget
+) -> tuple[list[Forwarding], Snapshot | None]:
+    """The forwarders among the holders of the port's listeners, each with the listeners it leads to.
+
+    The namespaces they lead into are read once, together (one /proc walk), on the forwarded-to ports
+    only; a namespace the snapshot already read on those ports (``--netns all``) is not read again.
+    """
+    found: list[tuple[Holder, Socket, Forward]] = []
+    for sock in sockets:
+        if sock.state in BOUND_STATES:
+            found += [(holder, sock, forward) for holder, forward in places.forwards(sock, snap.holders_of(sock))]
+    if not found:
+        return [], None
+    lookups: dict[int, str] = {}  # namespace inode -> a path that enters it
+    ports: set[int] = set()
+    already = {info.inode for info in snap.namespaces if not info.error}  # --netns all read them
+
+    def in_snapshot(forward: Forward) -> bool:
+        return forward.netns_inode in already and port_in_ranges(forward.target_port, target.ports)
+
+    for holder, _, forward in found:
+        if forward.target_pid is not None or forward.target_port is None or in_snapshot(forward):
+            continue
+        path = places.netns_path(forward, holder.process.pid)
+        inode = forward.netns_inode
+        if path is not None and inode is not None:
+            lookups.setdefault(inode, path)
+            ports.add(forward.target_port)
+    looked_into = None
+    failure = None
+    if lookups:
+        from portscope.sources.namespaces import NamespaceRef
+
+        protocols = frozenset(sock.proto for _, sock, _ in found)
+        query = Query(
+            protocols=protocols,
+            states=frozenset({State.LISTEN, State.UNCONN}),
+            local_ports=tuple(PortRange(port, port) for port in sorted(ports)),
+        )
+        refs = [NamespaceRef(inode, path) for inode, path in lookups.items()]
+        try:
+            looked_into = snapshot(query, proc_root=proc_root, namespaces=refs)
+        except PortscopeError as exc:
+            failure = str(exc)
+    errors = {info.inode: info.error for info in looked_into.namespaces} if looked_into is not None else {}
+    forwardings = []
+    for holder, sock, forward in found:
+        if forward.target_pid is not None:  # socket activation: the service holds the very same socket
+            forwardings.append(Forwarding(holder.process, sock, forward, (sock,), (forward.target_pid,)))
+            continue
+        inode = forward.netns_inode
+        if forward.target_port is not None and in_snapshot(forward):
+            forwardings.append(Forwarding(holder.process, sock, forward, *_behind(sockets, sock, forward, snap)))
+            continue
+        if inode is None or forward.target_port is None or inode not in lookups:
+            forwardings.append(Forwarding(holder.process, sock, forward))
+            continue
+        unread = failure or errors.get(inode)
+        if looked_into is None or unread:
+            forwardings.append(Forwarding(holder.process, sock, forward, unread=unread))
+            continue
+        forwardings.append(
+            Forwarding(holder.process, sock, forward, *_behind(looked_into.sockets, sock, forward, looked_into))
+        )
+    return forwardings, looked_into
+
+
+def _behind(
+    candidates: tuple[Socket, ...], listener: Socket, forward: Forward, snap: Snapshot
+) -> tuple[tuple[Socket, ...], tuple[int, ...]]:
+    """The listeners among ``candidates`` that a forward's traffic reaches, and the pids holding them."""
+    targets = tuple(
+        s
+        for s in candidates
+        if s.netns == forward.netns_inode
+        and s.proto is listener.proto
+        and forward.target_port is not None
+        and _leads_to(s, forward.target_address, forward.target_port)
+    )
+    return targets, tuple(dict.fromkeys(h.process.pid for s in targets for h in snap.holders_of(s)))
+
+
+def _leads_to(sock: Socket, address: str | None, port: int) -> bool:
+    """Does traffic forwarded to ``address``:``port`` reach this listener (that address or a wildcard)?"""
+    if sock.local_port != port:
+        return False
+    if address is None:
+        return True
+    try:
+        wanted = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    wanted = getattr(wanted, "ipv4_mapped", None) or wanted
+    return _local_address_matches(sock, wanted)
+
+
+def _placed(entry: ProcessOnPort, forwardings: list[Forwarding], places: Places) -> ProcessOnPort:
+    """The process with its container and the forwardings it takes part in."""
+    pid = entry.process.pid
+    forwards = tuple(f for f in forwardings if f.forwarder.pid == pid)
+    reached = tuple(f for f in forwardings if pid in f.target_pids)
+    lineage = entry.lineage
+    container = None
+    if lineage is not None and lineage.container is not None and lineage.cgroup:
+        container = places.index.for_cgroup(lineage.cgroup)  # the cgroup's shape, named from the runtime's files
+    if container is None:
+        container = next((f.forward.container for f in forwards if f.forward.container is not None), None)
+    if container is None:
+        for sock in entry.sockets:
+            container = places.container(sock, ())
+            if container is not None:
+                break
+    return replace(entry, container=container, forwards=forwards, reached_through=reached)
+
+
+def _grouped(processes: list[ProcessOnPort], forwardings: list[Forwarding]) -> tuple[ProcessGroup, ...]:
+    """By container, then process: in each group the processes a forwarder leads to come first, each
+    followed by its forwarders, then the others (listeners first, by pid)."""
+    groups: dict[str | None, list[ProcessOnPort]] = {}
+    containers: dict[str | None, ContainerInfo | None] = {None: None}
+    for entry in processes:
+        key = entry.container.id if entry.container is not None else None
+        containers.setdefault(key, entry.container)
+        groups.setdefault(key, []).append(entry)
+    ordered: list[ProcessGroup] = []
+    for key, members in groups.items():
+        members.sort(key=lambda p: (not p.listeners, p.process.pid))
+        by_pid = {p.process.pid: p for p in members}
+        placed: dict[int, ProcessOnPort] = {}
+        for entry in members:
+            if not entry.reached_through or entry.process.pid in placed:
+                continue
+            placed[entry.process.pid] = entry
+            for forwarding in entry.reached_through:
+                forwarder = by_pid.get(forwarding.forwarder.pid)
+                if forwarder is not None and forwarder.process.pid not in placed:
+                    placed[forwarder.process.pid] = forwarder
+        for entry in members:
+            placed.setdefault(entry.process.pid, entry)
+        ordered.append(ProcessGroup(containers[key], tuple(placed.values())))
+    # listeners' groups first; the host's processes before containers', containers by name
+    ordered.sort(
+        key=lambda g: (
+            not any(p.listeners for p in g.processes),
+            g.container is not None,
+            (g.container.name or g.container.id) if g.container is not None else "",
+        )
+    )
+    return tuple(ordered)
+
+
+# ---------------------------------------------------------------------------------------------------
+# UNIX sockets: who PATH, who @NAME
+
+
+@dataclass(frozen=True, slots=True)
+class UnixTarget:
+    """A parsed ``who`` argument naming UNIX sockets: a filesystem path or ``@`` and an abstract name."""
+
+    text: str  # as typed
+    path: str  # absolute for a file; "@name" for an abstract name
+    abstract: bool
+    file: tuple[int, int] | None  # (st_dev, st_ino) of the socket file when it exists: matched whatever the path
+
+
+def is_unix_target(text: str) -> bool:
+    """Does ``text`` name UNIX sockets rather than a port? ``/path``, ``./path``, ``../path`` or ``@name``."""
+    return text.startswith(("/", "@", "./", "../"))
+
+
+def parse_unix_target(text: str) -> UnixTarget:
+    if text == "@":
+        raise UsageError("empty abstract socket name: give @NAME")
+    if text.startswith("@"):
+        return UnixTarget(text=text, path=text, abstract=True, file=None)
+    import stat
+
+    path = os.path.abspath(text)
+    try:
+        found = os.stat(text)
+    except (FileNotFoundError, NotADirectoryError):
+        return UnixTarget(text=text, path=path, abstract=False, file=None)  # unlinked: matched by its name
+    except OSError as exc:
+        raise UsageError(f"cannot look at {text!r}: {exc.strerror}") from None
+    if not stat.S_ISSOCK(found.st_mode):
+        raise UsageError(f"{text!r} is not a UNIX socket file")
+    return UnixTarget(text=text, path=path, abstract=False, file=(found.st_dev, found.st_ino))
+
+
+def unix_socket_matches(sock: UnixSocket, target: UnixTarget) -> bool:
+    """A socket bound to the target's name: the same socket file (any path leading to it), the same path
+    text, or for an abstract name the same name with its NUL bytes written ``@`` (as ss shows them)."""
+    if sock.path is None or sock.abstract != target.abstract:
+        return False
+    if target.abstract:
+        return sock.path == target.path or sock.path.replace("\0", "@") == target.path
+    if target.file is not None and sock.file is not None:
+        return sock.file == target.file
+    return sock.path == target.path or os.path.abspath(sock.path) == target.path
+
+
+@dataclass(frozen=True, slots=True)
+class UnixProcess:
+    """A process on a UNIX socket name: a holder of sockets of that name, or a peer connected to them."""
+
+    process: Process
+    lineage: Lineage | None
+    details: Details | None
+    sockets: tuple[UnixSocket, ...]  # its sockets here (a peer's socket in another namespace is not listed)
+    fds: tuple[tuple[int, tuple[int, ...]], ...]  # (socket inode, its fds in this process)
+    state_counts: tuple[tuple[State, int], ...]  # its sockets by state, most frequent first
+    partners: tuple[tuple[int, str], ...]  # (pid, name) of the processes at the other end, by pid
+
+    @property
+    def inodes(self) -> tuple[int, ...]:
+        return tuple(inode for inode, _ in self.fds)
+
+
+@dataclass(frozen=True)
+class UnixWhoResult:
+    target: UnixTarget
+    netns: str | None
+    snapshot: Snapshot
+    sockets: tuple[UnixSocket, ...]  # the sockets of that name: listeners first, then connections
+    processes: tuple[UnixProcess, ...]  # the holders
+    peers: tuple[UnixProcess, ...]  # the processes at the other end of the connected ones
+    unheld: tuple[UnixSocket, ...]  # sockets of that name without a visible holder
+    read_at: float
+
+    @property
+    def found(self) -> bool:
+        return bool(self.sockets)
+
+
+def _unix_order(sock: UnixSocket):
+    return (sock.state is not State.LISTEN and sock.state is not State.UNCONN, sock.type.value, sock.inode)
+
+
+def _unix_entries(
+    by_pid: dict[int, tuple[Process, list[tuple[int, tuple[int, ...]]]]],
+    by_inode: dict[int, UnixSocket],
+    partners_of: dict[int, dict[int, str]],
+    lineages: LineageReader,
+    details: DetailsReader,
+) -> tuple[UnixProcess, ...]:
+    entries = []
+    for pid, (process, fds) in sorted(by_pid.items()):
+        sockets = tuple(by_inode[inode] for inode, _ in fds if inode in by_inode)
+        states = Counter(sock.state for sock in sockets)
+        entries.append(
+            UnixProcess(
+                process=process,
+                lineage=lineages.lineage(pid, process.start_time),
+                details=details.details(pid, process.start_time),
+                sockets=sockets,
+                fds=tuple(fds),
+                state_counts=tuple(sorted(states.items(), key=lambda item: (-item[1], item[0].value))),
+                partners=tuple(sorted(partners_of.get(pid, {}).items())),
+            )
+        )
+    return tuple(entries)
+
+
+def _who_holds_unix(target: UnixTarget, netns: str | None, proc_root: str) -> UnixWhoResult:
+    snap = snapshot(Query(protocols=frozenset(), unix=True, join_processes=True, netns=netns), proc_root=proc_root)
+    read_at = time.time()
+    sockets = tuple(sorted((u for u in snap.unix_sockets if unix_socket_matches(u, target)), key=_unix_order))
+    by_inode = {u.inode: u for u in snap.unix_sockets}
+    holders_by_pid: dict[int, tuple[Process, list[tuple[int, tuple[int, ...]]]]] = {}
+    peers_by_pid: dict[int, tuple[Process, list[tuple[int, tuple[int, ...]]]]] = {}
+    partners_of: dict[int, dict[int, str]] = {}  # pid -> the pids (and names) at the other end
+    unheld = []
+
+    def add(table, holders: tuple[Holder, ...], inode: int) -> None:
+        for holder in holders:
+            entry = table.setdefault(holder.process.pid, (holder.process, []))
+            if all(known != inode for known, _ in entry[1]):
+                entry[1].append((inode, holder.fds))
+
+    for sock in sockets:
+        holders = snap.holders_of(sock)
+        if not holders:
+            unheld.append(sock)
+        add(holders_by_pid, holders, sock.inode)
+        if sock.peer_inode is None:
+            continue
+        peer_holders = snap.peer_holders_of(sock)
+        add(peers_by_pid, peer_holders, sock.peer_inode)
+        for mine in holders:
+            for theirs in peer_holders:
+                partners_of.setdefault(mine.process.pid, {})[theirs.process.pid] = theirs.process.name
+                partners_of.setdefault(theirs.process.pid, {})[mine.process.pid] = mine.process.name
+    lineages = LineageReader(proc_root)
+    details = DetailsReader(proc_root)
+    return UnixWhoResult(
+        target=target,
+        netns=netns,
+        snapshot=snap,
+        sockets=sockets,
+        processes=_unix_entries(holders_by_pid, by_inode, partners_of, lineages, details),
+        peers=_unix_entries(peers_by_pid, by_inode, partners_of, lineages, details),
+        unheld=tuple(unheld),
+        read_at=read_at,
     )

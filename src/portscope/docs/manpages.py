@@ -24,7 +24,8 @@ SEE_ALSO_TOOLS = (("ss", 8), ("netstat", 8), ("lsof", 8), ("fuser", 1))
 # What each exit status means in general; commands say what their answers (0, 1, 3) mean in "Exit status:".
 EXIT_STATUS_MEANINGS: dict[ExitStatus, str] = {
     ExitStatus.OK: "Success.",
-    ExitStatus.NOT_FOUND: "A negative answer: nothing found (who), or the bind would fail (can-bind).",
+    ExitStatus.NOT_FOUND: "A negative answer: nothing found (who), the bind would fail (can-bind), the timeout "
+    "passed (wait).",
     ExitStatus.UNCERTAIN: "The answer depends on what cannot be seen (can-bind).",
     ExitStatus.USAGE: "Bad input: an unknown option, a malformed port or address, an unknown user, service, "
     "interface or namespace. The error is one line on standard error.",

@@ -28,9 +28,10 @@ from portscope.model.records import (
     Snapshot,
     Socket,
     State,
+    UnixSocket,
 )
 from portscope.sources import netlink, netns, procnet
-from portscope.sources.fdscan import BackgroundWalk
+from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, walk_socket_fds
 from portscope.sources.join import join_processes
 
 if TYPE_CHECKING:
@@ -46,37 +47,62 @@ def snapshot(
     *,
     proc_root: str = "/proc",
     parallelism: Parallelism = DEFAULT,
+    namespaces: Sequence[NamespaceRef] | None = None,
     places: PlaceLookup | None = None,
 ) -> Snapshot:
     """The sockets ``query`` asks for, with their holders. Safe to call from several threads at once.
 
     ``parallelism``: when forked helpers may use a second CPU (:mod:`portscope.engine.parallel`);
-    ``parallel.IN_PROCESS`` keeps all the work in this process. ``places``: namespace names and
-    containers, for the ``container`` and ``netns NAME`` terms of ``query.filter``
-    (:class:`portscope.commands.places.Places`; :func:`portscope.list_sockets` passes one).
+    ``parallel.IN_PROCESS`` keeps all the work in this process. ``namespaces``: read these network
+    namespaces instead of ``query.netns``, each once and with one /proc walk, as ``--netns all`` reads
+    every one (a namespace that cannot be read is kept in ``Snapshot.namespaces`` with its error).
+    ``places``: namespace names and containers, for the ``container`` and ``netns NAME`` terms of
+    ``query.filter`` (:class:`portscope.commands.places.Places`; :func:`portscope.list_sockets` passes one).
     """
     if query.filter is not None and query.filter.needs_places and places is None:
         raise UsageError("the container and netns NAME filter terms need place lookups (use portscope.list_sockets)")
+    if namespaces is not None:
+        query = replace(query, netns=None)
     target = netns.resolve(query.netns) if query.netns and not query.every_namespace else None
     port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
     walk = None
     if parallelism.walk_ahead(needs_processes=query.needs_processes, port_filtered=port_filtered):
-        walk = BackgroundWalk.start(proc_root)
+        # with --netns all the walk also finds the namespaces kept alive only by an open fd
+        walk = BackgroundWalk.start(proc_root, namespaces=query.every_namespace and namespaces is None)
     try:
-        return _snapshot(query, target, proc_root, walk, parallelism, places)
+        return _snapshot(query, target, proc_root, walk, parallelism, namespaces, places)
     finally:
         if walk is not None:
             walk.close()
 
 
 def _snapshot(
-    query: Query, target, proc_root: str, walk: BackgroundWalk | None, parallelism: Parallelism, places
+    query: Query,
+    target,
+    proc_root: str,
+    walk: BackgroundWalk | None,
+    parallelism: Parallelism,
+    namespaces: Sequence[NamespaceRef] | None,
+    places,
 ) -> Snapshot:
-    if query.every_namespace:
+    if namespaces is not None:
+        from portscope.sources.namespaces import host_netns_inode
+
+        collection = _collect_namespaces(
+            query, namespaces, host_netns_inode(proc_root), parallelism, walking_ahead=walk is not None
+        )
+    elif query.every_namespace:
         collection = _collect_every_namespace(query, proc_root, parallelism, walking_ahead=walk is not None)
     else:
         collection = _collect(query, target, parallelism, walking_ahead=walk is not None)
+    walked = None
+    if query.every_namespace and namespaces is None and query.needs_processes:
+        walked, collection = _walk_every_namespace(query, collection, walk, proc_root, parallelism)
+    if collection.namespaces:
+        collection = _with_unread_warning(collection)
     sockets: Sequence[Socket] = collection.sockets
+
+    unix_sockets: Sequence[UnixSocket] = collection.unix_sockets
 
     predicates = _socket_predicates(query)
     if predicates:
@@ -89,12 +115,24 @@ def _snapshot(
     holders: dict[int, tuple[Holder, ...]] = {}
     report = JoinReport(joined=False)
     if query.needs_processes:
-        holders, report = join_processes(sockets, proc_root, prefetched=walk, split_walk=parallelism.split_walk)
+        # UNIX sockets and their peers join through the same single walk: their inodes are wanted too
+        joined = [*sockets, *unix_sockets] if unix_sockets else sockets
+        peers = [u.peer_inode for u in unix_sockets if u.peer_inode is not None]
+        holders, report = join_processes(
+            joined,
+            proc_root,
+            prefetched=walk if walked is None else None,
+            split_walk=parallelism.split_walk,
+            walked=walked,
+            also_wanted=peers,
+        )
         process_filter = _process_predicate(query, holders)
         if process_filter is not None:
             sockets = [s for s in sockets if process_filter(s)]
+            unix_sockets = [u for u in unix_sockets if process_filter(u)]
     elif query.uids is not None:
         sockets = [s for s in sockets if s.uid in query.uids]
+        unix_sockets = [u for u in unix_sockets if u.uid in query.uids]
     if expression is not None:
         sockets = expression.after_join(sockets, holders if query.needs_processes else None)
 
@@ -109,6 +147,8 @@ def _snapshot(
         + (expression.warnings() if expression is not None else ())
         + _details_warnings(query, collection),
         namespaces=collection.namespaces,
+        unix_sockets=tuple(unix_sockets),
+        unix_source=collection.unix_source,
         details=collection.details,
         details_asked=query.details,
     )
@@ -134,6 +174,8 @@ class Collection:
     warnings: tuple[str, ...]
     netns_inode: int | None
     namespaces: tuple[NetnsInfo, ...] = ()  # --netns all: each namespace looked at
+    unix_sockets: tuple[UnixSocket, ...] = ()
+    unix_source: Backend | None = None  # None: UNIX sockets not asked for
     details: dict[int, SocketDetails] = field(default_factory=dict)  # cookie -> details (Query.details)
     kernel_says: dict = field(default_factory=dict)  # autobound/fwmark term -> cookies the kernel accepts
     port_ranges: dict[int | None, tuple[int, int]] = field(default_factory=dict)  # netns -> ip_local_port_range
@@ -161,8 +203,27 @@ def _collect_every_namespace(
     error (the system could not be read)."""
     from portscope.sources import namespaces  # --netns all only: not on every listing's start-up
 
-    discovery = namespaces.discover(proc_root)
+    # with processes to join, the one /proc walk finds the namespaces held only by an fd (_walk_every_namespace)
+    discovery = namespaces.discover(proc_root, scan_fds=not query.needs_processes)
+    collection = _collect_namespaces(query, discovery.namespaces, discovery.host_inode, parallelism, walking_ahead)
+    if discovery.processes_refused:
+        collection = replace(collection, warnings=(*collection.warnings, _refused_warning(discovery)))
+    return collection
+
+
+def _collect_namespaces(
+    query: Query,
+    refs: Sequence[NamespaceRef],
+    host_inode: int | None,
+    parallelism: Parallelism,
+    walking_ahead: bool,
+    *,
+    required: bool = True,
+) -> Collection:
+    """Each of ``refs`` dumped once; an error only when none of them could be read (and ``required``)."""
     sockets: list[Socket] = []
+    unix_sockets: list[UnixSocket] = []
+    unix_sources: set[Backend] = set()
     sources: dict[ProtoSource, None] = {}
     warnings: dict[str, None] = {}
     infos: list[NetnsInfo] = []
@@ -170,15 +231,18 @@ def _collect_every_namespace(
     details: dict[int, SocketDetails] = {}
     kernel_says: dict = {}
     port_ranges: dict[int | None, tuple[int, int]] = {}
-    for ref in discovery.namespaces:
-        info = NetnsInfo(ref.inode, ref.inode == discovery.host_inode, ref.names, ref.pid, ref.path)
+    for ref in refs:
+        info = NetnsInfo(ref.inode, ref.inode == host_inode, ref.names, ref.pid, ref.path)
         try:
             collection = _collect_namespace(query, ref, parallelism, walking_ahead)
         except (SourceError, UsageError) as exc:  # vanished meanwhile, or not ours to enter
-            infos.append(replace(info, error=str(exc)))
+            infos.append(replace(info, error=exc.problem if isinstance(exc, SourceError) else str(exc)))
             continue
         infos.append(info)
         sockets += collection.sockets
+        unix_sockets += collection.unix_sockets
+        if collection.unix_source is not None:
+            unix_sources.add(collection.unix_source)
         details.update(collection.details)
         for leaf, cookies in collection.kernel_says.items():
             kernel_says[leaf] = kernel_says.get(leaf, frozenset()) | cookies
@@ -187,19 +251,11 @@ def _collect_every_namespace(
         warnings.update(dict.fromkeys(collection.warnings))
         if collection.bound_visible is not None:
             bound_visible = collection.bound_visible and bound_visible is not False
-    if infos and all(info.error for info in infos):
+    if required and infos and all(info.error for info in infos):
         raise SourceError("--netns all", f"no network namespace could be read ({infos[0].error})")
-    if discovery.processes_refused:
-        warnings[
-            f"the network namespaces of {discovery.processes_refused} process(es) of other users could not be "
-            "looked at (access refused)"
-        ] = None
-    unread = [info for info in infos if info.error]
-    if unread:
-        warnings[
-            f"{len(unread)} network namespace(s) could not be read: "
-            + "; ".join(f"{info.inode} ({info.error})" for info in unread[:3])
-        ] = None
+    unix_source = None
+    if unix_sources:  # the one backend that served every namespace; proc if any needed the fallback
+        unix_source = Backend.PROC if Backend.PROC in unix_sources else Backend.NETLINK
     return Collection(
         tuple(sockets),
         tuple(sources),
@@ -207,21 +263,134 @@ def _collect_every_namespace(
         tuple(warnings),
         None,
         tuple(infos),
-        details,
-        kernel_says,
-        port_ranges,
+        tuple(unix_sockets),
+        unix_source,
+        details=details,
+        kernel_says=kernel_says,
+        port_ranges=port_ranges,
     )
 
 
+UNREAD_NAMED = 5  # namespaces named per reason in the note; the rest are counted
+
+
+def _refused_warning(discovery) -> str:
+    """The processes whose namespace could not even be looked at, counted, with their users named."""
+    from portscope.sources.procinfo import user_name
+
+    count = discovery.processes_refused
+    if os.geteuid() == 0:  # a security module or a ptrace restriction
+        return f"the network namespaces of {count} process(es) could not be looked at (access refused even to root)"
+    users = ", ".join(sorted(user_name(uid) for uid in discovery.refused_uids)) or "?"
+    return (
+        f"the network namespaces of {count} process(es) of other users ({users}) could not be looked at "
+        "(access refused; run as root to see them)"
+    )
+
+
+def _namespace_label(info: NetnsInfo) -> str:
+    """An unread namespace as a person knows it: its ip netns name, its mount point, else its inode."""
+    if info.names:
+        return info.names[0]
+    if info.path and not info.path.startswith("/proc/"):
+        return info.path
+    return f"{info.inode}" + (f" (of pid {info.pid})" if info.pid else "")
+
+
+def _with_unread_warning(collection: Collection) -> Collection:
+    """One note per reason, naming the namespaces that could not be read."""
+    by_reason: dict[str, list[str]] = {}
+    for info in collection.namespaces:
+        if info.error:
+            by_reason.setdefault(info.error, []).append(_namespace_label(info))
+    if not by_reason:
+        return collection
+    notes = []
+    for reason, labels in by_reason.items():
+        named = ", ".join(labels[:UNREAD_NAMED]) + (
+            f" and {len(labels) - UNREAD_NAMED} more" if len(labels) > UNREAD_NAMED else ""
+        )
+        notes.append(f"{len(labels)} network namespace(s) could not be read ({reason}): {named}")
+    return replace(collection, warnings=(*collection.warnings, *notes))
+
+
+def _walk_every_namespace(
+    query: Query, collection: Collection, walk: BackgroundWalk | None, proc_root: str, parallelism: Parallelism
+) -> tuple[tuple[Found, FdScan], Collection]:
+    """The one /proc walk of ``--netns all``, made for every socket: it joins the processes and finds the
+    namespaces kept alive only by an open fd, which are then dumped too."""
+    from portscope.sources import namespaces
+
+    counts = FdScan(netns_links=[])
+    found = walk.found(None, counts) if walk is not None else None
+    if found is None:
+        counts = FdScan(netns_links=[])
+        found = walk_socket_fds(None, proc_root, counts, split=parallelism.split_walk)
+    known = {info.inode for info in collection.namespaces}
+    held = namespaces.held_namespaces(counts.netns_links or [], known, proc_root)
+    if held:
+        host = next((info.inode for info in collection.namespaces if info.host), None)
+        extra = _collect_namespaces(query, held, host, parallelism, False, required=False)
+        bound_visible = collection.bound_visible
+        if extra.bound_visible is not None:
+            bound_visible = extra.bound_visible and bound_visible is not False
+        collection = Collection(
+            (*collection.sockets, *extra.sockets),
+            tuple(dict.fromkeys((*collection.sources, *extra.sources))),
+            bound_visible,
+            tuple(dict.fromkeys((*collection.warnings, *extra.warnings))),
+            None,
+            (*collection.namespaces, *extra.namespaces),
+            details={**collection.details, **extra.details},
+            kernel_says={
+                leaf: collection.kernel_says.get(leaf, frozenset()) | extra.kernel_says.get(leaf, frozenset())
+                for leaf in {*collection.kernel_says, *extra.kernel_says}
+            },
+            port_ranges={**collection.port_ranges, **extra.port_ranges},
+        )
+    return (found, counts), collection
+
+
 def _collect_namespace(query: Query, ref: NamespaceRef, parallelism: Parallelism, walking_ahead: bool) -> Collection:
-    target = netns.NetnsTarget(ref.path, ref.pid)
+    """One discovered namespace, pinned: its file is opened once and checked to still be that namespace
+    (a process may have moved, or an fd been reused, since discovery), then entered through that fd."""
     try:
-        return _collect(query, target, parallelism, walking_ahead=walking_ahead)
+        fd = netns.open_namespace(netns.NetnsTarget(ref.path, ref.pid))
     except SourceError:
         if ref.pid is None or query.backend is Backend.NETLINK:
             raise
-        # not ours to enter (no CAP_SYS_ADMIN): a process inside it still shows its tables in /proc
-        return _collect_proc_only(query, f"/proc/{ref.pid}/net", ref.inode)
+        return _collect_proc_of(query, ref)
+    try:
+        if os.fstat(fd).st_ino != ref.inode:
+            raise SourceError(ref.path, "it leads to another network namespace now (its process moved or exited)")
+        pinned = netns.NetnsTarget(f"/proc/self/fd/{fd}", ref.pid)
+        try:
+            return _collect(query, pinned, parallelism, walking_ahead=walking_ahead)
+        except SourceError as exc:
+            if ref.pid is None or query.backend is Backend.NETLINK:
+                raise SourceError(ref.path, exc.problem) from None
+    finally:
+        os.close(fd)
+    # not ours to enter (no CAP_SYS_ADMIN): a process inside it still shows its tables in /proc
+    return _collect_proc_of(query, ref)
+
+
+def _collect_proc_of(query: Query, ref: NamespaceRef) -> Collection:
+    """A namespace's tables from ``/proc/PID/net`` of a process inside it, kept only if that process was in
+    it before and after the read."""
+
+    def inside() -> bool:
+        try:
+            return os.stat(f"/proc/{ref.pid}/ns/net").st_ino == ref.inode
+        except OSError:
+            return False
+
+    if not inside():
+        raise SourceError(f"/proc/{ref.pid}/net", "its process left the namespace or exited")
+    collection = _collect_proc_only(query, f"/proc/{ref.pid}/net", ref.inode)
+    if not inside():
+        raise SourceError(f"/proc/{ref.pid}/net", "its process left the namespace or exited")
+    return collection
 
 
 def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None) -> Collection:
@@ -234,7 +403,14 @@ def _collect_proc_only(query: Query, net_dir: str, ns_inode: int | None) -> Coll
     warnings = ()
     if Proto.TCP in query.protocols and State.BOUND in query.kernel_states(Proto.TCP):
         warnings = ("bound-only TCP sockets are invisible in /proc",)
-    return Collection(tuple(sockets), tuple(sources), None, warnings, ns_inode)
+    unix_states = query.unix_states
+    unix_sockets: tuple[UnixSocket, ...] = ()
+    if unix_states is not None:
+        from portscope.sources import unixdiag
+
+        unix_sockets = tuple(unixdiag.read_proc_net_unix(net_dir, netns=ns_inode, states=unix_states))
+    unix_source = Backend.PROC if query.unix else None
+    return Collection(tuple(sockets), tuple(sources), None, warnings, ns_inode, (), unix_sockets, unix_source)
 
 
 def _wanted_tables(query: Query) -> list[tuple[Proto, Family]]:
@@ -308,8 +484,19 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
         warnings = ("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)",)
     kernel_says = _kernel_answers(query, requests, sources)
     port_ranges = {ns_inode: _local_port_range()} if query.filter is not None and query.filter.uses_autobound else {}
+    unix_sockets, unix_source = _collect_unix(query, ns_inode)
     return Collection(
-        tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode, (), details, kernel_says, port_ranges
+        tuple(sockets),
+        tuple(sources),
+        bound_visible,
+        warnings,
+        ns_inode,
+        (),
+        unix_sockets,
+        unix_source,
+        details=details,
+        kernel_says=kernel_says,
+        port_ranges=port_ranges,
     )
 
 
@@ -342,6 +529,24 @@ def _kernel_answers(query: Query, requests, sources) -> dict:
             raise SourceError("netlink", f"cannot ask the kernel which sockets match {term}: {exc}") from None
         answers[term] = frozenset(c for c in found if c is not None)
     return answers
+
+
+def _collect_unix(query: Query, ns_inode: int | None) -> tuple[tuple[UnixSocket, ...], Backend | None]:
+    """The UNIX sockets of the current namespace (unix_diag, else /proc/net/unix), if the query wants them."""
+    if not query.unix:
+        return (), None
+    states = query.unix_states
+    if states is None:
+        return (), Backend.NETLINK if query.backend is not Backend.PROC else Backend.PROC
+    from portscope.sources import unixdiag  # only when UNIX sockets are asked for
+
+    if query.backend is not Backend.PROC:
+        try:
+            return tuple(unixdiag.dump_unix(states, ns_inode)), Backend.NETLINK
+        except netlink.NetlinkUnavailable as exc:
+            if query.backend is Backend.NETLINK:
+                raise SourceError("netlink", str(exc)) from None
+    return tuple(unixdiag.read_proc_net_unix(netns=ns_inode, states=states)), Backend.PROC
 
 
 def _bound_visibility(query: Query, sources, sockets) -> bool | None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
-from portscope.errors import UsageError
+from portscope.errors import FilterSyntaxError, UsageError
 from portscope.model.query import STATE_GROUPS
 from portscope.model.records import Family, Holder, Socket, State
 
@@ -325,14 +325,6 @@ def _kleene(node: Node) -> bool | None:
 
 # ---------------------------------------------------------------------------------------------------
 # Parsing
-
-
-class FilterSyntaxError(UsageError):
-    """An expression that cannot be read; the message names the word and its position (1-based)."""
-
-    def __init__(self, message: str, position: int | None) -> None:
-        super().__init__(message)
-        self.position = position
 
 
 class Lookups(Protocol):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
-from portscope.model.records import UDP_STATES, Backend, Detail, Family, Proto, State
+from portscope.model.records import UDP_STATES, UNIX_STATES, Backend, Detail, Family, Proto, State
 
 if TYPE_CHECKING:
     from portscope.model.filter import Filter
@@ -195,6 +195,9 @@ class Query:
     join_processes: bool = True
     backend: Backend = Backend.AUTO
     netns: str | None = None  # a name under /run/netns, a path, a pid, or ALL_NAMESPACES
+    # UNIX sockets too (opt-in: a TCP/UDP listing does no work for them). ``protocols`` may then be empty:
+    # UNIX sockets only. Port and address filters match no UNIX socket.
+    unix: bool = False
     filter: Filter | None = None  # an ss filter expression (model/filter.py), ANDed with the rest
     details: frozenset[Detail] = frozenset()  # what to ask the kernel for beyond the socket list
 
@@ -216,6 +219,16 @@ class Query:
         if proto is Proto.UDP:
             return wanted & UDP_STATES
         return wanted - {State.UNCONN, State.CLOSE}
+
+    @property
+    def unix_states(self) -> frozenset[State] | None:
+        """The UNIX socket states to ask the kernel for; None when no UNIX socket can match the query."""
+        if not self.unix or self.local_ports or self.remote_ports or self.any_ports:
+            return None
+        if self.local_networks or self.remote_networks:
+            return None
+        wanted = UNIX_STATES if self.states is None else self.states & UNIX_STATES
+        return wanted or None
 
     def __post_init__(self) -> None:
         if self.netns is not None and not self.netns.strip():

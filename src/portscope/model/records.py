@@ -69,6 +69,27 @@ UDP_STATE_BY_NUMBER: dict[int, State] = {1: State.ESTABLISHED, 7: State.UNCONN}
 
 UDP_STATES: frozenset[State] = frozenset(UDP_STATE_BY_NUMBER.values())
 
+# UNIX sockets reuse the TCP state numbers (af_unix); ss names TCP_CLOSE "UNCONN" for them, as for UDP.
+UNIX_STATE_BY_NUMBER: dict[int, State] = {
+    1: State.ESTABLISHED,
+    2: State.SYN_SENT,
+    3: State.SYN_RECV,
+    7: State.UNCONN,
+    10: State.LISTEN,
+}
+UNIX_STATES: frozenset[State] = frozenset(UNIX_STATE_BY_NUMBER.values())
+
+
+class UnixType(str, enum.Enum):
+    """The kind of a UNIX socket (``SOCK_STREAM``, ``SOCK_DGRAM``, ``SOCK_SEQPACKET``)."""
+
+    STREAM = "stream"
+    DGRAM = "dgram"
+    SEQPACKET = "seqpacket"
+
+
+UNIX_TYPE_BY_NUMBER: dict[int, UnixType] = {1: UnixType.STREAM, 2: UnixType.DGRAM, 5: UnixType.SEQPACKET}
+
 # Timer codes shared by inet_diag's idiag_timer and the "tr" column of /proc/net/tcp.
 TIMER_BY_CODE: dict[int, str | None] = {0: None, 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
@@ -102,6 +123,31 @@ class Detail(str, enum.Enum):
     TIMERS = "timers"  # the timer with its retransmission count
     MEMORY = "memory"  # socket memory (INET_DIAG_SKMEMINFO)
     INFO = "info"  # TCP internals (INET_DIAG_INFO: struct tcp_info) and the congestion control (INET_DIAG_CONG)
+
+
+@dataclass(frozen=True, slots=True)
+class UnixSocket:
+    """One AF_UNIX socket: a record of its own, not a :class:`Socket` (no address, port or family to fill,
+    and ``Proto`` stays the IP protocols that ports, ``who PORT`` and ``can-bind`` iterate over).
+
+    ``path`` is the bound name as text (bytes that are not UTF-8 as ``surrogateescape`` characters):
+    a filesystem path as it was given to bind(), or ``@`` and the abstract name (whose NUL bytes are kept
+    as ``\\x00`` characters: renderers escape them); ``None`` for an unnamed socket. An accepted
+    connection carries its listener's name, as the kernel reports it.
+    """
+
+    type: UnixType
+    state: State
+    path: str | None
+    abstract: bool  # path is an abstract name ("@..."), not a file
+    inode: int
+    peer_inode: int | None  # the socket at the other end; None without a peer (or from /proc)
+    recv_q: int | None  # for a listener: connections waiting to be accepted
+    send_q: int | None  # for a listener: the backlog
+    uid: int | None  # the socket's owner (netlink, Linux 5.3+); None from /proc
+    netns: int | None
+    file: tuple[int, int] | None = None  # (st_dev, st_ino) of the bound socket file (netlink only)
+    cookie: int | None = None  # kernel socket cookie (netlink only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +217,8 @@ class Snapshot:
     bound_visible: bool | None  # could BOUND_INACTIVE sockets be listed? None: not asked
     warnings: tuple[str, ...] = field(default_factory=tuple)
     namespaces: tuple[NetnsInfo, ...] = ()  # with --netns all: every namespace looked at, read or not
+    unix_sockets: tuple[UnixSocket, ...] = ()  # only when the query asked for them (Query.unix)
+    unix_source: Backend | None = None  # where the UNIX sockets came from; None: not asked
     # socket cookie -> details, for the sockets they were asked for (Query.details): kept apart from the
     # records so that a plain listing decodes and builds exactly what it did before
     details: Mapping[int, SocketDetails] = field(default_factory=dict)
@@ -179,10 +227,16 @@ class Snapshot:
     def details_of(self, sock: Socket) -> SocketDetails | None:
         return self.details.get(sock.cookie) if sock.cookie is not None else None
 
-    def holders_of(self, sock: Socket) -> tuple[Holder, ...]:
+    def holders_of(self, sock: Socket | UnixSocket) -> tuple[Holder, ...]:
         if sock.inode is None:
             return ()
         return self.holders.get(sock.inode, ())
+
+    def peer_holders_of(self, sock: UnixSocket) -> tuple[Holder, ...]:
+        """The processes at the other end of a connected UNIX socket (the peer inode's holders)."""
+        if sock.peer_inode is None:
+            return ()
+        return self.holders.get(sock.peer_inode, ())
 
     def backend_summary(self) -> str:
         by_backend: dict[str, list[str]] = {}
@@ -190,4 +244,6 @@ class Snapshot:
             by_backend.setdefault(src.backend.value, []).append(
                 f"{src.proto.value}{'6' if src.family is Family.IPV6 else ''}"
             )
+        if self.unix_source is not None:
+            by_backend.setdefault(self.unix_source.value, []).append("unix")
         return "; ".join(f"{name}: {','.join(parts)}" for name, parts in by_backend.items())

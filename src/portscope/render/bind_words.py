@@ -201,10 +201,6 @@ REASONS: dict[ReasonCode, Callable[..., str]] = {
     ReasonCode.SHARED_REUSEADDR: _shared_reuseaddr,
     ReasonCode.SHARED_REUSEPORT: _shared_reuseport,
     ReasonCode.NO_OVERLAP: _no_overlap,
-    ReasonCode.FIRST_MATCH_COMPATIBLE: lambda: (
-        "A compatible SO_REUSEPORT socket is found before the blocking one in the kernel's hash chain, so the "
-        "kernel will accept this. The outcome depends on socket order."
-    ),
     ReasonCode.OVERLAP: lambda socket, port: f"{describe(socket)} holds an overlapping address on port {port}.",
     ReasonCode.DUAL_STACK_OVERLAP: lambda: _DUAL_STACK,
     ReasonCode.REUSEPORT_OWNER_DIFFERS: lambda existing_uid, new_uid: (
@@ -237,10 +233,6 @@ REASONS: dict[ReasonCode, Callable[..., str]] = {
     ),
     ReasonCode.DEPENDS_ON_HIDDEN: lambda socket, count: (
         f"The answer depends on socket options the tool cannot read from {_listed(socket, count)}."
-    ),
-    ReasonCode.FIRST_MATCH_ORDER: lambda compatible, blocking: (
-        f"{describe(compatible)} would let this bind, {describe(blocking)} would block it: the kernel "
-        "stops at whichever comes first in its hash chain."
     ),
 }
 
@@ -377,9 +369,10 @@ UNCERTAINTY: dict[UncertaintyCode, Callable[..., str]] = {
         "socket of this uid to bind or listen on the port covered this address; that bind history is not visible "
         "(use --probe to ask the kernel)"
     ),
-    UncertaintyCode.UDP_ORDER: lambda: (
-        "R-UDP-FIRSTMATCH: the first matching socket in the kernel's hash chain decides, and the order of IPv4 and "
-        "IPv6 sockets in that chain is not visible (use --probe to ask the kernel)"
+    UncertaintyCode.UDP_PATH: lambda: (
+        "past 10 sockets in the port's UDP hash slot (counted over every network namespace sharing the table) "
+        "the kernel checks only the new address's and the wildcard's secondary slots, which changes the answer "
+        "here; the count in other namespaces is not visible (use --probe to ask the kernel)"
     ),
     UncertaintyCode.HIDDEN_FLAGS: _hidden_flags,
     UncertaintyCode.BOUND_INVISIBLE: lambda: (

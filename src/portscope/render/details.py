@@ -70,24 +70,28 @@ class DetailedRowCells:
         self.cells, self.measure = cells, measure
 
 
-def write_detail_lines(out, cells: DetailedRowCells, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
+def write_detail_lines(
+    out, cells: DetailedRowCells, sockets: Sequence[Socket], columns: Sequence[Column], extra: Sequence = ()
+) -> None:
     """The table without the long detail texts, each socket's Memory and TCP info on an indented line
-    under its row (as ss -m -i prints them): a terminal's width then cuts nothing."""
+    under its row (as ss -m -i prints them): a terminal's width then cuts nothing. ``extra``: rows made
+    already (UNIX sockets), after the others, without detail lines."""
     import io
 
     from portscope.render.table import write_plain
 
     table = io.StringIO()
-    write_plain(table, cells, sockets, columns)
+    write_plain(table, cells, sockets, columns, extra)  # type: ignore[arg-type]
     lines = table.getvalue().splitlines()
     wrapped = [cells.keys.index(key) for key in ("memory", "tcp_info") if key in cells.keys]
     parts = [lines[0]]
-    for line, sock in zip(lines[1:], sockets, strict=True):
+    for line, sock in zip(lines[1 : 1 + len(sockets)], sockets, strict=True):
         parts.append(line)
         row = cells.cells(sock)
         texts = [row[index] for index in wrapped if row[index] != "-"]
         if texts:
             parts.append("\t" + "  ".join(texts))
+    parts += lines[1 + len(sockets) :]
     out.write("\n".join(parts) + "\n")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,7 +77,10 @@ def _terminal_width(environ: Mapping[str, str]) -> int:
     columns = environ.get("COLUMNS", "")
     if columns.isascii() and columns.isdigit() and int(columns) > 0:
         return int(columns)
-    return shutil.get_terminal_size((80, 24)).columns
+    try:  # the terminal's own size (shutil's version costs bz2 and lzma imports at start-up)
+        return os.get_terminal_size(sys.stdout.fileno()).columns or 80
+    except (OSError, ValueError, AttributeError):
+        return 80
 
 
 def _can_encode(text: str, encoding: str) -> bool:

@@ -16,11 +16,12 @@ JSON string: it is given in the escaped text form of :mod:`portscope.render.text
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, TYPE_CHECKING, Any
 
-from portscope.model.records import Detail, Holder, Snapshot, Socket, State
+from portscope.model.records import Detail, Holder, Snapshot, Socket, State, UnixSocket
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
 
@@ -96,10 +97,11 @@ def container_object(container) -> dict[str, Any] | None:
 
 
 def forward_object(forward) -> dict[str, Any] | None:
-    """``{"container", "address", "port", "netns"}`` of a sources.forwarders.Forward."""
+    """``{"kind", "container", "address", "port", "netns"}`` of a sources.forwarders.Forward."""
     if forward is None:
         return None
     return {
+        "kind": forward.kind,
         "container": container_object(forward.container),
         "address": forward.target_address,
         "port": forward.target_port,
@@ -162,6 +164,23 @@ def _detail_objects(snap: Snapshot, sock: Socket) -> dict[str, Any]:
     return detail_objects(snap.details_asked, snap.details_of(sock))
 
 
+def unix_socket_object(sock: UnixSocket, holders: Iterable[Holder], peer_holders: Iterable[Holder]) -> dict[str, Any]:
+    """One UNIX socket as the JSON interface describes it (README: UNIX socket objects)."""
+    return {
+        "proto": "unix",
+        "type": sock.type.value,
+        "state": sock.state.value,
+        "path": sock.path,
+        "inode": sock.inode,
+        "peer_inode": sock.peer_inode,
+        "recv_q": sock.recv_q,
+        "send_q": sock.send_q,
+        "netns": sock.netns,
+        "processes": [holder_object(h) for h in holders],
+        "peer_processes": [holder_object(h) for h in peer_holders],
+    }
+
+
 def _text(value: str | None) -> str:
     return "null" if value is None else json_string(value)
 
@@ -175,12 +194,43 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
 
     Text for json.loads, laid out like ``json.dumps`` of those objects (", " and ": "), one object a line.
     """
+    write = out.write
+    write("[")
+    separator = "\n"
+    for chunk in _chunks(socket_texts(snap, services, places)):
+        write(separator + ",\n".join(chunk))
+        separator = ",\n"
+    write("]\n" if separator == "\n" else "\n]\n")
+
+
+def write_socket_lines(out: IO[str], snap: Snapshot, services: Services | None, places: Places | None = None) -> None:
+    """Write ``ls --jsonl`` (JSON Lines): the objects of ``ls --json``, the same text, one a line."""
+    for chunk in _chunks(socket_texts(snap, services, places)):
+        out.write("\n".join(chunk) + "\n")
+
+
+def _chunks(texts: Iterator[str]) -> Iterator[list[str]]:
+    while chunk := list(islice(texts, JSON_CHUNK)):
+        yield chunk
+
+
+def socket_texts(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[str]:
+    """Each socket's object as JSON text, equal to ``json.dumps(socket_object(...), ensure_ascii=False)``
+    (escaped as the module docstring says), in the snapshot's order."""
     holders_get = snap.holders.get if snap.holders else None
     names = services.by_port if services is not None else {}
     service_json: dict[str, dict[int, str]] = {"tcp": {}, "udp": {}}  # proto -> port -> text
     process_json: dict[int, str] = {}  # id(Process) -> its object's text up to the fd keys
     plain_tails: dict[tuple[bool | None, str, int | None], str] = {}  # the end of a socket without extras
     bools = _BOOL
+    extra_text = None
+    if snap.details_asked & {Detail.INFO, Detail.MEMORY}:
+        from portscope.render.details import detail_json
+
+        asked, details_of = snap.details_asked, snap.details_of
+
+        def extra_text(sock: Socket) -> str:  # the closing brace replaced by the detail keys (ls -i, -m)
+            return detail_json(asked, details_of(sock)) + "}"
 
     def service_text(port: int, proto: str) -> str:
         text = _text(names.get((port, proto)))
@@ -233,19 +283,6 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             f'{place_text(sock, holders)}, "processes": {processes_text(holders) if holders else "[]"}}}'
         )
 
-    extra_text = None
-    if snap.details_asked & {Detail.INFO, Detail.MEMORY}:
-        from portscope.render.details import detail_json
-
-        asked, details_of = snap.details_asked, snap.details_of
-
-        def extra_text(sock: Socket) -> str:  # the closing brace replaced by the detail keys
-            return detail_json(asked, details_of(sock)) + "}"
-
-    write = out.write
-    write("[")
-    chunk: list[str] = []
-    separator = "\n"
     for sock in snap.sockets:
         proto = sock.proto._value_  # enum .value is a property: measurable at 100k sockets
         port = sock.local_port
@@ -264,7 +301,7 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
         recv_q = sock.recv_q
         send_q = sock.send_q
         uid = sock.uid
-        chunk.append(
+        text = (
             f'{{"proto": "{proto}", "family": "{sock.family._value_}", '
             f'"state": "{sock.state._value_}", "local_address": "{sock.local_address}", '
             f'"local_port": {port}, "remote_address": {remote}, '
@@ -273,16 +310,23 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
             f'"send_q": {"null" if send_q is None else send_q}, "uid": {"null" if uid is None else uid}, '
             f'"inode": {"null" if inode is None else inode}, {tail}'
         )
-        if extra_text is not None:
-            chunk[-1] = chunk[-1][:-1] + extra_text(sock)
-        if len(chunk) >= JSON_CHUNK:
-            write(separator + ",\n".join(chunk))
-            separator = ",\n"
-            chunk.clear()
-    if chunk:
-        write(separator + ",\n".join(chunk))
-        separator = ",\n"
-    write("]\n" if separator == "\n" else "\n]\n")
+        yield text if extra_text is None else text[:-1] + extra_text(sock)
+    for usock in snap.unix_sockets:  # after the IP sockets, as unix_socket_object() writes them
+        holders = holders_get(usock.inode) if holders_get is not None else None
+        peer = usock.peer_inode
+        peer_holders = holders_get(peer) if holders_get is not None and peer is not None else None
+        recv_q = usock.recv_q
+        send_q = usock.send_q
+        netns = usock.netns
+        yield (
+            f'{{"proto": "unix", "type": "{usock.type._value_}", "state": "{usock.state._value_}", '
+            f'"path": {_text(usock.path)}, "inode": {usock.inode}, '
+            f'"peer_inode": {"null" if peer is None else peer}, '
+            f'"recv_q": {"null" if recv_q is None else recv_q}, "send_q": {"null" if send_q is None else send_q}, '
+            f'"netns": {"null" if netns is None else netns}, '
+            f'"processes": {processes_text(holders) if holders else "[]"}, '
+            f'"peer_processes": {processes_text(peer_holders) if peer_holders else "[]"}}}'
+        )
 
 
 def dump(value: Any, out: IO[str]) -> None:

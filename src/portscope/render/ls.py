@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from portscope.commands.names import Names
 from portscope.model.records import Snapshot
-from portscope.render import jsonout
 from portscope.render.environment import Environment
 from portscope.render.notes import hidden_owner_advice
 from portscope.render.text import safe_text
@@ -25,6 +24,8 @@ def footer_lines(snap: Snapshot, names: Names) -> list[str]:
 def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool) -> None:
     out = env.stdout
     if as_json:
+        from portscope.render import jsonout  # json only when asked for
+
         jsonout.write_sockets(out, snap, names.services, names.places)
         for line in footer_lines(snap, names):
             env.note(line)
@@ -35,36 +36,42 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
         columns_for_width,
         print_rich,
         table_order,
+        unix_rows,
+        with_namespace_column,
         write_plain,
     )
 
     sockets = table_order(snap.sockets)
-    columns = columns_for_width(env.width)
-    cells = RowCells(snap, names)
+    columns = with_namespace_column(columns_for_width(env.width), [*sockets, *snap.unix_sockets])
+    cells = RowCells(snap, names, namespaces=columns[0].key == "netns")
+    extra = unix_rows(snap, names, cells) if snap.unix_sockets else []
+    count = len(sockets) + len(extra)
     if snap.details_asked:
         from portscope.render.details import WRAPPED_KEYS, DetailedRowCells, detail_columns, write_detail_lines
 
-        extra = detail_columns(snap.details_asked)
-        cells = DetailedRowCells(cells, snap, extra)  # type: ignore[assignment]
+        detail = detail_columns(snap.details_asked)
+        cells = DetailedRowCells(cells, snap, detail)  # type: ignore[assignment]
+        extra = [(state, row + ("-",) * len(detail)) for state, row in extra]  # UNIX sockets have none
         if env.is_tty:
             # details on a terminal are read as ss prints them: whole lines, never cut to the width, and
             # -m and -i on an indented line under each socket's row
-            write_detail_lines(out, cells, sockets, columns + tuple(c for c in extra if c.key not in WRAPPED_KEYS))
-            for line in [f"{len(sockets)} socket(s); {snap.backend_summary()}", *footer_lines(snap, names)]:
+            narrow = columns + tuple(c for c in detail if c.key not in WRAPPED_KEYS)
+            write_detail_lines(out, cells, sockets, narrow, extra)
+            for line in [f"{count} socket(s); {snap.backend_summary()}", *footer_lines(snap, names)]:
                 env.note(line)
             return
-        columns += extra
-    if env.is_tty and len(sockets) <= RICH_ROW_LIMIT:
+        columns += detail
+    if env.is_tty and count <= RICH_ROW_LIMIT:
         console = env.console()
-        print_rich(console, cells, sockets, columns, env.width)
-        summary = f"{len(sockets)} socket(s); {snap.backend_summary()}"
+        print_rich(console, cells, sockets, columns, env.width, extra)
+        summary = f"{count} socket(s); {snap.backend_summary()}"
         console.print(summary, style="dim")
         for line in footer_lines(snap, names):
             console.print(line, style="yellow")
         return
-    write_plain(out, cells, sockets, columns)
+    write_plain(out, cells, sockets, columns, extra)
     notes = footer_lines(snap, names)
     if env.is_tty:
-        notes.insert(0, f"{len(sockets)} socket(s); {snap.backend_summary()}")
+        notes.insert(0, f"{count} socket(s); {snap.backend_summary()}")
     for line in notes:
         env.note(line)

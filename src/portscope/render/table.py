@@ -15,7 +15,7 @@ from typing import IO
 
 from portscope.commands.names import Names
 from portscope.model.notation import STATE_LABELS_BY_VALUE, format_host, proto_label
-from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
+from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
 from portscope.render.text import safe_text
 
 STATE_STYLES: dict[State, str] = {
@@ -57,11 +57,22 @@ BASE_COLUMNS = (
 )
 
 
+NAMESPACE_COLUMN = Column("Netns", "netns")  # first, when the rows come from more than one network namespace
+
+
 def columns_for_width(width: int | None) -> tuple[Column, ...]:
     """Every column when the width is unlimited (a pipe), else those that fit."""
     if width is None:
         return tuple(c for c in BASE_COLUMNS if c.key != "command")
     return tuple(c for c in BASE_COLUMNS if c.min_width <= width)
+
+
+def with_namespace_column(columns: Sequence[Column], sockets: Sequence[Socket]) -> tuple[Column, ...]:
+    """The namespace column in front when the sockets live in more than one network namespace."""
+    first = sockets[0].netns if sockets else None
+    if any(sock.netns != first for sock in sockets):
+        return (NAMESPACE_COLUMN, *columns)
+    return tuple(columns)
 
 
 def compact_holders(holders: Sequence[Holder], shown_pids: int = 2) -> str:
@@ -104,18 +115,27 @@ def table_order(sockets: Sequence[Socket]) -> list[Socket]:
 PLAIN_CHUNK = 4096  # lines per write()
 
 
-def write_plain(out: IO[str], rows: RowCells, sockets: Sequence[Socket], columns: Sequence[Column]) -> None:
+def write_plain(
+    out: IO[str],
+    rows: RowCells,
+    sockets: Sequence[Socket],
+    columns: Sequence[Column],
+    extra: Sequence[tuple[State, tuple[str, ...]]] = (),
+) -> None:
     """Aligned columns without colour: the cells of :class:`RowCells`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
 
     Two passes: the first measures the cells (lengths only, no text), the second formats them and
     writes in chunks. Rows are not kept: 100k rows of strings cost far more memory than building
     each row once more costs time (hosts, services, users and process texts come from caches).
+    ``extra``: rows already made (UNIX sockets: :func:`unix_rows`), written after the sockets' rows.
     """
     cells_of = rows.cells
     keys = getattr(rows, "keys", ALL_KEYS)  # render.details adds the detail columns' keys
     picked = [keys.index(c.key) for c in columns]
     measured = rows.measure(sockets)
+    for _, cells in extra:
+        measured = [max(width, len(cell)) for width, cell in zip(measured, cells, strict=True)]
     widths = [max(len(c.title), measured[i]) for c, i in zip(columns, picked, strict=True)]
     last = len(columns) - 1
     fmt = "  ".join(
@@ -138,28 +158,37 @@ def write_plain(out: IO[str], rows: RowCells, sockets: Sequence[Socket], columns
     if chunk:
         chunk.append("")
         write("\n".join(chunk))
+    if extra:
+        pick_extra = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+        write("".join((fmt % pick_extra(cells)).rstrip() + "\n" for _, cells in extra))
 
 
-ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command")
+ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command", "netns")
 
 
 class RowCells:
     """The cells of table rows, the one implementation of the table's cell rules (plain and rich tables).
 
     ``cells(sock)`` gives the cells of every column in :data:`ALL_KEYS` order; ``measure(sockets)``
-    gives the length of each column's longest cell without building the cells. The repeating parts
-    are cached, keyed by values that cannot change during one listing: addresses, ports, uids, and
+    gives the length of each column's longest cell without building the cells. The namespace cell (the
+    container's name, the ``ip netns`` name, ``host``, or the inode) is filled only with ``namespaces``.
+    The repeating parts are cached, keyed by values that cannot change during one listing: addresses, ports, uids, and
     the ids of the snapshot's Process records (alive as long as the snapshot). The parts are written
     as :mod:`portscope.model.notation` writes them, inlined (tests compare with a row built from words).
     """
 
-    def __init__(self, snap: Snapshot, names: Names) -> None:
-        self.cells, self.measure = _cell_functions(snap, names)
+    def __init__(self, snap: Snapshot, names: Names, *, namespaces: bool = False) -> None:
+        self.cells, self.measure, self.owner, self.netns = _cell_functions(snap, names, namespaces)
 
 
 def _cell_functions(
-    snap: Snapshot, names: Names
-) -> tuple[Callable[[Socket], tuple[str, ...]], Callable[[Sequence[Socket]], list[int]]]:
+    snap: Snapshot, names: Names, namespaces: bool = False
+) -> tuple[
+    Callable[[Socket], tuple[str, ...]],
+    Callable[[Sequence[Socket]], list[int]],
+    Callable[[int | None], tuple[str, str]],
+    Callable[[int | None], str],
+]:
     holders_get = snap.holders.get
     joined = snap.join.joined
     hidden = snap.join.hidden_inodes
@@ -181,6 +210,17 @@ def _cell_functions(
     users: dict[int | None, str] = {None: "-"}
     processes: dict[int, tuple[str, str]] = {}  # id(Process) -> (process cell, command cell)
     interfaces: dict[str, str] = {}  # name -> as shown
+    netns_texts: dict[int | None, str] = {None: "-"} if namespaces else {}
+    places = names.places
+
+    def netns_text(inode: int | None) -> str:
+        if not namespaces:
+            return ""
+        text = netns_texts.get(inode)
+        if text is None:
+            name = places.netns_name(inode) if places is not None else None
+            text = netns_texts[inode] = safe_text(name) if name else str(inode)
+        return text
 
     def interface_text(name: str) -> str:
         text = interfaces[name] = safe_text(name)
@@ -255,6 +295,7 @@ def _cell_functions(
             users.get(uid) or user(uid),  # type: ignore[arg-type]
             process,
             command,
+            netns_text(sock.netns),
         )
 
     def measure(sockets: Sequence[Socket]) -> list[int]:
@@ -263,6 +304,7 @@ def _cell_functions(
         any_v6 = False
         states: set[str] = set()
         uids: set[int | None] = set()
+        inodes: set[int | None] = set()
         recv_seen: set[int | None] = set()  # few distinct queue lengths: measure each once
         send_seen: set[int | None] = set()
         local_w = peer_w = process_w = command_w = recv_w = send_w = 0
@@ -293,6 +335,7 @@ def _cell_functions(
                 peer_w = width
             states.add(sock.state._value_)
             uids.add(sock.uid)
+            inodes.add(sock.netns)
             recv_q = sock.recv_q
             send_q = sock.send_q
             if recv_q not in recv_seen:
@@ -316,12 +359,57 @@ def _cell_functions(
             max((len(users.get(uid) or user(uid)) for uid in uids), default=0),  # type: ignore[arg-type]
             process_w,
             command_w,
+            max((len(netns_text(inode)) for inode in inodes), default=0),
         ]
 
-    return cells, measure
+    return cells, measure, owner, netns_text
 
 
-SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4}
+UNIX_LABELS = {UnixType.STREAM: "u_str", UnixType.DGRAM: "u_dgr", UnixType.SEQPACKET: "u_seq"}  # ss's netids
+
+
+def unix_rows(snap: Snapshot, names: Names, row_cells: RowCells) -> list[tuple[State, tuple[str, ...]]]:
+    """The table rows of the snapshot's UNIX sockets, in :data:`ALL_KEYS` order: listeners first, by path.
+
+    Local is the bound name (``*`` unnamed); Peer is the other end: its name, if it has one, and the
+    processes that hold it (``inode N`` when none is visible); ``*`` without a peer.
+    """
+    by_inode = {u.inode: u for u in snap.unix_sockets}
+    ordered = sorted(
+        snap.unix_sockets, key=lambda u: (u.state not in _LISTENING_STATES, u.path is None, u.path or "", u.inode)
+    )
+    owner = row_cells.owner
+    rows = []
+    for usock in ordered:
+        process, command = owner(usock.inode)
+        peer = "*"
+        if usock.peer_inode is not None:
+            other = by_inode.get(usock.peer_inode)
+            peer_holders = snap.peer_holders_of(usock)
+            parts = [safe_text(other.path)] if other is not None and other.path is not None else []
+            parts.append(compact_holders(peer_holders) if peer_holders else f"inode {usock.peer_inode}")
+            peer = " ".join(parts)
+        rows.append(
+            (
+                usock.state,
+                (
+                    UNIX_LABELS[usock.type],
+                    STATE_LABELS_BY_VALUE[usock.state.value],
+                    "-" if usock.recv_q is None else str(usock.recv_q),
+                    "-" if usock.send_q is None else str(usock.send_q),
+                    "*" if usock.path is None else safe_text(usock.path),
+                    peer,
+                    "-" if usock.uid is None else safe_text(names.user(usock.uid)),
+                    process,
+                    command,
+                    row_cells.netns(usock.netns),
+                ),
+            )
+        )
+    return rows
+
+
+SHRINKABLE = {"local": 15, "peer": 15, "process": 12, "command": 12, "user": 4, "netns": 8}
 # The command column takes what is left: cutting it costs nothing next to cutting an address.
 TRUNCATION_COST = {"command": 0.0}
 GAP = 2
@@ -375,15 +463,20 @@ def fit_endpoint(text: str, width: int) -> str:
 
 
 def print_rich(
-    console, row_cells: RowCells, sockets: Sequence[Socket], columns: Sequence[Column], width: int | None
+    console,
+    row_cells: RowCells,
+    sockets: Sequence[Socket],
+    columns: Sequence[Column],
+    width: int | None,
+    extra: Sequence[tuple[State, tuple[str, ...]]] = (),
 ) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    keys = getattr(row_cells, "keys", ALL_KEYS)
-    picked = [keys.index(c.key) for c in columns]
-    rows = [row_cells.cells(sock) for sock in sockets]
+    picked = [ALL_KEYS.index(c.key) for c in columns]
+    rows = [row_cells.cells(sock) for sock in sockets] + [cells for _, cells in extra]
+    row_states = [sock.state for sock in sockets] + [state for state, _ in extra]
     widths = fit_widths(columns, [[len(r[i]) for r in rows] for i in picked], width)
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -396,7 +489,7 @@ def print_rich(
     )
     for column, column_width in zip(columns, widths, strict=True):
         table.add_column(column.title, justify=column.align, no_wrap=True, width=column_width)  # type: ignore[arg-type]
-    for sock, row in zip(sockets, rows, strict=True):
+    for state, row in zip(row_states, rows, strict=True):
         cells = []
         for column, column_width, index in zip(columns, widths, picked, strict=True):
             if column.key in ("local", "peer"):
@@ -404,7 +497,7 @@ def print_rich(
             else:
                 text = _ellipsize(row[index], column_width)
             if column.key == "state":
-                cells.append(Text(text, style=STATE_STYLES.get(sock.state, "")))
+                cells.append(Text(text, style=STATE_STYLES.get(state, "")))
             elif column.key == "process" and row[index] == "(hidden)":
                 cells.append(Text(text, style="dim italic"))
             else:

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from portscope.commands.names import Names
-from portscope.commands.who import ProcessOnPort, Unheld, UnheldSocket, WhoResult, WhoTarget
+from portscope.commands.who import (
+    Forwarding,
+    ProcessGroup,
+    ProcessOnPort,
+    Unheld,
+    UnheldSocket,
+    UnixWhoResult,
+    WhoResult,
+    WhoTarget,
+)
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import port_in_ranges
 from portscope.model.records import Family, Proto, Socket, State
@@ -180,12 +189,23 @@ class PageBuilder:
         self.result = result
         self.names = names
         self.services = names.services
+        placed = getattr(result, "places", None)  # who PATH: no placing of its own
+        self.places = placed if placed is not None else names.places
         self.left = "←" if unicode else "<-"
         self.holder_pids = frozenset(p.process.pid for p in result.processes)
+        self.by_pid = {p.process.pid: p.process for p in result.processes}
+        home = result.snapshot.netns
+        if home is None and self.places is not None:
+            home = self.places.host_inode
+        self.home_netns = home  # sockets elsewhere say which namespace they are in
 
     def build(self) -> Page:
         result = self.result
-        blocks = [self.process_block(p) for p in result.processes]
+        blocks = []
+        for group in result.groups or (ProcessGroup(None, result.processes),):
+            if group.container is not None:
+                blocks.append(self.container_block(group))
+            blocks.extend(self.process_block(p) for p in group.processes)
         groups = {
             reason: [u for u in result.unheld if u.reason is reason]
             for reason in (Unheld.NO_FILE, Unheld.HIDDEN, Unheld.UNOWNED)
@@ -225,6 +245,13 @@ class PageBuilder:
         return [(f"Port {self.port_label()}", "bold"), (": " + ", ".join(counts), "")]
 
     def process_block(self, entry: ProcessOnPort) -> Block:
+        block = self.process_head(entry)
+        self.socket_rows(entry, block)
+        return block
+
+    def process_head(self, entry) -> Block:
+        """A process's title and who it is: command, details, parents, start, unit, container (an entry
+        of ``who PORT`` or of ``who PATH``)."""
         process = entry.process
         title: list[Segment] = [
             (safe_text(process.name), "bold"),
@@ -247,17 +274,24 @@ class PageBuilder:
             block.rows.append(("unit", [(safe_text(lineage.unit), "")]))
         if lineage and lineage.container:
             container = lineage.container
-            places = self.names.places
-            known = places.index.by_id(container.id) if places is not None and container.id else None
+            known = getattr(entry, "container", None)  # named by who's placing; a UNIX socket's process: look up
+            if known is None or known.id != container.id:
+                places = self.names.places
+                known = places.index.by_id(container.id) if places is not None and container.id else None
             value: list[Segment] = [(f"{safe_text(container.runtime)} ", ""), (safe_text(container.short_id), "bold")]
             if known is not None and known.name:
                 value = [
                     (safe_text(known.name), "bold"),
-                    (f"  {safe_text(container.runtime)} {container.short_id}", ""),
+                    (f"  {safe_text(container.runtime)} {safe_text(container.short_id)}", ""),
                 ]
             if container.pod:
                 value.append((f"  pod {safe_text(container.pod)}", "dim"))
             block.rows.append(("container", value))
+        for forwarding in getattr(entry, "reached_through", ()):  # a UNIX socket's process has none
+            block.rows.append(("reached", self.reached(forwarding)))
+        return block
+
+    def socket_rows(self, entry: ProcessOnPort, block: Block) -> None:
         fds_by_inode = dict(entry.fds)
         previous_verb = None
         for listener in entry.listeners[:LISTENERS_SHOWN]:
@@ -274,11 +308,14 @@ class PageBuilder:
             fds = fds_by_inode.get(sock.inode or -1, ())
             if fds:
                 value.append((f"  fd {','.join(map(str, fds))}", "dim"))
+            elsewhere = self.namespace_label(sock)
+            if elsewhere:
+                value.append((f"  {elsewhere}", "dim"))
             block.rows.append((verb if verb != previous_verb else "", value))
             previous_verb = verb
-            forward = self._forward(sock)
-            if forward is not None:
-                block.rows.append(("forwards", forward))
+            for forwarding in entry.forwards:
+                if forwarding.listener is sock:
+                    block.rows.append(("forwards", self.forwards(forwarding)))
         if len(entry.listeners) > LISTENERS_SHOWN:
             block.rows.append(("", [(f"+{len(entry.listeners) - LISTENERS_SHOWN} more", "dim")]))
         if entry.state_counts:
@@ -295,25 +332,113 @@ class PageBuilder:
             if more > 0:
                 value.append((f", +{more} more", "dim"))
             block.rows.append(("peers", value))
-        return block
 
-    def _forward(self, sock: Socket) -> list[Segment] | None:
-        """``to container web (docker 80f128f2e1c3) 172.17.0.2:8080``: where a forwarder's listener leads."""
-        places = self.names.places
-        forward = places.forward(sock, self.result.snapshot.holders_of(sock)) if places is not None else None
-        if forward is None:
+    def namespace_label(self, sock: Socket) -> str | None:
+        """``in namespace web`` for a socket outside the namespace the answer is about."""
+        if sock.netns is None or sock.netns == self.home_netns:
             return None
-        value: list[Segment] = [("to ", "")]
+        name = self.places.netns_name(sock.netns) if self.places is not None else None
+        return f"in namespace {safe_text(name)}" if name else f"in namespace {sock.netns}"
+
+    def process_label(self, pid: int, name: str | None = None) -> str:
+        process = self.by_pid.get(pid)
+        shown = process.name if process is not None else name
+        return f"{safe_text(shown)}[{pid}]" if shown else f"pid {pid}"
+
+    def listeners_behind(self, forwarding: Forwarding) -> str:
+        """``httpd[5678] listening on 172.17.0.2:8080``: who its traffic reaches."""
+        holders = ", ".join(self.process_label(pid) for pid in forwarding.target_pids)
+        places = ", ".join(dict.fromkeys(_endpoint(sock, True) for sock in forwarding.targets))
+        return f"{holders or 'no visible process'} listening on {places}"
+
+    def forwards(self, forwarding: Forwarding) -> list[Segment]:
+        """``to container web (docker 80f128f2e1c3) 172.17.0.2:8080, where httpd[5678] listens  via docker-proxy``."""
+        forward = forwarding.forward
+        if forward.target_pid is not None:  # socket activation: passed on, not forwarded
+            value: list[Segment] = [("passed to ", ""), (self.process_label(forward.target_pid), "bold")]
+            if forward.detail:
+                value.append((f" (fd name {safe_text(forward.detail)})", ""))
+            value.append(("  by socket activation", "dim"))
+            return value
+        value = [("to ", "")]
         if forward.container is not None:
             name = forward.container.name or forward.container.short_id
             value += [
                 (f"container {safe_text(name)}", "bold"),
-                (f" ({safe_text(forward.container.runtime)} {forward.container.short_id})", ""),
+                (f" ({safe_text(forward.container.runtime)} {safe_text(forward.container.short_id)})", ""),
             ]
         if forward.target_address is not None and forward.target_port is not None:
             value.append((f" {format_endpoint(forward.target_address, forward.target_port)}", ""))
+        elif forward.target_port is not None:
+            value.append((f" port {forward.target_port}", ""))
+        if forwarding.target_pids:
+            holders = ", ".join(self.process_label(pid) for pid in forwarding.target_pids)
+            value.append((f", where {holders} listen{'s' if len(forwarding.target_pids) == 1 else ''}", ""))
+        elif forwarding.unread:
+            value.append((f", its namespace could not be read ({safe_text(forwarding.unread)})", "yellow"))
+        elif forward.netns_inode is not None and forward.target_port is not None and forwarding.targets == ():
+            value.append((", where nothing listens", "yellow"))
         value.append((f"  via {safe_text(forward.kind)}", "dim"))
         return value
+
+    def reached(self, forwarding: Forwarding) -> list[Segment]:
+        """``through docker-proxy[1234] on 0.0.0.0:8080``: how traffic on the port gets to this process."""
+        listener = forwarding.listener
+        forwarder = self.process_label(forwarding.forwarder.pid, forwarding.forwarder.name)
+        if forwarding.forward.target_pid is not None:
+            value: list[Segment] = [("from ", ""), (forwarder, "bold"), (" by socket activation", "")]
+            if forwarding.forward.detail:
+                value.append((f" (fd name {safe_text(forwarding.forward.detail)})", ""))
+            return value
+        return [
+            ("through ", ""),
+            (forwarder, "bold"),
+            (f" on {_proto(listener)} {_endpoint(listener, True)}", ""),
+            (f"  {safe_text(forwarding.forward.kind)}", "dim"),
+        ]
+
+    def container_block(self, group: ProcessGroup) -> Block:
+        """``container web (docker, id 80f128f2e1c3, compose app/web)`` and what reaches whom in it."""
+        container = group.container
+        assert container is not None
+        facts = [safe_text(container.runtime), f"id {safe_text(container.short_id)}"]
+        if container.compose_project or container.compose_service:
+            project, service = container.compose_project or "?", container.compose_service or "?"
+            facts.append(f"compose {safe_text(project)}/{safe_text(service)}")
+        if container.pod:
+            facts.append(f"pod {safe_text(container.pod)}")
+        if container.namespace:
+            facts.append(f"namespace {safe_text(container.namespace)}")
+        name = safe_text(container.name or container.short_id)
+        block = Block([("container ", "bold"), (name, "bold magenta"), (f" ({', '.join(facts)})", "")])
+        pids = {p.process.pid for p in group.processes}
+        for forwarding in self.result.forwardings:
+            if forwarding.forwarder.pid not in pids and not pids.intersection(forwarding.target_pids):
+                continue
+            listener = forwarding.listener
+            through = (
+                f"{self.process_label(forwarding.forwarder.pid, forwarding.forwarder.name)} on "
+                f"{_endpoint(listener, True)}"
+            )
+            if forwarding.target_pids:
+                line = f"process {self.listeners_behind(forwarding)} in its namespace, reached through {through}"
+            elif forwarding.unread:
+                unread = safe_text(forwarding.unread)
+                line = f"{through} forwards into its namespace, which could not be read ({unread})"
+            else:
+                forward = forwarding.forward
+                where = (
+                    format_endpoint(forward.target_address, forward.target_port)
+                    if forward.target_address is not None and forward.target_port is not None
+                    else f"port {forward.target_port}"
+                    if forward.target_port is not None
+                    else "it"
+                )
+                line = f"{through} forwards to {where}"
+                if forward.netns_inode is not None and forward.target_port is not None:
+                    line += ", where nothing listens"
+            block.lines.append([(line, "")])
+        return block
 
     def parent_chain(self, entry: ProcessOnPort) -> str:
         lineage = entry.lineage
@@ -509,20 +634,34 @@ def _iso(seconds: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _container_with_name(container, places) -> dict[str, Any]:
-    """The cgroup's container, named from the runtime's files when they know it."""
-    known = places.index.by_id(container.id) if places is not None and container.id else None
+def _container_with_name(container) -> dict[str, Any]:
+    """The cgroup's container, with its name when the runtime's files know it."""
+    return {"runtime": container.runtime, "id": container.id, "name": container.name, "pod": container.pod}
+
+
+def reached_object(forwarding: Forwarding) -> dict[str, Any]:
+    """``{"pid", "name", "kind", "address", "port", "inode"}``: a forwarder and its listener on the port."""
+    listener = forwarding.listener
     return {
-        "runtime": container.runtime,
-        "id": container.id,
-        "name": known.name if known is not None else None,
-        "pod": container.pod,
+        "pid": forwarding.forwarder.pid,
+        "name": forwarding.forwarder.name,
+        "kind": forwarding.forward.kind,
+        "address": listener.local_address,
+        "port": listener.local_port,
+        "inode": listener.inode,
     }
 
 
 def process_object(entry: ProcessOnPort, places=None) -> dict[str, Any]:
+    """A ``who`` process object; ``entry`` may also be a UNIX socket's process (``who PATH``), which who's
+    placing did not name: its container is then named through ``places``."""
     process, lineage, details = entry.process, entry.lineage, entry.details
     container = lineage.container if lineage else None
+    placed = getattr(entry, "container", None)
+    if container is not None and placed is not None and placed.id == container.id:
+        container = placed  # named from the runtime's files
+    elif container is not None and places is not None and container.id:
+        container = places.index.by_id(container.id) or container
     started = lineage.started if lineage else process.start_time
     return {
         "pid": process.pid,
@@ -534,7 +673,7 @@ def process_object(entry: ProcessOnPort, places=None) -> dict[str, Any]:
         "started": _iso(started),
         "uptime_seconds": round(lineage.uptime, 2) if lineage and lineage.uptime is not None else None,
         "unit": lineage.unit if lineage else None,
-        "container": None if container is None else _container_with_name(container, places),
+        "container": None if container is None else _container_with_name(container),
         "cgroup": lineage.cgroup if lineage else None,
         "parents": [{"pid": a.pid, "name": a.name} for a in lineage.ancestors] if lineage else [],
         "exe": details.exe if details else None,
@@ -543,19 +682,25 @@ def process_object(entry: ProcessOnPort, places=None) -> dict[str, Any]:
         "children": list(details.children) if details else [],
         "inodes": list(entry.inodes),
         "fds": sorted({fd for _, fds in entry.fds for fd in fds}),
+        "reached_through": [reached_object(f) for f in getattr(entry, "reached_through", ())],
     }
 
 
 def who_object(result: WhoResult, services: Services | None, places=None) -> dict[str, Any]:
-    snap = result.snapshot
+    places = result.places if result.places is not None else places
     return {
         "query": query_object(result.target, result.netns),
-        "sockets": [jsonout.socket_object(s, snap.holders_of(s), services, places) for s in result.sockets],
-        "processes": [process_object(p, places) for p in result.processes],
+        "sockets": [jsonout.socket_object(s, result.holders_of(s), services, places) for s in result.sockets],
+        "processes": [process_object(p) for p in result.processes],
     }
 
 
-def render_who(result: WhoResult, env: Environment, names: Names, *, as_json: bool) -> None:
+def render_who(result: WhoResult | UnixWhoResult, env: Environment, names: Names, *, as_json: bool) -> None:
+    if isinstance(result, UnixWhoResult):
+        from portscope.render.who_unix import render_unix_who
+
+        render_unix_who(result, env, names, as_json=as_json)
+        return
     partial = partial_view_note(result, names.caller_is_root)
     if as_json:
         jsonout.dump(who_object(result, names.services, names.places), env.stdout)

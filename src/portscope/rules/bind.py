@@ -7,8 +7,8 @@ the kernel computes them rather than from a summary table.
 
 Facts the caller could not see are ``None``. The model then evaluates every possible value ("worlds")
 and answers decisively only when all worlds agree; otherwise the verdict is "uncertain" with reasons.
-The only other sources of uncertainty are those of the spec's §4: the TCP SO_REUSEPORT fast-path
-cache (history) and the UDP first-match order.
+The only other sources of uncertainty are the TCP SO_REUSEPORT fast-path cache (history, spec §4) and,
+for UDP, which of its two lookup paths the kernel takes when that changes the answer.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class Namespace:
     interfaces: tuple[tuple[int, str], ...] = ()  # (ifindex, name)
     udp_slot_sockets: int = 0  # UDP sockets of this netns in the port's primary hash slot
     udp_table_size: int = 16384
+    udp_table_shared: bool = True  # other namespaces' sockets may sit in the same UDP hash slots
     bound_visible: bool = True  # bound-only TCP sockets can be listed (netlink, Linux 6.8+)
 
     def interface_name(self, index: int) -> str:
@@ -707,8 +708,6 @@ def _port_free(n: NewSocket, ns: Namespace) -> BindVerdict:
 
 def _sharing_reason(n: NewSocket, rule: str, owners: int) -> Coded:
     common = {"proto": n.proto.value, "port": n.port, "listen": n.listen}
-    if rule == "R-UDP-FIRSTMATCH":
-        return reason(ReasonCode.FIRST_MATCH_COMPATIBLE)
     if rule == "R-DEV":
         return reason(ReasonCode.PINNED_ELSEWHERE, count=owners, **common)
     if rule in ("R-TCP-REUSEADDR", "R-UDP-REUSEADDR"):
@@ -742,77 +741,27 @@ def _sharing_rule(n: NewSocket, nk: _K, n_dev: int, owners: Iterable[Owner]) -> 
 
 
 # ---------------------------------------------------------------------------------------------------
-# UDP: the first relevant owner in hash-chain order decides
+# UDP: any blocking owner among those the kernel scans fails the bind
+#
+# Measured on 6.18.44 (tests/test_bind_oracle.py U15-U19): a compatible SO_REUSEPORT owner does not end the
+# scan early, whatever the chain order, on the primary slot and on the hash2 path alike. The order of the
+# chain therefore does not matter; only WHICH owners are scanned does (the hash2 path below).
 
 _SKIP, _OK, _FAIL = "skip", "ok", "fail"
 
 
-def _udp_results(n: NewSocket, nk: _K, n_dev: int, b: Owner, reuseport: bool | None) -> frozenset[str]:
-    """udp_lib_lport_inuse() for one owner: skipped, compatible (bind succeeds) or blocking."""
+def _udp_results(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> frozenset[str]:
+    """udp_lib_lport_inuse() for one owner in every world: skipped, compatible, or blocking."""
     results = set()
-    for w in _worlds(b, n_dev, reuseport):
+    for w in _worlds(b, n_dev):
         bk = _kview(b.family, b.address, w.v6only)
         if (n.reuseaddr and w.reuse) or not _dev_compatible(n_dev, w.device) or not rcv_saddr_equal(nk, bk, True):
             results.add(_SKIP)
-        elif n.reuseport and w.reuseport and n.uid == b.uid:
+        elif n.reuseport and w.reuseport and b.uid is not None and n.uid == b.uid:
             results.add(_OK)
         else:
             results.add(_FAIL)
     return frozenset(results)
-
-
-@dataclass(frozen=True)
-class _Step:
-    owner: Owner
-    results: frozenset[str]
-
-
-def _walk(steps: Sequence[_Step]) -> tuple[set[str], bool, list[_Step]]:
-    """First match in one chain: (possible outcomes, may run off the end, steps that may decide)."""
-    outcomes: set[str] = set()
-    deciders: list[_Step] = []
-    for step in steps:
-        decisive = step.results - {_SKIP}
-        if decisive:
-            outcomes |= decisive
-            deciders.append(step)
-        if _SKIP not in step.results:
-            return outcomes, False, deciders
-    return outcomes, True, deciders
-
-
-def _udp_chain(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner]) -> tuple[set[str], list[_Step], bool]:
-    """The chain is [AF_INET and non-reuseport AF_INET6, newest first] + [AF_INET6 reuseport, oldest first].
-
-    ``owners`` are in the kernel's dump order per family, which is chain order within the family; how
-    the two families interleave at the head is not visible, so either head list may come first.
-    Returns (possible outcomes, steps that may decide, whether the head interleaving mattered).
-    """
-    head4: list[_Step] = []
-    head6: list[_Step] = []
-    tail6: list[_Step] = []
-    for b in owners:
-        if b.family is Family.IPV4:
-            head4.append(_Step(b, _udp_results(n, nk, n_dev, b, None)))
-            continue
-        if b.reuseport is not False:
-            tail = _udp_results(n, nk, n_dev, b, True)
-            tail6.append(_Step(b, tail | ({_SKIP} if b.reuseport is None else set())))
-        if b.reuseport is not True:
-            head = _udp_results(n, nk, n_dev, b, False)
-            head6.append(_Step(b, head | ({_SKIP} if b.reuseport is None else set())))
-    out4, more4, dec4 = _walk(head4)
-    out6, more6, dec6 = _walk(head6)
-    outcomes = out4 | out6
-    deciders = dec4 + dec6
-    interleaving = bool(out4) and bool(out6) and len(out4 | out6) > 1
-    if more4 and more6:
-        out_tail, more_tail, dec_tail = _walk(tail6)
-        outcomes |= out_tail
-        deciders += dec_tail
-        if more_tail:
-            outcomes.add(_OK)
-    return outcomes, deciders, interleaving
 
 
 def _hash2_key(k: _K) -> bytes:
@@ -827,19 +776,30 @@ def _hash2_key(k: _K) -> bytes:
     return k.v6
 
 
-def _udp_hash2(n: NewSocket, nk: _K, n_dev: int, owners: Sequence[Owner]) -> tuple[set[str], list[_Step], bool]:
-    """udp_lib_lport_inuse2() on the exact-address slot, then (unless that one blocked) the wildcard slot."""
-    key = _hash2_key(nk)
-    exact = [b for b in owners if _hash2_key(_kview(b.family, b.address, bool(b.v6only))) == key]
-    null = [b for b in owners if _hash2_key(_kview(b.family, b.address, bool(b.v6only))) == bytes(4)]
-    first, deciders, interleaving = _udp_chain(n, nk, n_dev, exact)
-    outcomes = first & {_FAIL}
-    if first - {_FAIL}:
-        second, more, mixed = _udp_chain(n, nk, n_dev, null)
-        outcomes |= second
-        deciders = deciders + more
-        interleaving = interleaving or mixed
-    return outcomes, deciders, interleaving
+def _hash2_scanned(nk: _K, b: Owner) -> bool:
+    """udp_lib_lport_inuse2() looks at N's exact-address hash2 slot and the wildcard slot only."""
+    key = _hash2_key(_kview(b.family, b.address, bool(b.v6only)))
+    return key in (_hash2_key(nk), bytes(4))
+
+
+def _udp_scans(nk: _K, owners: Sequence[Owner], ns: Namespace) -> list[list[Owner]]:
+    """The owner sets the kernel may scan: one when the lookup path is known, else both candidates.
+
+    A specific bind with more than 10 sockets in the port's primary slot scans N's exact-address hash2
+    slot and the wildcard slot instead of the primary chain. The difference shows only for sockets that
+    overlap without sharing those slots (an IPv4 127.0.0.6 bind against connected dual-stack IPv6
+    sockets). The slot count holds the sockets of every namespace sharing the table: past 10 here it is
+    certainly past 10; below, other namespaces may still push it over, unless the table is this
+    namespace's own (a positive udp_hash_entries in a namespace other than the initial one).
+    """
+    if not _uses_hash2(nk):
+        return [list(owners)]
+    hash2 = [b for b in owners if _hash2_scanned(nk, b)]
+    if ns.udp_slot_sockets > 10:
+        return [hash2]
+    if not ns.udp_table_shared:
+        return [list(owners)]
+    return [list(owners), hash2]
 
 
 def _udp_conflict_reasons(n: NewSocket, owner: Owner, rule: str) -> tuple[Coded, ...]:
@@ -867,48 +827,39 @@ def _decide_udp(
 ) -> BindVerdict:
     if not owners:
         return _port_free(n, ns)
-    doubts: list[Coded] = []
-    # With more than 10 sockets in the port's primary slot, a specific bind scans the hash2 slots instead
-    # (the slot count also holds sockets of other namespaces, which we assume do not reach the limit).
-    if _uses_hash2(nk) and ns.udp_slot_sockets > 10:
-        outcomes, deciders, interleaving = _udp_hash2(n, nk, n_dev, owners)
-    else:
-        outcomes, deciders, interleaving = _udp_chain(n, nk, n_dev, owners)
-    blocking = [s.owner for s in deciders if _FAIL in s.results]
-    compatible = [s.owner for s in deciders if _OK in s.results]
-    if outcomes == {_OK}:
-        first_match = any(_udp_results(n, nk, n_dev, b, None) == {_FAIL} for b in owners) and compatible
-        rule = "R-UDP-FIRSTMATCH" if first_match else _sharing_rule(n, nk, n_dev, owners)
-        return BindVerdict(Verdict.YES, None, None, rule, (), (_sharing_reason(n, rule, len(owners)),))
-    rule = _udp_rule(n, nk, n_dev, blocking[0] if blocking else owners[0])
-    if outcomes == {_FAIL}:
+    results = {id(b): _udp_results(n, nk, n_dev, b) for b in owners}
+    scans = _udp_scans(nk, owners, ns)
+    certain = [[b for b in scan if results[id(b)] == {_FAIL}] for scan in scans]
+    possible = [[b for b in scan if _FAIL in results[id(b)]] for scan in scans]
+    if all(certain):
+        blockers = certain[-1]  # the smallest scan: these block on every path
+        rule = _udp_rule(n, nk, n_dev, blockers[0])
         return BindVerdict(
             Verdict.NO,
             "EADDRINUSE",
             Stage.BIND,
             rule,
-            tuple(blocking),
-            _udp_conflict_reasons(n, blocking[0], rule),
-            actions=_actions(n, blocking, ns) if plan else (),
+            tuple(blockers),
+            _udp_conflict_reasons(n, blockers[0], rule),
+            actions=_actions(n, blockers, ns) if plan else (),
             bsd_note=_udp_bsd_note(rule),
         )
-    if interleaving:
-        doubts.append(uncertainty(UncertaintyCode.UDP_ORDER))
-    doubts += _hidden_flags(s.owner for s in deciders if len(s.results - {_SKIP}) + (_SKIP in s.results) > 1)
-    if not doubts:
-        doubts.append(uncertainty(UncertaintyCode.UDP_ORDER))
-    if blocking and compatible:
-        why = reason(ReasonCode.FIRST_MATCH_ORDER, compatible=compatible[0], blocking=blocking[0])
-    else:
-        why = reason(ReasonCode.DEPENDS_ON_HIDDEN, socket=blocking[0] if blocking else None, count=len(blocking))
+    if not any(possible):
+        rule = _sharing_rule(n, nk, n_dev, owners)
+        return BindVerdict(Verdict.YES, None, None, rule, (), (_sharing_reason(n, rule, len(owners)),))
+    blockers = possible[0]  # the widest scan
+    doubts = _hidden_flags(b for b in blockers if len(results[id(b)]) > 1)
+    if len({(bool(c), bool(p)) for c, p in zip(certain, possible, strict=True)}) > 1:
+        doubts.append(uncertainty(UncertaintyCode.UDP_PATH))
+    rule = _udp_rule(n, nk, n_dev, blockers[0])
     return BindVerdict(
         Verdict.UNCERTAIN,
         "EADDRINUSE",
         Stage.BIND,
-        "R-UDP-FIRSTMATCH" if interleaving else rule,
-        tuple(blocking),
-        (why,),
-        actions=_actions(n, blocking, ns) if plan and blocking else (),
+        rule,
+        tuple(blockers),
+        (reason(ReasonCode.DEPENDS_ON_HIDDEN, socket=blockers[0], count=len(blockers)),),
+        actions=_actions(n, blockers, ns) if plan else (),
         bsd_note=_udp_bsd_note(rule),
         uncertainty=tuple(dict.fromkeys(doubts)),
     )

@@ -33,7 +33,6 @@ class ReasonCode(str, enum.Enum):
     SHARED_REUSEADDR = "shared-reuseaddr"
     SHARED_REUSEPORT = "shared-reuseport"
     NO_OVERLAP = "no-overlap"
-    FIRST_MATCH_COMPATIBLE = "first-match-compatible"
     OVERLAP = "overlap"
     DUAL_STACK_OVERLAP = "dual-stack-overlap"
     REUSEPORT_OWNER_DIFFERS = "reuseport-owner-differs"
@@ -46,7 +45,6 @@ class ReasonCode(str, enum.Enum):
     MORE_BLOCKERS = "more-blockers"
     FASTPATH_MAY_ACCEPT = "fastpath-may-accept"
     DEPENDS_ON_HIDDEN = "depends-on-hidden"
-    FIRST_MATCH_ORDER = "first-match-order"
 
 
 class ActionKind(str, enum.Enum):
@@ -71,7 +69,7 @@ class UncertaintyCode(str, enum.Enum):
     """Why the model cannot answer decisively (linux-bind-rules.md §4)."""
 
     FASTPATH = "fastpath"
-    UDP_ORDER = "udp-order"
+    UDP_PATH = "udp-path"
     HIDDEN_FLAGS = "hidden-flags"
     BOUND_INVISIBLE = "bound-invisible"
 
@@ -107,7 +105,6 @@ PARAMETERS: dict[enum.Enum, tuple[str, ...]] = {
     ReasonCode.SHARED_REUSEADDR: ("proto", "port", "listen"),
     ReasonCode.SHARED_REUSEPORT: ("proto", "port", "listen"),
     ReasonCode.NO_OVERLAP: ("proto", "port", "count", "address", "listen"),
-    ReasonCode.FIRST_MATCH_COMPATIBLE: (),
     ReasonCode.OVERLAP: ("socket", "port"),
     ReasonCode.DUAL_STACK_OVERLAP: (),
     ReasonCode.REUSEPORT_OWNER_DIFFERS: ("existing_uid", "new_uid"),
@@ -120,7 +117,6 @@ PARAMETERS: dict[enum.Enum, tuple[str, ...]] = {
     ReasonCode.MORE_BLOCKERS: ("count",),
     ReasonCode.FASTPATH_MAY_ACCEPT: ("socket", "count"),
     ReasonCode.DEPENDS_ON_HIDDEN: ("socket", "count"),
-    ReasonCode.FIRST_MATCH_ORDER: ("compatible", "blocking"),
     ActionKind.STOP_PROCESS: ("pid", "name", "workers", "other_pids"),
     ActionKind.STOP_UNKNOWN_PROCESS: ("address", "port"),
     ActionKind.WAIT: ("until", "seconds"),
@@ -135,7 +131,7 @@ PARAMETERS: dict[enum.Enum, tuple[str, ...]] = {
     ActionKind.USE_UDP: (),
     ActionKind.USE_IPV4_SOCKET: ("address",),
     UncertaintyCode.FASTPATH: (),
-    UncertaintyCode.UDP_ORDER: (),
+    UncertaintyCode.UDP_PATH: (),
     UncertaintyCode.HIDDEN_FLAGS: ("socket", "count", "options", "why"),
     UncertaintyCode.BOUND_INVISIBLE: (),
 }

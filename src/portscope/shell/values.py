@@ -361,3 +361,34 @@ def complete_expression(ctx: click.Context, param: click.Parameter, incomplete: 
     if last in ("sport", "dport", "src", "dst", "fwmark", "process", "unit", "container"):
         return []  # a value of the user's own
     return [CompletionItem(term, help=text) for term, text in EXPRESSION_TERMS.items() if term.startswith(incomplete)]
+
+
+# Signals (kill)
+
+# the signals people send to stop a server, offered first; then the rest by number
+COMMON_SIGNALS = ("TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2")
+
+
+def signal_choices() -> list[tuple[str, int]]:
+    """(name without SIG, number) of every signal that can be sent, the common ones first."""
+    import signal
+
+    named = {s.name[3:]: int(s) for s in signal.Signals if not s.name.startswith("SIG_") and int(s) > 0}
+    common = [(name, named[name]) for name in COMMON_SIGNALS if name in named]
+    rest = sorted((item for item in named.items() if item[0] not in COMMON_SIGNALS), key=lambda item: item[1])
+    return common + rest
+
+
+@_never_fail
+def complete_signals(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """``--signal``: signal names (``TERM``; ``SIGTERM`` when that is being typed) or numbers."""
+    typed = incomplete.upper()
+    if typed.isdigit():
+        numbers = [(name, number) for name, number in signal_choices() if str(number).startswith(typed)]
+        return [CompletionItem(str(number), help=f"SIG{name}") for name, number in numbers]
+    prefix = "SIG" if typed.startswith("SIG") else ""
+    return [
+        CompletionItem(prefix + name, help=f"signal {number}")
+        for name, number in signal_choices()
+        if (prefix + name).startswith(typed)
+    ]

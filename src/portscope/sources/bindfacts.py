@@ -85,6 +85,8 @@ def read_namespace(target: netns.NetnsTarget | None) -> NamespaceFacts:
         interfaces = {name: index for index, name in socket.if_nameindex()}
         routes, addresses = _routes_and_addresses()
         ipv6_enabled = os.path.exists("/proc/sys/net/ipv6") and _read_sysctl("net.ipv6.conf.all.disable_ipv6") != "1"
+        # negative: the namespace uses the initial namespace's table (net.ipv4.udp_child_hash_entries=0)
+        udp_entries = _int_sysctl("net.ipv4.udp_hash_entries", 0)
         namespace = Namespace(
             unprivileged_port_start=_int_sysctl("net.ipv4.ip_unprivileged_port_start", 1024),
             ipv4_nonlocal_bind=_int_sysctl("net.ipv4.ip_nonlocal_bind", 0) == 1,
@@ -93,9 +95,20 @@ def read_namespace(target: netns.NetnsTarget | None) -> NamespaceFacts:
             local_routes=routes,
             ipv6_addresses=addresses,
             interfaces=tuple(sorted((index, name) for name, index in interfaces.items())),
-            udp_table_size=abs(_int_sysctl("net.ipv4.udp_hash_entries", 16384)) or 16384,
+            udp_table_size=abs(udp_entries) or 16384,
+            udp_table_shared=udp_entries <= 0 or _initial_namespace(inode),
         )
     return NamespaceFacts(namespace, interfaces, ipv6_enabled, inode)
+
+
+def _initial_namespace(inode: int | None) -> bool:
+    """Is this the initial network namespace (whose UDP table child namespaces may share)? True if unsure."""
+    if inode is None:
+        return True
+    try:
+        return os.stat("/proc/1/ns/net").st_ino == inode
+    except OSError:
+        return True
 
 
 # ---------------------------------------------------------------------------------------------------

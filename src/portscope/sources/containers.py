@@ -315,6 +315,63 @@ def parse_cni_result(data: bytes | str | None) -> tuple[str | None, tuple[str, .
     return _text(cache.get("containerId")), tuple(addresses), tuple(ports)
 
 
+LIBPOD_DB = "libpod/bolt_state.db"  # podman's state under a storage root (podman 4; podman 5 may use db.sql)
+_LIBPOD_CONFIG = '{"spec":'  # each container's config is one JSON value, stored whole in the database file
+PORT_RANGE_LIMIT = 1024  # ports of one published range kept (podman -p 8000-9000:8000-9000)
+
+
+def _libpod_mappings(config: dict) -> tuple[PublishedPort, ...]:
+    """podman 4's ``newPortMappings`` (``host_ip``, ``container_port``, ``host_port``, ``range``,
+    ``protocol`` as ``tcp,udp``), or the older ``portMappings`` (``hostIP``, ``containerPort``, ``hostPort``)."""
+    ports = []
+    for mapping in config.get("newPortMappings") or ():
+        if not isinstance(mapping, dict):
+            continue
+        host_port, container_port = _port_number(mapping.get("host_port")), _port_number(mapping.get("container_port"))
+        count = mapping.get("range") if isinstance(mapping.get("range"), int) and mapping.get("range") > 0 else 1
+        if host_port is None or container_port is None:
+            continue
+        host_ip = str(mapping.get("host_ip") or "")
+        for protocol in str(mapping.get("protocol") or "tcp").split(","):
+            for offset in range(min(count, PORT_RANGE_LIMIT, 65536 - max(host_port, container_port))):
+                ports.append(PublishedPort(protocol, container_port + offset, host_ip, host_port + offset))
+    for mapping in config.get("portMappings") or ():
+        if not isinstance(mapping, dict):
+            continue
+        host_port, container_port = _port_number(mapping.get("hostPort")), _port_number(mapping.get("containerPort"))
+        if host_port is not None and container_port is not None:
+            host_ip = str(mapping.get("hostIP") or "")
+            ports.append(PublishedPort(str(mapping.get("protocol") or "tcp"), container_port, host_ip, host_port))
+    return tuple(ports)
+
+
+def parse_libpod_db(data: bytes | None) -> dict[str, tuple[PublishedPort, ...]]:
+    """{container id: published ports} from podman's ``bolt_state.db``, which is where podman keeps them.
+
+    Not a BoltDB reader: BoltDB stores each value whole (a large one in consecutive overflow pages), and
+    libpod's container configs are JSON values starting with ``{"spec":``, so each is decoded where it
+    starts. A freed page may still hold an older copy: the configs of one id are merged, never guessed.
+    """
+    if not data:
+        return {}
+    text = data.decode("utf-8", "surrogateescape")
+    decoder = json.JSONDecoder()
+    found: dict[str, tuple[PublishedPort, ...]] = {}
+    at = text.find(_LIBPOD_CONFIG)
+    while at >= 0:
+        try:
+            config, end = decoder.raw_decode(text, at)
+        except (ValueError, RecursionError):
+            end = at + len(_LIBPOD_CONFIG)
+            config = None
+        if isinstance(config, dict) and isinstance(config.get("id"), str):
+            ports = _libpod_mappings(config)
+            if ports:
+                found[config["id"]] = tuple(dict.fromkeys((*found.get(config["id"], ()), *ports)))
+        at = text.find(_LIBPOD_CONFIG, end)
+    return found
+
+
 def option_value(argv: Iterable[str], *names: str) -> str | None:
     """The value of a command-line option given as ``NAME VALUE`` or ``NAME=VALUE`` (the last one wins)."""
     found = None
@@ -452,13 +509,18 @@ def read_storage(
 
     Each storage driver has its own ``<driver>-containers`` directory (overlay, vfs, btrfs, …).
     """
-    for entry in sorted(_listdir(storage.root)):
+    entries = sorted(_listdir(storage.root))
+    published = parse_libpod_db(_read(f"{storage.root}/{LIBPOD_DB}")) if "libpod" in entries else {}
+    for entry in entries:
         if entry.endswith("-containers"):
-            yield from _read_driver_dir(storage, entry, cni)
+            yield from _read_driver_dir(storage, entry, cni, published)
 
 
 def _read_driver_dir(
-    storage: StorageRoot, driver_dir: str, cni: dict[str, tuple[tuple[str, ...], tuple[PublishedPort, ...]]]
+    storage: StorageRoot,
+    driver_dir: str,
+    cni: dict[str, tuple[tuple[str, ...], tuple[PublishedPort, ...]]],
+    published: dict[str, tuple[PublishedPort, ...]],
 ) -> Iterator[ContainerInfo]:
     directory = f"{storage.root}/{driver_dir}"
     listed = parse_storage_containers(_read(f"{directory}/containers.json"))
@@ -469,6 +531,7 @@ def _read_driver_dir(
         run_dir = f"{storage.run_root}/{driver_dir}/{container_id}/userdata"
         runtime = (bundle.runtime if bundle else None) or ("cri-o" if "pod-name" in metadata else "podman")
         addresses, ports = cni.get(container_id, ((), ()))
+        ports = ports or published.get(container_id, ())
         if not addresses:
             addresses = parse_hosts_address(_read(f"{run_dir}/hosts"), container_id, name)
         pod = (bundle.pod if bundle else None) or _text(metadata.get("pod-name"))

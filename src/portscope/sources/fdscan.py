@@ -19,16 +19,26 @@ from portscope.sources.linux import end_child, write_all
 from portscope.sources.procinfo import raise_if_out_of_fds
 
 _SOCKET_PREFIX = "socket:["
+_NETNS_PREFIX = "net:["
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+NetnsLink = tuple[int, int, str]  # (pid, fd, link) of an fd that may be open on a network namespace
 
 
 @dataclass
 class FdScan:
-    """What a walk saw of the processes: how many were read, had vanished, or refused (per uid)."""
+    """What a walk saw of the processes: how many were read, had vanished, or refused (per uid).
+
+    ``netns_links``, when given a list, also gets the fds the walk saw open on a network namespace
+    (``net:[INODE]``, or ``/`` for one opened through a mount removed since: the caller stats those), so
+    ``--netns all`` finds the namespaces kept alive only by an fd in the same pass.
+    """
 
     scanned: int = 0
     vanished: int = 0
     denied_by_uid: Counter[int] = field(default_factory=Counter)
+    netns_links: list[NetnsLink] | None = None
 
     @property
     def denied(self) -> int:
@@ -67,7 +77,7 @@ def walk_socket_fds(
     """
     listed = _list_fds(proc_root, counts)
     if split is not None and split(sum(len(names) for _, names in listed)):
-        walk = BackgroundWalk.start(proc_root, listed=listed, wanted=wanted)
+        walk = BackgroundWalk.start(proc_root, listed=listed, wanted=wanted, namespaces=counts.netns_links is not None)
         if walk is not None:
             try:
                 found = walk.found(wanted, counts)
@@ -75,7 +85,7 @@ def walk_socket_fds(
                 walk.close()
             if found is not None:
                 return found
-    found, refused = _read_links(listed, wanted, proc_root)
+    found, refused = _read_links(listed, wanted, proc_root, netns_links=counts.netns_links)
     _count_refused(refused, proc_root, counts)
     return found
 
@@ -115,9 +125,14 @@ def _list_fds(proc_root: str, counts: FdScan, skip: str | None = None) -> list[t
 
 
 def _read_links(
-    listed: list[tuple[str, list[str]]], wanted: dict[int, int] | None, proc_root: str
+    listed: list[tuple[str, list[str]]],
+    wanted: dict[int, int] | None,
+    proc_root: str,
+    *,
+    netns_links: list[NetnsLink] | None = None,
 ) -> tuple[Found, set[str]]:
-    """The socket links among ``listed`` fds, and the processes that refused some readlink()."""
+    """The socket links among ``listed`` fds, and the processes that refused some readlink();
+    ``netns_links`` (a list) also gets those that may be open on a network namespace."""
     readlink = os.readlink
     prefix = _SOCKET_PREFIX
     wanted_get = wanted.get if wanted is not None else None
@@ -140,6 +155,8 @@ def _read_links(
                     refused.add(pid_name)
             for fd_name, target in zip(fd_names, targets, strict=True):
                 if not target.startswith(prefix):
+                    if netns_links is not None and (target.startswith(_NETNS_PREFIX) or target == "/"):
+                        netns_links.append((int(pid_name), int(fd_name), target))
                     continue
                 inode = int(target[8:-1])
                 if wanted_get is not None:
@@ -170,11 +187,12 @@ class BackgroundWalk:
     the fds itself and passes them (and the wanted inodes) to :meth:`start`.
     """
 
-    def __init__(self, pid: int, read_end: int, board: _Board, proc_root: str) -> None:
+    def __init__(self, pid: int, read_end: int, board: _Board, proc_root: str, namespaces: bool = False) -> None:
         self._pid = pid
         self._read_end = read_end
         self._board = board
         self._proc_root = proc_root
+        self._namespaces = namespaces  # the child also reports fds open on network namespaces
 
     @classmethod
     def start(
@@ -183,11 +201,13 @@ class BackgroundWalk:
         *,
         listed: list[tuple[str, list[str]]] | None = None,
         wanted: dict[int, int] | None = None,
+        namespaces: bool = False,
     ) -> BackgroundWalk | None:
         """None when the child could not be started: then walk in-line.
 
         Forks: call it only where the parallelism policy allows (:mod:`portscope.engine.parallel`).
-        ``listed``: the fds, already listed (and counted) here; ``wanted``: the inodes to keep, if known.
+        ``listed``: the fds, already listed (and counted) here; ``wanted``: the inodes to keep, if known;
+        ``namespaces``: also find the fds open on network namespaces (``FdScan.netns_links``).
         """
         board = _Board.create()
         if board is None:
@@ -209,14 +229,16 @@ class BackgroundWalk:
             board.close()
             return None
         if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
-            _child_walks(proc_root, read_end, write_end, board, units, wanted)
+            _child_walks(proc_root, read_end, write_end, board, units, wanted, namespaces)
         os.close(write_end)
-        return cls(pid, read_end, board, proc_root)
+        return cls(pid, read_end, board, proc_root, namespaces)
 
     def found(self, wanted: dict[int, int] | None, counts: FdScan) -> Found | None:
-        """What :func:`walk_socket_fds` gives; None if the child failed."""
+        """What :func:`walk_socket_fds` gives; None if the child failed. ``counts.netns_links`` is filled
+        when the walk was started with ``namespaces``."""
         proc_root = self._proc_root
         mine: dict[int, tuple[Found, set[str]]] = {}
+        links: dict[int, list[NetnsLink]] = {}
         board = self._board
         if board.published():
             for index in iter(board.take_back, None):
@@ -224,7 +246,8 @@ class BackgroundWalk:
                     unit = board.unit(index)
                 except (OSError, ValueError, EOFError, TypeError):
                     return None  # claimed, so the child will not read it: the caller walks in-line
-                mine[index] = _read_links([unit], wanted, proc_root)
+                links[index] = []
+                mine[index] = _read_links([unit], wanted, proc_root, netns_links=links[index])
         data = b""
         try:
             with os.fdopen(self._read_end, "rb") as pipe:
@@ -250,7 +273,10 @@ class BackgroundWalk:
             if index in mine:
                 part, part_refused = mine[index]
             else:
-                part, part_refused = _kept(theirs[index][0], wanted), theirs[index][1]
+                part, part_refused = kept_sockets(theirs[index][0], wanted), theirs[index][1]
+                links[index] = theirs[index][2]
+            if self._namespaces and counts.netns_links is not None:
+                counts.netns_links.extend(tuple(link) for link in links.get(index, ()))
             refused.update(part_refused)
             for pid, inodes, fds in part:
                 if found and found[-1][0] == pid:  # a process cut into several units
@@ -271,7 +297,7 @@ class BackgroundWalk:
         self._board.close()
 
 
-def _kept(found: Found, wanted: dict[int, int] | None) -> Found:
+def kept_sockets(found: Found, wanted: dict[int, int] | None) -> Found:
     """The wanted sockets of a walk made by the child, as the caller's own int objects."""
     if wanted is None:
         return found
@@ -382,6 +408,7 @@ def _child_walks(
     board: _Board,
     units: list[tuple[str, list[str]]] | None,
     wanted: dict[int, int] | None,
+    namespaces: bool = False,
 ) -> None:  # pragma: no cover - runs in the forked child
     status = 1
     try:
@@ -391,8 +418,15 @@ def _child_walks(
             # not this child itself: it holds copies of every fd of the caller
             units = _units(_list_fds(proc_root, counts, str(os.getpid())))
             board.publish(units)
-        done = {index: _read_links([units[index]], wanted, proc_root) for index in iter(board.take_front, None)}
-        theirs = {index: (found, sorted(refused)) for index, (found, refused) in done.items()}
+        links: dict[int, list[NetnsLink]] = {}
+        done = {
+            index: _read_links([units[index]], wanted, proc_root, netns_links=links.setdefault(index, []))
+            for index in iter(board.take_front, None)
+        }
+        theirs = {
+            index: (found, sorted(refused), links[index] if namespaces else [])
+            for index, (found, refused) in done.items()
+        }
         payload = (theirs, counts.scanned, counts.vanished, list(counts.denied_by_uid.items()))
         write_all(write_end, marshal.dumps(payload))
         status = 0

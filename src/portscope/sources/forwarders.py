@@ -29,6 +29,7 @@ class Forward:
     netns_inode: int | None = None  # the network namespace it serves, when known
     detail: str | None = None  # fd name, unit, pod or ssh destination
     target_pid: int | None = None  # the process that received an activated socket
+    netns_path: str | None = None  # a file that enters the namespace it serves (nsfs mount, /proc/PID/ns/net)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class ProcessFacts:
     argv: tuple[str, ...]
     environ: Mapping[str, str]
     netns_fds: tuple[str, ...] = ()  # targets of fds open on nsfs files (/run/netns/netns-…)
+    ns_pids: tuple[int, ...] = ()  # its pid in each pid namespace, outermost first (NSpid): LISTEN_PID is the innermost
 
 
 def _port(text: str | None) -> int | None:
@@ -74,6 +76,7 @@ def docker_proxy(argv: Iterable[str], index: ContainerIndex | None = None) -> Fo
         return None
     container = index.by_address(target) if index is not None and target else None
     proto = option_value(args, "-proto")
+    netns_path = container_netns_path(container) if container is not None else None
     return Forward(
         "docker-proxy",
         option_value(args, "-host-ip"),
@@ -81,8 +84,20 @@ def docker_proxy(argv: Iterable[str], index: ContainerIndex | None = None) -> Fo
         target,
         target_port,
         container,
+        netns_inode=_stat_inode(netns_path) if netns_path else None,
         detail=proto,
+        netns_path=netns_path,
     )
+
+
+def container_netns_path(container: ContainerInfo) -> str | None:
+    """A file that enters the container's network namespace: its recorded nsfs mount, else its first
+    process's ``/proc/PID/ns/net`` (``None`` for a stopped container: never a reused pid's)."""
+    if container.netns_path and os.path.exists(container.netns_path):
+        return container.netns_path
+    if container.pid and container.running is not False:
+        return f"/proc/{container.pid}/ns/net"
+    return None
 
 
 def conmon_container(argv: Iterable[str]) -> tuple[str, str | None] | None:
@@ -114,8 +129,10 @@ def _to_container(kind: str, container: ContainerInfo, listen: tuple[str, int] |
     published = [p for p in container.ports if listen is None or p.host_port == port]
     target_port = published[0].container_port if len({p.container_port for p in published}) == 1 else None
     target = container.addresses[0] if len(container.addresses) == 1 else None
-    if "netns_inode" not in extra and container.netns_path:
-        extra["netns_inode"] = _stat_inode(container.netns_path)
+    if "netns_path" not in extra:
+        extra["netns_path"] = container_netns_path(container)
+    if "netns_inode" not in extra and extra["netns_path"]:
+        extra["netns_inode"] = _stat_inode(extra["netns_path"])
     return Forward(kind, address, port, target, target_port, container, **extra)
 
 
@@ -137,11 +154,14 @@ def rootlessport(
         container = None
         if index is not None:
             container = index.by_netns_path(path) or (index.by_netns_inode(inode) if inode is not None else None)
+        held = None if path.startswith("net:[") else path  # a mount point enters it; "net:[N]" is only a name
         if container is not None:
-            return _to_container("rootlessport", container, listen, netns_inode=inode)
+            return _to_container("rootlessport", container, listen, netns_inode=inode, netns_path=held)
         if inode is not None:
             address, port = listen if listen else (None, None)
-            return Forward("rootlessport", address, port, None, None, None, netns_inode=inode, detail=path)
+            return Forward(
+                "rootlessport", address, port, None, None, None, netns_inode=inode, detail=path, netns_path=held
+            )
     address, port = listen if listen else (None, None)
     return Forward("rootlessport", address, port, None, None)
 
@@ -199,12 +219,18 @@ def activation(environ: Mapping[str, str]) -> Activation | None:
 def activated_service(facts: ProcessFacts, fd: int, listen: tuple[str, int] | None = None) -> Forward | None:
     """A service holding ``fd`` that systemd (or systemd-socket-activate) passed to it."""
     passed = activation(facts.environ)
-    if passed is None or (passed.listen_pid is not None and passed.listen_pid != facts.pid):
+    if passed is None or not _meant_for(passed, facts):
         return None  # the variables were inherited from an ancestor, not meant for this process
     if not 3 <= fd < 3 + passed.fds:
         return None
     address, port = listen if listen else (None, None)
     return Forward("socket-activation", address, port, None, None, detail=passed.name_of(fd), target_pid=facts.pid)
+
+
+def _meant_for(passed: Activation, facts: ProcessFacts) -> bool:
+    """LISTEN_PID names this process: its pid here, or in its own pid namespace (a manager inside a
+    container or a pid namespace sets the pid it sees)."""
+    return passed.listen_pid is None or passed.listen_pid == facts.pid or passed.listen_pid in facts.ns_pids[-1:]
 
 
 def socket_activate(argv: Iterable[str]) -> Forward | None:
@@ -237,7 +263,7 @@ def activating_manager(facts: ProcessFacts, services: Iterable[ProcessFacts]) ->
         if service.pid == facts.pid:
             continue
         passed = activation(service.environ)
-        if passed is not None and passed.listen_pid in (None, service.pid):
+        if passed is not None and _meant_for(passed, service):
             names = ",".join(n for n in passed.names if n) or None
             found.append(Forward("socket-activation", None, None, None, None, detail=names, target_pid=service.pid))
     return tuple(found)
@@ -416,7 +442,31 @@ def read_facts(pid: int, proc_root: str = "/proc") -> ProcessFacts | None:
             continue
         if "/netns/" in target or target.startswith("net:["):
             netns_fds.append(target)
-    return ProcessFacts(pid, name, exe, argv, environ, tuple(netns_fds))
+    return ProcessFacts(pid, name, exe, argv, environ, tuple(netns_fds), read_ns_pids(pid, proc_root))
+
+
+def read_ns_pids(pid: int, proc_root: str = "/proc") -> tuple[int, ...]:
+    """The NSpid line of /proc/PID/status: the pid in each pid namespace, outermost first."""
+    try:
+        with open(f"{proc_root}/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"NSpid:"):
+                    return tuple(int(part) for part in line.split()[1:] if part.isdigit())
+    except OSError:
+        pass
+    return ()
+
+
+def read_activation_facts(pid: int, proc_root: str = "/proc") -> ProcessFacts | None:
+    """What socket activation needs of a process (its environment and pids), without its argv or fds."""
+    try:
+        with open(f"{proc_root}/{pid}/environ", "rb") as handle:
+            environ = parse_environ(handle.read())
+    except OSError:
+        return None
+    if "LISTEN_FDS" not in environ:
+        return ProcessFacts(pid, "", None, (), environ)
+    return ProcessFacts(pid, "", None, (), environ, (), read_ns_pids(pid, proc_root))
 
 
 def _read_nul(path: str) -> tuple[str, ...]:

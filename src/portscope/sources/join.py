@@ -3,31 +3,38 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from portscope.engine.recordmaker import positional_maker
-from portscope.model.records import Holder, JoinReport, Socket
-from portscope.sources.fdscan import BackgroundWalk, FdScan, walk_socket_fds
+from portscope.model.records import Holder, JoinReport, Socket, UnixSocket
+from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, kept_sockets, walk_socket_fds
 from portscope.sources.procinfo import read_process
 
 _make_holder = positional_maker(Holder)
 
 
 def join_processes(
-    sockets: Sequence[Socket],
+    sockets: Sequence[Socket | UnixSocket],
     proc_root: str = "/proc",
     *,
     prefetched: BackgroundWalk | None = None,
     split_walk: Callable[[int], bool] | None = None,
+    also_wanted: Iterable[int] = (),
+    walked: tuple[Found, FdScan] | None = None,
 ) -> tuple[dict[int, tuple[Holder, ...]], JoinReport]:
     """Map every listed socket's inode to all of its holders, with what could not be seen.
 
     ``prefetched``: a walk of /proc started earlier (see :meth:`BackgroundWalk.start`), used instead
     of walking now when it succeeded. ``split_walk``: otherwise, given the number of fds, whether to
-    walk in two processes (see :func:`walk_socket_fds`); by default in this one.
+    walk in two processes (see :func:`walk_socket_fds`); by default in this one. ``also_wanted``: more
+    socket inodes whose holders to find in the same walk (the peers of UNIX sockets), not counted as
+    hidden when no holder is seen. ``walked``: a walk already made for every socket (``wanted`` None)
+    and what it saw, joined without walking again.
     """
     # inode -> the same int object, so the holders map shares the sockets' inodes (memory at 100k+)
     wanted = {sock.inode: sock.inode for sock in sockets if sock.inode is not None}
+    for inode in also_wanted:
+        wanted.setdefault(inode, inode)
     if not wanted:
         return {}, JoinReport(joined=True)
     counts = FdScan()
@@ -37,6 +44,8 @@ def join_processes(
     single_fd: dict[int, tuple[int]] = {}  # (fd,) tuples are immutable: one per fd number, shared
     vanished = 0
     found = prefetched.found(wanted, counts) if prefetched is not None else None
+    if walked is not None:
+        found, counts = kept_sockets(walked[0], wanted), walked[1]
     if found is None:
         counts = FdScan()
         found = walk_socket_fds(wanted, proc_root, counts, split=split_walk)

@@ -17,11 +17,11 @@ bracketed by the same check; psutil is imported only there, so ``ls`` and comple
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from portscope.errors import SourceError
+from portscope.sources.containers import ContainerInfo, container_of_cgroup, unescape_unit
 from portscope.sources.linux import CLOCK_TICKS
 from portscope.sources.procinfo import _read_bytes, boot_time, open_process_dir, parse_stat, start_seconds
 
@@ -54,17 +54,6 @@ class Ancestor:
 
 
 @dataclass(frozen=True, slots=True)
-class Container:
-    runtime: str  # docker, containerd, cri-o, podman, kubernetes, lxc, systemd-nspawn, container
-    id: str  # the 64-hex container id, or a name (lxc, nspawn)
-    pod: str | None = None  # Kubernetes pod uid
-
-    @property
-    def short_id(self) -> str:
-        return self.id[:12] if re.fullmatch(r"[0-9a-f]{64}", self.id) else self.id
-
-
-@dataclass(frozen=True, slots=True)
 class Lineage:
     pid: int
     ancestors: tuple[Ancestor, ...]  # parent first; the last one is the service manager when reached
@@ -73,7 +62,7 @@ class Lineage:
     uptime: float | None  # seconds since the process started
     cgroup: str | None  # the cgroup path that names the unit or container (None: unreadable)
     unit: str | None  # the innermost systemd .service or .scope
-    container: Container | None
+    container: ContainerInfo | None  # from the cgroup's shape: runtime, id, pod uid (no name)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -108,72 +97,11 @@ def pick_cgroup_path(text: str) -> str | None:
     return unified or named or other or "/"
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_PREFIXED_ID = re.compile(r"^(?:(?P<prefix>[a-z][a-z0-9-]*)-)?(?P<id>[0-9a-f]{64})(?:\.scope)?$")
-_PREFIX_RUNTIME = {
-    "docker": "docker",
-    "cri-containerd": "containerd",
-    "nerdctl": "containerd",
-    "crio": "cri-o",
-    "libpod": "podman",
-}
-_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?$")
-
-
-def _unescape_unit(text: str) -> str:
-    # systemd escapes unit names: "\x2d" is a literal dash
-    return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), text)
-
-
-def _pod_uid(segments: list[str]) -> str | None:
-    for segment in segments:
-        match = _POD.search(segment)
-        if match:
-            return match.group(1).replace("_", "-")
-    return None
-
-
-def _runtime_from_context(segments: list[str]) -> str:
-    if "docker" in segments:
-        return "docker"
-    if "libpod_parent" in segments:
-        return "podman"
-    if any(s.startswith("kubepods") for s in segments):
-        return "kubernetes"
-    return "container"
-
-
-def container_of(path: str) -> Container | None:
-    """The container a cgroup path belongs to, if any (docker, containerd, cri-o, podman, lxc, nspawn)."""
-    segments = [s for s in path.split("/") if s]
-    kube = any(s.startswith("kubepods") for s in segments)
-    for index in range(len(segments) - 1, -1, -1):
-        segment = segments[index]
-        match = _PREFIXED_ID.match(segment)
-        if match:
-            prefix = match.group("prefix")
-            if prefix and prefix.endswith("conmon"):
-                return None  # the container monitor (libpod-conmon-ID, crio-conmon-ID) runs outside
-            runtime = _PREFIX_RUNTIME.get(prefix, prefix) if prefix else _runtime_from_context(segments[:index])
-            return Container(runtime, match.group("id"), _pod_uid(segments[:index]) if kube else None)
-        if segment.startswith("lxc.payload."):
-            return Container("lxc", segment[len("lxc.payload.") :])
-        if index > 0 and segments[index - 1] in ("lxc", "lxc.payload") and not segment.startswith("lxc."):
-            return Container("lxc", segment)
-        if segment.startswith("machine-") and segment.endswith(".scope") and "machine.slice" in segments[:index]:
-            return Container("systemd-nspawn", _unescape_unit(segment[len("machine-") : -len(".scope")]))
-    # cgroupfs drivers that put a bare id elsewhere (containerd namespaces: /default/ID)
-    found = _HEX64.findall(path)
-    if found:
-        return Container(_runtime_from_context(segments), found[-1], _pod_uid(segments) if kube else None)
-    return None
-
-
 def unit_of(path: str) -> str | None:
     """The innermost systemd unit (``.service`` or ``.scope``) in a cgroup path."""
     for segment in reversed([s for s in path.split("/") if s]):
         if segment.endswith((".service", ".scope")):
-            return _unescape_unit(segment)
+            return unescape_unit(segment)
     return None
 
 
@@ -236,7 +164,7 @@ class LineageReader:
             uptime=max(0.0, self._uptime - start_s) if self._uptime is not None else None,
             cgroup=cgroup,
             unit=unit_of(cgroup) if cgroup else None,
-            container=container_of(cgroup) if cgroup else None,
+            container=container_of_cgroup(cgroup) if cgroup else None,
         )
 
     def _chain(self, pid: int, ppid: int) -> tuple[tuple[Ancestor, ...], bool]:

@@ -80,26 +80,35 @@ def _ns_inode(path: str) -> int | None:
 
 
 def _fd_namespaces(pid_dir: str, own_mnt: int | None, nsfs_dev: int | None) -> list[tuple[str, int]]:
-    """Network namespaces one process holds open: (its /proc/PID/fd/N path, inode).
+    """Network namespaces one process holds open: (its /proc/PID/fd/N path, inode)."""
+    fd_dir = f"{pid_dir}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return []
+    links = []
+    for fd in fds:
+        try:
+            links.append((fd, os.readlink(f"{fd_dir}/{fd}")))
+        except OSError:
+            continue
+    return _open_namespaces(pid_dir, links, own_mnt, nsfs_dev)
+
+
+def _open_namespaces(
+    pid_dir: str, links: list[tuple[str, str]], own_mnt: int | None, nsfs_dev: int | None
+) -> list[tuple[str, int]]:
+    """Which of one process's fd links, (fd, link), are open on a network namespace: (path, inode).
 
     An fd opened through /proc/PID/ns/net reads ``net:[INODE]``; one opened through a mount that was
     removed since reads ``/``. Only the second needs a stat(), which follows the link to the file: that
     is done only for processes in our own mount namespace, whose ``/`` is our root, so no user's file
     system (FUSE) is ever asked.
     """
-    fd_dir = f"{pid_dir}/fd"
-    try:
-        fds = os.listdir(fd_dir)
-    except OSError:
-        return []
     held = []
     same_root: bool | None = None
-    for fd in fds:
-        path = f"{fd_dir}/{fd}"
-        try:
-            link = os.readlink(path)
-        except OSError:
-            continue
+    for fd, link in links:
+        path = f"{pid_dir}/fd/{fd}"
         if link.startswith(NET_LINK_PREFIX) and link.endswith("]"):
             number = link[len(NET_LINK_PREFIX) : -1]
             if number.isascii() and number.isdigit():
@@ -118,8 +127,33 @@ def _fd_namespaces(pid_dir: str, own_mnt: int | None, nsfs_dev: int | None) -> l
     return held
 
 
+def _own_mount_and_nsfs(proc_root: str) -> tuple[int | None, int | None]:
+    own_mnt = _ns_inode(f"{proc_root}/self/ns/mnt")
+    try:
+        nsfs_dev: int | None = os.stat(f"{proc_root}/self/ns/net").st_dev
+    except OSError:
+        nsfs_dev = None
+    return own_mnt, nsfs_dev
+
+
+def held_namespaces(links: list[tuple[int, int, str]], known: set[int], proc_root: str = "/proc") -> list[NamespaceRef]:
+    """The namespaces among the fd links a /proc walk saw (``FdScan.netns_links``) that are not ``known``:
+    those kept alive only by an open fd, found in the walk that joins processes (no pass of their own)."""
+    by_pid: dict[int, list[tuple[str, str]]] = {}
+    for pid, fd, link in links:
+        by_pid.setdefault(pid, []).append((str(fd), link))
+    own_mnt, nsfs_dev = _own_mount_and_nsfs(proc_root)
+    found: dict[int, NamespaceRef] = {}
+    for pid in sorted(by_pid):
+        for path, inode in _open_namespaces(f"{proc_root}/{pid}", by_pid[pid], own_mnt, nsfs_dev):
+            if inode not in known and inode not in found:
+                found[inode] = NamespaceRef(inode, path)
+    return list(found.values())
+
+
 def discover(proc_root: str = "/proc", *, mountinfo: str | None = None, scan_fds: bool = True) -> Discovery:
-    """Every network namespace visible from here, each once."""
+    """Every network namespace visible from here, each once; ``scan_fds=False`` leaves out those held
+    only by an open fd (the caller's /proc walk finds them: :func:`held_namespaces`)."""
     found: dict[int, dict] = {}
 
     def note(inode: int, path: str, pid: int | None = None, mount: str | None = None) -> None:
@@ -159,12 +193,8 @@ def discover(proc_root: str = "/proc", *, mountinfo: str | None = None, scan_fds
     for mount_point, inode in parse_nsfs_mounts(mountinfo):
         note(inode, mount_point, mount=mount_point)
 
-    if scan_fds:
-        own_mnt = _ns_inode(f"{proc_root}/self/ns/mnt")
-        try:
-            nsfs_dev: int | None = os.stat(f"{proc_root}/self/ns/net").st_dev
-        except OSError:
-            nsfs_dev = None
+    if scan_fds:  # without a /proc walk to join processes (held_namespaces reads that walk's links)
+        own_mnt, nsfs_dev = _own_mount_and_nsfs(proc_root)
         for name in pid_names:
             for path, inode in _fd_namespaces(f"{proc_root}/{name}", own_mnt, nsfs_dev):
                 if inode not in found:

@@ -408,20 +408,9 @@ class Decoder:
             if length < NLMSGHDR.size or offset + length > size:
                 raise SourceError(source, f"bad netlink message length {length} at byte {offset}")
             if msg_type != SOCK_DIAG_BY_FAMILY:
-                if msg_type == NLMSG_DONE:
-                    # its payload is the dump's status: a dump the kernel could not start (no
-                    # *_diag module for the protocol) ends in a DONE carrying -ENOENT
-                    code = _error_code(data, offset + NLMSGHDR.size)
-                    if code:
-                        raise _dump_error(-code, source)
+                if control_message(data, offset, msg_type, source):
                     done = True
                     break
-                if msg_type == NLMSG_ERROR:
-                    code = _error_code(data, offset + NLMSGHDR.size)
-                    if code is None:
-                        raise SourceError(source, f"truncated netlink error at byte {offset}")
-                    if code != 0:  # 0: an ACK, not an error
-                        raise _dump_error(-code, source)
                 offset += (length + 3) & ~3
                 continue
             if length < HEADER_AND_MSG:
@@ -619,6 +608,27 @@ def _attributes(data, offset: int, end: int, retrans: int) -> SocketDetails:
     )
 
 
+def control_message(data, offset: int, msg_type: int, source: str) -> bool:
+    """A message of a dump that is not a socket: True when it ends the dump; raises for an error.
+
+    NLMSG_DONE's payload is the dump's status: a dump the kernel could not start (no *_diag module for
+    the family or protocol) ends in a DONE carrying -ENOENT. An NLMSG_ERROR with code 0 is an ACK.
+    Shared by every sock_diag decoder (IP sockets here, UNIX sockets in :mod:`portscope.sources.unixdiag`).
+    """
+    if msg_type == NLMSG_DONE:
+        code = _error_code(data, offset + NLMSGHDR.size)
+        if code:
+            raise _dump_error(-code, source)
+        return True
+    if msg_type == NLMSG_ERROR:
+        code = _error_code(data, offset + NLMSGHDR.size)
+        if code is None:
+            raise SourceError(source, f"truncated netlink error at byte {offset}")
+        if code != 0:
+            raise _dump_error(-code, source)
+    return False
+
+
 def _port(raw: int) -> int:
     port = _PORTS[raw] = ((raw & 0xFF) << 8) | (raw >> 8)
     return port
@@ -686,7 +696,10 @@ def open_socket() -> socket.socket:
 
 
 def dump(sock: socket.socket, request: DumpRequest, decoder: Decoder) -> list[Socket]:
-    """Send one dump request and decode every socket of the answer."""
+    """Send one dump request and decode every socket of the answer.
+
+    Any request with ``encode()`` and ``source`` and any decoder with ``decode(data, source)`` will do
+    (the UNIX socket dump of :mod:`portscope.sources.unixdiag` uses it too)."""
     try:
         sock.send(request.encode())
     except OSError as exc:
