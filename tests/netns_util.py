@@ -149,8 +149,9 @@ def _split_endpoint(text: str) -> tuple[str, str | None, str]:
     return host, interface, port
 
 
-def parse_ss(output: str) -> list[SsSocket]:
-    """Parse ``ss -tuanHe`` output."""
+def parse_ss(output: str, states: dict[str, str] | None = None) -> list[SsSocket]:
+    """Parse ``ss -tuanHe`` output (``states``: more state words than ss's own)."""
+    known = {**SS_STATES, **(states or {})}
     result = []
     for line in output.splitlines():
         fields = line.split()
@@ -171,7 +172,7 @@ def parse_ss(output: str) -> list[SsSocket]:
         result.append(
             SsSocket(
                 proto=proto,
-                state=SS_STATES[state],
+                state=known[state],
                 recv_q=int(recv_q),
                 send_q=int(send_q),
                 local_address=laddr,

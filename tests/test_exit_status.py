@@ -56,7 +56,10 @@ def one_error_line(stderr: str, prefix: str) -> str:
 
 def failing(exception: str) -> str:
     """Python run before the command line: ls's library call raises ``exception``."""
-    return f"import portscope.commands.ls as ls\ndef fail(options):\n    raise {exception}\nls.list_sockets = fail"
+    return (
+        f"import portscope.commands.ls as ls\ndef fail(options, **keywords):\n    raise {exception}\n"
+        "ls.list_sockets = fail"
+    )
 
 
 def test_a_closed_stderr_does_not_change_the_answer(ns):

@@ -32,10 +32,36 @@ def section(heading: str) -> str:
     return match.group(1)
 
 
-def socket_keys() -> set[str]:
-    """The first column of the socket table of ls --json: `key` or `key1`, `key2`."""
+def _socket_rows() -> list[str]:
     rows = [line for line in section("JSON (schema version").splitlines() if line.startswith("| `")]
     assert rows
+    return rows
+
+
+ONLY_WITH = re.compile(r"\| only with `(-[a-z])`")
+
+
+def socket_keys() -> set[str]:
+    """The first column of the socket table of ls --json: `key` or `key1`, `key2`; without the keys that
+    appear only with an option (their meaning starts "only with `-i`")."""
+    return {key for row in _socket_rows() if not ONLY_WITH.search(row) for key in IDENTIFIER.findall(row.split("|")[1])}
+
+
+def optional_socket_keys() -> dict[str, str]:
+    """The keys that appear only with an option: key -> the option."""
+    found = {}
+    for row in _socket_rows():
+        option = ONLY_WITH.search(row)
+        if option:
+            for key in IDENTIFIER.findall(row.split("|")[1]):
+                found[key] = option.group(1)
+    return found
+
+
+def table_keys(heading: str) -> set[str]:
+    """The keys in the first column of the table under a heading."""
+    rows = [line for line in section(heading).splitlines() if line.startswith("| `")]
+    assert rows, heading
     return {key for row in rows for key in IDENTIFIER.findall(row.split("|")[1])}
 
 
@@ -86,6 +112,9 @@ def test_readme_parsing_finds_the_keys_the_issue_named():
     assert top == {"query", "sockets", "processes"}
     assert {"fds", "parents", "uptime_seconds"} <= bullets["processes"] and "runtime" not in bullets["processes"]
     assert {"verdict", "blockers", "request"} <= can_bind_keys()
+    assert optional_socket_keys() == {"tcp_info": "-i", "memory": "-m"}
+    assert {"rtt_us", "cwnd", "congestion", "bytes_acked"} <= table_keys("`tcp_info` (`ls -i`)")
+    assert {"rmem_alloc", "drops"} <= table_keys("`memory` (`ls -m`)")
 
 
 def test_ls_socket_and_process_keys_are_the_documented_ones(mixed):
@@ -95,6 +124,29 @@ def test_ls_socket_and_process_keys_are_the_documented_ones(mixed):
         assert set(row) == socket_keys()
         for process in row["processes"]:
             assert set(process) == process_keys()
+
+
+def test_detail_keys_appear_only_when_asked_and_are_the_documented_ones(mixed):
+    optional = optional_socket_keys()
+    for options in (["-i"], ["-m"], ["-i", "-m"]):
+        rows = run_json("ls", "-a", "--json", "--netns", mixed.ns.name, *options)
+        asked = {key for key, option in optional.items() if option in options}
+        tcp = [row for row in rows if row["proto"] == "tcp" and row["state"] == "established"]
+        assert tcp
+        for row in rows:
+            assert set(row) == socket_keys() | asked
+        if "tcp_info" in asked:
+            assert all(row["tcp_info"] is not None for row in tcp)
+            for row in rows:
+                if row["tcp_info"] is not None:
+                    assert set(row["tcp_info"]) == table_keys("`tcp_info` (`ls -i`)")
+                if row["proto"] == "udp" or row["state"] == "time-wait":
+                    assert row["tcp_info"] is None
+        if "memory" in asked:
+            assert all(row["memory"] is not None for row in tcp)
+            for row in rows:
+                if row["memory"] is not None:
+                    assert set(row["memory"]) == table_keys("`memory` (`ls -m`)")
 
 
 def test_who_keys_are_the_documented_ones(mixed):

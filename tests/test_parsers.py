@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import socket
 import struct
 from collections import Counter
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import bytecode_model
 from portscope.errors import SourceError, UsageError
 from portscope.model.endpoint import ScopedNetwork, parse_endpoint, parse_network
 from portscope.model.query import PortRange, parse_port_range, parse_states, parse_user
@@ -209,46 +211,10 @@ def test_missing_proc_file(tmp_path):
 
 
 def run_bytecode(code: bytes, sport: int, dport: int) -> bool:
-    length = len(code)
-    offset = 0
-    while length > 0:
-        op, yes, no = netlink.BC_OP.unpack_from(code, offset)
-        if op == netlink.BC_JMP:
-            result = False
-        else:
-            port = netlink.BC_OP.unpack_from(code, offset + 4)[2]
-            value = sport if op in (netlink.BC_S_GE, netlink.BC_S_LE) else dport
-            result = value >= port if op in (netlink.BC_S_GE, netlink.BC_D_GE) else value <= port
-        step = yes if result else no
-        length -= step
-        offset += step
-    return length == 0
+    return bytecode_model.run(code, bytecode_model.Entry(socket.AF_INET, 0, 0, sport, dport))
 
 
-def audit_bytecode(code: bytes) -> None:
-    def reachable(target_len: int) -> bool:
-        remaining, offset = len(code), 0
-        while remaining >= 0:
-            if target_len > remaining:
-                return False
-            if target_len == remaining:
-                return True
-            yes = netlink.BC_OP.unpack_from(code, offset)[1]
-            assert yes >= 4 and yes % 4 == 0
-            remaining -= yes
-            offset += yes
-        return False
-
-    remaining, offset = len(code), 0
-    while remaining > 0:
-        op, yes, no = netlink.BC_OP.unpack_from(code, offset)
-        min_len = 4 if op == netlink.BC_JMP else 8
-        assert min_len <= yes <= remaining + 4 and yes % 4 == 0
-        assert min_len <= no <= remaining + 4 and no % 4 == 0
-        if no < remaining:
-            assert reachable(remaining - no)
-        remaining -= yes
-        offset += yes
+audit_bytecode = bytecode_model.audit
 
 
 port_ranges = st.lists(

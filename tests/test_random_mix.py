@@ -23,12 +23,17 @@ V6_ADDRESSES = ["::1", "::", "::ffff:127.0.0.1", "::ffff:127.0.0.2"]
 
 
 def _add_unreachable_link(ns: Netns) -> None:
-    """A veth pair with an address whose neighbours never answer: connect() there stays in SYN-SENT."""
+    """A veth pair with an address whose neighbours never answer: connect() there stays in SYN-SENT.
+
+    The peer 10.99.0.2 gets a permanent neighbour entry: SYNs leave and go unanswered for minutes, where
+    a failed address resolution would end the SYN-SENT sockets with "host unreachable" after about 3 s,
+    in the middle of a comparison on a loaded machine."""
     for argv in (
         ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
         ["addr", "add", "10.99.0.1/24", "dev", "v0"],
         ["link", "set", "v0", "up"],
         ["link", "set", "v1", "up"],
+        ["neigh", "add", "10.99.0.2", "lladdr", "02:00:00:00:00:02", "dev", "v0", "nud", "permanent"],
     ):
         subprocess.run(["ip", "-n", ns.name, *argv], check=True, capture_output=True)
 

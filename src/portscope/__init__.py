@@ -94,6 +94,14 @@ _EXPORTS: dict[str, str] = {
     "Parallelism": "portscope.engine.parallel",
     "ALL_NAMESPACES": "portscope.model.query",
     "NetnsInfo": "portscope.model.records",
+    # ss filter expressions and socket details (ls EXPRESSION, -e -o -m -i)
+    "Filter": "portscope.model.filter",
+    "FilterSyntaxError": "portscope.errors",
+    "parse_expression": "portscope.commands.ls",
+    "Detail": "portscope.model.records",
+    "SocketDetails": "portscope.model.details",
+    "TcpInfo": "portscope.model.details",
+    "MemInfo": "portscope.model.details",
     # errors
     "ExitStatus": "portscope.errors",
     "PortscopeError": "portscope.errors",

@@ -25,6 +25,15 @@ class UsageError(PortscopeError):
     """Bad input: an unknown state, a port out of range, a malformed address..."""
 
 
+class FilterSyntaxError(UsageError):
+    """An ``ls`` filter expression that cannot be read; the message names the word and its position (1-based).
+    Here rather than in model/filter.py so that catching it loads no parser."""
+
+    def __init__(self, message: str, position: int | None) -> None:
+        super().__init__(message)
+        self.position = position
+
+
 class SourceError(PortscopeError):
     """A data source (a /proc file, a netlink dump, a namespace) could not be read or parsed."""
 

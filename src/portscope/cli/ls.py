@@ -15,7 +15,7 @@ from portscope.cli.options import (
     netns_option,
     numeric_option,
 )
-from portscope.shell.values import complete_pids, complete_ports, complete_states, complete_users
+from portscope.shell.values import complete_expression, complete_pids, complete_ports, complete_states, complete_users
 
 BACKENDS = ("auto", "netlink", "proc")
 
@@ -108,6 +108,11 @@ BACKENDS = ("auto", "netlink", "proc")
 )
 @netns_option()
 @color_option()
+@click.option("-e", "--extended", is_flag=True, help="Show uid, inode, socket cookie, v6only and device columns.")
+@click.option("-o", "--timers", is_flag=True, help="Show the timer column (name, time left, retransmissions).")
+@click.option("-m", "--memory", is_flag=True, help="Show socket memory (JSON key memory).")
+@click.option("-i", "--info", is_flag=True, help="Show TCP internals: rtt, cwnd, rto, mss, rates (JSON key tcp_info).")
+@click.argument("expression", nargs=-1, metavar="[EXPRESSION]...", shell_complete=complete_expression)
 def ls(
     as_json: bool,
     as_jsonl: bool,
@@ -123,11 +128,19 @@ def ls(
     letters of ss work: ls -tulpn, -tanp, -ltn, -4tl (-p is always on: processes are shown unless
     --no-processes).
 
+    EXPRESSION is an ss(8) filter: state/exclude STATE, sport/dport OP PORT, src/dst ADDR[/LEN][:PORT],
+    dev NAME, fwmark MARK[/MASK], autobound, combined with and, or, not and parentheses (left to right,
+    as ss reads them), plus pid, user, process, unit, container and netns. It narrows what the options
+    select.
+
     \b
     Examples:
       portscope ls -tulpn               listeners, as ss -tulpn
       portscope ls -a --port 8080       everything on port 8080
       portscope ls --state connected --dst 10.0.0.0/8
+      portscope ls state established '( dport = :443 or sport = :443 )'
+      portscope ls -t -a 'sport >= :1024 and not src 127.0.0.0/8 and user www-data'
+      portscope ls -ti state established dst 10.0.0.1   TCP internals, as ss -ti
       kill $(portscope ls --pids -l --port 8080)
       portscope ls -a -n --json --no-processes | jq length
       portscope ls -x                   UNIX sockets, the processes at both ends
@@ -139,7 +152,7 @@ def ls(
     """
     from portscope.commands.ls import LsOptions, list_sockets
     from portscope.commands.names import Names
-    from portscope.errors import UsageError
+    from portscope.errors import FilterSyntaxError, UsageError
 
     clashes = (
         ("--json", as_json, "--jsonl", as_jsonl),
@@ -153,12 +166,18 @@ def ls(
     for first, first_on, second, second_on in clashes:
         if first_on and second_on:
             raise UsageError(f"{first} and {second} exclude each other")
-    snap = list_sockets(LsOptions(**options))  # the other parameters are LsOptions' fields, by name
+    names = Names.resolve(numeric=numeric)
+    try:
+        # the other parameters are LsOptions' fields, by name; one Places for the filter and the output
+        snap = list_sockets(LsOptions(**options), places=names.places)
+    except FilterSyntaxError as exc:
+        raise click.UsageError(str(exc)) from None
+    names.places.learn(snap.namespaces)
+    env = invocation().env
     if as_jsonl:
         from portscope.render.jsonout import write_socket_lines
         from portscope.render.ls import footer_lines
 
-        env, names = invocation().env, Names.resolve(numeric=numeric)
         write_socket_lines(env.stdout, snap, names.services, names.places)
         for line in footer_lines(snap, names):
             env.note(line)
@@ -166,9 +185,7 @@ def ls(
 
     from portscope.render.ls import render_listing, render_pids
 
-    env = invocation().env
     if pids_only:
         render_pids(snap, env)
         return
-    names = Names.resolve(numeric=numeric, namespaces=snap.namespaces)
     render_listing(snap, env, names, as_json=as_json, header=not no_header)

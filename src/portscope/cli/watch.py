@@ -107,8 +107,8 @@ def _pipe_fd(stream: Any) -> int | None:
         return None
 
 
-# ls options that only shape ls's own output: watch writes events instead
-LS_OUTPUT_OPTIONS = frozenset({"as_json", "as_jsonl", "pids_only", "no_header"})  # ls's own output only
+# ls options that only shape ls's own output (--json, --jsonl, --pids, -H, the detail columns): watch writes events
+LS_OUTPUT_OPTIONS = frozenset({"as_json", "as_jsonl", "pids_only", "no_header", "extended", "timers", "memory", "info"})
 
 
 def _with_ls_filters(function):

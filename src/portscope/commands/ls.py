@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
@@ -18,8 +19,12 @@ from portscope.model.query import (
     parse_user,
     split_values,
 )
-from portscope.model.records import Backend, Family, Proto, Snapshot
+from portscope.model.records import Backend, Detail, Family, Proto, Snapshot
 from portscope.sources.services import load_services
+
+if TYPE_CHECKING:
+    from portscope.commands.places import Places
+    from portscope.model.filter import Filter
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,47 @@ class LsOptions:
     join_processes: bool = True
     backend: str = "auto"
     netns: str | None = None
+    expression: tuple[str, ...] = ()  # an ss filter expression, as words (model/filter.py)
+    extended: bool = False  # -e: uid, inode, cookie, v6only, device
+    timers: bool = False  # -o: timers with their retransmission counts
+    memory: bool = False  # -m: socket memory
+    info: bool = False  # -i: TCP internals
+
+
+class _Lookups:
+    """What parsing an expression looks up: /etc/services, the user database, host names."""
+
+    def __init__(self) -> None:
+        self._services = None
+
+    def service_port(self, name: str) -> int:
+        if self._services is None:
+            self._services = load_services()
+        return self._services.port_of(name)
+
+    def user_id(self, text: str) -> int:
+        return parse_user(text)
+
+    def host_addresses(self, name: str) -> list[str]:
+        import socket
+
+        found: list[str] = []
+        for family in (socket.AF_INET, socket.AF_INET6):  # as ss: the name's IPv4 and IPv6 addresses
+            try:
+                infos = socket.getaddrinfo(name, None, family, socket.SOCK_STREAM)
+            except (OSError, UnicodeError, ValueError):
+                continue
+            found += [str(info[4][0]).partition("%")[0] for info in infos]
+        return list(dict.fromkeys(found))
+
+
+def parse_expression(words: tuple[str, ...] | list[str]) -> Filter | None:
+    """An ss filter expression (``ls`` EXPRESSION): None for no words; UsageError naming the bad word."""
+    if not words:
+        return None
+    from portscope.model.filter import parse_filter  # only for an expression: not on every listing's start-up
+
+    return parse_filter(words, _Lookups())
 
 
 PID_MAX = 4194304  # PID_MAX_LIMIT: the kernel's ceiling for pid_max
@@ -80,12 +126,15 @@ def build_query(options: LsOptions) -> Query:
     chosen = [name for name, on in pickers if on]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} exclude each other (each picks the states to show)")
+    expression = parse_expression(options.expression)
+    if expression is not None and options.unix:
+        raise UsageError("a filter expression selects TCP and UDP sockets; give it without -x/--unix")
     if options.states:
         states = parse_states(split_values(options.states, "--state"))
     elif options.listening:
         states = STATE_GROUPS["listening"]
-    elif options.all_states:
-        states = STATE_GROUPS["all"]
+    elif options.all_states or (expression is not None and expression.mentions_states):
+        states = STATE_GROUPS["all"]  # an expression that names states picks them, as in ss
     else:
         states = DEFAULT_STATES
     try:
@@ -108,8 +157,26 @@ def build_query(options: LsOptions) -> Query:
         backend=backend,
         netns=options.netns,
         unix=options.unix,
+        filter=expression,
+        details=frozenset(
+            detail
+            for detail, on in (
+                (Detail.EXTENDED, options.extended),
+                (Detail.TIMERS, options.timers),
+                (Detail.MEMORY, options.memory),
+                (Detail.INFO, options.info),
+            )
+            if on
+        ),
     )
 
 
-def list_sockets(options: LsOptions) -> Snapshot:
-    return snapshot(build_query(options))
+def list_sockets(options: LsOptions, *, places: Places | None = None) -> Snapshot:
+    """``ls``: the sockets ``options`` ask for. ``places`` names namespaces and containers for the filter's
+    ``container`` and ``netns`` terms (one is made when needed and not given)."""
+    query = build_query(options)
+    if places is None and query.filter is not None and query.filter.needs_places:
+        from portscope.commands.places import Places
+
+        places = Places()
+    return snapshot(query, places=places)

@@ -10,7 +10,7 @@ import ipaddress
 import os
 import socket as socket_module
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import DEFAULT, Parallelism
@@ -19,6 +19,7 @@ from portscope.model.endpoint import ScopedNetwork, on_interface
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import (
     Backend,
+    Detail,
     Family,
     Holder,
     JoinReport,
@@ -35,6 +36,8 @@ from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, walk_socket_
 from portscope.sources.join import join_processes
 
 if TYPE_CHECKING:
+    from portscope.model.details import SocketDetails
+    from portscope.model.filter import PlaceLookup
     from portscope.sources.namespaces import NamespaceRef
 
 Predicate = Callable[[Socket], bool]
@@ -46,6 +49,7 @@ def snapshot(
     proc_root: str = "/proc",
     parallelism: Parallelism = DEFAULT,
     namespaces: Sequence[NamespaceRef] | None = None,
+    places: PlaceLookup | None = None,
 ) -> Snapshot:
     """The sockets ``query`` asks for, with their holders. Safe to call from several threads at once.
 
@@ -53,7 +57,11 @@ def snapshot(
     ``parallel.IN_PROCESS`` keeps all the work in this process. ``namespaces``: read these network
     namespaces instead of ``query.netns``, each once and with one /proc walk, as ``--netns all`` reads
     every one (a namespace that cannot be read is kept in ``Snapshot.namespaces`` with its error).
+    ``places``: namespace names and containers, for the ``container`` and ``netns NAME`` terms of
+    ``query.filter`` (:class:`portscope.commands.places.Places`; :func:`portscope.list_sockets` passes one).
     """
+    if query.filter is not None and query.filter.needs_places and places is None:
+        raise UsageError("the container and netns NAME filter terms need place lookups (use portscope.list_sockets)")
     if namespaces is not None:
         query = replace(query, netns=None)
     target = netns.resolve(query.netns) if query.netns and not query.every_namespace else None
@@ -63,7 +71,7 @@ def snapshot(
         # with --netns all the walk also finds the namespaces kept alive only by an open fd
         walk = BackgroundWalk.start(proc_root, namespaces=query.every_namespace and namespaces is None)
     try:
-        return _snapshot(query, target, proc_root, walk, parallelism, namespaces)
+        return _snapshot(query, target, proc_root, walk, parallelism, namespaces, places)
     finally:
         if walk is not None:
             walk.close()
@@ -76,6 +84,7 @@ def _snapshot(
     walk: BackgroundWalk | None,
     parallelism: Parallelism,
     namespaces: Sequence[NamespaceRef] | None,
+    places,
 ) -> Snapshot:
     if namespaces is not None:
         from portscope.sources.namespaces import host_netns_inode
@@ -99,6 +108,10 @@ def _snapshot(
     predicates = _socket_predicates(query)
     if predicates:
         sockets = [s for s in sockets if all(p(s) for p in predicates)]
+    expression = None
+    if query.filter is not None:
+        expression = _ExpressionFilter(query, collection, places, proc_root)
+        sockets = expression.before_join(sockets)
 
     holders: dict[int, tuple[Holder, ...]] = {}
     report = JoinReport(joined=False)
@@ -121,6 +134,8 @@ def _snapshot(
     elif query.uids is not None:
         sockets = [s for s in sockets if s.uid in query.uids]
         unix_sockets = [u for u in unix_sockets if u.uid in query.uids]
+    if expression is not None:
+        sockets = expression.after_join(sockets, holders if query.needs_processes else None)
 
     return Snapshot(
         sockets=tuple(sockets),
@@ -129,11 +144,21 @@ def _snapshot(
         join=report,
         netns=collection.netns_inode,
         bound_visible=collection.bound_visible,
-        warnings=collection.warnings,
+        warnings=collection.warnings
+        + (expression.warnings() if expression is not None else ())
+        + _details_warnings(query, collection),
         namespaces=collection.namespaces,
         unix_sockets=tuple(unix_sockets),
         unix_source=collection.unix_source,
+        details=collection.details,
+        details_asked=query.details,
     )
+
+
+def _details_warnings(query: Query, collection: Collection) -> tuple[str, ...]:
+    if not query.details - {Detail.EXTENDED} or not any(s.backend is Backend.PROC for s in collection.sources):
+        return ()
+    return ("socket details (-o retransmissions, -m, -i) come from netlink only: none for the sockets read from /proc",)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -152,6 +177,9 @@ class Collection:
     namespaces: tuple[NetnsInfo, ...] = ()  # --netns all: each namespace looked at
     unix_sockets: tuple[UnixSocket, ...] = ()
     unix_source: Backend | None = None  # None: UNIX sockets not asked for
+    details: dict[int, SocketDetails] = field(default_factory=dict)  # cookie -> details (Query.details)
+    kernel_says: dict = field(default_factory=dict)  # autobound/fwmark term -> cookies the kernel accepts
+    port_ranges: dict[int | None, tuple[int, int]] = field(default_factory=dict)  # netns -> ip_local_port_range
 
 
 def _collect(
@@ -201,6 +229,9 @@ def _collect_namespaces(
     warnings: dict[str, None] = {}
     infos: list[NetnsInfo] = []
     bound_visible: bool | None = None
+    details: dict[int, SocketDetails] = {}
+    kernel_says: dict = {}
+    port_ranges: dict[int | None, tuple[int, int]] = {}
     for ref in refs:
         info = NetnsInfo(ref.inode, ref.inode == host_inode, ref.names, ref.pid, ref.path)
         try:
@@ -213,6 +244,10 @@ def _collect_namespaces(
         unix_sockets += collection.unix_sockets
         if collection.unix_source is not None:
             unix_sources.add(collection.unix_source)
+        details.update(collection.details)
+        for leaf, cookies in collection.kernel_says.items():
+            kernel_says[leaf] = kernel_says.get(leaf, frozenset()) | cookies
+        port_ranges.update(collection.port_ranges)
         sources.update(dict.fromkeys(collection.sources))
         warnings.update(dict.fromkeys(collection.warnings))
         if collection.bound_visible is not None:
@@ -231,6 +266,9 @@ def _collect_namespaces(
         tuple(infos),
         tuple(unix_sockets),
         unix_source,
+        details=details,
+        kernel_says=kernel_says,
+        port_ranges=port_ranges,
     )
 
 
@@ -304,6 +342,12 @@ def _walk_every_namespace(
             tuple(dict.fromkeys((*collection.warnings, *extra.warnings))),
             None,
             (*collection.namespaces, *extra.namespaces),
+            details={**collection.details, **extra.details},
+            kernel_says={
+                leaf: collection.kernel_says.get(leaf, frozenset()) | extra.kernel_says.get(leaf, frozenset())
+                for leaf in {*collection.kernel_says, *extra.kernel_says}
+            },
+            port_ranges={**collection.port_ranges, **extra.port_ranges},
         )
     return (found, counts), collection
 
@@ -384,11 +428,22 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
     sockets: list[Socket] = []
     sources: list[ProtoSource] = []
     tables = _wanted_tables(query)
-    bytecode = netlink.port_filter_bytecode(query.local_ports, query.remote_ports, query.any_ports)
+    kernel_tree = query.filter.kernel_tree() if query.filter is not None else None
+    try:
+        bytecode = netlink.filter_bytecode(query.local_ports, query.remote_ports, query.any_ports, kernel_tree)
+    except netlink.NothingMatches:
+        if not query.every_namespace:  # with --netns all a device missing from one namespace is normal
+            _refuse_unknown_devices(query)
+        bytecode, tables = None, []  # a device this namespace does not have: none of its sockets match
+    extensions = netlink.extension_bits(query.details)
     requests = [
-        netlink.DumpRequest(proto, family, netlink.state_mask(proto, query.kernel_states(proto)), bytecode, seq)
+        netlink.DumpRequest(
+            proto, family, netlink.state_mask(proto, query.kernel_states(proto)), bytecode, seq, extensions
+        )
         for seq, (proto, family) in enumerate(tables, start=1)
     ]
+    details: dict[int, SocketDetails] = {}
+    detailed = bool(query.details - {Detail.EXTENDED})
     dumps = None
     nl_refused: str | None = None
     if query.backend is not Backend.PROC and tables:
@@ -407,7 +462,12 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
             note = nl_refused
             if dumps is not None:
                 try:
-                    sockets += dumps.next(netlink.Decoder(proto, family, ns_inode))
+                    if detailed:
+                        decoder = netlink.DetailsDecoder(proto, family, ns_inode)
+                        sockets += dumps.next(decoder)
+                        details.update(decoder.details)
+                    else:
+                        sockets += dumps.next(netlink.Decoder(proto, family, ns_inode))
                     sources.append(ProtoSource(proto, family, Backend.NETLINK))
                     continue
                 except netlink.NetlinkUnavailable as exc:
@@ -423,8 +483,53 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
     warnings = ()
     if bound_visible is False:
         warnings = ("bound-only TCP sockets cannot be listed here (needs netlink on Linux 6.8+)",)
+    kernel_says = _kernel_answers(query, requests, sources)
+    port_ranges = {ns_inode: _local_port_range()} if query.filter is not None and query.filter.uses_autobound else {}
     unix_sockets, unix_source = _collect_unix(query, ns_inode)
-    return Collection(tuple(sockets), tuple(sources), bound_visible, warnings, ns_inode, (), unix_sockets, unix_source)
+    return Collection(
+        tuple(sockets),
+        tuple(sources),
+        bound_visible,
+        warnings,
+        ns_inode,
+        (),
+        unix_sockets,
+        unix_source,
+        details=details,
+        kernel_says=kernel_says,
+        port_ranges=port_ranges,
+    )
+
+
+def _refuse_unknown_devices(query: Query) -> None:
+    """A ``dev`` naming no device of the namespace read is bad input (as in ss), not an empty answer."""
+    from portscope.model.filter import Device, leaves
+
+    for leaf in leaves(query.filter.tree):  # type: ignore[union-attr]
+        if isinstance(leaf, Device) and netlink.device_index(leaf.text) is None:
+            raise UsageError(f"unknown device {leaf.text!r} in the filter expression (a name or index of an interface)")
+
+
+def _kernel_answers(query: Query, requests, sources) -> dict:
+    """For each ``autobound`` and ``fwmark`` term Python must decide (:meth:`Filter.kernel_questions`), the
+    cookies of the sockets the kernel accepts: a second dump filtered on that term alone."""
+    if query.filter is None:
+        return {}
+    terms = query.filter.kernel_questions()
+    served = {(s.proto, s.family) for s in sources if s.backend is Backend.NETLINK}
+    answers: dict = {}
+    for term in terms:
+        code = netlink.filter_bytecode(None, None, None, term)
+        wanted = [replace(r, bytecode=code, extensions=0) for r in requests if (r.proto, r.family) in served]
+        found: set[int] = set()
+        try:
+            with netlink.TableDumps(wanted) as dumps:
+                for request in wanted:
+                    found.update(s.cookie for s in dumps.next(netlink.Decoder(request.proto, request.family, None)))
+        except (netlink.NetlinkUnavailable, SourceError) as exc:
+            raise SourceError("netlink", f"cannot ask the kernel which sockets match {term}: {exc}") from None
+        answers[term] = frozenset(c for c in found if c is not None)
+    return answers
 
 
 def _collect_unix(query: Query, ns_inode: int | None) -> tuple[tuple[UnixSocket, ...], Backend | None]:
@@ -484,6 +589,125 @@ def _kernel_lists_bound() -> bool:
 
 # ---------------------------------------------------------------------------------------------------
 # Filters applied in Python
+
+
+class _ExpressionFilter:
+    """The filter expression's part the kernel could not decide: sockets that cannot match are dropped
+    before the process join, the rest decided after it. Netlink sockets (they have a cookie) went through
+    the kernel's bytecode and state mask, so only the expression's residue is left for them; sockets read
+    from /proc are judged on the whole expression."""
+
+    def __init__(self, query: Query, collection: Collection, places, proc_root: str) -> None:
+        from portscope.model.filter import TRUE, both, matcher
+
+        flt = query.filter
+        assert flt is not None
+        self.filter = flt
+        self.from_proc = any(source.backend is Backend.PROC for source in collection.sources)
+        self.facts = _Facts(collection.kernel_says, collection.port_ranges, places, proc_root)
+        residue = flt.residue()
+        # ss shows what passes the kernel's reading and its own (they differ for addresses and autobound)
+        two_readings = flt.two_readings
+        self.exact = residue == TRUE and not two_readings and not self.from_proc
+        kernel_residue = matcher(residue, self.facts)
+        kernel_whole = matcher(flt.tree, self.facts)
+        if two_readings:
+            ss_whole = matcher(flt.tree, self.facts, ss_rules=True)
+            kernel_residue = both(kernel_residue, ss_whole)
+            kernel_whole = both(kernel_whole, ss_whole)
+        self.residue, self.whole = kernel_residue, kernel_whole
+
+    def _verdict(self, sock: Socket) -> bool | None:
+        return (self.whole if sock.cookie is None else self.residue)(sock)
+
+    def before_join(self, sockets: Sequence[Socket]) -> Sequence[Socket]:
+        if self.exact:
+            return sockets
+        return [s for s in sockets if self._verdict(s) is not False]
+
+    def after_join(self, sockets: Sequence[Socket], holders: dict[int, tuple[Holder, ...]] | None) -> Sequence[Socket]:
+        if self.exact:
+            return sockets
+        self.facts.joined = holders if holders is not None else {}
+        return [s for s in sockets if self._verdict(s) is True]
+
+    def warnings(self) -> tuple[str, ...]:
+        if not self.from_proc:
+            return ()
+        notes = []
+        if self.filter.uses_devices:
+            notes.append(
+                "/proc does not show the device a socket is bound to: 'dev' matched none of the sockets read there"
+            )
+        if self.filter.uses_marks:
+            notes.append("/proc does not show socket marks: 'fwmark' matched none of the sockets read there")
+        if self.filter.uses_autobound:
+            notes.append(
+                "/proc does not show whether a port was picked by the kernel: 'autobound' was judged there by "
+                "the local port range, as ss does"
+            )
+        return tuple(notes)
+
+
+def _local_port_range() -> tuple[int, int]:
+    """net.ipv4.ip_local_port_range of the namespace this thread is in (/proc/sys/net follows the opener's)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as handle:
+            low, high = (int(part) for part in handle.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return DEFAULT_PORT_RANGE
+
+
+DEFAULT_PORT_RANGE = (32768, 60999)  # the kernel's default
+
+
+class _Facts:
+    """What the filter's terms need beyond the records: holders (once joined), the kernel's autobound
+    answer, units from /proc/PID/cgroup, namespace names and containers from ``places``."""
+
+    def __init__(self, kernel_says: dict, port_ranges, places, proc_root: str) -> None:
+        from portscope.model.filter import RecordFacts
+
+        self.joined: dict[int, tuple[Holder, ...]] | None = None
+        self.answers = kernel_says
+        self.places = places
+        self.proc_root = proc_root
+        self.units: dict[int, str | None] = {}
+        self.by_netns = {netns: RecordFacts(span) for netns, span in port_ranges.items()}
+        self.default = RecordFacts(DEFAULT_PORT_RANGE)
+
+    def ephemeral(self, sock: Socket) -> bool | None:
+        return self.by_netns.get(sock.netns, self.default).ephemeral(sock)
+
+    def holders(self, sock: Socket) -> tuple[Holder, ...] | None:
+        if self.joined is None:
+            return None
+        return self.joined.get(sock.inode, ()) if sock.inode is not None else ()
+
+    def kernel_says(self, leaf, sock: Socket) -> bool | None:
+        if sock.cookie is not None:  # from netlink: the kernel's own answer
+            return sock.cookie in self.answers.get(leaf, frozenset())
+        return self.by_netns.get(sock.netns, self.default).kernel_says(leaf, sock)
+
+    def unit(self, pid: int) -> str | None:
+        if pid not in self.units:
+            from portscope.sources.lineage import pick_cgroup_path, unit_of
+
+            try:
+                with open(f"{self.proc_root}/{pid}/cgroup", encoding="utf-8", errors="surrogateescape") as handle:
+                    path = pick_cgroup_path(handle.read())
+            except OSError:
+                path = None
+            self.units[pid] = unit_of(path) if path else None
+        return self.units[pid]
+
+    def container(self, sock: Socket, holders: tuple[Holder, ...]) -> tuple[str | None, str] | None:
+        found = self.places.container(sock, holders)
+        return None if found is None else (found.name, found.id)
+
+    def netns_name(self, inode: int | None) -> str | None:
+        return self.places.netns_name(inode)
 
 
 def _address_matcher(networks: Sequence) -> Callable[[str | None], bool]:

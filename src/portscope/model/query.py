@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
-from portscope.model.records import UDP_STATES, UNIX_STATES, Backend, Family, Proto, State
+from portscope.model.records import UDP_STATES, UNIX_STATES, Backend, Detail, Family, Proto, State
+
+if TYPE_CHECKING:
+    from portscope.model.filter import Filter
 
 if TYPE_CHECKING:
     from portscope.model.endpoint import ScopedNetwork
@@ -185,6 +188,8 @@ class Query:
     # UNIX sockets too (opt-in: a TCP/UDP listing does no work for them). ``protocols`` may then be empty:
     # UNIX sockets only. Port and address filters match no UNIX socket.
     unix: bool = False
+    filter: Filter | None = None  # an ss filter expression (model/filter.py), ANDed with the rest
+    details: frozenset[Detail] = frozenset()  # what to ask the kernel for beyond the socket list
 
     @property
     def every_namespace(self) -> bool:
@@ -192,11 +197,15 @@ class Query:
 
     @property
     def needs_processes(self) -> bool:
-        return self.join_processes or bool(self.pids or self.process_names)
+        return (
+            self.join_processes or bool(self.pids or self.process_names) or bool(self.filter and self.filter.needs_join)
+        )
 
     def kernel_states(self, proto: Proto) -> frozenset[State]:
         """The states worth asking the kernel for, for one protocol."""
         wanted = frozenset(State) if self.states is None else self.states
+        if self.filter is not None:
+            wanted = wanted & self.filter.possible_states()
         if proto is Proto.UDP:
             return wanted & UDP_STATES
         return wanted - {State.UNCONN, State.CLOSE}

@@ -8,7 +8,12 @@ SYN-RECV sockets, so those are ``None`` too.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from portscope.model.details import SocketDetails
 
 
 class Proto(str, enum.Enum):
@@ -109,6 +114,15 @@ class Socket:
     timer_ms: int | None  # time left on the timer
     netns: int | None  # inode of the network namespace
     cookie: int | None = None  # kernel socket cookie (netlink only)
+
+
+class Detail(str, enum.Enum):
+    """Socket details asked for beyond the listing (ls -e, -o, -m, -i)."""
+
+    EXTENDED = "extended"  # uid, inode, cookie, v6only, device: already in every record
+    TIMERS = "timers"  # the timer with its retransmission count
+    MEMORY = "memory"  # socket memory (INET_DIAG_SKMEMINFO)
+    INFO = "info"  # TCP internals (INET_DIAG_INFO: struct tcp_info) and the congestion control (INET_DIAG_CONG)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +227,13 @@ class Snapshot:
     namespaces: tuple[NetnsInfo, ...] = ()  # with --netns all: every namespace looked at, read or not
     unix_sockets: tuple[UnixSocket, ...] = ()  # only when the query asked for them (Query.unix)
     unix_source: Backend | None = None  # where the UNIX sockets came from; None: not asked
+    # socket cookie -> details, for the sockets they were asked for (Query.details): kept apart from the
+    # records so that a plain listing decodes and builds exactly what it did before
+    details: Mapping[int, SocketDetails] = field(default_factory=dict)
+    details_asked: frozenset[Detail] = frozenset()
+
+    def details_of(self, sock: Socket) -> SocketDetails | None:
+        return self.details.get(sock.cookie) if sock.cookie is not None else None
 
     def holders_of(self, sock: Socket | UnixSocket) -> tuple[Holder, ...]:
         if sock.inode is None:

@@ -21,7 +21,7 @@ from itertools import islice
 from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, TYPE_CHECKING, Any
 
-from portscope.model.records import Holder, Snapshot, Socket, State, UnixSocket
+from portscope.model.records import Detail, Holder, Snapshot, Socket, State, UnixSocket
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
 
@@ -122,9 +122,14 @@ def place_objects(sock: Socket, holders: tuple[Holder, ...], places: Places | No
 
 
 def socket_object(
-    sock: Socket, holders: Iterable[Holder], services: Services | None, places: Places | None = None
+    sock: Socket,
+    holders: Iterable[Holder],
+    services: Services | None,
+    places: Places | None = None,
+    details: Snapshot | None = None,
 ) -> dict[str, Any]:
-    """One socket as the JSON interface describes it."""
+    """One socket as the JSON interface describes it (with ``details``, a snapshot that asked for them:
+    the ``tcp_info`` and ``memory`` keys of ls -i and -m)."""
     holders = tuple(holders)
     service = services.name_of(sock.local_port, sock.proto) if services is not None else None
     netns_name, container, forwards_to = place_objects(sock, holders, places)
@@ -150,7 +155,14 @@ def socket_object(
         "container": container,
         "forwards_to": forwards_to,
         "processes": [holder_object(h) for h in holders],
+        **(_detail_objects(details, sock) if details is not None and details.details_asked else {}),
     }
+
+
+def _detail_objects(snap: Snapshot, sock: Socket) -> dict[str, Any]:
+    from portscope.render.details import detail_objects  # only when details were asked for
+
+    return detail_objects(snap.details_asked, snap.details_of(sock))
 
 
 def unix_socket_object(sock: UnixSocket, holders: Iterable[Holder], peer_holders: Iterable[Holder]) -> dict[str, Any]:
@@ -212,6 +224,14 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
     process_json: dict[int, str] = {}  # id(Process) -> its object's text up to the fd keys
     plain_tails: dict[tuple[bool | None, str, int | None], str] = {}  # the end of a socket without extras
     bools = _BOOL
+    extra_text = None
+    if snap.details_asked & {Detail.INFO, Detail.MEMORY}:
+        from portscope.render.details import detail_json
+
+        asked, details_of = snap.details_asked, snap.details_of
+
+        def extra_text(sock: Socket) -> str:  # the closing brace replaced by the detail keys (ls -i, -m)
+            return detail_json(asked, details_of(sock)) + "}"
 
     def service_text(port: int, proto: str) -> str:
         text = _text(names.get((port, proto)))
@@ -283,7 +303,7 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
         recv_q = sock.recv_q
         send_q = sock.send_q
         uid = sock.uid
-        yield (
+        text = (
             f'{{"proto": "{proto}", "family": "{sock.family._value_}", '
             f'"state": "{sock.state._value_}", "local_address": "{sock.local_address}", '
             f'"local_port": {port}, "remote_address": {remote}, '
@@ -292,6 +312,7 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
             f'"send_q": {"null" if send_q is None else send_q}, "uid": {"null" if uid is None else uid}, '
             f'"inode": {"null" if inode is None else inode}, {tail}'
         )
+        yield text if extra_text is None else text[:-1] + extra_text(sock)
     for usock in snap.unix_sockets:  # after the IP sockets, as unix_socket_object() writes them
         holders = holders_get(usock.inode) if holders_get is not None else None
         peer = usock.peer_inode

@@ -49,6 +49,21 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
     cells = RowCells(snap, names, namespaces=columns[0].key == "netns", full_holders=env.width is None)
     extra = unix_rows(snap, names, cells) if snap.unix_sockets else []
     count = len(sockets) + len(extra)
+    if snap.details_asked:
+        from portscope.render.details import WRAPPED_KEYS, DetailedRowCells, detail_columns, write_detail_lines
+
+        detail = detail_columns(snap.details_asked)
+        cells = DetailedRowCells(cells, snap, detail)  # type: ignore[assignment]
+        extra = [(state, row + ("-",) * len(detail)) for state, row in extra]  # UNIX sockets have none
+        if env.is_tty:
+            # details on a terminal are read as ss prints them: whole lines, never cut to the width, and
+            # -m and -i on an indented line under each socket's row
+            narrow = columns + tuple(c for c in detail if c.key not in WRAPPED_KEYS)
+            write_detail_lines(out, cells, sockets, narrow, extra)
+            for line in [f"{count} socket(s); {snap.backend_summary()}", *footer_lines(snap, names)]:
+                env.note(line)
+            return
+        columns += detail
     if env.is_tty and count <= RICH_ROW_LIMIT:
         console = env.console()
         print_rich(console, cells, sockets, columns, env.width, extra, header=header)

@@ -228,7 +228,8 @@ def write_plain(
     ``extra``: rows already made (UNIX sockets: :func:`unix_rows`), written after the sockets' rows.
     """
     cells_of = rows.cells
-    picked = [ALL_KEYS.index(c.key) for c in columns]
+    keys = getattr(rows, "keys", ALL_KEYS)  # render.details adds the detail columns' keys
+    picked = [keys.index(c.key) for c in columns]
     measured = rows.measure(sockets)
     for _, cells in extra:
         measured = [max(width, len(cell)) for width, cell in zip(measured, cells, strict=True)]
@@ -237,7 +238,7 @@ def write_plain(
     fmt = "  ".join(
         "%s" if i == last else f"%{'' if c.align == 'right' else '-'}{widths[i]}s" for i, c in enumerate(columns)
     )
-    if picked == list(range(len(ALL_KEYS))):
+    if picked == list(range(len(keys))):
         lines = map(cells_of, sockets)
     else:
         pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)

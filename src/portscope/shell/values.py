@@ -349,6 +349,52 @@ def complete_netns(ctx: click.Context, param: click.Parameter, incomplete: str) 
 
 
 # ---------------------------------------------------------------------------------------------------
+# ls EXPRESSION: the words of an ss filter
+
+EXPRESSION_TERMS = {
+    "state": "states for the whole expression (first), or a term",
+    "exclude": "every state but these",
+    "sport": "local port: = != < > <= >= :PORT",
+    "dport": "remote port: = != < > <= >= :PORT",
+    "src": "local address: ADDR[/LEN][:PORT]",
+    "dst": "remote address: ADDR[/LEN][:PORT]",
+    "dev": "bound to a device",
+    "autobound": "the kernel picked the local port",
+    "fwmark": "socket mark: MARK[/MASK]",
+    "pid": "held by a process",
+    "user": "owned by a user",
+    "process": "a holder's name or command line contains",
+    "unit": "a holder's systemd unit",
+    "container": "in a container",
+    "netns": "in a network namespace",
+    "and": None,
+    "or": None,
+    "not": None,
+}
+
+
+@_never_fail
+def complete_expression(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """``ls`` EXPRESSION: the terms, then what the last one takes (states, devices, pids, users)."""
+    words = [w for w in ctx.params.get(param.name or "", ()) or () if w not in ("=", "==", "eq", "!=", "ne")]
+    last = words[-1].lower() if words else ""
+    if last in ("state", "exclude", "excl"):
+        from portscope.model.filter import state_words  # only on this <TAB>
+
+        return [CompletionItem(name) for name in state_words() if name.startswith(incomplete.lower())]
+    if last == "dev":
+        return complete_interfaces(ctx, param, incomplete)
+    if last == "pid":
+        return complete_pids(ctx, param, incomplete)
+    if last == "user":
+        return complete_users(ctx, param, incomplete)
+    if last == "netns":
+        return complete_netns(ctx, param, incomplete)
+    if last in ("sport", "dport", "src", "dst", "fwmark", "process", "unit", "container"):
+        return []  # a value of the user's own
+    return [CompletionItem(term, help=text) for term, text in EXPRESSION_TERMS.items() if term.startswith(incomplete)]
+
+
 # Signals (kill)
 
 # the signals people send to stop a server, offered first; then the rest by number

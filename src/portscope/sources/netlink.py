@@ -15,8 +15,9 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from portscope.engine.recordmaker import positional_maker
 from portscope.errors import SourceError
@@ -25,11 +26,16 @@ from portscope.model.records import (
     TCP_STATE_BY_NUMBER,
     TIMER_BY_CODE,
     UDP_STATE_BY_NUMBER,
+    Detail,
     Family,
     Proto,
     Socket,
     State,
 )
+
+if TYPE_CHECKING:
+    from portscope.model.details import MemInfo, SocketDetails, TcpInfo
+    from portscope.model.filter import Node
 from portscope.sources.linux import end_child
 
 NETLINK_SOCK_DIAG = 4
@@ -39,6 +45,9 @@ NLM_F_DUMP = 0x300
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 INET_DIAG_REQ_BYTECODE = 1
+INET_DIAG_INFO = 2
+INET_DIAG_CONG = 4
+INET_DIAG_SKMEMINFO = 7
 INET_DIAG_SKV6ONLY = 11
 
 TCPF_BOUND_INACTIVE_BIT = 13  # kernel 6.8+: bound-only TCP sockets
@@ -53,12 +62,20 @@ HEADER_AND_MSG = NLMSGHDR.size + INET_DIAG_MSG.size
 _HEADER_AND_MSG = struct.Struct("=IHHII" + INET_DIAG_MSG.format[1:])  # both in one unpack
 assert _HEADER_AND_MSG.size == HEADER_AND_MSG
 
-# inet_diag_bc_op codes
+# inet_diag_bc_op codes (include/uapi/linux/inet_diag.h)
+BC_NOP = 0
 BC_JMP = 1
 BC_S_GE = 2
 BC_S_LE = 3
 BC_D_GE = 4
 BC_D_LE = 5
+BC_AUTO = 6
+BC_S_COND = 7
+BC_D_COND = 8
+BC_DEV_COND = 9
+BC_MARK_COND = 10
+BC_S_EQ = 11
+BC_D_EQ = 12
 BC_OP = struct.Struct("=BBH")
 
 IPPROTO = {Proto.TCP: socket.IPPROTO_TCP, Proto.UDP: socket.IPPROTO_UDP}
@@ -95,26 +112,40 @@ def state_mask(proto: Proto, states: frozenset[State]) -> int:
     return mask
 
 
-# A compiled block falls through to its end on success and jumps to end + 4 on failure
-# (the convention the kernel's inet_diag_bc_audit accepts). Ops are kept symbolic until encoding:
-# (code, yes_target, no_target, port) with targets as offsets in the block, FAIL for "reject".
+# A compiled block falls through to its end on success and jumps to end + 4 on failure (the convention
+# the kernel's inet_diag_bc_audit accepts: every "yes" is the next op, "no" jumps forward). Ops are kept
+# symbolic until encoding: (code, yes_target, no_target, payload) with targets as offsets in the block,
+# _FAIL for "reject".
 _FAIL = -1
 
 
 @dataclass(frozen=True)
 class _Block:
-    ops: tuple[tuple[int, int, int, int | None], ...]
+    ops: tuple[tuple[int, int, int, bytes], ...]
 
     @property
     def length(self) -> int:
-        return sum(8 if port is not None else 4 for _, _, _, port in self.ops)
+        return sum(4 + len(payload) for _, _, _, payload in self.ops)
 
-    def shifted(self, delta: int, fail_to: int) -> list[tuple[int, int, int, int | None]]:
-        return [(code, yes + delta, fail_to if no == _FAIL else no + delta, port) for code, yes, no, port in self.ops]
+    def shifted(self, delta: int, fail_to: int) -> list[tuple[int, int, int, bytes]]:
+        return [
+            (code, yes + delta, fail_to if no == _FAIL else no + delta, payload) for code, yes, no, payload in self.ops
+        ]
+
+
+def _test(code: int, payload: bytes) -> _Block:
+    """One test: on to the next op when it holds, reject otherwise."""
+    return _Block(((code, 4 + len(payload), _FAIL, payload),))
+
+
+def _port_test(code: int, port: int) -> _Block:
+    return _test(code, BC_OP.pack(0, 0, port))  # the port travels in the "no" field of a second op
 
 
 def _leaf_range(ge: int, le: int, ports: PortRange) -> _Block:
-    return _Block(((ge, 8, _FAIL, ports.low), (le, 16, _FAIL, ports.high)))
+    if ports.low == ports.high:
+        return _port_test(BC_S_EQ if ge == BC_S_GE else BC_D_EQ, ports.low)
+    return _and(_port_test(ge, ports.low), _port_test(le, ports.high))
 
 
 def _and(a: _Block, b: _Block) -> _Block:
@@ -125,8 +156,14 @@ def _or(a: _Block, b: _Block) -> _Block:
     jmp_at = a.length
     b_at = jmp_at + 4
     end = b_at + b.length
-    jump = (BC_JMP, b_at, end, None)
+    jump = (BC_JMP, b_at, end, b"")
     return _Block(tuple([*a.shifted(0, b_at), jump, *b.shifted(b_at, _FAIL)]))
+
+
+def _not(a: _Block) -> _Block:
+    # a's failures land after the jump (success); a's success reaches the jump, which always rejects
+    end = a.length + 4
+    return _Block(tuple([*a.shifted(0, end), (BC_JMP, end, _FAIL, b"")]))
 
 
 def _any_of(blocks: Sequence[_Block]) -> _Block:
@@ -136,12 +173,9 @@ def _any_of(blocks: Sequence[_Block]) -> _Block:
     return result
 
 
-def port_filter_bytecode(
-    local: Sequence[PortRange] | None,
-    remote: Sequence[PortRange] | None,
-    either: Sequence[PortRange] | None,
-) -> bytes | None:
-    """Bytecode accepting sockets whose ports match every given set (each set: any of its ranges)."""
+def _port_clauses(
+    local: Sequence[PortRange] | None, remote: Sequence[PortRange] | None, either: Sequence[PortRange] | None
+) -> list[_Block]:
     clauses: list[_Block] = []
     if local:
         clauses.append(_any_of([_leaf_range(BC_S_GE, BC_S_LE, r) for r in local]))
@@ -153,6 +187,42 @@ def port_filter_bytecode(
                 [_leaf_range(BC_S_GE, BC_S_LE, r) for r in either] + [_leaf_range(BC_D_GE, BC_D_LE, r) for r in either]
             )
         )
+    return clauses
+
+
+def port_filter_bytecode(
+    local: Sequence[PortRange] | None,
+    remote: Sequence[PortRange] | None,
+    either: Sequence[PortRange] | None,
+) -> bytes | None:
+    """Bytecode accepting sockets whose ports match every given set (each set: any of its ranges)."""
+    return filter_bytecode(local, remote, either, None)
+
+
+class NothingMatches(Exception):
+    """The filter rejects every socket of this namespace (a device it names does not exist here)."""
+
+
+def filter_bytecode(
+    local: Sequence[PortRange] | None,
+    remote: Sequence[PortRange] | None,
+    either: Sequence[PortRange] | None,
+    tree: Node | None,
+    resolve_device: Callable[[str], int | None] | None = None,
+) -> bytes | None:
+    """Bytecode for the port sets (as :func:`port_filter_bytecode`) and a filter tree made of kernel
+    tests (:meth:`portscope.model.filter.Filter.kernel_tree`), all of which must hold. Device names are
+    resolved with ``resolve_device`` in the namespace being dumped. None: no filter; raises
+    :class:`NothingMatches` when the filter can match nothing here."""
+    clauses = _port_clauses(local, remote, either)
+    if tree is not None:
+        from portscope.model.filter import FALSE, TRUE  # only for an expression: not on every listing's start-up
+
+        tree = _resolve_devices(tree, resolve_device or device_index)
+        if tree == FALSE:
+            raise NothingMatches
+        if tree != TRUE:
+            clauses.append(_compile(tree))
     if not clauses:
         return None
     program = clauses[0]
@@ -161,19 +231,81 @@ def port_filter_bytecode(
     return _encode(program)
 
 
+def _resolve_devices(tree: Node, resolve_device: Callable[[str], int | None]) -> Node:
+    from portscope.model.filter import FALSE, Device, substitute
+
+    def resolve(leaf: Node) -> Node | None:
+        if not isinstance(leaf, Device):
+            return None
+        index = resolve_device(leaf.text)
+        return FALSE if index is None else Device(str(index))
+
+    return substitute(tree, resolve)
+
+
+def device_index(text: str) -> int | None:
+    """As ss resolves ``dev``: a device name of this namespace, else a number (an index)."""
+    try:
+        return socket.if_nametoindex(text)
+    except (OSError, ValueError):
+        pass
+    if text.isascii() and text.isdigit() and int(text) <= 0xFFFFFFFF:
+        return int(text)
+    return None
+
+
+_FAMILY_AF = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
+HOSTCOND = struct.Struct("=BBxxi")  # struct inet_diag_hostcond: family, prefix_len, port (-1: any)
+
+
+def _compile(node: Node) -> _Block:
+    from portscope.model.filter import And, Autobound, Device, HostCond, Mark, Not, Or, PortCompare
+
+    if isinstance(node, And):
+        return _and(_compile(node.left), _compile(node.right))
+    if isinstance(node, Or):
+        return _or(_compile(node.left), _compile(node.right))
+    if isinstance(node, Not):
+        return _not(_compile(node.operand))
+    if isinstance(node, PortCompare):
+        codes = {
+            (False, "eq"): BC_S_EQ,
+            (False, "ge"): BC_S_GE,
+            (False, "le"): BC_S_LE,
+            (True, "eq"): BC_D_EQ,
+            (True, "ge"): BC_D_GE,
+            (True, "le"): BC_D_LE,
+        }
+        return _port_test(codes[(node.remote, node.op)], node.port)
+    if isinstance(node, HostCond):
+        code = BC_D_COND if node.remote else BC_S_COND
+        port = -1 if node.port is None else node.port
+        if not node.prefixes:
+            return _test(code, HOSTCOND.pack(socket.AF_UNSPEC, 0, port))
+        tests = []
+        for prefix in node.prefixes:
+            raw = prefix.address.to_bytes(prefix.bits // 8, "big")
+            tests.append(_test(code, HOSTCOND.pack(_FAMILY_AF[prefix.family], prefix.length, port) + raw))
+        return _any_of(tests)
+    if isinstance(node, Device):
+        return _test(BC_DEV_COND, struct.pack("=I", int(node.text)))
+    if isinstance(node, Autobound):
+        return _test(BC_AUTO, b"")
+    if isinstance(node, Mark):
+        return _test(BC_MARK_COND, struct.pack("=II", node.mark, node.mask))  # struct inet_diag_markcond
+    raise ValueError(f"not a kernel test: {node!r}")
+
+
 def _encode(block: _Block) -> bytes:
     total = block.length
     out = bytearray()
     offset = 0
-    for code, yes, no, port in block.ops:
+    for code, yes, no, payload in block.ops:
         yes_target = total + 4 if yes == _FAIL else yes
         no_target = total + 4 if no == _FAIL else no
         out += BC_OP.pack(code, yes_target - offset, no_target - offset)
-        if port is not None:
-            out += BC_OP.pack(0, 0, port)
-            offset += 8
-        else:
-            offset += 4
+        out += payload
+        offset += 4 + len(payload)
     return bytes(out)
 
 
@@ -181,8 +313,10 @@ def _encode(block: _Block) -> bytes:
 # Requests and decoding
 
 
-def build_request(proto: Proto, family: Family, states_mask: int, bytecode: bytes | None, seq: int) -> bytes:
-    body = INET_DIAG_REQ_V2.pack(AF[family], IPPROTO[proto], 0, states_mask, bytes(48))
+def build_request(
+    proto: Proto, family: Family, states_mask: int, bytecode: bytes | None, seq: int, extensions: int = 0
+) -> bytes:
+    body = INET_DIAG_REQ_V2.pack(AF[family], IPPROTO[proto], extensions, states_mask, bytes(48))
     if bytecode:
         attr_len = RTATTR.size + len(bytecode)
         body += RTATTR.pack(attr_len, INET_DIAG_REQ_BYTECODE) + bytecode
@@ -326,6 +460,154 @@ class Decoder:
         return sockets, done
 
 
+def extension_bits(details: frozenset[Detail]) -> int:
+    """idiag_ext for the details asked for: bit (attribute - 1) asks for that attribute."""
+    bits = 0
+    if Detail.MEMORY in details:
+        bits |= 1 << (INET_DIAG_SKMEMINFO - 1)
+    if Detail.INFO in details:
+        bits |= 1 << (INET_DIAG_INFO - 1) | 1 << (INET_DIAG_CONG - 1)
+    return bits
+
+
+# struct tcp_info (include/uapi/linux/tcp.h), field by field: a kernel sends the prefix it knows, so each
+# field is read only when the attribute is long enough for it
+_TCP_INFO_HEAD = struct.Struct("=8B24I")
+_TCP_INFO_TAIL = (  # after the head: (field, format), in order
+    ("pacing_rate", "Q"),
+    ("max_pacing_rate", "Q"),
+    ("bytes_acked", "Q"),
+    ("bytes_received", "Q"),
+    ("segs_out", "I"),
+    ("segs_in", "I"),
+    ("notsent_bytes", "I"),
+    ("min_rtt_us", "I"),
+    ("data_segs_in", "I"),
+    ("data_segs_out", "I"),
+    ("delivery_rate", "Q"),
+    ("busy_us", "Q"),
+    ("rwnd_limited_us", "Q"),
+    ("sndbuf_limited_us", "Q"),
+    ("delivered", "I"),
+    ("delivered_ce", "I"),
+    ("bytes_sent", "Q"),
+    ("bytes_retrans", "Q"),
+    ("dsack_dups", "I"),
+    ("reord_seen", "I"),
+    ("rcv_ooopack", "I"),
+    ("snd_wnd", "I"),
+    ("rcv_wnd", "I"),
+)
+_INFINITE_SSTHRESH = 0x7FFFFFFF
+_UNLIMITED_RATE = (1 << 64) - 1  # ~0UL: no pacing limit
+_MEMINFO = struct.Struct("=9I")
+
+
+_TCP_INFO_FULL = struct.Struct(_TCP_INFO_HEAD.format + "".join(fmt for _, fmt in _TCP_INFO_TAIL))
+_TCP_INFO_TAIL_NAMES = tuple(name for name, _ in _TCP_INFO_TAIL)
+
+
+_make_tcp_info = None
+
+
+def parse_tcp_info(data, congestion: str | None = None) -> TcpInfo | None:
+    """A struct tcp_info attribute's payload; None when shorter than the oldest layout portscope reads."""
+    global _make_tcp_info
+    if len(data) < _TCP_INFO_HEAD.size:
+        return None
+    if _make_tcp_info is None:  # the first -i of this process: the records' module and their fast constructor
+        from portscope.model.details import TcpInfo
+
+        _make_tcp_info = positional_maker(TcpInfo)
+    if len(data) >= _TCP_INFO_FULL.size:  # this kernel's or a newer one: one unpack
+        values = _TCP_INFO_FULL.unpack_from(data, 0)
+        head, tail = values[:32], list(values[32:])
+    else:  # an older kernel: the fields it has
+        head = _TCP_INFO_HEAD.unpack_from(data, 0)
+        tail = []
+        offset = _TCP_INFO_HEAD.size
+        for _name, fmt in _TCP_INFO_TAIL:
+            size = 8 if fmt == "Q" else 4
+            tail.append(struct.unpack_from("=" + fmt, data, offset)[0] if offset + size <= len(data) else None)
+            offset += size
+    if tail[0] == _UNLIMITED_RATE:  # pacing_rate ~0: no limit
+        tail[0] = None
+    if tail[1] == _UNLIMITED_RATE:
+        tail[1] = None
+    wscale = head[6]
+    ssthresh = head[25]
+    # TcpInfo's fields in order: the head without tcpi_fackets (16) and the flags byte (7), the window
+    # scales split, ssthresh "infinite" as None, then the tail and the algorithm
+    return _make_tcp_info(
+        *head[:6],
+        wscale & 0xF,
+        wscale >> 4,
+        *head[8:16],
+        *head[17:25],
+        None if ssthresh >= _INFINITE_SSTHRESH else ssthresh,
+        *head[26:32],
+        *tail,
+        congestion,
+    )
+
+
+def parse_meminfo(data) -> MemInfo | None:
+    """An INET_DIAG_SKMEMINFO payload (u32 array); None when too short for the first seven values."""
+    count = len(data) // 4
+    if count < 7:
+        return None
+    from portscope.model.details import MemInfo
+
+    values = list(struct.unpack_from(f"={min(count, 9)}I", data, 0)) + [None] * max(0, 9 - count)
+    return MemInfo(*values)
+
+
+class DetailsDecoder(Decoder):
+    """A :class:`Decoder` that also reads the attributes asked for (-o, -m, -i), into ``details`` keyed by
+    socket cookie. The sockets themselves come from the plain decoder, unchanged; the attributes are read
+    in a second pass over the same buffer, so a listing that asks for none pays nothing."""
+
+    def __init__(self, proto: Proto, family: Family, netns: int | None, ifname=None) -> None:
+        super().__init__(proto, family, netns, ifname)
+        self.details: dict[int, SocketDetails] = {}
+
+    def decode(self, data: bytes | bytearray | memoryview, source: str) -> tuple[list[Socket], bool]:
+        sockets, done = super().decode(data, source)  # checks every message's framing first
+        offset = 0
+        size = len(data)
+        while offset + HEADER_AND_MSG <= size:
+            fields = _HEADER_AND_MSG.unpack_from(data, offset)
+            length, msg_type = fields[0], fields[1]
+            if msg_type == SOCK_DIAG_BY_FAMILY:
+                retrans, cookie = fields[8], fields[14]
+                self.details[cookie] = _attributes(data, offset + HEADER_AND_MSG, offset + length, retrans)
+            elif msg_type == NLMSG_DONE:
+                break
+            offset += (length + 3) & ~3
+        return sockets, done
+
+
+def _attributes(data, offset: int, end: int, retrans: int) -> SocketDetails:
+    from portscope.model.details import SocketDetails
+
+    info = cong = mem = None
+    while offset + RTATTR.size <= end:
+        attr_len, attr_type = RTATTR.unpack_from(data, offset)
+        if attr_len < RTATTR.size or offset + attr_len > end:
+            break  # a malformed attribute: what came before it stands
+        payload = data[offset + RTATTR.size : offset + attr_len]
+        if attr_type == INET_DIAG_INFO:
+            info = payload
+        elif attr_type == INET_DIAG_CONG:
+            cong = bytes(payload).split(b"\0", 1)[0].decode("ascii", "replace")
+        elif attr_type == INET_DIAG_SKMEMINFO:
+            mem = parse_meminfo(payload)
+        offset += (attr_len + 3) & ~3
+    return SocketDetails(
+        retransmits=retrans, memory=mem, tcp_info=parse_tcp_info(info, cong) if info is not None else None
+    )
+
+
 def control_message(data, offset: int, msg_type: int, source: str) -> bool:
     """A message of a dump that is not a socket: True when it ends the dump; raises for an error.
 
@@ -393,13 +675,14 @@ class DumpRequest:
     states_mask: int
     bytecode: bytes | None = None
     seq: int = 1
+    extensions: int = 0  # idiag_ext: the attributes asked for beyond the defaults (extension_bits)
 
     @property
     def source(self) -> str:
         return f"netlink sock_diag {self.proto.value}/{self.family.value}"
 
     def encode(self) -> bytes:
-        return build_request(self.proto, self.family, self.states_mask, self.bytecode, self.seq)
+        return build_request(self.proto, self.family, self.states_mask, self.bytecode, self.seq, self.extensions)
 
 
 def open_socket() -> socket.socket:
