@@ -14,6 +14,7 @@ import contextlib
 import errno
 import gc
 import importlib
+import itertools
 import os
 import re
 import select
@@ -223,9 +224,11 @@ def exit_status(args: list[str], debug: bool) -> int:
 
 def _port_letter_hint(exc: click.UsageError, args: list[str]) -> str:
     """``ls -p 80``: -p shows processes here, as in ss; say which option filters ports."""
-    if exc.ctx is None or exc.ctx.command.name != "ls" or "unexpected extra argument" not in exc.format_message():
+    if exc.ctx is None or exc.ctx.command.name != "ls":
         return ""
-    if not any(arg.startswith("-") and not arg.startswith("--") and arg.endswith("p") for arg in args):
+    # a short-option cluster ending in p, then what reads as a port: 80, 8000-8100, 80,443
+    after_p = (following for flag, following in itertools.pairwise(args) if re.fullmatch(r"-[a-zA-Z0-9]*p", flag))
+    if not any(re.fullmatch(r"[0-9][0-9,-]*", following) for following in after_p):
         return ""
     return " (-p shows the processes, as in ss; the port filter is -y/--port)"
 

@@ -139,7 +139,7 @@ def ls(
       portscope ls -a --port 8080       everything on port 8080
       portscope ls --state connected --dst 10.0.0.0/8
       portscope ls state established '( dport = :443 or sport = :443 )'
-      portscope ls -t -a 'sport >= :1024 and not src 127.0.0.0/8 and user www-data'
+      portscope ls -ta 'sport >= :1024 and not src 127.0.0.0/8 and user www-data'
       portscope ls -ti state established dst 10.0.0.1   TCP internals, as ss -ti
       kill $(portscope ls --pids -l --port 8080)
       portscope ls -a -n --json --no-processes | jq length
@@ -171,7 +171,7 @@ def ls(
         # the other parameters are LsOptions' fields, by name; one Places for the filter and the output
         snap = list_sockets(LsOptions(**options), places=names.places)
     except FilterSyntaxError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise click.UsageError(str(exc), ctx=click.get_current_context()) from None
     names.places.learn(snap.namespaces)
     env = invocation().env
     if as_jsonl:
