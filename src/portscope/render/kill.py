@@ -20,11 +20,12 @@ from portscope.commands.kill import (
 from portscope.commands.names import Names
 from portscope.commands.who import BOUND_STATES, WhoTarget
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
-from portscope.model.records import Process, Proto, Socket, State
+from portscope.model.records import Process, Socket, State
 from portscope.render import jsonout
 from portscope.render.environment import Environment
 from portscope.render.text import safe_text
 from portscope.render.who import command_line, format_time_left, shell_word
+from portscope.render.who import query_object as who_query_object
 from portscope.rules.kill import Advice, AdviceKind, ContainerRef, KillRole, Refusal
 from portscope.sources.terminate import Identity
 
@@ -390,13 +391,11 @@ def target_object(result: TargetResult, names: Names) -> dict[str, Any]:
 
 
 def query_object(plan: KillPlan) -> dict[str, Any]:
-    target = plan.target
+    """who's query object (kill takes the same port forms) without ``remote``, and how it signals."""
+    query = who_query_object(plan.target, plan.netns)
+    del query["remote"]  # kill never matches the peer's port
     return {
-        "target": target.text,
-        "ports": [{"low": r.low, "high": r.high} for r in target.ports],
-        "protocols": [p.value for p in Proto if p in target.protocols],
-        "address": None if target.address is None else str(target.address),
-        "netns": plan.netns,
+        **query,
         "signal": plan.signal.name,
         "timeout": plan.timeout,
         "escalate": plan.escalate,
