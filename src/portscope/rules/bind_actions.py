@@ -180,15 +180,41 @@ def _changes(n: NewSocket, group: BlockerGroup, clears: Clears) -> list[Coded]:
 
 
 def plan(n: NewSocket, blockers: Sequence[Owner], clears: Clears) -> tuple[Coded, ...]:
-    """The actions for a conflict with ``blockers``: removals, option changes, another port; no duplicates."""
+    """The actions for a conflict with ``blockers``: removals, option changes, another port; no duplicates.
+
+    An option change is an alternative to the removals only if it alone gets the new socket past every
+    group (a listener and its workers' connections are two groups: SO_REUSEADDR on the new socket
+    passes the connections, never the listener, so it is not offered). The same change found for
+    several groups is offered once, with all the pids it concerns.
+    """
     groups = group_blockers(blockers)
     actions = _removals(groups)
-    for group in groups:
-        for change in _changes(n, group, clears):
-            if change not in actions:
-                actions.append(change)
+    per_group = [_changes(n, group, clears) for group in groups]
+    merged: dict[tuple, Coded] = {}
+    for changes in per_group:
+        for change in changes:
+            key = _change_key(change)
+            known = merged.get(key)
+            merged[key] = change if known is None else _merge(known, change)
+    for key, change in merged.items():
+        if all(any(_change_key(c) == key for c in changes) for changes in per_group) and change not in actions:
+            actions.append(change)
     actions.append(action(ActionKind.USE_ANOTHER_PORT))
     return tuple(actions)
+
+
+def _change_key(change: Coded) -> tuple:
+    """What a change is, whichever sockets it concerns."""
+    return (change.code, *((k, v) for k, v in change.args if k not in ("pids", "if_existing_has_it")))
+
+
+def _merge(first: Coded, second: Coded) -> Coded:
+    params = first.params
+    if "pids" in params:
+        params["pids"] = sorted({*first["pids"], *second["pids"]})
+    if "if_existing_has_it" in params:
+        params["if_existing_has_it"] = first["if_existing_has_it"] or second["if_existing_has_it"]
+    return action(first.code, **params)  # type: ignore[arg-type]
 
 
 __all__ = ["HIDDEN", "ORPHAN", "TIME_WAIT", "BlockerGroup", "group_blockers", "holder_key", "plan", "stop_action"]
