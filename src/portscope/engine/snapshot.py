@@ -10,11 +10,12 @@ import ipaddress
 import os
 import socket as socket_module
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.errors import SourceError, UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import (
     Backend,
@@ -105,7 +106,7 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
 # Collection
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Collection:
     """The sockets read from the kernel (or /proc), before the filters that run in Python."""
 

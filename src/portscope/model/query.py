@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from portscope.errors import UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import UDP_STATES, UNIX_STATES, Backend, Family, Proto, State
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -85,7 +85,7 @@ def parse_states(names: Iterable[str]) -> frozenset[State]:
     return frozenset(states)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class PortRange:
     low: int
     high: int
@@ -173,7 +173,7 @@ def parse_network(text: str) -> IPNetwork:
 ALL_NAMESPACES = "all"  # --netns all: every network namespace on the host
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Query:
     """Which sockets to list. ``None`` means "no restriction" for every filter."""
 

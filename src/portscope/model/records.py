@@ -8,7 +8,9 @@ SYN-RECV sockets, so those are ``None`` too.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from portscope.model.dataclass_lite import dataclass_lite
 
 
 class Proto(str, enum.Enum):
@@ -89,7 +91,7 @@ UNIX_TYPE_BY_NUMBER: dict[int, UnixType] = {1: UnixType.STREAM, 2: UnixType.DGRA
 TIMER_BY_CODE: dict[int, str | None] = {0: None, 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Socket:
     proto: Proto
     family: Family
@@ -111,7 +113,7 @@ class Socket:
     cookie: int | None = None  # kernel socket cookie (netlink only)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class UnixSocket:
     """One AF_UNIX socket: a record of its own, not a :class:`Socket` (no address, port or family to fill,
     and ``Proto`` stays the IP protocols that ports, ``who PORT`` and ``can-bind`` iterate over).
@@ -136,7 +138,7 @@ class UnixSocket:
     cookie: int | None = None  # kernel socket cookie (netlink only)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Process:
     pid: int
     ppid: int | None
@@ -147,7 +149,7 @@ class Process:
     start_time: float | None  # seconds since the epoch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Holder:
     """One process holding one socket, through these file descriptors."""
 
@@ -155,7 +157,7 @@ class Holder:
     fds: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class ProtoSource:
     """Which backend served one (protocol, family), and why a fallback was taken."""
 
@@ -165,7 +167,7 @@ class ProtoSource:
     note: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class JoinReport:
     """What the process join could not see."""
 
@@ -181,7 +183,7 @@ class JoinReport:
         return len(self.hidden_inodes)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class NetnsInfo:
     """One network namespace a snapshot read (``--netns all``), or could not read (``error`` set)."""
 
@@ -193,7 +195,7 @@ class NetnsInfo:
     error: str | None = None  # why it could not be read
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Snapshot:
     sockets: tuple[Socket, ...]
     holders: dict[int, tuple[Holder, ...]]  # socket inode -> holders
