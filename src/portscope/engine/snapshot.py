@@ -6,9 +6,8 @@ addresses and uids while decoding results, processes after the single /proc walk
 
 from __future__ import annotations
 
-import ipaddress
+import _socket as socket_module  # (not socket.py: see sources/netlink.py)
 import os
-import socket as socket_module
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -342,6 +341,8 @@ def _kernel_lists_bound() -> bool:
 
 
 def _address_matcher(networks: Sequence) -> Callable[[str | None], bool]:
+    import ipaddress  # only with an address filter
+
     cache: dict[str, bool] = {}
 
     def matches(text: str | None) -> bool:

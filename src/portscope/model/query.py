@@ -6,15 +6,18 @@ thin and every command rejects bad input the same way.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import UDP_STATES, UNIX_STATES, Backend, Family, Proto, State
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+if TYPE_CHECKING:  # ipaddress is loaded when an address filter is given (--src, --dst)
+    import ipaddress
+
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Groups in the spirit of ss(8)'s state filter.
 STATE_GROUPS: dict[str, frozenset[State]] = {
@@ -164,6 +167,8 @@ def parse_network(text: str) -> IPNetwork:
         cleaned = inner + rest
     if "%" in cleaned:
         raise UsageError(f"a zone id ('%...') cannot filter sockets: {text!r} (give the address alone)")
+    import ipaddress
+
     try:
         return ipaddress.ip_network(cleaned, strict=False)
     except ValueError:

@@ -6,9 +6,9 @@ socket cookie. Bound-only TCP sockets are not listed in /proc at all.
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: socket.py builds four enums at import (~1/3 of python -c pass)
 import os
 import re
-import socket
 import sys
 
 from portscope.errors import SourceError
