@@ -122,6 +122,7 @@ def _read_links(
     readlink = os.readlink
     prefix = _SOCKET_PREFIX
     wanted_get = wanted.get if wanted is not None else None
+    by_link = _by_link(wanted)
     found: Found = []
     refused: set[str] = set()
     for pid_name, fd_names in listed:
@@ -139,6 +140,9 @@ def _read_links(
                 targets, refused_here = _read_links_one_by_one(fd_names, dir_fd)
                 if refused_here:
                     refused.add(pid_name)
+            if by_link is not None:  # a few sockets wanted (who PORT): most processes hold none of them
+                _match_links(by_link, fd_names, targets, inodes, fds)
+                fd_names = targets = []  # (nothing left for the loop below)
             for fd_name, target in zip(fd_names, targets, strict=True):
                 if not target.startswith(prefix):
                     continue
@@ -154,6 +158,30 @@ def _read_links(
         if inodes:
             found.append((int(pid_name), inodes, fds))
     return found, refused
+
+
+FEW_WANTED = 256  # up to this many wanted sockets, links are matched as whole strings
+
+
+def _by_link(wanted: dict[int, int] | None) -> dict[str, int] | None:
+    """For a few wanted sockets, their link texts ("socket:[INODE]") -> the caller's inode objects."""
+    if wanted is None or len(wanted) > FEW_WANTED:
+        return None
+    return {f"{_SOCKET_PREFIX}{inode}]": kept for inode, kept in wanted.items()}
+
+
+def _match_links(
+    by_link: dict[str, int], fd_names: list[str], targets: list[str], inodes: list[int], fds: list[int]
+) -> None:
+    """The wanted sockets among one process's links: a process holding none of them is passed over by one
+    set operation in C, instead of a parse of each link (the general loop in :func:`_read_links`)."""
+    if by_link.keys().isdisjoint(targets):
+        return
+    for fd_name, target in zip(fd_names, targets, strict=True):
+        inode = by_link.get(target)
+        if inode is not None:
+            inodes.append(inode)
+            fds.append(int(fd_name))
 
 
 class BackgroundWalk:
