@@ -10,9 +10,9 @@ host names are only checked for shape (can-bind resolves them later).
 
 from __future__ import annotations
 
+import _socket as socket  # the C module (see sources/netlink.py)
 import ipaddress
 import re
-import socket
 from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
