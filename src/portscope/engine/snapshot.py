@@ -30,7 +30,7 @@ from portscope.model.records import (
     UnixSocket,
 )
 from portscope.sources import netlink, netns, procnet
-from portscope.sources.fdscan import BackgroundWalk
+from portscope.sources.fdscan import BackgroundWalk, open_files
 from portscope.sources.join import join_processes
 
 if TYPE_CHECKING:
@@ -48,7 +48,9 @@ def snapshot(query: Query, *, proc_root: str = "/proc", parallelism: Parallelism
     target = netns.resolve(query.netns) if query.netns and not query.every_namespace else None
     port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
     walk = None
-    if parallelism.walk_ahead(needs_processes=query.needs_processes, port_filtered=port_filtered):
+    if parallelism.walk_ahead(
+        needs_processes=query.needs_processes, port_filtered=port_filtered, open_files=lambda: open_files(proc_root)
+    ):
         walk = BackgroundWalk.start(proc_root)
     try:
         return _snapshot(query, target, proc_root, walk, parallelism)

@@ -43,6 +43,15 @@ def _owner_uid(proc_root: str, pid_name: str) -> int:
         return -1
 
 
+def open_files(proc_root: str = "/proc") -> int | None:
+    """How many files are open on the host (the first figure of ``fs/file-nr``): about the fds a walk reads."""
+    try:
+        with open(f"{proc_root}/sys/fs/file-nr", "rb") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 Found = list[tuple[int, list[int], list[int]]]  # per process: (pid, socket inodes, their fds)
 
 
