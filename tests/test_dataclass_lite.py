@@ -90,6 +90,7 @@ def test_same_fields_params_slots_and_match_args(real, lite):
     assert lite.__qualname__ == real.__qualname__ and lite.__module__ == real.__module__
     assert lite.__doc__ == real.__doc__ or real.__doc__.startswith(real.__name__ + "(")  # generated there only
     assert (lite.__hash__ is None) == (real.__hash__ is None)
+    assert hasattr(lite, "__replace__") == hasattr(real, "__replace__")  # copy.replace(), Python 3.13+
     for name in dir(real):  # class attributes (defaults left on non-slotted classes)
         if not name.startswith("__"):
             assert type(getattr(lite, name)) is type(getattr(real, name)), name

@@ -19,6 +19,7 @@ until the first instance is made. tests/test_dataclass_lite.py holds each behavi
 from __future__ import annotations
 
 import dataclasses
+import sys
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,10 @@ def _getstate(self: Any) -> list[Any]:  # slotted classes have no __dict__ for p
 def _setstate(self: Any, state: list[Any]) -> None:
     for name, value in zip(_plan_of(self.__class__).names, state, strict=True):
         _set(self, name, value)
+
+
+def _replace(self: Any, /, **changes: Any) -> Any:  # copy.replace() (Python 3.13+), as dataclasses gives it
+    return dataclasses.replace(self, **changes)
 
 
 def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -193,6 +198,8 @@ def _make(cls: type, *, frozen: bool, slots: bool) -> type | None:
         added["__match_args__"] = tuple(f.name for f in fields if f.init)
     if "__repr__" not in namespace:
         added["__repr__"] = _repr
+    if sys.version_info >= (3, 13):
+        added["__replace__"] = _replace
     if frozen:
         added["__setattr__"] = _frozen_setattr
         added["__delattr__"] = _frozen_delattr
