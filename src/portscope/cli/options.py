@@ -7,12 +7,12 @@ address); the flags, destinations, metavars and completions are declared here on
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
 from portscope.errors import ExitStatus
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.render.environment import Environment
 from portscope.shell.values import complete_netns
 
@@ -20,7 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 COMMAND_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
 
-@dataclass_lite
+@dataclass
 class Invocation:
     """One run of the command line: --debug, the output environment, and the command's answer.
 

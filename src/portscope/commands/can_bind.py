@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from portscope.errors import UsageError
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import Target, parse_target
 from portscope.model.query import ALL_NAMESPACES, parse_user
 from portscope.model.records import Family, Proto
@@ -25,7 +24,7 @@ from portscope.sources.probe import ProbeResult
 __all__ = ["BindReport", "BindRequest", "check_bind", "check_binds", "new_socket_for"]
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class BindRequest:
     target: str
     udp: bool = False
@@ -41,7 +40,7 @@ class BindRequest:
     family: Family | None = None  # -4/-6: which wildcard ":PORT" means, which address a name resolves to
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class BindReport:
     request: BindRequest
     new: NewSocket

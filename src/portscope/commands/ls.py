@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import (
     DEFAULT_STATES,
     STATE_GROUPS,
@@ -20,7 +21,7 @@ from portscope.model.records import Backend, Family, Proto, Snapshot
 from portscope.sources.services import load_services
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class LsOptions:
     all_states: bool = False
     listening: bool = False

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import field
+from dataclasses import dataclass, field
 
 from portscope.commands.places import Places
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.services import Services
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class Names:
     services: Services | None  # None: show no service names (-n)
     caller_is_root: bool

@@ -8,10 +8,9 @@ container runtimes this costs a few failed stats.
 from __future__ import annotations
 
 import os
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Holder, Socket, State
 
 if TYPE_CHECKING:
@@ -34,7 +33,7 @@ FORWARDER_NAMES = frozenset(
 )
 
 
-@dataclass_lite
+@dataclass
 class Places:
     proc_root: str = "/proc"
     _index: ContainerIndex | None = field(default=None, repr=False)

@@ -14,10 +14,10 @@ import ipaddress
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import parse_endpoint
 from portscope.model.notation import format_endpoint, format_host
 from portscope.model.query import PortRange, Query, port_in_ranges
@@ -31,7 +31,7 @@ PEERS_SHOWN = 5
 BOUND_STATES = frozenset({State.LISTEN, State.UNCONN, State.BOUND})
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class WhoTarget:
     """A parsed ``who`` argument."""
 
@@ -150,26 +150,26 @@ class Unheld(str, enum.Enum):
     UNOWNED = "unowned"  # no process holds it: a kernel socket, or the holder exited meanwhile
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class UnheldSocket:
     socket: Socket
     reason: Unheld
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Listener:
     socket: Socket
     families: frozenset[Family]
     families_certain: bool
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Peer:
     endpoint: str  # an address (clients of our port), or address:port (servers we talk to)
     count: int
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class ProcessOnPort:
     process: Process
     lineage: Lineage | None  # None when the process exited before we read it
@@ -186,7 +186,7 @@ class ProcessOnPort:
         return tuple(inode for inode, _ in self.fds)
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class WhoResult:
     target: WhoTarget
     netns: str | None
@@ -342,7 +342,7 @@ def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str) -> WhoResul
 # UNIX sockets: who PATH, who @NAME
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class UnixTarget:
     """A parsed ``who`` argument naming UNIX sockets: a filesystem path or ``@`` and an abstract name."""
 
@@ -388,7 +388,7 @@ def unix_socket_matches(sock: UnixSocket, target: UnixTarget) -> bool:
     return sock.path == target.path or os.path.abspath(sock.path) == target.path
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class UnixProcess:
     """A process on a UNIX socket name: a holder of sockets of that name, or a peer connected to them."""
 
@@ -405,7 +405,7 @@ class UnixProcess:
         return tuple(inode for inode, _ in self.fds)
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class UnixWhoResult:
     target: UnixTarget
     netns: str | None

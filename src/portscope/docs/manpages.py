@@ -9,13 +9,12 @@ no version go in, so the pages change only when the commands do.
 from __future__ import annotations
 
 import re
-from dataclasses import field
+from dataclasses import dataclass, field
 
 import click
 
 from portscope.docs.roff import Page, bold, escape, italic
 from portscope.errors import ExitStatus
-from portscope.model.dataclass_lite import dataclass_lite
 
 GENERATOR = "python -m portscope.docs"
 SOURCE = "portscope"
@@ -51,7 +50,7 @@ FILES = (
 )
 
 
-@dataclass_lite
+@dataclass
 class HelpText:
     """A click help text split into its parts."""
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-
-from portscope.model.dataclass_lite import dataclass_lite
+from dataclasses import dataclass
 
 
 def single_threaded() -> bool:
@@ -28,7 +27,7 @@ def single_threaded() -> bool:
     return hasattr(os, "fork") and (threading is None or threading.active_count() == 1)
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Parallelism:
     """The thresholds above which forking pays (a fork costs a few milliseconds), and the decisions.
 

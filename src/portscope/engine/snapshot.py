@@ -9,12 +9,11 @@ from __future__ import annotations
 import _socket as socket_module  # (not socket.py: see sources/netlink.py)
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.errors import SourceError, UsageError
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import (
     Backend,
@@ -107,7 +106,7 @@ def _snapshot(query: Query, target, proc_root: str, walk: BackgroundWalk | None,
 # Collection
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Collection:
     """The sockets read from the kernel (or /proc), before the filters that run in Python."""
 

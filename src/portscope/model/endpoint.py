@@ -13,10 +13,10 @@ from __future__ import annotations
 import _socket as socket  # the C module (see sources/netlink.py)
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange, parse_port_range
 from portscope.model.records import Family, Proto
 
@@ -30,7 +30,7 @@ _NUMBER_OR_RANGE = re.compile(r"[0-9]+(-[0-9]+)?")
 _IPV4_LIKE = re.compile(r"[0-9]*(\.[0-9]*){3}")  # "127.0.0.1" alone: an address that lacks its port
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """A parsed ``ADDR:PORT``, before a command gives it meaning."""
 
@@ -141,7 +141,7 @@ def parse_endpoint(
 # can-bind's reading
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class Target:
     port: int
     family: Family | None  # None: a wildcard of the chosen family, or a name to resolve

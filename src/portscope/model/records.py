@@ -8,9 +8,7 @@ SYN-RECV sockets, so those are ``None`` too.
 from __future__ import annotations
 
 import enum
-from dataclasses import field
-
-from portscope.model.dataclass_lite import dataclass_lite
+from dataclasses import dataclass, field
 
 
 class Proto(str, enum.Enum):
@@ -91,7 +89,7 @@ UNIX_TYPE_BY_NUMBER: dict[int, UnixType] = {1: UnixType.STREAM, 2: UnixType.DGRA
 TIMER_BY_CODE: dict[int, str | None] = {0: None, 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Socket:
     proto: Proto
     family: Family
@@ -113,7 +111,7 @@ class Socket:
     cookie: int | None = None  # kernel socket cookie (netlink only)
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class UnixSocket:
     """One AF_UNIX socket: a record of its own, not a :class:`Socket` (no address, port or family to fill,
     and ``Proto`` stays the IP protocols that ports, ``who PORT`` and ``can-bind`` iterate over).
@@ -138,7 +136,7 @@ class UnixSocket:
     cookie: int | None = None  # kernel socket cookie (netlink only)
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Process:
     pid: int
     ppid: int | None
@@ -149,7 +147,7 @@ class Process:
     start_time: float | None  # seconds since the epoch
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Holder:
     """One process holding one socket, through these file descriptors."""
 
@@ -157,7 +155,7 @@ class Holder:
     fds: tuple[int, ...]
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class ProtoSource:
     """Which backend served one (protocol, family), and why a fallback was taken."""
 
@@ -167,7 +165,7 @@ class ProtoSource:
     note: str | None = None
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class JoinReport:
     """What the process join could not see."""
 
@@ -183,7 +181,7 @@ class JoinReport:
         return len(self.hidden_inodes)
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class NetnsInfo:
     """One network namespace a snapshot read (``--netns all``), or could not read (``error`` set)."""
 
@@ -195,7 +193,7 @@ class NetnsInfo:
     error: str | None = None  # why it could not be read
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class Snapshot:
     sockets: tuple[Socket, ...]
     holders: dict[int, tuple[Holder, ...]]  # socket inode -> holders

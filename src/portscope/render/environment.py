@@ -10,12 +10,11 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO
 
-from portscope.model.dataclass_lite import dataclass_lite
 
-
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class Environment:
     stdout: IO[str]
     stderr: IO[str] | None  # None: nowhere to say notes (no stderr at all)

@@ -12,12 +12,11 @@ import os
 import shlex
 import textwrap
 import time
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from portscope.commands.names import Names
 from portscope.commands.who import ProcessOnPort, Unheld, UnheldSocket, UnixWhoResult, WhoResult, WhoTarget
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import port_in_ranges
 from portscope.model.records import Family, Proto, Socket, State
@@ -37,7 +36,7 @@ INDENT = "    "
 PROSE_WIDTH = 100
 
 
-@dataclass_lite
+@dataclass
 class Block:
     title: list[Segment]
     rows: list[tuple[str, list[Segment]]] = field(default_factory=list)  # label, value
@@ -46,7 +45,7 @@ class Block:
     hints: list[tuple[str, str]] = field(default_factory=list)  # (lead-in, command): never broken
 
 
-@dataclass_lite
+@dataclass
 class Page:
     header: list[Segment]
     blocks: list[Block]

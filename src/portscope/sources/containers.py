@@ -17,14 +17,12 @@ import os
 import pwd
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import field, replace
-
-from portscope.model.dataclass_lite import dataclass_lite
+from dataclasses import dataclass, field, replace
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class PublishedPort:
     protocol: str  # tcp, udp, sctp
     container_port: int
@@ -32,7 +30,7 @@ class PublishedPort:
     host_port: int
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class ContainerInfo:
     runtime: str  # docker, podman, cri-o, containerd, kubernetes, lxc, systemd-nspawn, container
     id: str  # the 64-hex id, or a name where the runtime has no id (lxc, nspawn)
@@ -244,7 +242,7 @@ def parse_storage_containers(data: bytes | str | None) -> dict[str, tuple[str | 
     return result
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Bundle:
     """What an OCI bundle's ``config.json`` says about its container."""
 
@@ -380,7 +378,7 @@ def _nsfs_inode(path: str | None) -> int | None:
         return None
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class StorageRoot:
     """A containers/storage pair: the persistent root and its run root (podman, CRI-O; rootful or a user's)."""
 
@@ -388,7 +386,7 @@ class StorageRoot:
     run_root: str  # /run/containers/storage, /run/user/UID/containers
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class RuntimeRoots:
     docker: tuple[str, ...] = ("/var/lib/docker",)  # data roots
     storage: tuple[StorageRoot, ...] = (StorageRoot("/var/lib/containers/storage", "/run/containers/storage"),)
@@ -522,7 +520,7 @@ def read_cni_results(directory: str) -> dict[str, tuple[tuple[str, ...], tuple[P
     return found
 
 
-@dataclass_lite
+@dataclass
 class ContainerIndex:
     """Every container the runtimes' files describe, read on the first question and then kept.
 

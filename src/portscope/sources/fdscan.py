@@ -13,9 +13,8 @@ import os
 import struct
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import field
+from dataclasses import dataclass, field
 
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.linux import end_child, write_all
 from portscope.sources.procinfo import raise_if_out_of_fds
 
@@ -23,7 +22,7 @@ _SOCKET_PREFIX = "socket:["
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-@dataclass_lite
+@dataclass
 class FdScan:
     """What a walk saw of the processes: how many were read, had vanished, or refused (per uid)."""
 

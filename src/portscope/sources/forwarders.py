@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.containers import ContainerIndex, ContainerInfo, option_value
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Forward:
     kind: str  # docker-proxy, conmon, rootlessport, dockerd, socket-activation, ssh, kubectl
     listen_address: str | None  # the host side, as the forwarder was told (None: not in its argv)
@@ -31,7 +31,7 @@ class Forward:
     target_pid: int | None = None  # the process that received an activated socket
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class ProcessFacts:
     pid: int
     name: str  # comm
@@ -165,7 +165,7 @@ def dockerd_published(index: ContainerIndex, listen: tuple[str, int], protocol: 
 # systemd socket activation
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Activation:
     listen_pid: int | None
     fds: int  # LISTEN_FDS: the count, starting at fd 3

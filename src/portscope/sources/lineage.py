@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from portscope.errors import SourceError
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.linux import CLOCK_TICKS
 from portscope.sources.procinfo import _read_bytes, boot_time, open_process_dir, parse_stat, start_seconds
 
@@ -48,13 +48,13 @@ SUBREAPER_NAMES = frozenset(
 )
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Ancestor:
     pid: int
     name: str
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Container:
     runtime: str  # docker, containerd, cri-o, podman, kubernetes, lxc, systemd-nspawn, container
     id: str  # the 64-hex container id, or a name (lxc, nspawn)
@@ -65,7 +65,7 @@ class Container:
         return self.id[:12] if re.fullmatch(r"[0-9a-f]{64}", self.id) else self.id
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Lineage:
     pid: int
     ancestors: tuple[Ancestor, ...]  # parent first; the last one is the service manager when reached
@@ -268,7 +268,7 @@ class LineageReader:
 EXITED = "exited"  # Details.status of a holder that went away while we read it
 
 
-@dataclass_lite(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class Details:
     """What a holder is doing now, read after the walk from the process the walk saw."""
 

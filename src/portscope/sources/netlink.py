@@ -16,10 +16,10 @@ import errno
 import os
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from portscope.engine.recordmaker import positional_maker
 from portscope.errors import SourceError
-from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange
 from portscope.model.records import (
     TCP_STATE_BY_NUMBER,
@@ -101,7 +101,7 @@ def state_mask(proto: Proto, states: frozenset[State]) -> int:
 _FAIL = -1
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class _Block:
     ops: tuple[tuple[int, int, int, int | None], ...]
 
@@ -386,7 +386,7 @@ def _dump_error(code: int, source: str) -> Exception:
 RECV_BUFFER = 1 << 16
 
 
-@dataclass_lite(frozen=True)
+@dataclass(frozen=True)
 class DumpRequest:
     proto: Proto
     family: Family
