@@ -104,3 +104,22 @@ def test_sockstat_parser():
     assert procnet.parse_sockstat(text) == 36096 + 5600 + 1200 + 4024 + 5
     assert procnet.parse_sockstat("") == 0
     assert procnet.socket_count("/nonexistent") is None
+
+
+def test_walk_ahead_only_where_the_walk_outlasts_a_fork():
+    from portscope.engine.parallel import single_threaded
+    from portscope.sources.fdscan import open_files
+
+    policy = Parallelism()
+    forks = single_threaded()
+
+    def ahead(files, **kwargs):
+        given = {"needs_processes": True, "port_filtered": False, **kwargs}
+        return policy.walk_ahead(**given, open_files=lambda: files)
+
+    assert not ahead(100)  # a small host: walked in-line, no fork
+    assert ahead(policy.split_walk_min_fds) == forks and ahead(None) == forks  # unknown: as before
+    assert not ahead(10**6, needs_processes=False) and not ahead(10**6, port_filtered=True)
+    with open("/proc/sys/fs/file-nr") as handle:
+        assert abs(open_files() - int(handle.read().split()[0])) < 1000  # the host's count, read live
+    assert open_files("/nonexistent") is None

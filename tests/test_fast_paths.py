@@ -232,6 +232,29 @@ def test_walk_in_two_processes_equals_the_walk_in_one(shared_mix):
     assert all(i is wanted[i] for _, inodes, _ in parallel for i in inodes)  # the caller's own inode objects
 
 
+def test_walk_for_a_few_sockets_equals_the_general_walk(shared_mix):
+    """who's walk matches whole link texts for a few wanted sockets; its twin parses every link."""
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    inodes = [s.inode for s in snap.sockets if s.inode is not None]
+    listed = fdscan._list_fds("/proc", FdScan())
+    everything, _ = fdscan._read_links(listed, None, "/proc")
+    holders_found = 0
+    for chosen in (inodes[:1], inodes[:3], inodes[-2:], [1]):  # 1: an inode no socket has
+        wanted = {i: i for i in chosen}
+        assert fdscan._by_link(wanted) is not None
+        few, _ = fdscan._read_links(listed, wanted, "/proc")
+        expected = []
+        for pid, held, fds in everything:
+            kept = [(i, fd) for i, fd in zip(held, fds, strict=True) if i in wanted]
+            if kept:
+                expected.append((pid, [i for i, _ in kept], [fd for _, fd in kept]))
+        assert few == expected
+        assert all(i is wanted[i] for _, held, _ in few for i in held)
+        holders_found += len(few)
+    assert holders_found > 0  # the comparison saw some holders
+    assert fdscan._by_link({i: i for i in range(fdscan.FEW_WANTED + 1)}) is None  # many: the general loop
+
+
 def test_units_cut_the_fds_in_order(monkeypatch):
     monkeypatch.setattr(fdscan, "UNIT_FDS", 4)
     listed = [("1", ["0", "1"]), ("7", [str(n) for n in range(10)]), ("9", ["3"])]

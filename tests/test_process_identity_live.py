@@ -394,7 +394,9 @@ print("psutil" in sys.modules, file=sys.stderr)
 """
 
 
-def test_psutil_is_loaded_by_who_with_holders_only():
+def test_psutil_is_loaded_by_none_of_who_ls_and_completion():
+    """who reads status, exe, cwd and children itself (compared with psutil below); psutil stays for the
+    children where the kernel lists none."""
     with new_netns() as ns:
         listener = ns.socket()
         listener.bind(("127.0.0.1", 0))
@@ -408,7 +410,67 @@ def test_psutil_is_loaded_by_who_with_holders_only():
             )
             return done.stderr.splitlines()[-1]
 
-        assert loads("who", "--netns", ns.name, port) == "True"
+        assert loads("who", "--netns", ns.name, port) == "False"
         assert loads("ls", "-a", "--netns", ns.name) == "False"
         assert loads("ls", "-a", "--json", "--netns", ns.name) == "False"
         assert loads("completion", "bash") == "False"
+
+
+def test_details_read_as_psutil_reads_them():
+    """The simple twin of DetailsReader: psutil's own status(), exe() and cwd() on live processes of every kind
+    who meets: running, sleeping, stopped, a zombie, a deleted working directory and a deleted executable,
+    init and a kernel thread."""
+    psutil = pytest.importorskip("psutil")
+    children: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        gone_dir = os.path.join(scratch, "gone")
+        os.mkdir(gone_dir)
+        copied = os.path.join(scratch, "python-copy")
+        with open(sys.executable, "rb") as source, open(copied, "wb") as target:
+            target.write(source.read())
+        os.chmod(copied, 0o755)
+        hold = "import sys; sys.stdin.read()"
+        try:
+            for argv, cwd in (
+                ([sys.executable, "-c", hold], scratch),
+                ([sys.executable, "-c", hold], gone_dir),
+                ([copied, "-c", hold], scratch),
+                ([sys.executable, "-c", "pass"], scratch),  # exits: a zombie until waited for
+            ):
+                children.append(subprocess.Popen(argv, stdin=subprocess.PIPE, cwd=cwd))
+            _, in_gone_dir, deleted_exe, zombie = children
+            stopped = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE)
+            children.append(stopped)
+            os.kill(stopped.pid, signal.SIGSTOP)
+            os.rmdir(gone_dir)
+            assert wait_for(lambda: read_state(zombie.pid) == "Z")
+            assert wait_for(lambda: read_state(stopped.pid) == "T")
+            assert wait_for(lambda: os.path.exists(f"/proc/{deleted_exe.pid}/exe"))
+            os.unlink(copied)
+            pids = [os.getpid(), 1, 2, *(child.pid for child in children)]
+            reader = DetailsReader()
+            for pid in pids:
+                started = read_process(pid).start_time
+                mine = reader.details(pid, started)
+                theirs = psutil.Process(pid)
+
+                def link(read):
+                    try:
+                        return read() or None  # "" where the link is gone
+                    except psutil.AccessDenied:  # (a security module may refuse even root: init here)
+                        return None
+
+                try:
+                    expected = (theirs.status(), link(theirs.exe), link(theirs.cwd))
+                except psutil.ZombieProcess:
+                    expected = ("zombie", None, None)
+                assert (mine.status, mine.exe, mine.cwd) == expected, pid
+                assert list(mine.children) == sorted(c.pid for c in theirs.children()), pid
+            assert reader.details(stopped.pid, None).status == "stopped"
+            assert reader.details(in_gone_dir.pid, None).cwd == gone_dir  # psutil too drops " (deleted)"
+            assert reader.details(deleted_exe.pid, None).exe == copied  # " (deleted)" dropped, as psutil does
+        finally:
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+                child.wait(10)

@@ -527,3 +527,27 @@ def test_container_heading_and_an_unreadable_namespace_behind_a_forwarder(listen
     from portscope.render.who import who_object
 
     assert who_object(result, None)["processes"][0]["reached_through"] == []
+
+
+@given(
+    st.one_of(
+        st.ip_addresses().map(str),
+        st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"),  # v4-mapped, as inet_ntop writes it
+        st.ip_addresses(v=4).map(lambda a: f"::ffff:0:{a}"),  # v4-translated: not mapped
+        st.ip_addresses(v=6).map(lambda a: socket.inet_ntop(socket.AF_INET6, a.packed)),
+    ),
+    st.sampled_from([8080, 40000]),
+)
+def test_peer_key_parses_only_mapped_addresses(address, local_port):
+    """_peer_key reads an address only where inet_ntop's text says v4-mapped; its twin parses every one."""
+    from portscope.commands.who import _peer_key
+    from portscope.model.notation import format_endpoint
+    from portscope.model.records import Family, Proto, Socket, State
+
+    target = parse_target("8080")
+    sock = Socket(Proto.TCP, Family.IPV6, State.ESTABLISHED, "::1", local_port, address, 5555, 0, 0, 0, 1,
+                  0, None, None, None, None, None)  # fmt: skip
+    parsed = ipaddress.ip_address(address)
+    text = str(parsed.ipv4_mapped) if getattr(parsed, "ipv4_mapped", None) else address
+    expected = text if local_port == 8080 else format_endpoint(text, 5555)
+    assert _peer_key(sock, target) == expected

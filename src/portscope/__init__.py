@@ -11,7 +11,10 @@ They are loaded on first use, so ``import portscope`` (done by every command) st
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself (with re, enum...) would double --version's start-up
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

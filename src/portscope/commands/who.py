@@ -271,9 +271,10 @@ def _peer_key(sock: Socket, target: WhoTarget) -> str | None:
     if sock.remote_address is None or sock.remote_port is None:
         return None
     address = sock.remote_address
-    mapped = _ip(address)
-    if mapped is not None and mapped.version == 4:
-        address = str(mapped)
+    if address.startswith("::ffff:"):  # (inet_ntop's text of a v4-mapped address: no parse for the others)
+        mapped = _ip(address)
+        if mapped is not None and mapped.version == 4:
+            address = str(mapped)
     if port_in_ranges(sock.local_port, target.ports):
         return address  # we are the server: the client's port is ephemeral, its address is what matters
     return format_endpoint(address, sock.remote_port)

@@ -41,10 +41,15 @@ class Parallelism:
     def may_fork(self) -> bool:
         return self.enabled and single_threaded()
 
-    def walk_ahead(self, *, needs_processes: bool, port_filtered: bool) -> bool:
+    def walk_ahead(self, *, needs_processes: bool, port_filtered: bool, open_files: Callable[[], int | None]) -> bool:
         """Start the /proc walk before collecting? For a full listing with processes: its dump is large
-        and takes long to decode, the walk runs meanwhile. A port filter leaves few sockets to join."""
-        return needs_processes and not port_filtered and self.may_fork()
+        and takes long to decode, the walk runs meanwhile. A port filter leaves few sockets to join.
+        ``open_files``: about how many fds the walk will read (host-wide; read only when the rest allows a
+        fork): on a small host the walk takes less than the fork."""
+        if not needs_processes or port_filtered or not self.may_fork():
+            return False
+        count = open_files()
+        return count is None or count >= self.split_walk_min_fds
 
     def prefetch_dumps(
         self, *, kernel_filtered: bool, walking_ahead: bool, socket_count: Callable[[], int | None]

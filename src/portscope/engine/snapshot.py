@@ -6,9 +6,8 @@ addresses and uids while decoding results, processes after the single /proc walk
 
 from __future__ import annotations
 
-import ipaddress
+import _socket as socket_module  # (not socket.py: see sources/netlink.py)
 import os
-import socket as socket_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -32,7 +31,7 @@ from portscope.model.records import (
     UnixSocket,
 )
 from portscope.sources import netlink, netns, procnet
-from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, walk_socket_fds
+from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, open_files, walk_socket_fds
 from portscope.sources.join import join_processes
 
 if TYPE_CHECKING:
@@ -67,7 +66,9 @@ def snapshot(
     target = netns.resolve(query.netns) if query.netns and not query.every_namespace else None
     port_filtered = bool(query.local_ports or query.remote_ports or query.any_ports)
     walk = None
-    if parallelism.walk_ahead(needs_processes=query.needs_processes, port_filtered=port_filtered):
+    if parallelism.walk_ahead(
+        needs_processes=query.needs_processes, port_filtered=port_filtered, open_files=lambda: open_files(proc_root)
+    ):
         # with --netns all the walk also finds the namespaces kept alive only by an open fd
         walk = BackgroundWalk.start(proc_root, namespaces=query.every_namespace and namespaces is None)
     try:
@@ -711,6 +712,8 @@ class _Facts:
 
 
 def _address_matcher(networks: Sequence) -> Callable[[str | None], bool]:
+    import ipaddress  # only with an address filter
+
     cache: dict[str, bool] = {}
 
     def matches(text: str | None) -> bool:

@@ -12,9 +12,9 @@ resolves them later).
 
 from __future__ import annotations
 
+import _socket as socket  # the C module (see sources/netlink.py)
 import ipaddress
 import re
-import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 

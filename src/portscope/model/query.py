@@ -6,7 +6,6 @@ every command rejects bad input the same way; addresses and CIDRs are read by :m
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +20,10 @@ if TYPE_CHECKING:
 if TYPE_CHECKING:
     from portscope.model.endpoint import ScopedNetwork
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+if TYPE_CHECKING:  # ipaddress is loaded when an address filter is given (--src, --dst)
+    import ipaddress
+
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Groups in the spirit of ss(8)'s state filter.
 STATE_GROUPS: dict[str, frozenset[State]] = {

@@ -29,7 +29,6 @@ from portscope.commands.who import (
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import port_in_ranges
 from portscope.model.records import Family, Proto, Socket, State
-from portscope.render import jsonout
 from portscope.render.environment import Environment
 from portscope.render.notes import hidden_owner_advice, refused_list, refused_processes
 from portscope.render.table import STATE_STYLES
@@ -700,6 +699,8 @@ def process_object(entry: ProcessOnPort, places=None) -> dict[str, Any]:
 
 
 def who_object(result: WhoResult, services: Services | None, places=None) -> dict[str, Any]:
+    from portscope.render import jsonout  # json is loaded for --json only
+
     places = result.places if result.places is not None else places
     return {
         "query": query_object(result.target, result.netns),
@@ -716,6 +717,8 @@ def render_who(result: WhoResult | UnixWhoResult, env: Environment, names: Names
         return
     partial = partial_view_note(result, names.caller_is_root)
     if as_json:
+        from portscope.render import jsonout
+
         jsonout.dump(who_object(result, names.services, names.places), env.stdout)
         for unheld in result.hidden[:1]:
             env.note(

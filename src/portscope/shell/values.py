@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import ipaddress
 import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -167,6 +165,8 @@ def _port_help(use: PortInUse) -> str:
 def _covers(address_text: str, local_address: str) -> bool:
     """Does a socket bound to ``local_address`` hold the port for ``address_text``?"""
     try:
+        import ipaddress  # (imported at <TAB> only)
+
         wanted = ipaddress.ip_address(address_text.strip("[]").partition("%")[0])
         held = ipaddress.ip_address(local_address)
     except ValueError:
@@ -322,6 +322,8 @@ def complete_pids(ctx: click.Context, param: click.Parameter, incomplete: str) -
 def interface_names() -> list[tuple[int, str]]:
     """(index, name) of the interfaces of this thread's network namespace."""
     try:
+        import socket
+
         return sorted(socket.if_nameindex())
     except OSError:
         return [(0, name) for name in sorted(os.listdir("/sys/class/net"))]

@@ -13,7 +13,6 @@ the directory layout) and nothing else: a name is never guessed.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pwd
 import re
@@ -142,6 +141,8 @@ def container_of_cgroup(path: str) -> ContainerInfo | None:
 def _json(data: bytes | str | None) -> object:
     if data is None:
         return None
+    import json  # (who loads this module for every holder; json only where a runtime's files exist)
+
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -354,6 +355,8 @@ def parse_libpod_db(data: bytes | None) -> dict[str, tuple[PublishedPort, ...]]:
     """
     if not data:
         return {}
+    import json  # only where podman's database exists
+
     text = data.decode("utf-8", "surrogateescape")
     decoder = json.JSONDecoder()
     found: dict[str, tuple[PublishedPort, ...]] = {}

@@ -67,6 +67,15 @@ def _owner_uid(proc_root: str, pid_name: str) -> int:
         return -1
 
 
+def open_files(proc_root: str = "/proc") -> int | None:
+    """How many files are open on the host (the first figure of ``fs/file-nr``): about the fds a walk reads."""
+    try:
+        with open(f"{proc_root}/sys/fs/file-nr", "rb") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 Found = list[tuple[int, list[int], list[int]]]  # per process: (pid, socket inodes, their fds)
 
 
@@ -151,11 +160,18 @@ def _read_links(
     """The socket links among ``listed`` fds, and the processes that refused some readlink();
     ``netns_links`` (a list) also gets those that may be open on a network namespace."""
     wanted_get = wanted.get if wanted is not None else None
+    by_link = _by_link(wanted)
     found: Found = []
     refused: set[str] = set()
     for pid_name, fd_names in listed:
         result = _socket_links(
-            f"{proc_root}/{pid_name}/fd", fd_names, wanted_get, proc_root, netns_links=netns_links, pid=int(pid_name)
+            f"{proc_root}/{pid_name}/fd",
+            fd_names,
+            wanted_get,
+            proc_root,
+            netns_links=netns_links,
+            pid=int(pid_name),
+            by_link=by_link,
         )
         if result is None:
             continue  # gone since it was listed: its fds are closed
@@ -175,9 +191,11 @@ def _socket_links(
     *,
     netns_links: list[NetnsLink] | None = None,
     pid: int = 0,
+    by_link: dict[str, int] | None = None,
 ) -> tuple[list[int], list[int], bool] | None:
     """(socket inodes, their fds, whether a readlink was refused) of one fd table; None if it is gone.
-    ``netns_links`` (a list) also gets the fds open on a network namespace, as ``(pid, fd, link)``."""
+    ``netns_links`` (a list) also gets the fds open on a network namespace, as ``(pid, fd, link)``;
+    ``by_link`` (:func:`_by_link`, a few wanted sockets) matches whole link texts instead."""
     readlink = os.readlink
     prefix = _SOCKET_PREFIX
     try:
@@ -193,6 +211,9 @@ def _socket_links(
             targets = [readlink(fd_name, dir_fd=dir_fd) for fd_name in fd_names]
         except OSError:  # an fd closed meanwhile, or a refusal: redo this table one fd at a time
             targets, refused = _read_links_one_by_one(fd_names, dir_fd)
+        if by_link is not None and netns_links is None:  # who PORT: most processes hold none of them
+            _match_links(by_link, fd_names, targets, inodes, fds)
+            return inodes, fds, refused
         for fd_name, target in zip(fd_names, targets, strict=True):
             if not target.startswith(prefix):
                 if netns_links is not None and (target.startswith(_NETNS_PREFIX) or target == "/"):
@@ -208,6 +229,30 @@ def _socket_links(
     finally:
         os.close(dir_fd)
     return inodes, fds, refused
+
+
+FEW_WANTED = 256  # up to this many wanted sockets, links are matched as whole strings
+
+
+def _by_link(wanted: dict[int, int] | None) -> dict[str, int] | None:
+    """For a few wanted sockets, their link texts ("socket:[INODE]") -> the caller's inode objects."""
+    if wanted is None or len(wanted) > FEW_WANTED:
+        return None
+    return {f"{_SOCKET_PREFIX}{inode}]": kept for inode, kept in wanted.items()}
+
+
+def _match_links(
+    by_link: dict[str, int], fd_names: list[str], targets: list[str], inodes: list[int], fds: list[int]
+) -> None:
+    """The wanted sockets among one process's links: a process holding none of them is passed over by one
+    set operation in C, instead of a parse of each link (the general loop in :func:`_read_links`)."""
+    if by_link.keys().isdisjoint(targets):
+        return
+    for fd_name, target in zip(fd_names, targets, strict=True):
+        inode = by_link.get(target)
+        if inode is not None:
+            inodes.append(inode)
+            fds.append(int(fd_name))
 
 
 class BackgroundWalk:

@@ -10,8 +10,9 @@ PR_SET_CHILD_SUBREAPER flag in /proc, so subreapers are recognised by name.
 
 A holder's own facts are anchored to the process the fd walk saw: its stat and cgroup are read
 through an open ``/proc/PID`` directory and its start time must match the one seen in the walk.
-:class:`DetailsReader` adds what psutil reads well (executable, working directory, status, children),
-bracketed by the same check; psutil is imported only there, so ``ls`` and completion never load it.
+:class:`DetailsReader` adds the executable, working directory, status (in psutil's words) and children,
+read through the same directory and bracketed by the same check. psutil is imported only where the kernel
+lists no children for a pid: its import costs as much as ``who``'s own start-up.
 """
 
 from __future__ import annotations
@@ -212,91 +213,95 @@ class Details:
 _GONE = Details(EXITED, None, None, ())
 
 
-class DetailsReader:
-    """psutil for one holder at a time, anchored: the ``/proc/PID`` directory is opened and the start
-    time checked before psutil reads (by path) and checked again after. A pid is only reused once its
-    process is reaped, and reads through the directory fail from then on: when both checks pass,
-    everything psutil read came from that process.
+# The one-letter process states of /proc/PID/stat, in the words psutil gives them (Process.status()).
+STATUS_BY_STATE = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "disk-sleep",
+    "T": "stopped",
+    "t": "tracing-stop",
+    "Z": "zombie",
+    "X": "dead",
+    "x": "dead",
+    "K": "wake-kill",
+    "W": "waking",
+    "I": "idle",
+    "P": "parked",
+}
 
-    Details are only read from the /proc psutil reads (``psutil.PROCFS_PATH``): with another
-    ``proc_root`` (a recorded tree, a second proc mount) :meth:`details` gives ``None``.
+
+def _state_letter(stat: bytes | None) -> str | None:
+    """The state field of /proc/PID/stat (the first after the ``(comm)``, which may hold spaces and parens)."""
+    if not stat:
+        return None
+    fields = stat[stat.rfind(b")") + 1 :].split(maxsplit=1)
+    return fields[0].decode("ascii", "replace") if fields else None
+
+
+def _link(name: str, dir_fd: int) -> str | None:
+    """A process's ``exe`` or ``cwd`` link read through its directory, as psutil reads it: ``None`` where it is
+    unreadable or gone; a " (deleted)" suffix is dropped unless a file of that very name exists."""
+    try:
+        target = os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
+    target = target.split("\x00")[0]
+    if target.endswith(" (deleted)") and not os.path.exists(target):
+        target = target[: -len(" (deleted)")]
+    return target or None
+
+
+class DetailsReader:
+    """Status, exe, cwd and children for one holder at a time, anchored: every read goes through the
+    ``/proc/PID`` directory opened first, and the start time is checked before and after. A pid is only
+    reused once its process is reaped, and reads through the directory fail from then on: when both
+    checks pass, everything read came from that process.
+
+    The status words and the exe/cwd rules are psutil's (tests/test_process_identity_live.py compares them
+    with psutil on live processes); psutil itself is imported only where the kernel lists no children
+    for a pid (``kill`` checks a target's identity through its pidfd instead).
     """
 
     def __init__(self, proc_root: str = "/proc") -> None:
-        import psutil  # the only import of psutil, for the few processes `who` shows
-
-        self._psutil = psutil
         self.proc_root = proc_root
-        self._usable = os.path.realpath(proc_root) == os.path.realpath(psutil.PROCFS_PATH)
         self._btime = boot_time(proc_root)
         self._children: dict[int, list[int]] | None = None
 
     def details(self, pid: int, started: float | None) -> Details | None:
         """``started``: the start time seen in the walk (``Process.start_time``)."""
-        if not self._usable:
-            return None
         dir_fd = open_process_dir(pid, self.proc_root)
         if dir_fd is None:
             return _GONE
         try:
-            if not self._same(dir_fd, started):
+            stat = _read_bytes("stat", dir_fd)
+            if not self._same(stat, started):
                 return _GONE
-            details = self._read(pid, started)
-            if details is None or not self._same(dir_fd, started):
-                return _GONE  # exited (and maybe replaced) while psutil read: nothing it read is kept
-            return details
+            status = STATUS_BY_STATE.get(_state_letter(stat) or "", "unknown")
+            if status == "zombie":  # its links are gone: psutil reports neither exe nor cwd
+                exe = cwd = None
+            else:
+                exe, cwd = _link("exe", dir_fd), _link("cwd", dir_fd)
+            children = tuple(self._children_of(pid))
+            if not self._same(_read_bytes("stat", dir_fd), started):
+                return _GONE  # exited (and maybe replaced) while we read: nothing read is kept
+            return Details(status, exe, cwd, children)
         finally:
             os.close(dir_fd)
 
-    def process(self, pid: int, started: float | None) -> Any:
-        """A ``psutil.Process`` for ``pid`` if it is still the process that started at ``started``, else
-        ``None``: the identity a command that signals processes checks first (psutil re-checks it
-        before sending a signal)."""
-        psutil = self._psutil
-        try:
-            process = psutil.Process(pid)
-            same = started is None or abs(process.create_time() - started) < 1 / CLOCK_TICKS
-        except psutil.NoSuchProcess:
-            return None
-        return process if same else None
-
-    def _same(self, dir_fd: int, started: float | None) -> bool:
-        stat = _parsed_stat(_read_bytes("stat", dir_fd))
-        return stat is not None and (started is None or start_seconds(stat[2], self._btime) == started)
-
-    def _read(self, pid: int, started: float | None) -> Details | None:
-        psutil = self._psutil
-        process = self.process(pid, started)
-        if process is None:
-            return None
-        try:
-            with process.oneshot():
-                status = process.status()
-                exe = self._optional(process.exe)
-                cwd = self._optional(process.cwd)
-        except psutil.ZombieProcess:
-            return Details("zombie", None, None, tuple(self._children_of(pid)))
-        except psutil.NoSuchProcess:
-            return None
-        except psutil.AccessDenied:
-            status, exe, cwd = "unknown", None, None
-        return Details(status, exe, cwd, tuple(self._children_of(pid)))
-
-    def _optional(self, read) -> str | None:
-        psutil = self._psutil
-        try:
-            return read() or None  # psutil gives "" where the link is gone (a zombie's exe)
-        except (psutil.AccessDenied, psutil.ZombieProcess):
-            return None
+    def _same(self, stat: bytes | None, started: float | None) -> bool:
+        parsed = _parsed_stat(stat)
+        return parsed is not None and (started is None or start_seconds(parsed[2], self._btime) == started)
 
     def _children_of(self, pid: int) -> list[int]:
         own = _task_children(self.proc_root, pid)
         if own is not None:
             return own
         if self._children is None:
+            import psutil
+
             # one pass for every holder: psutil's Process.children() reads all of /proc on each call
             children: dict[int, list[int]] = {}
-            for process in self._psutil.process_iter(["ppid"]):
+            for process in psutil.process_iter(["ppid"]):
                 ppid = process.info["ppid"]
                 if ppid is not None:
                     children.setdefault(ppid, []).append(process.pid)

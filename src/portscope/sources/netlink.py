@@ -10,10 +10,10 @@ Filters run in the kernel where it can: the state bitmask and the port ranges (f
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: socket.py builds four enums at import (~1/3 of python -c pass)
 import contextlib
 import errno
 import os
-import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass

@@ -12,9 +12,9 @@ accepted), by its state and endpoints, which the kernel's hash tables keep uniqu
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: socket.py builds four enums at import (~1/3 of python -c pass)
 import os
 import re
-import socket
 import sys
 
 from portscope.errors import SourceError

@@ -1,0 +1,139 @@
+"""What each command loads: start-up is most of a command's time on a small host, so nothing heavy may creep
+into the import graph of ls, who, a completion request, --help or --version.
+
+The modules are read from the interpreter's own import log (-X importtime), for the whole run of the command
+(the imports a command makes inside its function included), in a network namespace made here with one
+listener and one connection, so that every step of ls and who runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from netns_util import new_netns
+
+RUN = "import sys; sys.argv[0] = 'portscope'; from portscope.entry import run; run()"
+
+# Never on these paths: other dependencies, and standard modules that cost a share of the interpreter's own
+# start-up each (json, subprocess...) or are there for other commands only.
+HEAVY = {
+    "rich",
+    "pyroute2",
+    "psutil",
+    "prometheus_client",
+    "subprocess",
+    "asyncio",
+    "tempfile",
+    "traceback",
+    "logging",
+    "argparse",
+    "multiprocessing",
+    "concurrent",
+    "ctypes",
+    "email",
+    "http",
+    "xml",
+    "pathlib",
+}
+# Other commands' library code and renderers.
+OTHER_COMMANDS = {
+    "portscope.commands.can_bind",
+    "portscope.commands.stats",
+    "portscope.rules",
+    "portscope.render.can_bind",
+    "portscope.render.bind_words",
+    "portscope.render.stats",
+    "portscope.sources.bindfacts",
+    "portscope.sources.probe",
+    "portscope.docs",
+}
+LIBRARY = {"portscope.commands", "portscope.engine", "portscope.sources", "portscope.render.table"}
+
+
+def imported(argv: list[str], env: dict[str, str] | None = None, netns: str | None = None) -> set[str]:
+    command = [sys.executable, "-X", "importtime", "-c", RUN, *argv]
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns, *command]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=60, check=False
+    )
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    names = set()
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line and "self [us]" not in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    assert "portscope" in names, done.stderr[-2000:]
+    return names
+
+
+def loaded(names: set[str], packages: set[str]) -> set[str]:
+    """The modules of ``names`` that are one of ``packages`` or inside one."""
+    return {n for n in names if any(n == p or n.startswith(p + ".") for p in packages)}
+
+
+@pytest.fixture(scope="module")
+def small_host():
+    import socket
+
+    with new_netns("psimp") as ns:
+        listener = ns.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        client = ns.socket()
+        client.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+        try:
+            yield ns.name, str(listener.getsockname()[1])
+        finally:
+            for sock in (accepted, client, listener):
+                sock.close()
+
+
+@pytest.mark.parametrize("argv", [["ls"], ["ls", "-l"], ["ls", "-a", "-n"]])
+def test_ls_loads_only_its_own_modules(small_host, argv):
+    ns, _ = small_host
+    names = imported(argv, netns=ns)
+    assert not loaded(names, HEAVY | OTHER_COMMANDS)
+    assert not loaded(names, {"json", "ipaddress", "socket", "signal"})
+    assert not loaded(names, {"portscope.commands.who", "portscope.render.who"})
+    assert not loaded(names, {"portscope.sources.lineage", "portscope.sources.unixdiag", "shlex", "textwrap", "shutil"})
+    assert not loaded(names, {"portscope.sources.containers", "portscope.sources.forwarders"})  # ls shows no place
+    assert "portscope.engine.snapshot" in names  # (the run did reach the listing)
+
+
+def test_ls_json_adds_json_only(small_host):
+    ns, _ = small_host
+    names = imported(["ls", "-a", "--json"], netns=ns)
+    assert "json" in names
+    assert not loaded(names, HEAVY | OTHER_COMMANDS | {"ipaddress", "portscope.commands.who"})
+
+
+def test_who_loads_only_its_own_modules(small_host):
+    ns, port = small_host
+    names = imported(["who", port], netns=ns)
+    assert "portscope.commands.who" in names and "portscope.sources.lineage" in names  # a holder was described
+    assert not loaded(names, HEAVY | OTHER_COMMANDS | {"json", "portscope.render.jsonout", "socket", "signal"})
+
+
+def test_help_and_completion_load_no_library_code():
+    for argv, env in (
+        (["--help"], None),
+        (["ls", "--help"], None),
+        ([], {"_PORTSCOPE_COMPLETE": "bash_complete", "COMP_WORDS": "portscope l", "COMP_CWORD": "1"}),
+        ([], {"_PORTSCOPE_COMPLETE": "zsh_complete", "COMP_WORDS": "portscope ls --st", "COMP_CWORD": "2"}),
+    ):
+        names = imported(argv, env)
+        assert "click" in names
+        assert not loaded(names, HEAVY | OTHER_COMMANDS | LIBRARY | {"json", "ipaddress", "socket"}), argv
+
+
+def test_version_loads_nothing_beyond_the_interpreter():
+    names = imported(["--version"])
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True)
+    interpreter = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.count("|") == 2}
+    assert names - interpreter <= {"portscope", "portscope.entry", "__future__", "importlib", "warnings"}
