@@ -7,12 +7,12 @@ address); the flags, destinations, metavars and completions are declared here on
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
 from portscope.errors import ExitStatus
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.render.environment import COLOR_MODES, Environment
 from portscope.shell.values import complete_interfaces, complete_netns, complete_users
 
@@ -23,7 +23,7 @@ COMMAND_SETTINGS: dict[str, Any] = {
 }  # --help fits 80 columns
 
 
-@dataclass
+@dataclass_lite
 class Invocation:
     """One run of the command line: --debug, the output environment, and the command's answer.
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from portscope.errors import UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import Target, parse_target
 from portscope.model.query import ALL_NAMESPACES, parse_user
 from portscope.model.records import Family, Proto
@@ -24,7 +25,7 @@ from portscope.sources.probe import ProbeResult
 __all__ = ["BindReport", "BindRequest", "check_bind", "check_binds", "new_socket_for"]
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class BindRequest:
     target: str
     udp: bool = False
@@ -40,7 +41,7 @@ class BindRequest:
     family: Family | None = None  # -4/-6: which wildcard ":PORT" means, which address a name resolves to
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class BindReport:
     request: BindRequest
     new: NewSocket

@@ -22,7 +22,7 @@ import os
 import signal as signal_module
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from portscope.commands.places import Places
 from portscope.commands.who import (
@@ -39,6 +39,7 @@ from portscope.commands.who import (
 )
 from portscope.engine.snapshot import snapshot
 from portscope.errors import SourceError, UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import parse_endpoint
 from portscope.model.query import ALL_NAMESPACES, PortRange, Query
 from portscope.model.records import Holder, Process, Proto, Snapshot, Socket, State
@@ -115,7 +116,7 @@ def signal_name(signum: int) -> str:
 # The plan
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class KillTarget:
     """One process the kill is about, with the guards' decision."""
 
@@ -127,7 +128,7 @@ class KillTarget:
     decision: Decision
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class KillPlan:
     target: WhoTarget
     netns: str | None
@@ -317,7 +318,7 @@ def plan_kill(
 # Execution
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class TargetResult:
     target: KillTarget | None  # None: a socket whose holder is hidden from us
     outcome: Outcome
@@ -327,7 +328,7 @@ class TargetResult:
     hidden: UnheldSocket | None = None
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class KillResult:
     plan: KillPlan
     results: tuple[TargetResult, ...]
@@ -515,7 +516,7 @@ class ConnectionOutcome(str, enum.Enum):
     REFUSED = "refused"  # not confirmed
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class ConnectionResult:
     local: str  # as typed
     remote: str

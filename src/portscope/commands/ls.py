@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import ScopedNetwork, parse_network
 from portscope.model.query import (
     ALL_NAMESPACES,
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from portscope.model.filter import Filter
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class LsOptions:
     all_states: bool = False
     listening: bool = False

@@ -25,12 +25,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 from portscope.commands.places import Places
 from portscope.engine.snapshot import snapshot
 from portscope.errors import PortscopeError, UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import Query, parse_port_range
 from portscope.model.records import Holder, Proto, Snapshot, Socket, State
 
@@ -76,7 +77,7 @@ class MetricType(str, enum.Enum):
 Labels = tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class MetricFamily:
     """One metric: its name as exposed, its type, its label names, and one sample per label-value tuple."""
 
@@ -86,7 +87,7 @@ class MetricFamily:
     samples: tuple[tuple[Labels, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Expectation:
     """``PORT/PROTO=MATCH``: the port is expected to be held by a process, unit or container named MATCH."""
 
@@ -95,7 +96,7 @@ class Expectation:
     match: str
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class ExporterOptions:
     netns: str | None = None  # as --netns: a name, pid, path, container, or "all"
     expectations: tuple[Expectation, ...] = ()
@@ -109,7 +110,7 @@ class ExporterOptions:
             raise UsageError(f"--interval must be 0 or more seconds, not {self.interval}")
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Scrape:
     """The families of one scrape. ``error``: why its snapshot failed (only portscope's own metrics then)."""
 
@@ -192,7 +193,7 @@ def read_expectations(path: str) -> tuple[Expectation, ...]:
 # One snapshot -> families
 
 
-@dataclass
+@dataclass_lite
 class _Listener:
     labels: Labels
     start: float | None
@@ -209,7 +210,7 @@ class _Listener:
         self.names |= other.names
 
 
-@dataclass
+@dataclass_lite
 class _Budget:
     left: int
     truncated: int = 0
@@ -223,7 +224,7 @@ class _Budget:
         return False
 
 
-@dataclass
+@dataclass_lite
 class _Namer:
     """The names a scrape attaches to sockets, each looked up once: namespaces, units, containers."""
 

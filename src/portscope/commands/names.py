@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from portscope.commands.places import Places
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import NetnsInfo
 from portscope.sources.services import Services
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Names:
     services: Services | None  # None: show no service names (-n)
     caller_is_root: bool

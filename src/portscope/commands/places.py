@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Holder, NetnsInfo, Socket, State
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ FORWARDER_NAMES = frozenset(
 )
 
 
-@dataclass
+@dataclass_lite
 class Places:
     proc_root: str = "/proc"
     _index: ContainerIndex | None = field(default=None, repr=False)

@@ -10,10 +10,10 @@ bound-only TCP sockets, with the processes that hold them (one /proc walk, for t
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import ALL_NAMESPACES, Query
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
 from portscope.sources import netns as netns_module
@@ -27,7 +27,7 @@ BUSIEST_SHOWN = 10
 ORPHAN_STATES = frozenset({State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSING, State.LAST_ACK})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class StateCounts:
     """The sockets of one table of the dumps: a protocol and a family (IP) or a type (UNIX)."""
 
@@ -37,7 +37,7 @@ class StateCounts:
     states: tuple[tuple[State, int], ...]  # most frequent first
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class TransportRow:
     """A row of ``ss -s``'s table, from sockstat's ``inuse`` counters (None: the counter is absent)."""
 
@@ -47,7 +47,7 @@ class TransportRow:
     ipv6: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class SsSummary:
     """What ``ss -s`` prints, computed as ss computes it from the kernel's counters."""
 
@@ -60,7 +60,7 @@ class SsSummary:
     transport: tuple[TransportRow, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class BusyPort:
     """A listening TCP port and the connections on it (accepted or not, every state but TIME-WAIT)."""
 
@@ -71,7 +71,7 @@ class BusyPort:
     time_wait: int
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class StatsReport:
     netns: str | None
     netns_inode: int | None

@@ -20,13 +20,14 @@ import math
 import selectors
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from portscope.commands.can_bind import BindReport, BindRequest, check_bind
 from portscope.commands.ls import LsOptions, build_query
 from portscope.commands.who import WhoTarget, covered_families, parse_target, socket_matches
 from portscope.engine.snapshot import _socket_predicates, snapshot
 from portscope.errors import SourceError, UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import format_host
 from portscope.model.query import ALL_NAMESPACES, STATE_GROUPS, PortRange, Query
 from portscope.model.records import Backend, Family, Holder, Proto, Snapshot, Socket, State
@@ -60,7 +61,7 @@ class Origin(str, enum.Enum):
     DESTROY = "destroy"  # the kernel announced the socket's end; no scan saw it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Seen:
     """A socket as one scan saw it, with its holders then."""
 
@@ -68,7 +69,7 @@ class Seen:
     holders: tuple[Holder, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class WatchEvent:
     change: Change
     time: float  # seconds since the epoch
@@ -77,7 +78,7 @@ class WatchEvent:
     origin: Origin = Origin.POLL
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class WatchUpdate:
     """What one step of :meth:`Watcher.updates` brings: a scan, notifications, or a woken file descriptor."""
 
@@ -381,7 +382,7 @@ class Watcher:
 # wait
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class WaitResult:
     target: WhoTarget
     free: bool  # waited for the port to be free (else: for a listener)

@@ -14,11 +14,12 @@ import ipaddress
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import PortscopeError, UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import on_interface, parse_endpoint
 from portscope.model.notation import format_endpoint, format_host
 from portscope.model.query import ALL_NAMESPACES, PortRange, Query, port_in_ranges
@@ -37,7 +38,7 @@ PEERS_SHOWN = 5
 BOUND_STATES = frozenset({State.LISTEN, State.UNCONN, State.BOUND})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class WhoTarget:
     """A parsed ``who`` argument."""
 
@@ -172,26 +173,26 @@ class Unheld(str, enum.Enum):
     UNOWNED = "unowned"  # no process holds it: a kernel socket, or the holder exited meanwhile
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class UnheldSocket:
     socket: Socket
     reason: Unheld
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Listener:
     socket: Socket
     families: frozenset[Family]
     families_certain: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Peer:
     endpoint: str  # an address (clients of our port), or address:port (servers we talk to)
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Forwarding:
     """A forwarder's listener on the port, and the listeners its traffic reaches.
 
@@ -208,7 +209,7 @@ class Forwarding:
     unread: str | None = None  # why the namespace it leads to could not be looked into
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class ProcessOnPort:
     process: Process
     lineage: Lineage | None  # None when the process exited before we read it
@@ -228,7 +229,7 @@ class ProcessOnPort:
         return tuple(inode for inode, _ in self.fds)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class ProcessGroup:
     """The processes of one container (``container`` None: not in a container), the real owner first."""
 
@@ -236,7 +237,7 @@ class ProcessGroup:
     processes: tuple[ProcessOnPort, ...]
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class WhoResult:
     target: WhoTarget
     netns: str | None
@@ -592,7 +593,7 @@ def _grouped(processes: list[ProcessOnPort], forwardings: list[Forwarding]) -> t
 # UNIX sockets: who PATH, who @NAME
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class UnixTarget:
     """A parsed ``who`` argument naming UNIX sockets: a filesystem path or ``@`` and an abstract name."""
 
@@ -638,7 +639,7 @@ def unix_socket_matches(sock: UnixSocket, target: UnixTarget) -> bool:
     return sock.path == target.path or os.path.abspath(sock.path) == target.path
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class UnixProcess:
     """A process on a UNIX socket name: a holder of sockets of that name, or a peer connected to them."""
 
@@ -655,7 +656,7 @@ class UnixProcess:
         return tuple(inode for inode, _ in self.fds)
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class UnixWhoResult:
     target: UnixTarget
     netns: str | None

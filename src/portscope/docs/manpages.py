@@ -9,12 +9,13 @@ no version go in, so the pages change only when the commands do.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import click
 
 from portscope.docs.roff import Page, bold, escape, italic
 from portscope.errors import ExitStatus
+from portscope.model.dataclass_lite import dataclass_lite
 
 GENERATOR = "python -m portscope.docs"
 SOURCE = "portscope"
@@ -60,7 +61,7 @@ FILES = (
 )
 
 
-@dataclass
+@dataclass_lite
 class HelpText:
     """A click help text split into its parts."""
 

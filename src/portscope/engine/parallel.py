@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from portscope.model.dataclass_lite import dataclass_lite
 
 
 def single_threaded() -> bool:
@@ -27,7 +28,7 @@ def single_threaded() -> bool:
     return hasattr(os, "fork") and (threading is None or threading.active_count() == 1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Parallelism:
     """The thresholds above which forking pays (a fork costs a few milliseconds), and the decisions.
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import _socket as socket_module  # (not socket.py: see sources/netlink.py)
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.errors import SourceError, UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import ScopedNetwork, on_interface
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import (
@@ -166,7 +167,7 @@ def _details_warnings(query: Query, collection: Collection) -> tuple[str, ...]:
 # Collection
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Collection:
     """The sockets read from the kernel (or /proc), before the filters that run in Python."""
 

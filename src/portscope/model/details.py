@@ -5,10 +5,10 @@ A module of their own: a listing that asks for none never creates these classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from portscope.model.dataclass_lite import dataclass_lite
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class MemInfo:
     """sk_meminfo (include/uapi/linux/sock_diag.h), bytes except ``drops``."""
 
@@ -23,7 +23,7 @@ class MemInfo:
     drops: int | None  # not in kernels before 4.5
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class TcpInfo:
     """The parts of struct tcp_info people read, in the kernel's units (None: older kernel without it)."""
 
@@ -84,7 +84,7 @@ class TcpInfo:
     congestion: str | None  # the congestion control algorithm (INET_DIAG_CONG)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class SocketDetails:
     """What ``-o``, ``-m`` and ``-i`` ask the kernel for, for one socket (netlink only)."""
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import _socket as socket  # the C module (see sources/netlink.py)
 import ipaddress
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange, parse_port_range
 from portscope.model.records import Family, Proto
 
@@ -32,7 +32,7 @@ _NUMBER_OR_RANGE = re.compile(r"[0-9]+(-[0-9]+)?")
 _IPV4_LIKE = re.compile(r"[0-9]*(\.[0-9]*){3}")  # "127.0.0.1" alone: an address that lacks its port
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Endpoint:
     """A parsed ``ADDR:PORT``, before a command gives it meaning."""
 
@@ -153,7 +153,7 @@ def parse_endpoint(
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class ScopedNetwork:
     """A link-local network on one interface: ``[fe80::1%eth0]``, ``fe80::/64%eth0``."""
 
@@ -222,7 +222,7 @@ def on_interface(zone: str, ifindex: int | None, interface: str | None) -> bool 
 # can-bind's reading
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Target:
     port: int
     family: Family | None  # None: a wildcard of the chosen family, or a name to resolve

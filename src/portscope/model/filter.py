@@ -31,11 +31,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import cached_property
 from typing import Protocol
 
 from portscope.errors import FilterSyntaxError, UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import STATE_GROUPS
 from portscope.model.records import Family, Holder, Socket, State
 
@@ -43,29 +44,29 @@ from portscope.model.records import Family, Holder, Socket, State
 # The tree
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Const:
     value: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Not:
     operand: Node
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class And:
     left: Node
     right: Node
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Or:
     left: Node
     right: Node
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class PortCompare:
     """``sport``/``dport`` ``=``, ``>=`` or ``<=`` a port (the other operators are negations of these)."""
 
@@ -74,7 +75,7 @@ class PortCompare:
     port: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Prefix:
     family: Family
     address: int
@@ -85,7 +86,7 @@ class Prefix:
         return 32 if self.family is Family.IPV4 else 128
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class HostCond:
     """``src``/``dst``: the port (None: any) and any of the prefixes (none: any address)."""
 
@@ -94,17 +95,17 @@ class HostCond:
     port: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Device:
     text: str  # a device name, or an index ("2"): resolved in the namespace being read
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Autobound:
     """The local port was picked by the kernel (not bound explicitly): the kernel's SOCK_BINDPORT_LOCK test."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Mark:
     """``fwmark = MARK[/MASK]``: the socket's SO_MARK under the mask (the kernel's MARK_COND; needs
     CAP_NET_ADMIN, as in ss)."""
@@ -113,12 +114,12 @@ class Mark:
     mask: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class StateIn:
     states: frozenset[State]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class HolderPredicate:
     """portscope's own terms: ``pid``, ``user``, ``process``, ``unit``, ``container``, ``netns``."""
 
@@ -213,7 +214,7 @@ def is_kernel_leaf(node: Node) -> bool:
 # The parsed expression and what callers ask of it
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Filter:
     """A parsed expression: its tree, and the words it was parsed from."""
 
@@ -401,7 +402,7 @@ _C_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")  # sscanf's %i:
 _DIGITS = re.compile(r"[0-9]+")
 
 
-@dataclass
+@dataclass_lite
 class _Word:
     text: str
     position: int  # 1-based, in the list of words
@@ -708,7 +709,7 @@ class _Parser:
         return HolderPredicate(kind, text)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class _Exclusion(StateIn):
     """``exclude STATES`` while parsing: every state but those (kept apart to merge runs as ss does)."""
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import UDP_STATES, UNIX_STATES, Backend, Detail, Family, Proto, State
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def parse_states(names: Iterable[str]) -> frozenset[State]:
     return frozenset(states)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class PortRange:
     low: int
     high: int
@@ -168,7 +168,7 @@ def parse_port_range(
 ALL_NAMESPACES = "all"  # --netns all: every network namespace on the host
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Query:
     """Which sockets to list. ``None`` means "no restriction" for every filter."""
 

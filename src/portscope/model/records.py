@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
+
+from portscope.model.dataclass_lite import dataclass_lite
 
 if TYPE_CHECKING:
     from portscope.model.details import SocketDetails
@@ -94,7 +96,7 @@ UNIX_TYPE_BY_NUMBER: dict[int, UnixType] = {1: UnixType.STREAM, 2: UnixType.DGRA
 TIMER_BY_CODE: dict[int, str | None] = {0: None, 1: "on", 2: "keepalive", 3: "timewait", 4: "persist"}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Socket:
     proto: Proto
     family: Family
@@ -125,7 +127,7 @@ class Detail(str, enum.Enum):
     INFO = "info"  # TCP internals (INET_DIAG_INFO: struct tcp_info) and the congestion control (INET_DIAG_CONG)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class UnixSocket:
     """One AF_UNIX socket: a record of its own, not a :class:`Socket` (no address, port or family to fill,
     and ``Proto`` stays the IP protocols that ports, ``who PORT`` and ``can-bind`` iterate over).
@@ -150,7 +152,7 @@ class UnixSocket:
     cookie: int | None = None  # kernel socket cookie (netlink only)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Process:
     pid: int
     ppid: int | None
@@ -161,7 +163,7 @@ class Process:
     start_time: float | None  # seconds since the epoch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Holder:
     """One process holding one socket, through these file descriptors."""
 
@@ -172,7 +174,7 @@ class Holder:
     tid: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class ProtoSource:
     """Which backend served one (protocol, family), and why a fallback was taken."""
 
@@ -182,7 +184,7 @@ class ProtoSource:
     note: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class JoinReport:
     """What the process join could not see."""
 
@@ -203,7 +205,7 @@ class JoinReport:
         return len(self.hidden_inodes)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class NetnsInfo:
     """One network namespace a snapshot read (``--netns all``), or could not read (``error`` set)."""
 
@@ -215,7 +217,7 @@ class NetnsInfo:
     error: str | None = None  # why it could not be read
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Snapshot:
     sockets: tuple[Socket, ...]
     holders: dict[int, tuple[Holder, ...]]  # socket inode -> holders

@@ -17,8 +17,9 @@ import dataclasses
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import IO
+
+from portscope.model.dataclass_lite import dataclass_lite
 
 COLOR_MODES = ("auto", "always", "never")
 
@@ -36,7 +37,7 @@ _SGR = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Environment:
     stdout: IO[str]
     stderr: IO[str] | None  # None: nowhere to say notes (no stderr at all)

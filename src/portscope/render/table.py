@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 from typing import IO
 
 from portscope.commands.names import Names
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import STATE_LABELS_BY_VALUE, format_host, proto_label
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
 from portscope.render.text import safe_text
@@ -36,7 +36,7 @@ STATE_STYLES: dict[State, str] = {
 RICH_ROW_LIMIT = 3000  # past this, even a terminal gets the plain writer
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Column:
     title: str
     key: str
@@ -538,7 +538,7 @@ PORT_FLOOR = len("…:65535")
 COMFORT = {"local": 14, "peer": 14, "process": 14, "user": 4}
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Layout:
     """The columns shown and their widths, chosen from the cells that will be shown."""
 

@@ -15,11 +15,11 @@ import enum
 import time
 from collections import Counter
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from portscope.commands.names import Names
 from portscope.commands.watch import Change, Origin, Seen, WaitResult, WatchEvent, WatchUpdate, socket_identity
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import STATE_LABELS, proto_label
 from portscope.model.records import Family, JoinReport, Proto, Snapshot, State
 from portscope.render import jsonout
@@ -90,7 +90,7 @@ class Mark(str, enum.Enum):
     BRIEF = "±"  # appeared and vanished between two scans (a destroy notification)
 
 
-@dataclass
+@dataclass_lite
 class Row:
     seen: Seen
     mark: Mark | None = None

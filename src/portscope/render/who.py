@@ -12,7 +12,7 @@ import os
 import shlex
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import IO, Any
 
 from portscope.commands.names import Names
@@ -26,6 +26,7 @@ from portscope.commands.who import (
     WhoResult,
     WhoTarget,
 )
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import port_in_ranges
 from portscope.model.records import Family, Proto, Socket, State
@@ -45,7 +46,7 @@ INDENT = "    "
 PROSE_WIDTH = 100
 
 
-@dataclass
+@dataclass_lite
 class Block:
     title: list[Segment]
     rows: list[tuple[str, list[Segment]]] = field(default_factory=list)  # label, value
@@ -54,7 +55,7 @@ class Block:
     hints: list[tuple[str, str]] = field(default_factory=list)  # (lead-in, command): never broken
 
 
-@dataclass
+@dataclass_lite
 class Page:
     header: list[Segment]
     blocks: list[Block]

@@ -17,8 +17,9 @@ import enum
 import ipaddress
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Family, Holder, Proto, Socket, State
 from portscope.rules import bind_actions
 from portscope.rules.codes import ActionKind, BsdNote, Coded, ReasonCode, UncertaintyCode, action, reason, uncertainty
@@ -35,7 +36,7 @@ class Stage(str, enum.Enum):
     LISTEN = "listen"
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class NewSocket:
     """The socket ``can-bind`` asks about, with its options as set before bind()."""
 
@@ -54,7 +55,7 @@ class NewSocket:
     listen: bool = True  # TCP: predict listen() after bind()
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Owner:
     """An existing socket on the port (same netns, same protocol table). ``None`` = not visible."""
 
@@ -81,7 +82,7 @@ class Owner:
         return self.state is State.LISTEN
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class LocalRoute:
     """A route of the local table (``ip route show table local``)."""
 
@@ -89,7 +90,7 @@ class LocalRoute:
     kind: str  # local, broadcast, multicast, unicast, ...
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Ipv6Address:
     address: ipaddress.IPv6Address
     ifindex: int
@@ -99,7 +100,7 @@ class Ipv6Address:
     optimistic: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Namespace:
     """The settings of the target network namespace that bind() consults."""
 
@@ -122,7 +123,7 @@ class Namespace:
         return dict(self.interfaces).get(index, f"if{index}")
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class BindVerdict:
     """The answer as data (codes in :mod:`portscope.rules.codes`); :mod:`portscope.render.bind_words` words it."""
 
@@ -144,7 +145,7 @@ LOOPBACK4_IPV6 = int(ipaddress.IPv4Address("127.0.0.6"))  # sk_rcv_saddr of non-
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class _K:
     v6: bytes | None  # None for AF_INET sockets (inet6_rcv_saddr() returns NULL)
     v4: int
@@ -267,7 +268,7 @@ def _dev_compatible(n_dev: int, b_dev: int) -> bool:
 # Worlds: every value a hidden owner fact could take
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class _World:
     reuse: bool
     reuseport: bool
@@ -533,7 +534,7 @@ def _fastpath_ruled_out(b: Owner, w: _World) -> bool:
     return not w.reuseport or (b.state in (State.LISTEN, State.BOUND) and b.owner_changed is False)
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class _OwnerOutcome:
     owner: Owner
     outcomes: frozenset[str]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Family, Process
 from portscope.rules.codes import ActionKind, Coded, action
 
@@ -25,7 +26,7 @@ Clears = Callable[["NewSocket", Sequence["Owner"]], str]
 TIME_WAIT, ORPHAN, HIDDEN = "time-wait", "orphan", "hidden"
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class BlockerGroup:
     """Blockers with the same holders: ``key`` is a frozenset of pids, or TIME_WAIT, ORPHAN, HIDDEN."""
 

@@ -11,8 +11,9 @@ A parameter named ``socket`` holds the model's ``Owner`` (JSON: a short referenc
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
+
+from portscope.model.dataclass_lite import dataclass_lite
 
 
 class ReasonCode(str, enum.Enum):
@@ -155,7 +156,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Coded:
     """One code with its parameters (hashable: list-like values are tuples)."""
 

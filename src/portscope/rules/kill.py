@@ -20,7 +20,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from portscope.model.dataclass_lite import dataclass_lite
 
 
 class KillRole(str, enum.Enum):
@@ -45,7 +46,7 @@ class Refusal(str, enum.Enum):
 FORCEABLE = frozenset({Refusal.SYSTEMD_UNIT, Refusal.CONTAINER, Refusal.FORWARDER})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class ContainerRef:
     runtime: str  # docker, podman, containerd, cri-o, kubernetes, lxc, systemd-nspawn, container
     id: str
@@ -61,7 +62,7 @@ class AdviceKind(str, enum.Enum):
     FORCE = "force"  # --force signals it anyway
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Advice:
     kind: AdviceKind
     units: tuple[str, ...] = ()
@@ -69,7 +70,7 @@ class Advice:
     container: ContainerRef | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Candidate:
     """What the guards need to know about one process on the port."""
 
@@ -84,14 +85,14 @@ class Candidate:
     forwards_to: ContainerRef | None = None  # the container it forwards the port to
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Caller:
     pid: int
     ancestors: frozenset[int]
     unit: str | None = None  # the .service portscope itself runs in
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Decision:
     pid: int
     refusal: Refusal | None

@@ -15,11 +15,11 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import click
 from click.shell_completion import CompletionItem
 
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import format_host
 from portscope.model.query import STATE_ALIASES, STATE_GROUPS, state_choices
 from portscope.model.records import State
@@ -118,7 +118,7 @@ def complete_states(ctx: click.Context, param: click.Parameter, incomplete: str)
 # Ports in use (who)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class PortInUse:
     port: int
     protocols: tuple[str, ...]  # "tcp", "udp"
@@ -215,7 +215,7 @@ def complete_ports(ctx: click.Context, param: click.Parameter, incomplete: str) 
 # Local addresses (can-bind)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class LocalAddress:
     address: str
     interface: str | None

@@ -14,9 +14,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
 
 from portscope.errors import SourceError
+from portscope.model.dataclass_lite import dataclass_lite
 
 DEFAULT_NET_DIR = "/proc/thread-self/net"
 
@@ -32,7 +32,7 @@ _ALIAS = re.compile(r"/([0-9]{1,2}) [a-z]+ (?:type )?([A-Za-z0-9_]+)\b")
 _IF_INET6 = re.compile(r"([0-9a-f]{32}) ([0-9a-f]{1,8}) ([0-9a-f]{2}) ([0-9a-f]{2}) ([0-9a-f]{2,8}) +(\S{1,64})")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Ipv4Route:
     """A route of the local table (``ip route show table local``)."""
 
@@ -40,7 +40,7 @@ class Ipv4Route:
     kind: str  # local, broadcast, multicast, anycast, ... (lower case; a number for a type without a name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Ipv6Entry:
     """One line of ``if_inet6``."""
 
@@ -64,7 +64,7 @@ class Ipv6Entry:
         return bool(self.flags & IFA_F_OPTIMISTIC)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class LocalAddresses:
     ipv4_routes: tuple[Ipv4Route, ...]
     ipv6: tuple[Ipv6Entry, ...]

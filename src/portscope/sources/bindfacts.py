@@ -22,10 +22,11 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from portscope.engine.parallel import single_threaded
 from portscope.engine.snapshot import snapshot
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange, Query
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State
 from portscope.rules.bind import DEFAULT_PORT_RANGE, Ipv6Address, LocalRoute, Namespace, Owner
@@ -36,7 +37,7 @@ from portscope.sources.linux import end_child, write_all
 CAP_NET_BIND_SERVICE = 10
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class NamespaceFacts:
     namespace: Namespace
     interfaces: dict[str, int]  # name -> ifindex
@@ -44,7 +45,7 @@ class NamespaceFacts:
     inode: int | None
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class OwnerFacts:
     owners: dict[int, tuple[Owner, ...]]  # port -> owners, in the kernel's dump order per family
     snapshot: Snapshot
@@ -210,7 +211,7 @@ def _socket_cookie(fd: int) -> int | None:
     return value.value
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class SocketFlags:
     reuseaddr: bool
     reuseport: bool
@@ -220,7 +221,7 @@ class SocketFlags:
     owner_changed: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class HeldSocket:
     """A socket of the dump and the (pid, fd) places its holders keep it at, tried in order."""
 

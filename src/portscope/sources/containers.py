@@ -17,12 +17,14 @@ import os
 import pwd
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
+
+from portscope.model.dataclass_lite import dataclass_lite
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class PublishedPort:
     protocol: str  # tcp, udp, sctp
     container_port: int
@@ -30,7 +32,7 @@ class PublishedPort:
     host_port: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class ContainerInfo:
     runtime: str  # docker, podman, cri-o, containerd, kubernetes, lxc, systemd-nspawn, container
     id: str  # the 64-hex id, or a name where the runtime has no id (lxc, nspawn)
@@ -242,7 +244,7 @@ def parse_storage_containers(data: bytes | str | None) -> dict[str, tuple[str | 
     return result
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Bundle:
     """What an OCI bundle's ``config.json`` says about its container."""
 
@@ -437,7 +439,7 @@ def _nsfs_inode(path: str | None) -> int | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class StorageRoot:
     """A containers/storage pair: the persistent root and its run root (podman, CRI-O; rootful or a user's)."""
 
@@ -445,7 +447,7 @@ class StorageRoot:
     run_root: str  # /run/containers/storage, /run/user/UID/containers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class RuntimeRoots:
     docker: tuple[str, ...] = ("/var/lib/docker",)  # data roots
     storage: tuple[StorageRoot, ...] = (StorageRoot("/var/lib/containers/storage", "/run/containers/storage"),)
@@ -585,7 +587,7 @@ def read_cni_results(directory: str) -> dict[str, tuple[tuple[str, ...], tuple[P
     return found
 
 
-@dataclass
+@dataclass_lite
 class ContainerIndex:
     """Every container the runtimes' files describe, read on the first question and then kept.
 

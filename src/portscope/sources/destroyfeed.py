@@ -23,9 +23,9 @@ import errno
 import socket
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from portscope.errors import SourceError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Family, Proto, Socket
 from portscope.sources import netlink, netns
 
@@ -84,7 +84,7 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Destroyed:
     """What one read of the feed found."""
 

@@ -22,8 +22,9 @@ import os
 import struct
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.linux import end_child, write_all
 from portscope.sources.procinfo import raise_if_out_of_fds
 
@@ -35,7 +36,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 NetnsLink = tuple[int, int, str]  # (pid, fd, link) of an fd that may be open on a network namespace
 
 
-@dataclass
+@dataclass_lite
 class FdScan:
     """What a walk saw of the processes: how many were read, had vanished, or refused (per uid).
 

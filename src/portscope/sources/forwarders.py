@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.containers import ContainerIndex, ContainerInfo, option_value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Forward:
     kind: str  # docker-proxy, conmon, rootlessport, dockerd, socket-activation, ssh, kubectl
     listen_address: str | None  # the host side, as the forwarder was told (None: not in its argv)
@@ -32,7 +32,7 @@ class Forward:
     netns_path: str | None = None  # a file that enters the namespace it serves (nsfs mount, /proc/PID/ns/net)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class ProcessFacts:
     pid: int
     name: str  # comm
@@ -185,7 +185,7 @@ def dockerd_published(index: ContainerIndex, listen: tuple[str, int], protocol: 
 # systemd socket activation
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Activation:
     listen_pid: int | None
     fds: int  # LISTEN_FDS: the count, starting at fd 3

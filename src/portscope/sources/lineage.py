@@ -18,10 +18,9 @@ lists no children for a pid: its import costs as much as ``who``'s own start-up.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
 
 from portscope.errors import SourceError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.containers import ContainerInfo, container_of_cgroup, unescape_unit
 from portscope.sources.linux import CLOCK_TICKS
 from portscope.sources.procinfo import _read_bytes, boot_time, open_process_dir, parse_stat, start_seconds
@@ -48,13 +47,13 @@ SUBREAPER_NAMES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Ancestor:
     pid: int
     name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Lineage:
     pid: int
     ancestors: tuple[Ancestor, ...]  # parent first; the last one is the service manager when reached
@@ -196,7 +195,7 @@ class LineageReader:
 EXITED = "exited"  # Details.status of a holder that went away while we read it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Details:
     """What a holder is doing now, read after the walk from the process the walk saw."""
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.procinfo import unescape_mountinfo
 
 NET_LINK_PREFIX = "net:["
@@ -22,7 +23,7 @@ DOCKER_NETNS_DIR = "/run/docker/netns"
 IP_NETNS_DIR = "/run/netns"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class NamespaceRef:
     """One network namespace and a way to enter or read it."""
 
@@ -33,7 +34,7 @@ class NamespaceRef:
     mounts: tuple[str, ...] = ()  # every nsfs mount point of it
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Discovery:
     namespaces: tuple[NamespaceRef, ...]  # the host's namespace (that of PID 1, if readable) first
     host_inode: int | None

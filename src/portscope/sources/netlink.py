@@ -16,11 +16,11 @@ import errno
 import os
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from portscope.engine.recordmaker import positional_maker
 from portscope.errors import SourceError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange
 from portscope.model.records import (
     TCP_STATE_BY_NUMBER,
@@ -119,7 +119,7 @@ def state_mask(proto: Proto, states: frozenset[State]) -> int:
 _FAIL = -1
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class _Block:
     ops: tuple[tuple[int, int, int, bytes], ...]
 
@@ -668,7 +668,7 @@ def _dump_error(code: int, source: str) -> Exception:
 RECV_BUFFER = 1 << 16
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class DumpRequest:
     proto: Proto
     family: Family

@@ -8,9 +8,9 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from portscope.errors import PortscopeError, SourceError, UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.procinfo import raise_if_out_of_fds
 
 CLONE_NEWNET = 0x40000000
@@ -18,7 +18,7 @@ NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3): the CLONE_NEW* kind of an nsfs fd
 NETNS_RUN_DIR = "/run/netns"
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class NetnsTarget:
     path: str  # an nsfs file: /run/netns/NAME or /proc/PID/ns/net
     pid: int | None  # when named by a pid, its /proc/PID/net can be read without entering

@@ -25,10 +25,10 @@ import fcntl
 import os
 import pwd
 import socket
-from dataclasses import dataclass
 
 from portscope.engine.parallel import single_threaded
 from portscope.errors import UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import MAX_UID
 from portscope.model.records import Family, Proto
 from portscope.rules.bind import NewSocket, Stage
@@ -44,7 +44,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _CAPABILITY_SETS = ("CapInh", "CapPrm", "CapEff", "CapAmb")
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class ProbeResult:
     errno: str | None  # None: bind() succeeded
     stage: Stage | None

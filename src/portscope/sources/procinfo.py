@@ -14,9 +14,9 @@ import os
 import pwd
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from portscope.errors import SourceError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Process
 from portscope.sources.linux import CLOCK_TICKS
 
@@ -214,7 +214,7 @@ HIDEPID_ALIASES = {"1": "noaccess", "2": "invisible", "4": "ptraceable"}
 HIDEPID_ALIASES |= {name: number for number, name in HIDEPID_ALIASES.items()}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class HidePid:
     """The ``hidepid=`` option of a proc mount: which processes of other users we cannot see."""
 

@@ -7,15 +7,16 @@ says the name is unknown.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from portscope.errors import UsageError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Proto
 
 DEFAULT_SERVICES_PATH = "/etc/services"
 
 
-@dataclass(frozen=True)
+@dataclass_lite(frozen=True)
 class Services:
     path: str
     available: bool

@@ -23,9 +23,9 @@ import socket
 import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from portscope.errors import SourceError
+from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Family, Socket
 from portscope.sources.procinfo import (
     _read_bytes,
@@ -50,7 +50,7 @@ class Identity(str, enum.Enum):
     RELEASED = "released"  # the same process, holding none of those sockets any more
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass_lite(frozen=True, slots=True)
 class Checked:
     identity: Identity
     stopped: bool = False  # it will act on a signal only once continued
