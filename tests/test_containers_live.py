@@ -396,3 +396,22 @@ def test_who_netns_all_lists_the_container_listener_once(live):
     assert [r["pid"] for r in document["processes"][0]["reached_through"]] == [proxy]
     netns = os.stat(f"/proc/{inner}/ns/net").st_ino
     assert [s["netns_name"] for s in document["sockets"] if s["netns"] == netns] == [live.names["docker-sameport"]]
+
+
+def test_exporter_labels_listeners_with_their_containers(live):
+    """export --netns all: a host-network container's listener, a container's own listener in its
+    namespace, and a published port's forwarder all carry the container's name."""
+    metrics = subprocess.run(
+        [*PORTSCOPE, "export", "--netns", "all"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    infos = [line for line in metrics.splitlines() if line.startswith("portscope_listener_info{")]
+
+    def labelled(**labels: str) -> list[str]:
+        return [line for line in infos if all(f'{key}="{value}"' in line for key, value in labels.items())]
+
+    for key in [k for k in ("podman-host", "docker-host", "podman-bridge", "docker-bridge") if k in live.ids]:
+        name = live.names[key]
+        published = labelled(port=str(live.ports[key]), netns="host")
+        assert published and all(f'container="{name}"' in line for line in published), (key, published)
+        if key.endswith("-bridge"):  # its own listener, inside its namespace
+            assert labelled(port="8080", netns=name, container=name), (key, infos)

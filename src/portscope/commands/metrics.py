@@ -255,8 +255,11 @@ class _Namer:
         return self._units[key]
 
     def container(self, sock: Socket, holders: tuple[Holder, ...]) -> tuple[str, frozenset[str]]:
-        """The container's name (its short id when it has none) and every name it answers to."""
+        """The container's name (its short id when it has none) and every name it answers to; for a
+        forwarder's listener (docker-proxy, conmon, rootlessport), the container it forwards to."""
         found = self.places.container(sock, holders)
+        if found is None:
+            found = next((f.container for _, f in self.places.forwards(sock, holders) if f.container), None)
         if found is None:
             return "", frozenset()
         shown = found.name or found.short_id
