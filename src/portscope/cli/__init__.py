@@ -109,12 +109,13 @@ def unknown_command_message(name: str, commands: list[str]) -> str:
 @color_option()
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
-    """Inspect TCP and UDP ports and sockets: who holds them, and why a bind() would fail.
+    """Inspect TCP, UDP and UNIX sockets: who holds them, and why a bind() would fail.
 
     \b
     portscope ls -tulpn        sockets and their processes (ss, netstat, lsof -i)
     portscope who 8080         every process on a port (lsof -i :8080, fuser)
     portscope can-bind :8080   would a bind succeed here, and if not, why
+    portscope kill 8080        stop exactly the processes holding a port
     portscope stats            socket counts by state (ss -s), busiest ports
     portscope watch            sockets as they appear and vanish, live
     portscope wait 8080        until something listens on a port (--free: until
