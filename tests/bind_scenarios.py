@@ -22,6 +22,7 @@ import errno as errno_mod
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netns_util import Netns
@@ -163,7 +164,27 @@ def _configure(sock: socket.socket, spec) -> None:
 
 def _new_socket(group: Group, family: int, kind: int, uid: int | None = None) -> socket.socket:
     with group.inside(), made_by(uid):
-        return socket.socket(family, kind)
+        return never_chowned(lambda: socket.socket(family, kind))
+
+
+def never_chowned(make: Callable[[], socket.socket], tries: int = 64) -> socket.socket:
+    """A socket whose inode shows no owner change (ctime 0), as a new socket's does.
+
+    The kernel recycles socket inodes, and one may keep the change time an earlier socket's fchown() gave it;
+    can-bind then rightly doubts its owner (owner-changed), which a scenario without fchown() does not mean
+    to test. The stale ones are held until a clean one comes (closed at once, the same inode would come back).
+    """
+    stale: list[socket.socket] = []
+    try:
+        for _ in range(tries):
+            sock = make()
+            if os.fstat(sock.fileno()).st_ctime_ns == 0:
+                return sock
+            stale.append(sock)
+        return stale.pop()  # none clean: the verdict may be uncertain then, never wrong
+    finally:
+        for sock in stale:
+            sock.close()
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -16,7 +16,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from bind_scenarios import made_by
+from bind_scenarios import made_by, never_chowned
 from netns_util import new_netns, ss_sockets
 from portscope.cli import cli
 from portscope.commands.can_bind import BindRequest, check_bind
@@ -47,7 +47,7 @@ def busy():
             time.sleep(0.002)
             client.close()
         with made_by(OTHER_UID):  # as that user's server would: its owner at bind() is its owner now
-            other = ns.socket(socket.AF_INET6)
+            other = never_chowned(lambda: ns.socket(socket.AF_INET6))
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         other.bind(("::", OTHER_USER_PORT))
         other.listen(8)
