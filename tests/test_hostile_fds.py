@@ -229,7 +229,9 @@ def test_held_flags_only_from_the_very_socket(threads_running, tmp_path):
             bindfacts.HeldSocket(cookie, inode, ((me, plain.fileno()), (1 << 30, 3), (me, listener.fileno()))),
             bindfacts.HeldSocket(cookie, inode, ((me, 1 << 20),)),  # no such fd
         ]
-        expected = bindfacts.SocketFlags(reuseaddr=False, reuseport=True, v6only=True)
+        # owner_changed is what the inode shows: a recycled one may keep an earlier socket's fchown time
+        changed = os.fstat(listener.fileno()).st_ctime_ns != 0
+        expected = bindfacts.SocketFlags(reuseaddr=False, reuseport=True, v6only=True, owner_changed=changed)
         before = sorted(os.listdir("/proc/self/fd"))
         assert bindfacts.read_held_flags(held) == [expected, expected, None, None, expected, None]
         assert sorted(os.listdir("/proc/self/fd")) == before  # no duplicate came back here
