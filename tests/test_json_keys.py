@@ -74,8 +74,14 @@ def process_keys() -> set[str]:
 
 
 def who_keys() -> tuple[set[str], dict[str, set[str]]]:
-    """who --json: the top-level object, then each bullet's keys (backquoted names after its colon)."""
-    text = section("`who --json`")
+    """who --json: the top-level object, then each bullet's keys."""
+    return document_keys("`who --json`")
+
+
+def document_keys(heading: str) -> tuple[set[str], dict[str, set[str]]]:
+    """A JSON document's section: the top-level object, then each bullet's keys (backquoted names after its
+    colon)."""
+    text = section(heading)
     top = re.search(r"`(\{.*?\})`", text)
     assert top
     bullets = {}

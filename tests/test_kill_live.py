@@ -32,7 +32,7 @@ from portscope.cli import cli
 from portscope.commands.kill import Outcome, execute_plan, plan_kill
 from portscope.rules.kill import Refusal
 from portscope.sources.terminate import Identity
-from test_json_keys import IDENTIFIER, NOT_KEYS, section, socket_keys
+from test_json_keys import document_keys, section, socket_keys
 
 pytestmark = pytest.mark.live
 
@@ -633,15 +633,8 @@ def wait_until(predicate, timeout: float = 3.0) -> bool:
 
 
 def kill_keys() -> tuple[set[str], dict[str, set[str]]]:
-    """kill --json: the top-level object, then each bullet's keys (backquoted names after its colon)."""
-    text = section("`kill --json`")
-    top = re.search(r"`(\{.*?\})`", text)
-    assert top
-    bullets = {}
-    for name, body in re.findall(r"^- `([a-z_]+)`:(.*?)(?=^- |^\s*$)", text, re.M | re.S):
-        nested = re.sub(r"`[^`]*[\[{][^`]*`", "", body)  # the shapes of nested values: {"runtime", ...}
-        bullets[name] = set(IDENTIFIER.findall(nested)) - NOT_KEYS
-    return set(re.findall(r'"([a-z_]+)"', top.group(1))), bullets
+    """kill --json: the top-level object, then each bullet's keys."""
+    return document_keys("`kill --json`")
 
 
 def test_kill_json_keys_and_values_are_the_documented_ones():
