@@ -130,6 +130,13 @@ def test_listener_of_a_group_whose_leader_exited():
         _wait_zombie(pid)
         assert os.listdir(f"/proc/{pid}/fd") == []
         check_holder(ns, pid, tid, port, fd)
+        # The group lives on in its thread: not "zombie", and its exe and cwd are the thread's.
+        result = CliRunner().invoke(cli, ["who", str(port), "--json", "--netns", ns.name])
+        (process,) = json.loads(result.stdout)["processes"]
+        assert process["status"] == "sleeping", process
+        assert process["exe"] == os.path.realpath(sys.executable)
+        assert process["cwd"] == os.getcwd()
+        assert "zombie" not in CliRunner().invoke(cli, ["who", str(port), "--netns", ns.name]).stdout
 
 
 def _links(fd_dir: str) -> list[str]:

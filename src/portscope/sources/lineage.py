@@ -276,10 +276,18 @@ class DetailsReader:
             if not self._same(stat, started):
                 return _GONE
             status = STATUS_BY_STATE.get(_state_letter(stat) or "", "unknown")
+            where = ""  # the links are read through the leader, or through a live thread when it exited
+            if status == "zombie":
+                # A leader that ended with SYS_exit (pthread_exit in main) is a zombie while its other
+                # threads run on (and hold its fds): psutil says "zombie"; the group lives, so its status,
+                # exe and cwd are a live thread's.
+                live = _live_thread(dir_fd)
+                if live is not None:
+                    status, where = live
             if status == "zombie":  # its links are gone: psutil reports neither exe nor cwd
                 exe = cwd = None
             else:
-                exe, cwd = _link("exe", dir_fd), _link("cwd", dir_fd)
+                exe, cwd = _link(where + "exe", dir_fd), _link(where + "cwd", dir_fd)
             children = tuple(self._children_of(pid))
             if not self._same(_read_bytes("stat", dir_fd), started):
                 return _GONE  # exited (and maybe replaced) while we read: nothing read is kept
@@ -306,6 +314,25 @@ class DetailsReader:
                     children.setdefault(ppid, []).append(process.pid)
             self._children = children
         return sorted(self._children.get(pid, ()))
+
+
+def _live_thread(dir_fd: int) -> tuple[str, str] | None:
+    """(status, "task/TID/") of the first thread of a process that is not a zombie, or None."""
+    try:
+        task_fd = os.open("task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        tids = os.listdir(task_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(task_fd)
+    for tid in sorted(tids, key=lambda name: int(name) if name.isdigit() else 0):
+        status = STATUS_BY_STATE.get(_state_letter(_read_bytes(f"task/{tid}/stat", dir_fd)) or "", "unknown")
+        if status not in ("zombie", "dead", "unknown"):
+            return status, f"task/{tid}/"
+    return None
 
 
 def _task_children(proc_root: str, pid: int) -> list[int] | None:
