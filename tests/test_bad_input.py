@@ -216,3 +216,20 @@ def test_real_processes():
 
 
 _PIPES = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["who", "a\\b"], "'a\\\\b'"),  # one backslash, escaped once at the boundary: 'a\\b'
+        (["who", "a\x1bb"], "'a\\x1bb'"),  # ESC as the boundary writes it, not repr's and then escaped again
+        (["ls", "--netns", "x\\y"], "'x\\\\y'"),
+        (["can-bind", "q\\r:80"], "'q\\\\r'"),
+    ],
+)
+def test_values_in_errors_are_escaped_once(argv, shown, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert shown in err and "\\\\\\\\" not in err, err

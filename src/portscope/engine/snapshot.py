@@ -509,7 +509,7 @@ def _refuse_unknown_devices(query: Query) -> None:
 
     for leaf in leaves(query.filter.tree):  # type: ignore[union-attr]
         if isinstance(leaf, Device) and netlink.device_index(leaf.text) is None:
-            raise UsageError(f"unknown device {leaf.text!r} in the filter expression (a name or index of an interface)")
+            raise UsageError(f"unknown device '{leaf.text}' in the filter expression (a name or index of an interface)")
 
 
 def _kernel_answers(query: Query, requests, sources) -> dict:

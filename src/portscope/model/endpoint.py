@@ -56,17 +56,17 @@ def _ipv6_with_zone(inner: str, raw: str, zone_ids: bool, rest: str = "") -> tup
         address = ipaddress.IPv6Address(address_text)
     except ValueError:
         raise UsageError(
-            f"not an IPv6 address: {address_text!r} in {raw!r} (brackets are for IPv6 addresses)"
+            f"not an IPv6 address: '{address_text}' in '{raw}' (brackets are for IPv6 addresses)"
         ) from None
     if percent:
         if not zone:
-            raise UsageError(f"empty scope after '%' in {raw!r}")
+            raise UsageError(f"empty scope after '%' in '{raw}'")
         if not zone_ids:
             raise UsageError(f"a zone id ('%{zone}') is not used here: give [{address_text}]{rest}")
         if not _needs_zone(address):
             raise UsageError(f"a zone id ('%{zone}') applies only to link-local addresses, not to {address_text}")
         if "/" in zone or not zone.isprintable():
-            raise UsageError(f"not an interface name or index: {zone!r} in {raw!r}")
+            raise UsageError(f"not an interface name or index: '{zone}' in '{raw}'")
     return address, zone or None
 
 
@@ -74,9 +74,9 @@ def _bracketed(body: str, raw: str, zone_ids: bool) -> tuple[IPAddress, str | No
     """``[IPv6]:PORT`` or ``[IPv6%zone]:PORT``: (address, zone, port text)."""
     inner, closed, rest = body[1:].partition("]")
     if not closed:
-        raise UsageError(f"malformed address {raw!r}: missing ']'")
+        raise UsageError(f"malformed address '{raw}': missing ']'")
     if not rest.startswith(":"):
-        raise UsageError(f"malformed address {raw!r}: missing port after {body[: len(inner) + 2]!r} (use [IPv6]:PORT)")
+        raise UsageError(f"malformed address '{raw}': missing port after '{body[: len(inner) + 2]}' (use [IPv6]:PORT)")
     address, zone = _ipv6_with_zone(inner, raw, zone_ids, rest)
     return address, zone, rest[1:]
 
@@ -86,15 +86,15 @@ def _host(host: str, raw: str, hostnames: bool) -> tuple[IPAddress | None, str |
     if host in ("", "*"):
         return None, None
     if "%" in host:
-        raise UsageError(f"a zone id belongs to an IPv6 link-local address in brackets ([fe80::1%eth0]:80): {raw!r}")
+        raise UsageError(f"a zone id belongs to an IPv6 link-local address in brackets ([fe80::1%eth0]:80): '{raw}'")
     try:
         return ipaddress.IPv4Address(host), None
     except ValueError:
         pass
     if not hostnames:
-        raise UsageError(f"malformed address {host!r} in {raw!r} (an IP address; names are not looked up)")
+        raise UsageError(f"malformed address '{host}' in '{raw}' (an IP address; names are not looked up)")
     if host.replace(".", "").isdigit() or not _HOSTNAME.match(host):
-        raise UsageError(f"not an IPv4 address or host name: {host!r}")
+        raise UsageError(f"not an IPv4 address or host name: '{host}'")
     return None, host
 
 
@@ -123,25 +123,25 @@ def parse_endpoint(
         try:
             suffix = Proto(proto_text.lower())
         except ValueError:
-            raise UsageError(f"unknown protocol {proto_text!r} in {raw!r} (use tcp or udp)") from None
+            raise UsageError(f"unknown protocol '{proto_text}' in '{raw}' (use tcp or udp)") from None
         if "/" in body:
-            raise UsageError(f"malformed address {raw!r}: one /PROTO at most")
+            raise UsageError(f"malformed address '{raw}': one /PROTO at most")
     address: IPAddress | None = None
     hostname = zone = None
     if body.startswith("["):
         address, zone, port_text = _bracketed(body, raw, zone_ids)
     elif ":" not in body:
         if _IPV4_LIKE.fullmatch(body):
-            raise UsageError(f"missing port in {raw!r} (use ADDR:PORT, e.g. {body}:8080)")
+            raise UsageError(f"missing port in '{raw}' (use ADDR:PORT, e.g. {body}:8080)")
         port_text = body  # a bare port or service: any address, like ":8080"
     elif body.count(":") == 1:
         host, _, port_text = body.partition(":")
         address, hostname = _host(host, raw, hostnames)
     else:
         host, _, port_text = body.rpartition(":")
-        raise UsageError(f"malformed address {raw!r}: put IPv6 addresses in brackets, as in [{host}]:{port_text}")
+        raise UsageError(f"malformed address '{raw}': put IPv6 addresses in brackets, as in [{host}]:{port_text}")
     if not port_text:
-        raise UsageError(f"missing port in {raw!r} (no port after ':')")
+        raise UsageError(f"missing port in '{raw}' (no port after ':')")
     ports = parse_port_range(port_text, services=services, proto=suffix or proto, ranges=ranges, allow_zero=allow_zero)
     service = None if _NUMBER_OR_RANGE.fullmatch(port_text) else port_text.lower()
     return Endpoint(address, hostname, zone, ports, suffix, service)
@@ -174,22 +174,22 @@ def parse_network(text: str) -> IPNetwork | ScopedNetwork:
     if raw.startswith("["):
         inner, closed, rest = raw[1:].partition("]")
         if not closed or (rest and not rest.startswith("/")):
-            raise UsageError(f"not an address or CIDR: {text!r} (use ADDR, ADDR/LEN or [IPv6]/LEN)")
+            raise UsageError(f"not an address or CIDR: '{text}' (use ADDR, ADDR/LEN or [IPv6]/LEN)")
         body, slash, length = inner, rest[:1], rest[1:]
         if "%" not in inner and not _is_ipv6(inner):
-            raise UsageError(f"not an IPv6 address: {inner!r} in {text!r} (brackets are for IPv6 addresses)")
+            raise UsageError(f"not an IPv6 address: '{inner}' in '{text}' (brackets are for IPv6 addresses)")
     else:
         body, slash, length = raw.partition("/")
     address_text, percent, _ = body.partition("%")
     zone = None
     if percent:
         if ":" not in address_text:
-            raise UsageError(f"a zone id belongs to an IPv6 link-local address ([fe80::1%eth0]): {text!r}")
+            raise UsageError(f"a zone id belongs to an IPv6 link-local address ([fe80::1%eth0]): '{text}'")
         _, zone = _ipv6_with_zone(body, raw, zone_ids=True)
     try:
         network = ipaddress.ip_network(address_text + (f"/{length}" if slash else ""), strict=False)
     except ValueError:
-        raise UsageError(f"not an address or CIDR: {text!r}") from None
+        raise UsageError(f"not an address or CIDR: '{text}'") from None
     if zone is None:
         return network
     assert isinstance(network, ipaddress.IPv6Network)
@@ -236,7 +236,7 @@ def parse_target(text: str, proto: Proto, services: Services | None) -> Target:
     endpoint = parse_endpoint(text, services, proto=proto, hostnames=True, allow_zero=True, zone_ids=True)
     if endpoint.proto is not None and endpoint.proto is not proto:
         raise UsageError(
-            f"{text.strip()!r} names {endpoint.proto.value}, but the new socket is {proto.value} (see --udp)"
+            f"'{text.strip()}' names {endpoint.proto.value}, but the new socket is {proto.value} (see --udp)"
         )
     port = endpoint.ports.low
     address = endpoint.address

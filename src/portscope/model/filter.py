@@ -580,7 +580,7 @@ class _Parser:
             import difflib  # only on this error path
 
             close = difflib.get_close_matches(name, state_words(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise self.error(word, f"unknown state {_quote(word.text)}{hint}")
         return states
 

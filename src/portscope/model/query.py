@@ -89,8 +89,8 @@ def parse_states(names: Iterable[str]) -> frozenset[State]:
                 import difflib  # only on this error path
 
                 close = difflib.get_close_matches(name, state_choices(), n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise UsageError(f"unknown state {raw!r} ({hint}known: {', '.join(state_choices())})") from None
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise UsageError(f"unknown state '{raw}' ({hint}known: {', '.join(state_choices())})") from None
     return frozenset(states)
 
 
@@ -122,7 +122,7 @@ def parse_decimal(text: str, what: str, low: int, high: int) -> int:
     if _NEGATIVE.fullmatch(text):
         raise UsageError(f"{what} {_short(text)} is out of range ({low}-{high})")
     if not _DIGITS.fullmatch(text):
-        raise UsageError(f"not a {what} number: {text!r}" if what == "port" else f"not a {what}: {text!r}")
+        raise UsageError(f"not a {what} number: '{text}'" if what == "port" else f"not a {what}: '{text}'")
     if len(text.lstrip("0")) > len(str(high)):  # also keeps int() clear of its 4300-digit limit
         raise UsageError(f"{what} {_short(text)} is out of range ({low}-{high})")
     number = int(text)
@@ -148,19 +148,19 @@ def parse_port_range(
     low_text, dash, high_text = text.partition("-")
     if dash and _DIGITS.fullmatch(low_text) and _DIGITS.fullmatch(high_text):
         if not ranges:
-            raise UsageError(f"one port, not a range: {text!r}")
+            raise UsageError(f"one port, not a range: '{text}'")
         low, high = parse_port_number(low_text, allow_zero=allow_zero), parse_port_number(high_text)
         if low > high:
-            raise UsageError(f"port range {text!r} runs backwards")
+            raise UsageError(f"port range '{text}' runs backwards")
         return PortRange(low, high)
     if services is None or not _SERVICE_NAME.fullmatch(text):
         kind = "port number" if text[0].isdigit() or services is None else "port number or service name"
-        raise UsageError(f"not a {kind}: {text!r}")
+        raise UsageError(f"not a {kind}: '{text}'")
     try:
         port = services.port_of(text, proto)
     except UsageError:
         if text[0].isdigit():  # "8x", "8_0": a mistyped number far more often than a service (3com-tsmux)
-            raise UsageError(f"not a port number: {text!r}") from None
+            raise UsageError(f"not a port number: '{text}'") from None
         raise
     return PortRange(port, port)
 
@@ -239,7 +239,7 @@ def parse_user(text: str) -> int:
     try:
         return pwd.getpwnam(text).pw_uid
     except (KeyError, ValueError):  # ValueError: an embedded NUL
-        raise UsageError(f"unknown user {text!r}") from None
+        raise UsageError(f"unknown user '{text}'") from None
 
 
 def split_values(values: Iterable[str], option: str) -> list[str]:
@@ -249,6 +249,6 @@ def split_values(values: Iterable[str], option: str) -> list[str]:
     for value in values:
         for part in value.split(","):
             if not part.strip():
-                raise UsageError(f"empty value for {option}: {value!r}")
+                raise UsageError(f"empty value for {option}: '{value}'")
             parts.append(part.strip())
     return parts

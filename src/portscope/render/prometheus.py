@@ -98,9 +98,9 @@ def write_textfile(directory: str, data: bytes, name: str = TEXTFILE_NAME) -> st
     try:
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise UsageError(f"no directory {directory!r} for the textfile") from None
+        raise UsageError(f"no directory '{directory}' for the textfile") from None
     except NotADirectoryError:
-        raise UsageError(f"not a directory: {directory!r}") from None
+        raise UsageError(f"not a directory: '{directory}'") from None
     target = os.path.join(directory, name)
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)

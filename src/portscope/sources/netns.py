@@ -70,7 +70,7 @@ def _open_refusal(exc: OSError, target: NetnsTarget, spec: str) -> PortscopeErro
         if target.pid is not None:
             return UsageError(f"no process {target.pid} to take a network namespace from")
         return UsageError(
-            f"unknown network namespace {spec!r} (no {target.path}, and no running container of that name or id)"
+            f"unknown network namespace '{spec}' (no {target.path}, and no running container of that name or id)"
         )
     return UsageError(f"cannot open network namespace {target.path}: {exc.strerror}")
 

@@ -31,7 +31,7 @@ class Services:
         name, _, proto_text = text.strip().lower().partition("/")
         if proto_text:
             if proto_text not in ("tcp", "udp"):
-                raise UsageError(f"unknown protocol {proto_text!r} in {text!r} (use tcp or udp)")
+                raise UsageError(f"unknown protocol '{proto_text}' in '{text}' (use tcp or udp)")
             protos = [proto_text]
         elif proto is not None:
             protos = [proto.value]
@@ -42,7 +42,7 @@ class Services:
             if port is not None:
                 return port
         where = self.path if self.available else f"{self.path} (not readable)"
-        raise UsageError(f"unknown service {text!r} (looked in {where})")
+        raise UsageError(f"unknown service '{text}' (looked in {where})")
 
 
 def parse_services(text: str, path: str = DEFAULT_SERVICES_PATH) -> Services:
