@@ -468,3 +468,38 @@ def netns_target(ns: Netns):
     from portscope.sources import netns as netns_module
 
     return netns_module.NetnsTarget(ns.path, None)
+
+
+def test_watch_every_namespace_follows_namespaces_made_after_the_start() -> None:
+    """--netns all: a namespace made after the watch started is joined at the next scan, and a listener
+    shorter than the interval there is seen by its destroy notification; once the namespace is gone,
+    the watch leaves it (its subscription would keep the namespace allocated)."""
+    from portscope import Query
+    from portscope.commands.watch import Change, Origin, Watcher
+    from portscope.model.query import ALL_NAMESPACES
+    from portscope.model.records import Proto, State
+
+    query = Query(
+        protocols=frozenset({Proto.TCP}), states=frozenset({State.LISTEN}), netns=ALL_NAMESPACES, join_processes=False
+    )
+    with Watcher(query, report_first=False) as watcher:
+        assert watcher.short_lived
+        watcher.scan()
+        followed = {feed.netns for feed in watcher._feeds}
+        with new_netns("pswatchns") as ns:
+            inode = os.stat(ns.path).st_ino
+            assert inode not in followed
+            watcher.scan()
+            assert inode in {feed.netns for feed in watcher._feeds}, "a new namespace is joined at the next scan"
+            brief, port = listener(ns)
+            brief.close()
+            time.sleep(0.05)
+            update = watcher.scan()  # reads the notifications waiting, then scans
+            short = [e for e in update.events if e.seen.socket.local_port == port]
+            assert {(e.change, e.origin) for e in short} == {
+                (Change.APPEARED, Origin.DESTROY),
+                (Change.VANISHED, Origin.DESTROY),
+            }
+            assert all(e.seen.socket.netns == inode for e in short)
+        watcher.scan()
+        assert inode not in {feed.netns for feed in watcher._feeds}, "a namespace gone is left"

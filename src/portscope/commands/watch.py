@@ -30,7 +30,7 @@ from portscope.errors import SourceError, UsageError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import format_host
 from portscope.model.query import ALL_NAMESPACES, STATE_GROUPS, PortRange, Query
-from portscope.model.records import Backend, Family, Holder, Proto, Snapshot, Socket, State
+from portscope.model.records import Backend, Family, Holder, NetnsInfo, Proto, Snapshot, Socket, State
 
 __all__ = [
     "Change",
@@ -237,8 +237,9 @@ class Watcher:
     """Scans at an interval and reports what changed.
 
     With ``short_lived`` (the default) it also joins the kernel's destroy notifications where it may,
-    in the watched namespace or, with ``--netns all``, in each namespace that
-    exists when the watch starts; ``short_lived_note`` says why not otherwise. Use it as a context
+    in the watched namespace or, with ``--netns all``, in every namespace: those that exist when the
+    watch starts and those each scan finds later (a namespace gone is left again: the subscription
+    would keep it allocated); ``short_lived_note`` says why not otherwise. Use it as a context
     manager, or call :meth:`close`.
     """
 
@@ -253,6 +254,8 @@ class Watcher:
         self._feeds: list = []
         self._selector = selectors.DefaultSelector()
         self._netlink_tables: frozenset[tuple[Proto, Family]] | None = None  # where scans give cookies
+        self._refused: set[int | None] = set()  # namespaces whose destroy groups could not be joined
+        self._following = short_lived and self.query.every_namespace and self.query.backend is not Backend.PROC
         if short_lived:
             self._subscribe()
 
@@ -266,8 +269,7 @@ class Watcher:
         ]
 
     def _subscribe(self) -> None:
-        from portscope.sources import netlink, netns
-        from portscope.sources.destroyfeed import DestroyFeed
+        from portscope.sources import netns
 
         if self.query.backend is Backend.PROC:
             self.short_lived_note = "sockets that live between two scans are not seen with --backend proc"
@@ -278,28 +280,53 @@ class Watcher:
         if self.query.every_namespace:
             from portscope.sources.namespaces import discover
 
-            targets = [netns.NetnsTarget(ref.path, ref.pid) for ref in discover(self.proc_root).namespaces]
+            targets = [(netns.NetnsTarget(ref.path, ref.pid), ref.inode) for ref in discover(self.proc_root).namespaces]
         else:
-            targets = [netns.resolve(self.query.netns) if self.query.netns else None]
-        refused: list[str] = []
-        # watching listeners only: the kernel drops the announcements of connections for us
-        with_peer = STATE_GROUPS["connected"] | {State.ESTABLISHED}
-        without_peer_only = self.query.states is not None and not (self.query.states & with_peer)
-        for target in targets:
-            try:
-                feed = DestroyFeed(tables, target, without_peer_only=without_peer_only)
-            except UsageError:  # --netns all: a namespace gone since it was found
-                if not self.query.every_namespace:
-                    raise
-                continue
-            except (netlink.NetlinkUnavailable, SourceError) as exc:  # refused
-                refused.append(str(exc))
-                continue
-            self._feeds.append(feed)
-            self._selector.register(feed, selectors.EVENT_READ, feed)
+            targets = [(netns.resolve(self.query.netns) if self.query.netns else None, None)]
+        refused = [why for target, inode in targets if (why := self._join(tables, target, inode)) is not None]
         if refused:
             where = "" if len(targets) == 1 else f" in {len(refused)} namespace(s)"
             self.short_lived_note = f"sockets that live between two scans are not seen{where}: {refused[0]}"
+
+    def _join(self, tables: list[tuple[Proto, Family]], target, inode: int | None = None) -> str | None:
+        """Join the destroy groups in one namespace (``inode``: the one expected there); why not, if refused."""
+        from portscope.sources import netlink
+        from portscope.sources.destroyfeed import DestroyFeed
+
+        # watching listeners only: the kernel drops the announcements of connections for us
+        with_peer = STATE_GROUPS["connected"] | {State.ESTABLISHED}
+        without_peer_only = self.query.states is not None and not (self.query.states & with_peer)
+        try:
+            feed = DestroyFeed(tables, target, without_peer_only=without_peer_only)
+        except UsageError:  # --netns all: a namespace gone since it was found
+            if not self.query.every_namespace:
+                raise
+            return None
+        except (netlink.NetlinkUnavailable, SourceError) as exc:  # refused
+            self._refused.add(inode)
+            return str(exc)
+        if inode is not None and feed.netns != inode:  # its path names another namespace by now
+            feed.close()
+            return None
+        self._feeds.append(feed)
+        self._selector.register(feed, selectors.EVENT_READ, feed)
+        return None
+
+    def _follow_namespaces(self, namespaces: Sequence[NetnsInfo]) -> None:
+        """``--netns all``: join the namespaces a scan found that the watch does not follow yet, and leave
+        those no longer found (their notifications were read before the scan)."""
+        from portscope.sources import netns
+
+        found = {info.inode: info for info in namespaces if info.error is None and info.path}
+        for feed in [feed for feed in self._feeds if feed.netns not in found]:
+            self._selector.unregister(feed)
+            feed.close()
+            self._feeds.remove(feed)
+        followed = {feed.netns for feed in self._feeds} | self._refused
+        tables = self._tables()
+        for inode, info in found.items():
+            if inode not in followed:
+                self._join(tables, netns.NetnsTarget(info.path, info.pid), inode)
 
     @property
     def short_lived(self) -> bool:
@@ -312,6 +339,8 @@ class Watcher:
         snap = snapshot(self.query, proc_root=self.proc_root)
         now = time.time()
         self._netlink_tables = frozenset((s.proto, s.family) for s in snap.sources if s.backend is Backend.NETLINK)
+        if self._following and self._tables():
+            self._follow_namespaces(snap.namespaces)
         events = self._short_lived_events(pending, now)
         events += self.diff.update(snap, now, report=self.report_first or self.diff.scans > 0)
         return WatchUpdate(now, tuple(events), snap, self.diff.scans, self.diff.current, lost=lost)
