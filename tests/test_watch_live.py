@@ -503,3 +503,25 @@ def test_watch_every_namespace_follows_namespaces_made_after_the_start() -> None
             assert all(e.seen.socket.netns == inode for e in short)
         watcher.scan()
         assert inode not in {feed.netns for feed in watcher._feeds}, "a namespace gone is left"
+
+
+def test_watch_applies_the_filter_expression_to_short_lived_sockets() -> None:
+    """The expression decides for sockets known only from their destroy notification too, in the states
+    they may have been in (a listener's notification says "close"); netns NAME terms work in watch."""
+    from portscope.commands.ls import LsOptions
+    from portscope.commands.watch import Origin, Watcher, watch_query
+
+    def brief(ns: Netns) -> int:
+        sock, port = listener(ns)
+        sock.close()
+        return port
+
+    with new_netns("pswatchf") as chosen, new_netns("pswatchf") as other:
+        expression = ("netns", "=", chosen.name, "and", "state", "listening", "and", "not", "sport", "=", ":1")
+        query = watch_query(LsOptions(expression=expression, netns="all", join_processes=False))
+        with Watcher(query, report_first=False) as watcher:
+            watcher.scan()
+            wanted, unwanted = brief(chosen), brief(other)
+            time.sleep(0.05)
+            short = [e for e in watcher.scan().events if e.origin is Origin.DESTROY]
+            assert {e.seen.socket.local_port for e in short} == {wanted}, (wanted, unwanted, short)

@@ -21,6 +21,7 @@ import selectors
 import time
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from portscope.commands.can_bind import BindReport, BindRequest, check_bind
 from portscope.commands.ls import LsOptions, build_query
@@ -31,6 +32,10 @@ from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import format_host
 from portscope.model.query import ALL_NAMESPACES, STATE_GROUPS, PortRange, Query
 from portscope.model.records import Backend, Family, Holder, NetnsInfo, Proto, Snapshot, Socket, State
+
+if TYPE_CHECKING:
+    from portscope.commands.places import Places
+    from portscope.model.filter import Matcher
 
 __all__ = [
     "Change",
@@ -204,16 +209,58 @@ def _possible_states(sock: Socket) -> frozenset[State]:
     return STATE_GROUPS["connected"]
 
 
-def destroyed_matches(query: Query, sock: Socket) -> bool:
+def destroyed_matches(query: Query, sock: Socket, expression: Matcher | None = None) -> bool:
     """Could this destroyed socket have been one the query lists? Its holder and owner are unknown (gone,
-    and not in the notification), so a query about processes or users never matches."""
+    and not in the notification), so a query about processes or users never matches. ``expression``:
+    the query's filter expression made by :func:`gone_matcher`."""
     if sock.proto not in query.protocols or sock.family not in query.families:
         return False
     if query.pids or query.process_names or query.uids is not None:
         return False
-    if query.states is not None and not (_possible_states(sock) & query.states):
+    possible = _possible_states(sock)
+    if query.states is not None and not (possible & query.states):
         return False
-    return all(predicate(sock) for predicate in _socket_predicates(query))
+    if not all(predicate(sock) for predicate in _socket_predicates(query)):
+        return False
+    # the expression, in each state the socket may have been in: any that could match
+    return expression is None or any(expression(replace(sock, state=state)) is not False for state in possible)
+
+
+class _GoneFacts:
+    """What an expression's terms can know of a socket seen only in its destroy notification: no holder
+    (gone, and the notification names none), no answer from the kernel (a freed socket cannot be asked
+    about: "could" is kept), namespace and container names from ``places``."""
+
+    def __init__(self, places: Places | None) -> None:
+        from portscope.model.filter import RecordFacts
+
+        self.places = places
+        self.ephemeral = RecordFacts().ephemeral
+
+    def holders(self, sock: Socket) -> tuple[Holder, ...]:
+        return ()
+
+    def kernel_says(self, leaf, sock: Socket) -> bool | None:
+        return None
+
+    def unit(self, pid: int) -> str | None:
+        return None
+
+    def container(self, sock: Socket, holders: tuple[Holder, ...]) -> tuple[str | None, str] | None:
+        found = self.places.container(sock, holders) if self.places is not None else None
+        return None if found is None else (found.name, found.id)
+
+    def netns_name(self, inode: int | None) -> str | None:
+        return self.places.netns_name(inode) if self.places is not None else None
+
+
+def gone_matcher(query: Query, places: Places | None = None) -> Matcher | None:
+    """The query's filter expression as it applies to destroyed sockets (None without one)."""
+    if query.filter is None:
+        return None
+    from portscope.model.filter import matcher
+
+    return matcher(query.filter.tree, _GoneFacts(places))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,6 +301,7 @@ class Watcher:
         self._feeds: list = []
         self._selector = selectors.DefaultSelector()
         self._netlink_tables: frozenset[tuple[Proto, Family]] | None = None  # where scans give cookies
+        self._gone_matcher: Matcher | None = None  # the filter expression for destroyed sockets
         self._refused: set[int | None] = set()  # namespaces whose destroy groups could not be joined
         self._following = short_lived and self.query.every_namespace and self.query.backend is not Backend.PROC
         if short_lived:
@@ -336,7 +384,13 @@ class Watcher:
     def scan(self) -> WatchUpdate:
         """One scan now, compared with the last; notifications waiting are read first."""
         pending, lost = self._read_feeds()
-        snap = snapshot(self.query, proc_root=self.proc_root)
+        places = None
+        if self.query.filter is not None and self.query.filter.needs_places:
+            from portscope.commands.places import Places
+
+            places = Places(self.proc_root)  # each scan its own: containers and namespaces come and go
+        snap = snapshot(self.query, proc_root=self.proc_root, places=places)
+        self._gone_matcher = gone_matcher(self.query, places)
         now = time.time()
         self._netlink_tables = frozenset((s.proto, s.family) for s in snap.sources if s.backend is Backend.NETLINK)
         if self._following and self._tables():
@@ -360,7 +414,8 @@ class Watcher:
         wanted = [
             sock
             for sock in destroyed
-            if (sock.proto, sock.family) in self._netlink_tables and destroyed_matches(self.query, sock)
+            if (sock.proto, sock.family) in self._netlink_tables
+            and destroyed_matches(self.query, sock, self._gone_matcher)
         ]
         return self.diff.short_lived(wanted, now)
 
