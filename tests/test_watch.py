@@ -469,7 +469,7 @@ def test_changes_only_keeps_the_first_scan_quiet(monkeypatch) -> None:
     from portscope.commands import watch as watch_module
 
     scans = iter([snap(sock(22, 1)), snap(sock(22, 1), sock(80, 2))])
-    monkeypatch.setattr(watch_module, "snapshot", lambda query, proc_root="/proc": next(scans))
+    monkeypatch.setattr(watch_module, "snapshot", lambda query, proc_root="/proc", places=None: next(scans))
     with watch_module.Watcher(watch_query(LsOptions()), short_lived=False, report_first=False) as watcher:
         first = watcher.scan()
         assert first.events == () and first.scans == 1 and set(first.seen or ()) == {1}
