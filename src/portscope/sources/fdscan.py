@@ -271,12 +271,15 @@ class BackgroundWalk:
     the fds itself and passes them (and the wanted inodes) to :meth:`start`.
     """
 
-    def __init__(self, pid: int, read_end: int, board: _Board, proc_root: str, namespaces: bool = False) -> None:
+    def __init__(
+        self, pid: int, read_end: int, board: _Board, proc_root: str, namespaces: bool = False, child_lists: bool = True
+    ) -> None:
         self._pid = pid
         self._read_end = read_end
         self._board = board
         self._proc_root = proc_root
         self._namespaces = namespaces  # the child also reports fds open on network namespaces
+        self._child_lists = child_lists  # the child lists the fds (and says when they are published)
 
     @classmethod
     def start(
@@ -315,7 +318,7 @@ class BackgroundWalk:
         if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
             _child_walks(proc_root, read_end, write_end, board, units, wanted, namespaces)
         os.close(write_end)
-        return cls(pid, read_end, board, proc_root, namespaces)
+        return cls(pid, read_end, board, proc_root, namespaces, child_lists=units is None)
 
     def found(self, wanted: dict[int, int] | None, counts: FdScan) -> Found | None:
         """What :func:`walk_socket_fds` gives; None if the child failed. ``counts.netns_links`` is filled
@@ -323,25 +326,13 @@ class BackgroundWalk:
         proc_root = self._proc_root
         mine: dict[int, tuple[Found, set[str]]] = {}
         links: dict[int, list[NetnsLink]] = {}
-        board = self._board
-        if board.published():
-            for index in iter(board.take_back, None):
-                try:
-                    unit = board.unit(index)
-                except (OSError, ValueError, EOFError, TypeError):
-                    return None  # claimed, so the child will not read it: the caller walks in-line
-                links[index] = []
-                mine[index] = _read_links([unit], wanted, proc_root, netns_links=links[index])
-        data = b""
-        try:
-            with os.fdopen(self._read_end, "rb") as pipe:
-                self._read_end = -1
-                data = pipe.read()
-        except OSError:
-            return None
-        finally:
-            _, status = os.waitpid(self._pid, 0)
+        data = self._share(wanted, mine, links)
+        if data is None:
+            end_child(self._pid)
             self._pid = 0
+            return None
+        _, status = os.waitpid(self._pid, 0)
+        self._pid = 0
         if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
             return None
         try:
@@ -373,6 +364,34 @@ class BackgroundWalk:
         _count_refused(refused, proc_root, counts)
         return found
 
+    def _share(
+        self, wanted: dict[int, int] | None, mine: dict[int, tuple[Found, set[str]]], links: dict[int, list[NetnsLink]]
+    ) -> bytes | None:
+        """Read units from the back (into ``mine`` and ``links``) until the child's front meets them; then the
+        child's report, or None if it failed."""
+        board = self._board
+        try:
+            with os.fdopen(self._read_end, "rb") as pipe:
+                self._read_end = -1
+                # A child that lists the fds itself says when it has published them: wait for that, then share
+                # the reading (a parent done early would otherwise wait for the whole walk).
+                if self._child_lists and pipe.read(1) != _PUBLISHED:
+                    return None  # it failed before publishing
+                if board.published():
+                    for index in iter(board.take_back, None):
+                        try:
+                            unit = board.unit(index)
+                        except (OSError, ValueError, EOFError, TypeError):
+                            return None  # claimed, so the child will not read it: the caller walks in-line
+                        # netns_links only when asked: without them a few wanted sockets take the fast match
+                        links[index] = []
+                        mine[index] = _read_links(
+                            [unit], wanted, self._proc_root, netns_links=links[index] if self._namespaces else None
+                        )
+                return pipe.read()
+        except OSError:
+            return None
+
     def close(self) -> None:
         if self._read_end >= 0:
             os.close(self._read_end)
@@ -396,6 +415,8 @@ def kept_sockets(found: Found, wanted: dict[int, int] | None) -> Found:
             kept.append((pid, [inode for inode, _ in pairs], [fd for _, fd in pairs]))
     return kept
 
+
+_PUBLISHED = b"P"  # the first byte on the walker's pipe when it listed the fds itself: the units are published
 
 UNIT_FDS = 256  # fds per unit of shared walking: a claim costs about a microsecond, a unit about a millisecond
 
@@ -504,9 +525,12 @@ def _child_walks(
             # not this child itself: it holds copies of every fd of the caller
             units = _units(_list_fds(proc_root, counts, str(os.getpid())))
             board.publish(units)
+            write_all(write_end, _PUBLISHED)  # the parent may share the reading from now on
         links: dict[int, list[NetnsLink]] = {}
         done = {
-            index: _read_links([units[index]], wanted, proc_root, netns_links=links.setdefault(index, []))
+            index: _read_links(
+                [units[index]], wanted, proc_root, netns_links=links.setdefault(index, []) if namespaces else None
+            )
             for index in iter(board.take_front, None)
         }
         theirs = {
