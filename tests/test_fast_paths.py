@@ -347,6 +347,44 @@ def test_background_walk_shared_while_the_child_still_lists(shared_mix, monkeypa
     assert found == walk_socket_fds(wanted, "/proc", FdScan())
 
 
+def test_background_walk_told_a_few_wanted_sockets_reports_only_those(shared_mix, monkeypatch):
+    """Walking ahead of the dump, the child learns the few wanted inodes from the parent when it knows them."""
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    inodes = [s.inode for s in snap.sockets if s.inode is not None]
+    wanted = {inode: inode for inode in inodes[:3]}
+    real_list_fds, real_kept = fdscan._list_fds, fdscan.kept_sockets
+    reported = []
+
+    def list_fds(proc_root, counts, skip=None):
+        time.sleep(0.3)  # told before the child reads its first unit
+        return real_list_fds(proc_root, counts, skip)
+
+    def kept_sockets(found, wanted):
+        reported.extend(inode for _, held, _ in found for inode in held)
+        return real_kept(found, wanted)
+
+    parent, real_read_links = os.getpid(), fdscan._read_links
+
+    def read_links(listed, wanted, proc_root, **options):
+        if os.getpid() == parent:
+            time.sleep(0.05)  # a slow parent: the child reads most units, this process's own among them
+        return real_read_links(listed, wanted, proc_root, **options)
+
+    monkeypatch.setattr(fdscan, "_list_fds", list_fds)
+    monkeypatch.setattr(fdscan, "kept_sockets", kept_sockets)
+    monkeypatch.setattr(fdscan, "_read_links", read_links)
+    walk = BackgroundWalk.start()
+    assert walk is not None
+    try:
+        found = walk.found(wanted, FdScan())
+    finally:
+        walk.close()
+    monkeypatch.undo()
+    assert found == walk_socket_fds(wanted, "/proc", FdScan()) and found
+    assert all(i is wanted[i] for _, held, _ in found for i in held)
+    assert reported and set(reported) <= set(wanted)  # the child matched the told inodes only, not every socket
+
+
 def test_port_query_walks_ahead_and_finds_the_same_holders(shared_mix, monkeypatch):
     """who PORT on a host with many fds: the walk is forked before the dump and matches the in-line walk."""
     started = []

@@ -21,7 +21,7 @@ import mmap
 import os
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import field
 
 from portscope.model.dataclass_lite import dataclass_lite
@@ -370,6 +370,9 @@ class BackgroundWalk:
         """Read units from the back (into ``mine`` and ``links``) until the child's front meets them; then the
         child's report, or None if it failed."""
         board = self._board
+        if self._child_lists and wanted is not None and len(wanted) <= FEW_WANTED:
+            # the child walks ahead without them: a few sockets let it match whole links and report only those
+            board.tell_wanted(wanted)
         try:
             with os.fdopen(self._read_end, "rb") as pipe:
                 self._read_end = -1
@@ -428,21 +431,25 @@ def _units(listed: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
 
 
 class _Board:
-    """Shared between the walker and its parent: the units (a memfd) and two claim indexes (a page).
+    """Shared between the walker and its parent: the units (a memfd), two claim indexes (a page), and the
+    wanted inodes once the parent knows them (a second memfd).
 
     Page layout, native int64s: units published (0/1), number of units, front (the child's next
-    unit), back (the lowest unit the parent claimed). The memfd holds each unit's end offset, then
-    the units, each marshalled on its own: the parent reads only the units it claims.
+    unit), back (the lowest unit the parent claimed), then the number of wanted inodes plus one (0: not
+    told). The list memfd holds each unit's end offset, then the units, each marshalled on its own: the
+    parent reads only the units it claims. The wanted memfd holds the inodes as native uint64s.
     """
 
     _LAYOUT = struct.Struct("=qqqq")
     _FRONT = 16
     _BACK = 24
+    _WANTED = 32
     _INDEX = struct.Struct("=q")
 
-    def __init__(self, page: mmap.mmap, list_fd: int) -> None:
+    def __init__(self, page: mmap.mmap, list_fd: int, wanted_fd: int) -> None:
         self._page = page
         self._list_fd = list_fd
+        self._wanted_fd = wanted_fd
         self._ends: list[int] = []
 
     @classmethod
@@ -452,11 +459,36 @@ class _Board:
         except (AttributeError, OSError):
             return None
         try:
-            page = mmap.mmap(-1, cls._LAYOUT.size)  # anonymous and shared: it survives fork() as one page
+            wanted_fd = os.memfd_create("portscope-wanted", os.MFD_CLOEXEC)
         except OSError:
             os.close(list_fd)
             return None
-        return cls(page, list_fd)
+        try:
+            page = mmap.mmap(-1, cls._WANTED + 8)  # anonymous and shared: it survives fork() as one page
+        except OSError:
+            os.close(list_fd)
+            os.close(wanted_fd)
+            return None
+        return cls(page, list_fd, wanted_fd)
+
+    def tell_wanted(self, inodes: Collection[int]) -> None:
+        """The parent: these are the only inodes to report (the child reads them before its next unit)."""
+        try:
+            write_all(self._wanted_fd, struct.pack(f"={len(inodes)}Q", *inodes))
+        except (OSError, struct.error):
+            return  # not told: the child reports every socket, as before
+        self._INDEX.pack_into(self._page, self._WANTED, len(inodes) + 1)  # last: after the inodes are written
+
+    def wanted(self) -> dict[int, int] | None:  # pragma: no cover - in the child
+        """The child: the inodes the parent told, as :func:`walk_socket_fds` takes them; None until told."""
+        told = self._INDEX.unpack_from(self._page, self._WANTED)[0]
+        if not told:
+            return None
+        try:
+            inodes = struct.unpack(f"={told - 1}Q", os.pread(self._wanted_fd, 8 * (told - 1), 0))
+        except (OSError, struct.error):
+            return None
+        return {inode: inode for inode in inodes}
 
     def publish(self, units: list[tuple[str, list[str]]]) -> None:
         blobs = [marshal.dumps(unit) for unit in units]
@@ -503,9 +535,10 @@ class _Board:
 
     def close(self) -> None:
         self._page.close()
-        if self._list_fd >= 0:
-            os.close(self._list_fd)
-            self._list_fd = -1
+        for fd in (self._list_fd, self._wanted_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._list_fd = self._wanted_fd = -1
 
 
 def _child_walks(
@@ -527,12 +560,13 @@ def _child_walks(
             board.publish(units)
             write_all(write_end, _PUBLISHED)  # the parent may share the reading from now on
         links: dict[int, list[NetnsLink]] = {}
-        done = {
-            index: _read_links(
+        done = {}
+        for index in iter(board.take_front, None):
+            if wanted is None:  # walking ahead of the dump: the parent tells the few sockets it wants when known
+                wanted = board.wanted()
+            done[index] = _read_links(
                 [units[index]], wanted, proc_root, netns_links=links.setdefault(index, []) if namespaces else None
             )
-            for index in iter(board.take_front, None)
-        }
         theirs = {
             index: (found, sorted(refused), links[index] if namespaces else [])
             for index, (found, refused) in done.items()
