@@ -339,6 +339,7 @@ class BackgroundWalk:
             theirs, scanned, vanished, denied, empty = marshal.loads(data)
         except (ValueError, EOFError, TypeError):
             return None
+        del data
         counts.scanned += scanned
         counts.vanished += vanished
         for pid, uid in denied:
@@ -348,10 +349,14 @@ class BackgroundWalk:
         refused: set[str] = set()
         for index in sorted(mine.keys() | theirs.keys()):  # unit order is /proc order
             if index in mine:
-                part, part_refused = mine[index]
+                part, part_refused = mine.pop(index)
             else:
-                part, part_refused = kept_sockets(theirs[index][0], wanted), theirs[index][1]
-                links[index] = theirs[index][2]
+                try:
+                    unit_found, part_refused, links[index] = marshal.loads(theirs.pop(index))
+                except (ValueError, EOFError, TypeError):
+                    return None
+                # the unit's own int objects are dropped here, unit by unit (memory of a full listing)
+                part = kept_sockets(unit_found, wanted)
             if self._namespaces and counts.netns_links is not None:
                 counts.netns_links.extend(tuple(link) for link in links.get(index, ()))
             refused.update(part_refused)
@@ -559,18 +564,13 @@ def _child_walks(
             units = _units(_list_fds(proc_root, counts, str(os.getpid())))
             board.publish(units)
             write_all(write_end, _PUBLISHED)  # the parent may share the reading from now on
-        links: dict[int, list[NetnsLink]] = {}
-        done = {}
+        theirs = {}  # each unit marshalled on its own: the parent decodes and filters them one at a time
         for index in iter(board.take_front, None):
             if wanted is None:  # walking ahead of the dump: the parent tells the few sockets it wants when known
                 wanted = board.wanted()
-            done[index] = _read_links(
-                [units[index]], wanted, proc_root, netns_links=links.setdefault(index, []) if namespaces else None
-            )
-        theirs = {
-            index: (found, sorted(refused), links[index] if namespaces else [])
-            for index, (found, refused) in done.items()
-        }
+            links: list[NetnsLink] | None = [] if namespaces else None
+            found, refused = _read_links([units[index]], wanted, proc_root, netns_links=links)
+            theirs[index] = marshal.dumps((found, sorted(refused), links or []))
         payload = (theirs, counts.scanned, counts.vanished, counts.denied_processes, counts.empty_pids)
         write_all(write_end, marshal.dumps(payload))
         status = 0
