@@ -7,9 +7,11 @@ and a direct readlink walk of /proc.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import select
 import socket
 import time
 from collections.abc import Sequence
@@ -313,17 +315,34 @@ def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
     assert len({pid for pid, _, _ in found}) == len(found)  # a process cut into units comes back whole
 
 
+def child_lists_after(monkeypatch, signal_method: tuple[type, str]) -> tuple[int, int]:
+    """The walker child lists the fds only once the parent has called ``signal_method`` (or after 10 s):
+    an order fixed by a pipe, not by a sleep on a loaded machine. The pipe's fds are for the caller to close."""
+    ready_read, ready_write = os.pipe()
+    owner, name = signal_method
+    real_method, real_list_fds = getattr(owner, name), fdscan._list_fds
+
+    def method(self, *args, **kwargs):
+        with contextlib.suppress(OSError):
+            os.write(ready_write, b"go")
+        return real_method(self, *args, **kwargs)
+
+    def list_fds(proc_root, counts, skip=None):
+        select.select([ready_read], [], [], 10)
+        return real_list_fds(proc_root, counts, skip)
+
+    monkeypatch.setattr(owner, name, method)
+    monkeypatch.setattr(fdscan, "_list_fds", list_fds)
+    return ready_read, ready_write
+
+
 def test_background_walk_shared_while_the_child_still_lists(shared_mix, monkeypatch):
     """A parent done before the child has listed the fds waits for the list, then reads its share."""
     snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
     wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
     parent = os.getpid()
-    real_list_fds, real_read_links = fdscan._list_fds, fdscan._read_links
+    real_read_links = fdscan._read_links
     read_by_parent = []
-
-    def list_fds(proc_root, counts, skip=None):
-        time.sleep(0.3)  # the child lists slowly: the parent asks for the walk first
-        return real_list_fds(proc_root, counts, skip)
 
     def read_links(listed, wanted, proc_root, **options):
         if os.getpid() == parent:
@@ -332,8 +351,8 @@ def test_background_walk_shared_while_the_child_still_lists(shared_mix, monkeypa
             time.sleep(0.002)
         return real_read_links(listed, wanted, proc_root, **options)
 
+    pipe = child_lists_after(monkeypatch, (BackgroundWalk, "_share"))  # the parent asks for the walk first
     monkeypatch.setattr(fdscan, "UNIT_FDS", 2)
-    monkeypatch.setattr(fdscan, "_list_fds", list_fds)
     monkeypatch.setattr(fdscan, "_read_links", read_links)
     walk = BackgroundWalk.start()
     assert walk is not None
@@ -342,6 +361,8 @@ def test_background_walk_shared_while_the_child_still_lists(shared_mix, monkeypa
         found = walk.found(wanted, FdScan())
     finally:
         walk.close()
+        for fd in pipe:
+            os.close(fd)
     monkeypatch.undo()
     assert read_by_parent, "the parent waited for the whole walk"
     assert found == walk_socket_fds(wanted, "/proc", FdScan())
@@ -352,37 +373,28 @@ def test_background_walk_told_a_few_wanted_sockets_reports_only_those(shared_mix
     snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
     inodes = [s.inode for s in snap.sockets if s.inode is not None]
     wanted = {inode: inode for inode in inodes[:3]}
-    real_list_fds, real_kept = fdscan._list_fds, fdscan.kept_sockets
+    real_kept = fdscan.kept_sockets
     reported = []
-
-    def list_fds(proc_root, counts, skip=None):
-        time.sleep(0.3)  # told before the child reads its first unit
-        return real_list_fds(proc_root, counts, skip)
 
     def kept_sockets(found, wanted):
         reported.extend(inode for _, held, _ in found for inode in held)
         return real_kept(found, wanted)
 
-    parent, real_read_links = os.getpid(), fdscan._read_links
-
-    def read_links(listed, wanted, proc_root, **options):
-        if os.getpid() == parent:
-            time.sleep(0.05)  # a slow parent: the child reads most units, this process's own among them
-        return real_read_links(listed, wanted, proc_root, **options)
-
-    monkeypatch.setattr(fdscan, "_list_fds", list_fds)
+    pipe = child_lists_after(monkeypatch, (fdscan._Board, "tell_wanted"))  # told before the child reads a unit
     monkeypatch.setattr(fdscan, "kept_sockets", kept_sockets)
-    monkeypatch.setattr(fdscan, "_read_links", read_links)
+    monkeypatch.setattr(fdscan._Board, "take_back", lambda self: None)  # the child reads every unit
     walk = BackgroundWalk.start()
     assert walk is not None
     try:
         found = walk.found(wanted, FdScan())
     finally:
         walk.close()
+        for fd in pipe:
+            os.close(fd)
     monkeypatch.undo()
     assert found == walk_socket_fds(wanted, "/proc", FdScan()) and found
     assert all(i is wanted[i] for _, held, _ in found for i in held)
-    assert reported and set(reported) <= set(wanted)  # the child matched the told inodes only, not every socket
+    assert set(reported) == set(wanted)  # the child matched the told inodes only, not every socket
 
 
 def test_port_query_walks_ahead_and_finds_the_same_holders(shared_mix, monkeypatch):
