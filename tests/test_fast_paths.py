@@ -7,9 +7,11 @@ and a direct readlink walk of /proc.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import select
 import socket
 import time
 from collections.abc import Sequence
@@ -18,9 +20,10 @@ import pytest
 
 from netns_util import new_netns
 from portscope.commands.names import Names
+from portscope.engine.parallel import IN_PROCESS, Parallelism
 from portscope.engine.snapshot import snapshot
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
-from portscope.model.query import Query
+from portscope.model.query import PortRange, Query
 from portscope.model.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
 from portscope.render import jsonout
 from portscope.render.table import (
@@ -310,6 +313,110 @@ def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
     assert found == walk_socket_fds(wanted, "/proc", FdScan())
     assert all(i is wanted[i] for _, inodes, _ in found for i in inodes)
     assert len({pid for pid, _, _ in found}) == len(found)  # a process cut into units comes back whole
+
+
+def child_lists_after(monkeypatch, signal_method: tuple[type, str]) -> tuple[int, int]:
+    """The walker child lists the fds only once the parent has called ``signal_method`` (or after 10 s):
+    an order fixed by a pipe, not by a sleep on a loaded machine. The pipe's fds are for the caller to close."""
+    ready_read, ready_write = os.pipe()
+    owner, name = signal_method
+    real_method, real_list_fds = getattr(owner, name), fdscan._list_fds
+
+    def method(self, *args, **kwargs):
+        with contextlib.suppress(OSError):
+            os.write(ready_write, b"go")
+        return real_method(self, *args, **kwargs)
+
+    def list_fds(proc_root, counts, skip=None):
+        select.select([ready_read], [], [], 10)
+        return real_list_fds(proc_root, counts, skip)
+
+    monkeypatch.setattr(owner, name, method)
+    monkeypatch.setattr(fdscan, "_list_fds", list_fds)
+    return ready_read, ready_write
+
+
+def test_background_walk_shared_while_the_child_still_lists(shared_mix, monkeypatch):
+    """A parent done before the child has listed the fds waits for the list, then reads its share."""
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
+    parent = os.getpid()
+    real_read_links = fdscan._read_links
+    read_by_parent = []
+
+    def read_links(listed, wanted, proc_root, **options):
+        if os.getpid() == parent:
+            read_by_parent.extend(listed)
+        else:
+            time.sleep(0.002)
+        return real_read_links(listed, wanted, proc_root, **options)
+
+    pipe = child_lists_after(monkeypatch, (BackgroundWalk, "_share"))  # the parent asks for the walk first
+    monkeypatch.setattr(fdscan, "UNIT_FDS", 2)
+    monkeypatch.setattr(fdscan, "_read_links", read_links)
+    walk = BackgroundWalk.start()
+    assert walk is not None
+    try:
+        assert not walk._board.published()
+        found = walk.found(wanted, FdScan())
+    finally:
+        walk.close()
+        for fd in pipe:
+            os.close(fd)
+    monkeypatch.undo()
+    assert read_by_parent, "the parent waited for the whole walk"
+    assert found == walk_socket_fds(wanted, "/proc", FdScan())
+
+
+def test_background_walk_told_a_few_wanted_sockets_reports_only_those(shared_mix, monkeypatch):
+    """Walking ahead of the dump, the child learns the few wanted inodes from the parent when it knows them."""
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    inodes = [s.inode for s in snap.sockets if s.inode is not None]
+    wanted = {inode: inode for inode in inodes[:3]}
+    real_kept = fdscan.kept_sockets
+    reported = []
+
+    def kept_sockets(found, wanted):
+        reported.extend(inode for _, held, _ in found for inode in held)
+        return real_kept(found, wanted)
+
+    pipe = child_lists_after(monkeypatch, (fdscan._Board, "tell_wanted"))  # told before the child reads a unit
+    monkeypatch.setattr(fdscan, "kept_sockets", kept_sockets)
+    monkeypatch.setattr(fdscan._Board, "take_back", lambda self: None)  # the child reads every unit
+    walk = BackgroundWalk.start()
+    assert walk is not None
+    try:
+        found = walk.found(wanted, FdScan())
+    finally:
+        walk.close()
+        for fd in pipe:
+            os.close(fd)
+    monkeypatch.undo()
+    assert found == walk_socket_fds(wanted, "/proc", FdScan()) and found
+    assert all(i is wanted[i] for _, held, _ in found for i in held)
+    assert set(reported) == set(wanted)  # the child matched the told inodes only, not every socket
+
+
+def test_port_query_walks_ahead_and_finds_the_same_holders(shared_mix, monkeypatch):
+    """who PORT on a host with many fds: the walk is forked before the dump and matches the in-line walk."""
+    started = []
+    real_start = BackgroundWalk.start.__func__
+
+    def start(cls, *args, **kwargs):
+        started.append(kwargs)
+        return real_start(cls, *args, **kwargs)
+
+    monkeypatch.setattr(BackgroundWalk, "start", classmethod(start))
+    eager = Parallelism(prefetch_min_sockets=0, split_walk_min_fds=0)
+    for port in (7001, 7020, 7006, 7010):  # a listener and its connections, two fds of one socket, v4-mapped, udp
+        query = Query(states=frozenset(State), local_ports=(PortRange(port, port),), netns=shared_mix.ns.name)
+        started.clear()
+        ahead = snapshot(query, parallelism=eager)
+        assert started and "listed" not in started[0]  # forked ahead: the child lists the fds itself
+        alone = snapshot(query, parallelism=IN_PROCESS)
+        assert ahead.holders == alone.holders  # the process counts move with the host's other work
+        assert ahead.join.hidden_inodes == alone.join.hidden_inodes == frozenset()
+        assert len(ahead.holders) >= 1 and all(len(held) >= 2 for held in ahead.holders.values())  # parent, child
 
 
 def test_table_order_is_the_readable_order(shared_mix):

@@ -6,7 +6,8 @@ Two helpers exist, both mechanisms of the sources; this module decides when each
   receives the sock_diag dumps from the kernel while this process decodes them;
 - the shared /proc walk (:class:`portscope.sources.fdscan.BackgroundWalk`): a forked child reads the
   fd links while this process collects the sockets, then both read what is left. Started ahead of the
-  collection for a full listing, or inside the join when the walk is large.
+  collection where the host has many fds (a full listing or a port), or inside the join when the walk
+  is large.
 
 At most one of them runs at a time: the walk, when started ahead, is the longer task and keeps the
 second CPU busy on its own. No helper is forked from a process that runs other threads: a child
@@ -43,14 +44,20 @@ class Parallelism:
         return self.enabled and single_threaded()
 
     def walk_ahead(self, *, needs_processes: bool, port_filtered: bool, open_files: Callable[[], int | None]) -> bool:
-        """Start the /proc walk before collecting? For a full listing with processes: its dump is large
-        and takes long to decode, the walk runs meanwhile. A port filter leaves few sockets to join.
+        """Start the /proc walk before collecting? Wherever processes are joined on a host with many fds:
+        the walk reads every fd whatever the query (a port filter only makes the matching cheaper), and it
+        runs while the dump is received and decoded (for ``who PORT`` the kernel walks its whole socket
+        table under the filter: tens of milliseconds at 40k sockets), where it would otherwise follow it.
+        Such a walk would be split in two processes anyway (:meth:`split_walk`): the fork only comes sooner.
         ``open_files``: about how many fds the walk will read (host-wide; read only when the rest allows a
-        fork): on a small host the walk takes less than the fork."""
-        if not needs_processes or port_filtered or not self.may_fork():
+        fork): on a small host the walk takes less than the fork. Where that count is unknown, only a full
+        listing walks ahead: a port may have no socket to join at all."""
+        if not needs_processes or not self.may_fork():
             return False
         count = open_files()
-        return count is None or count >= self.split_walk_min_fds
+        if count is None:
+            return not port_filtered
+        return count >= self.split_walk_min_fds
 
     def prefetch_dumps(
         self, *, kernel_filtered: bool, walking_ahead: bool, socket_count: Callable[[], int | None]

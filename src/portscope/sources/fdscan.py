@@ -21,7 +21,7 @@ import mmap
 import os
 import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import field
 
 from portscope.model.dataclass_lite import dataclass_lite
@@ -271,12 +271,15 @@ class BackgroundWalk:
     the fds itself and passes them (and the wanted inodes) to :meth:`start`.
     """
 
-    def __init__(self, pid: int, read_end: int, board: _Board, proc_root: str, namespaces: bool = False) -> None:
+    def __init__(
+        self, pid: int, read_end: int, board: _Board, proc_root: str, namespaces: bool = False, child_lists: bool = True
+    ) -> None:
         self._pid = pid
         self._read_end = read_end
         self._board = board
         self._proc_root = proc_root
         self._namespaces = namespaces  # the child also reports fds open on network namespaces
+        self._child_lists = child_lists  # the child lists the fds (and says when they are published)
 
     @classmethod
     def start(
@@ -315,7 +318,7 @@ class BackgroundWalk:
         if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
             _child_walks(proc_root, read_end, write_end, board, units, wanted, namespaces)
         os.close(write_end)
-        return cls(pid, read_end, board, proc_root, namespaces)
+        return cls(pid, read_end, board, proc_root, namespaces, child_lists=units is None)
 
     def found(self, wanted: dict[int, int] | None, counts: FdScan) -> Found | None:
         """What :func:`walk_socket_fds` gives; None if the child failed. ``counts.netns_links`` is filled
@@ -323,31 +326,20 @@ class BackgroundWalk:
         proc_root = self._proc_root
         mine: dict[int, tuple[Found, set[str]]] = {}
         links: dict[int, list[NetnsLink]] = {}
-        board = self._board
-        if board.published():
-            for index in iter(board.take_back, None):
-                try:
-                    unit = board.unit(index)
-                except (OSError, ValueError, EOFError, TypeError):
-                    return None  # claimed, so the child will not read it: the caller walks in-line
-                links[index] = []
-                mine[index] = _read_links([unit], wanted, proc_root, netns_links=links[index])
-        data = b""
-        try:
-            with os.fdopen(self._read_end, "rb") as pipe:
-                self._read_end = -1
-                data = pipe.read()
-        except OSError:
-            return None
-        finally:
-            _, status = os.waitpid(self._pid, 0)
+        data = self._share(wanted, mine, links)
+        if data is None:
+            end_child(self._pid)
             self._pid = 0
+            return None
+        _, status = os.waitpid(self._pid, 0)
+        self._pid = 0
         if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
             return None
         try:
             theirs, scanned, vanished, denied, empty = marshal.loads(data)
         except (ValueError, EOFError, TypeError):
             return None
+        del data
         counts.scanned += scanned
         counts.vanished += vanished
         for pid, uid in denied:
@@ -357,10 +349,14 @@ class BackgroundWalk:
         refused: set[str] = set()
         for index in sorted(mine.keys() | theirs.keys()):  # unit order is /proc order
             if index in mine:
-                part, part_refused = mine[index]
+                part, part_refused = mine.pop(index)
             else:
-                part, part_refused = kept_sockets(theirs[index][0], wanted), theirs[index][1]
-                links[index] = theirs[index][2]
+                try:
+                    unit_found, part_refused, links[index] = marshal.loads(theirs.pop(index))
+                except (ValueError, EOFError, TypeError):
+                    return None
+                # the unit's own int objects are dropped here, unit by unit (memory of a full listing)
+                part = kept_sockets(unit_found, wanted)
             if self._namespaces and counts.netns_links is not None:
                 counts.netns_links.extend(tuple(link) for link in links.get(index, ()))
             refused.update(part_refused)
@@ -372,6 +368,37 @@ class BackgroundWalk:
                     found.append((pid, inodes, fds))
         _count_refused(refused, proc_root, counts)
         return found
+
+    def _share(
+        self, wanted: dict[int, int] | None, mine: dict[int, tuple[Found, set[str]]], links: dict[int, list[NetnsLink]]
+    ) -> bytes | None:
+        """Read units from the back (into ``mine`` and ``links``) until the child's front meets them; then the
+        child's report, or None if it failed."""
+        board = self._board
+        if self._child_lists and wanted is not None and len(wanted) <= FEW_WANTED:
+            # the child walks ahead without them: a few sockets let it match whole links and report only those
+            board.tell_wanted(wanted)
+        try:
+            with os.fdopen(self._read_end, "rb") as pipe:
+                self._read_end = -1
+                # A child that lists the fds itself says when it has published them: wait for that, then share
+                # the reading (a parent done early would otherwise wait for the whole walk).
+                if self._child_lists and pipe.read(1) != _PUBLISHED:
+                    return None  # it failed before publishing
+                if board.published():
+                    for index in iter(board.take_back, None):
+                        try:
+                            unit = board.unit(index)
+                        except (OSError, ValueError, EOFError, TypeError):
+                            return None  # claimed, so the child will not read it: the caller walks in-line
+                        # netns_links only when asked: without them a few wanted sockets take the fast match
+                        links[index] = []
+                        mine[index] = _read_links(
+                            [unit], wanted, self._proc_root, netns_links=links[index] if self._namespaces else None
+                        )
+                return pipe.read()
+        except OSError:
+            return None
 
     def close(self) -> None:
         if self._read_end >= 0:
@@ -397,6 +424,8 @@ def kept_sockets(found: Found, wanted: dict[int, int] | None) -> Found:
     return kept
 
 
+_PUBLISHED = b"P"  # the first byte on the walker's pipe when it listed the fds itself: the units are published
+
 UNIT_FDS = 256  # fds per unit of shared walking: a claim costs about a microsecond, a unit about a millisecond
 
 
@@ -407,21 +436,25 @@ def _units(listed: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
 
 
 class _Board:
-    """Shared between the walker and its parent: the units (a memfd) and two claim indexes (a page).
+    """Shared between the walker and its parent: the units (a memfd), two claim indexes (a page), and the
+    wanted inodes once the parent knows them (a second memfd).
 
     Page layout, native int64s: units published (0/1), number of units, front (the child's next
-    unit), back (the lowest unit the parent claimed). The memfd holds each unit's end offset, then
-    the units, each marshalled on its own: the parent reads only the units it claims.
+    unit), back (the lowest unit the parent claimed), then the number of wanted inodes plus one (0: not
+    told). The list memfd holds each unit's end offset, then the units, each marshalled on its own: the
+    parent reads only the units it claims. The wanted memfd holds the inodes as native uint64s.
     """
 
     _LAYOUT = struct.Struct("=qqqq")
     _FRONT = 16
     _BACK = 24
+    _WANTED = 32
     _INDEX = struct.Struct("=q")
 
-    def __init__(self, page: mmap.mmap, list_fd: int) -> None:
+    def __init__(self, page: mmap.mmap, list_fd: int, wanted_fd: int) -> None:
         self._page = page
         self._list_fd = list_fd
+        self._wanted_fd = wanted_fd
         self._ends: list[int] = []
 
     @classmethod
@@ -431,11 +464,36 @@ class _Board:
         except (AttributeError, OSError):
             return None
         try:
-            page = mmap.mmap(-1, cls._LAYOUT.size)  # anonymous and shared: it survives fork() as one page
+            wanted_fd = os.memfd_create("portscope-wanted", os.MFD_CLOEXEC)
         except OSError:
             os.close(list_fd)
             return None
-        return cls(page, list_fd)
+        try:
+            page = mmap.mmap(-1, cls._WANTED + 8)  # anonymous and shared: it survives fork() as one page
+        except OSError:
+            os.close(list_fd)
+            os.close(wanted_fd)
+            return None
+        return cls(page, list_fd, wanted_fd)
+
+    def tell_wanted(self, inodes: Collection[int]) -> None:
+        """The parent: these are the only inodes to report (the child reads them before its next unit)."""
+        try:
+            write_all(self._wanted_fd, struct.pack(f"={len(inodes)}Q", *inodes))
+        except (OSError, struct.error):
+            return  # not told: the child reports every socket, as before
+        self._INDEX.pack_into(self._page, self._WANTED, len(inodes) + 1)  # last: after the inodes are written
+
+    def wanted(self) -> dict[int, int] | None:  # pragma: no cover - in the child
+        """The child: the inodes the parent told, as :func:`walk_socket_fds` takes them; None until told."""
+        told = self._INDEX.unpack_from(self._page, self._WANTED)[0]
+        if not told:
+            return None
+        try:
+            inodes = struct.unpack(f"={told - 1}Q", os.pread(self._wanted_fd, 8 * (told - 1), 0))
+        except (OSError, struct.error):
+            return None
+        return {inode: inode for inode in inodes}
 
     def publish(self, units: list[tuple[str, list[str]]]) -> None:
         blobs = [marshal.dumps(unit) for unit in units]
@@ -482,9 +540,10 @@ class _Board:
 
     def close(self) -> None:
         self._page.close()
-        if self._list_fd >= 0:
-            os.close(self._list_fd)
-            self._list_fd = -1
+        for fd in (self._list_fd, self._wanted_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._list_fd = self._wanted_fd = -1
 
 
 def _child_walks(
@@ -504,15 +563,14 @@ def _child_walks(
             # not this child itself: it holds copies of every fd of the caller
             units = _units(_list_fds(proc_root, counts, str(os.getpid())))
             board.publish(units)
-        links: dict[int, list[NetnsLink]] = {}
-        done = {
-            index: _read_links([units[index]], wanted, proc_root, netns_links=links.setdefault(index, []))
-            for index in iter(board.take_front, None)
-        }
-        theirs = {
-            index: (found, sorted(refused), links[index] if namespaces else [])
-            for index, (found, refused) in done.items()
-        }
+            write_all(write_end, _PUBLISHED)  # the parent may share the reading from now on
+        theirs = {}  # each unit marshalled on its own: the parent decodes and filters them one at a time
+        for index in iter(board.take_front, None):
+            if wanted is None:  # walking ahead of the dump: the parent tells the few sockets it wants when known
+                wanted = board.wanted()
+            links: list[NetnsLink] | None = [] if namespaces else None
+            found, refused = _read_links([units[index]], wanted, proc_root, netns_links=links)
+            theirs[index] = marshal.dumps((found, sorted(refused), links or []))
         payload = (theirs, counts.scanned, counts.vanished, counts.denied_processes, counts.empty_pids)
         write_all(write_end, marshal.dumps(payload))
         status = 0

@@ -54,12 +54,16 @@ def join_processes(
         found = walk_socket_fds(wanted, proc_root, counts, split=split_walk)
     # Sockets the leaders' tables do not hold may be in a thread's own table (rare: a pass only for them)
     placed = {inode for _, inodes, _ in found for inode in inodes}
+    missing = {inode: inode for inode in wanted if inode not in placed} if len(placed) < len(wanted) else None
+    wanted_count = len(wanted)
+    del placed, wanted  # before the holders are made: at 40k sockets these are megabytes of the peak
     tables = [(pid, None, inodes, fds) for pid, inodes, fds in found]
-    if len(placed) < len(wanted):
-        missing = {inode: inode for inode in wanted if inode not in placed}
+    del found
+    if missing:
         tables += walk_thread_tables(missing, proc_root, counts)
     # Each process becomes holders at once: no second map of every (pid, fd).
-    for pid, tid, inodes, fds in tables:
+    for index, (pid, tid, inodes, fds) in enumerate(tables):
+        tables[index] = None  # type: ignore[call-overload]  # its lists go once made into holders (memory)
         process = read_process(pid, proc_root, seen=(inodes, fds), thread=tid)  # anchored: see read_process
         if process is None:
             vanished += 1
@@ -83,7 +87,7 @@ def join_processes(
 
     hidden: set[int] = set()
     unowned = 0
-    if len(holders) < len(wanted):
+    if len(holders) < wanted_count:
         denied_uids = set(counts.denied_by_uid)
         my_uid = os.geteuid()
         for sock in sockets:
