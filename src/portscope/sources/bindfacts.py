@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import single_threaded
 from portscope.engine.snapshot import snapshot
@@ -33,6 +34,9 @@ from portscope.rules.bind import DEFAULT_PORT_RANGE, Ipv6Address, LocalRoute, Na
 from portscope.sources import netns
 from portscope.sources.addresses import read_local_addresses
 from portscope.sources.linux import end_child, write_all
+
+if TYPE_CHECKING:
+    from portscope.sources.tcpbind import KernelSocket
 
 CAP_NET_BIND_SERVICE = 10
 
@@ -517,3 +521,26 @@ def read_owners(proto: Proto, ports: set[int], netns_spec: str | None, table_siz
                 if port and sock.local_port % size == port % size:
                     slots[port] += 1
     return OwnerFacts({port: tuple(found) for port, found in owners.items()}, snap, slots)
+
+
+def with_kernel_flags(owners: Sequence[Owner], kernel: dict[int, KernelSocket]) -> tuple[Owner, ...]:
+    """Owners whose SO_REUSEADDR / SO_REUSEPORT / IPV6_V6ONLY / device no holder showed, taken from the
+    kernel's own copy (``sock_common``, matched by socket cookie): TIME-WAIT and orphaned sockets keep
+    theirs there (``tw_reuse``, ``tw_reuseport``, ``tw_ipv6only``), whatever process or listener is gone."""
+    settled = []
+    for b in owners:
+        cookie = b.socket.cookie if b.socket is not None else None
+        found = kernel.get(cookie) if cookie else None
+        if found is None or found.port != b.port:
+            settled.append(b)
+            continue
+        settled.append(
+            replace(
+                b,
+                reuseaddr=b.reuseaddr if b.reuseaddr is not None else found.reuse != 0,
+                reuseport=b.reuseport if b.reuseport is not None else found.reuseport,
+                v6only=b.v6only if b.v6only is not None or b.family is Family.IPV4 else found.v6only,
+                device=b.device if b.device is not None else found.device,
+            )
+        )
+    return tuple(settled)
