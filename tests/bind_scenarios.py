@@ -368,6 +368,17 @@ def kernel_oracle(group: Group, new: NewSpec, port: int, as_user: bool = False) 
     return Outcome(errno_mod.errorcode[err] if stage else None, stage)
 
 
+def kernel_bind_table_readable() -> bool:
+    """Can can-bind read the kernel's TCP bind table here (a BPF iterator: root, BTF)? Asked of the kernel."""
+    from portscope.sources.tcpbind import read_tcp_bind_state
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        state = read_tcp_bind_state(None, {sock.getsockname()[1]})
+    return state is not None and len(state.buckets) == 1
+
+
 # The sources of uncertainty: the fast path (spec §4), the UDP lookup path, flags of sockets without a process.
 ALLOWED_UNCERTAINTY = {UncertaintyCode.FASTPATH, UncertaintyCode.UDP_PATH, UncertaintyCode.OWNER_CHANGED}
 ALLOWED_HIDDEN = {"time-wait", "no-holder"}
