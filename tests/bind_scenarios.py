@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno as errno_mod
+import functools
 import os
 import socket
 import time
@@ -408,6 +409,7 @@ def kernel_oracle(group: Group, new: NewSpec, port: int, as_user: bool = False) 
     return Outcome(errno_mod.errorcode[err] if stage else None, stage)
 
 
+@functools.cache
 def kernel_bind_table_readable() -> bool:
     """Can can-bind read the kernel's TCP bind table here (a BPF iterator: root, BTF)? Asked of the kernel."""
     from portscope.sources.tcpbind import read_tcp_bind_state

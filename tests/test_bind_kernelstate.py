@@ -122,6 +122,10 @@ def settled_scenarios() -> list[Scenario]:
         scenarios.append(S(f"autobound[{oname}] new[{nname}]", picked, N(reuseaddr=nra, reuseport=nrp, listen=False)))
         closed = (Own("autobound-tw", reuseaddr=ora, reuseport=orp),)
         scenarios.append(S(f"autobound-tw[{oname}] new[{nname}]", closed, N(reuseaddr=nra, reuseport=nrp)))
+    # a client's TIME-WAIT at a v4-mapped address beside a v6-only [::] listener, which cannot have accepted it
+    # (seed 190 of the orphan mix: its options were once taken from that listener)
+    client_beside_listener = (Own("autobound-tw", "::ffff:127.0.0.1", reuseport=True), Own("listen", "::", v6only=True))
+    scenarios.append(S("client TIME-WAIT beside a v6-only listener", client_beside_listener, N("::ffff:127.0.0.1")))
     # the fast path: an owner changed after listen(), and a cache a closed socket left next to a TIME-WAIT
     scenarios += [
         S(
@@ -196,6 +200,11 @@ def test_without_the_table_they_stay_uncertain(monkeypatch):
         S("tw-server[-] new[RA]", (Own("tw-server"),), N(reuseaddr=True, listen=False)),
         S("orphan-client[RA] new[RA]", (Own("orphan-client", reuseaddr=True),), N(reuseaddr=True, listen=False)),
         S("fchown after listen", (Own("listen", reuseport=True, chown_after=OTHER_UID),), N(reuseport=True)),
+        S(
+            "client TIME-WAIT beside a v6-only listener",
+            (Own("autobound-tw", "::ffff:127.0.0.1", reuseport=True), Own("listen", "::", v6only=True)),
+            N("::ffff:127.0.0.1", reuseaddr=True),
+        ),
     ]
     failures, uncertain, _ = run(scenarios)
     assert not failures, "\n".join(failures)

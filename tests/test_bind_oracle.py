@@ -490,7 +490,9 @@ def test_random_combinations(scenarios):
         finally:
             group.close()
     assert not failures, "\n".join(failures)
-    assert uncertain <= max(2, judged // 3), f"{uncertain} of {judged} uncertain"
+    # measured over 40 seeded draws of this mix: 5.7% uncertain without the kernel's bind table, 0.4% with it
+    bound = max(1, judged // 20) if kernel_bind_table_readable() else max(2, judged // 3)
+    assert uncertain <= bound, f"{uncertain} of {judged} uncertain"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -220,19 +220,21 @@ _KERNEL_SETTLES = frozenset({UncertaintyCode.HIDDEN_FLAGS, UncertaintyCode.FASTP
 
 
 def _settle_from_kernel(decided: dict, target) -> None:
-    """Re-decide the uncertain TCP answers with what the kernel holds: the flags of sockets no holder
-    showed (TIME-WAIT, orphans) and each port's SO_REUSEPORT fast-path cache. Read only when needed
-    (it loads a BPF iterator: root), and only what it reads changes; without it the answers stand."""
+    """Re-decide TCP answers with what the kernel holds: the flags of sockets no holder showed (TIME-WAIT,
+    orphans; for TIME-WAIT also where they were inferred from a listener) and each port's SO_REUSEPORT
+    fast-path cache. Read only when needed (it loads a BPF iterator: root); without it the answers stand."""
     from portscope.sources import bindfacts as facts
     from portscope.sources.tcpbind import read_tcp_bind_state
 
     doubtful = [
         i
-        for i, (new, _, _, model) in decided.items()
+        for i, (new, owners, _, model) in decided.items()
         if new.proto is Proto.TCP
         and new.port
-        and model.verdict is Verdict.UNCERTAIN
-        and any(doubt.code in _KERNEL_SETTLES for doubt in model.uncertainty)
+        and (
+            (model.verdict is Verdict.UNCERTAIN and any(d.code in _KERNEL_SETTLES for d in model.uncertainty))
+            or any(b.timewait and b.reuseaddr is not None for b in owners)  # inferred from a listener
+        )
     ]
     if not doubtful:
         return
