@@ -238,8 +238,8 @@ REASONS: dict[ReasonCode, Callable[..., str]] = {
     ),
     ReasonCode.FASTPATH_ACCEPTS: lambda proto, port, uid, address, listen: (
         f"The port's SO_REUSEPORT fast path lets it through: the last SO_REUSEPORT socket to bind or listen on "
-        f"{proto.upper()} port {port} was owned by uid {uid}, as this one is, and covered {address}, so the kernel "
-        "skips the conflict check" + (" (for bind() and then listen())." if listen else ".")
+        f"{proto.upper()} port {port} was owned by uid {uid}, as this one is, on {address}, which covers this "
+        "address, so the kernel skips the conflict check" + (" (for bind() and then listen())." if listen else ".")
     ),
     ReasonCode.DEPENDS_ON_HIDDEN: lambda socket, count: (
         f"The answer depends on socket options the tool cannot read from {_listed(socket, count)}."
