@@ -195,7 +195,7 @@ def test_what_the_kernel_holds_settles_them(readable):
 def test_without_the_table_they_stay_uncertain(monkeypatch):
     """Where the table cannot be read (no privilege, no BTF) the same cases are uncertain, never guessed."""
     require_live()
-    monkeypatch.setattr("portscope.sources.tcpbind.read_tcp_bind_state", lambda target, ports: None)
+    monkeypatch.setattr("portscope.sources.tcpbind.read_tcp_bind_state", lambda target, ports, bound=frozenset(): None)
     scenarios = [
         S("tw-server[-] new[RA]", (Own("tw-server"),), N(reuseaddr=True, listen=False)),
         S("orphan-client[RA] new[RA]", (Own("orphan-client", reuseaddr=True),), N(reuseaddr=True, listen=False)),

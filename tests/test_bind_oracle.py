@@ -328,18 +328,17 @@ def uid_scenarios() -> list[Scenario]:
 def test_uids():
     uncertain = run_group(uid_scenarios(), max_uncertain=1.0)
     # An owner changed since socket() leaves the fast path on the old owner. The kernel's bind bucket shows
-    # that owner (sources/tcpbind.py) for ports with a listener, so those are decisive where it can be read;
-    # a port held only by a bound-only socket is not in the tables the iterator walks: uncertain.
+    # that owner (sources/tcpbind.py), so these are decisive where it can be read, and uncertain elsewhere.
     settled = {
         "fchown after listen: root binds beside (fast path)",
         "fchown to root after listen: the old owner binds",
         "fchown before bind, new RP root",
+        "bound RP fchowned after bind",
     }
     if kernel_bind_table_readable():
         assert not settled & set(uncertain), uncertain
     else:
         assert settled <= set(uncertain), uncertain
-    assert "bound RP fchowned after bind" in uncertain
     assert "fchown after listen: the new owner binds" not in uncertain  # same owner now: the slow path agrees
 
 

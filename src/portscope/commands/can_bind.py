@@ -17,7 +17,7 @@ from portscope.errors import UsageError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import Target, parse_target
 from portscope.model.query import ALL_NAMESPACES, parse_user
-from portscope.model.records import Family, Proto
+from portscope.model.records import Family, Proto, State
 from portscope.rules.bind import BindVerdict, Namespace, NewSocket, Owner, Stage, Verdict, autobind_ports, decide
 from portscope.rules.codes import BsdNote, Coded, UncertaintyCode
 from portscope.sources.probe import ProbeResult
@@ -238,7 +238,13 @@ def _settle_from_kernel(decided: dict, target) -> None:
     ]
     if not doubtful:
         return
-    kernel = read_tcp_bind_state(target, {decided[i][0].port for i in doubtful})
+    bound = frozenset(
+        b.socket.cookie
+        for i in doubtful
+        for b in decided[i][1]
+        if b.state is State.BOUND and b.socket is not None and b.socket.cookie
+    )
+    kernel = read_tcp_bind_state(target, {decided[i][0].port for i in doubtful}, bound)
     if kernel is None:
         return
     for i in doubtful:

@@ -69,6 +69,13 @@ class Layout:
     """Byte offsets (bit offsets for the flag bits) of what the program copies and this module decodes."""
 
     iter_func: int  # BTF id of bpf_iter_tcp, the attach point
+    files_func: int  # BTF id of bpf_iter_task_file: every open file of every task
+    ctx_file: int  # struct bpf_iter__task_file: file
+    file_inode: int  # struct file: f_inode, private_data (the struct socket of a socket file)
+    file_private: int
+    inode_mode: int
+    socket_sk: int
+    sk_protocol: int  # struct sock
     common_size: int
     family: int
     state: int
@@ -162,8 +169,17 @@ def read_layout(path: str = BTF_PATH) -> Layout:
         bucket_size, bucket = btf.offsets("inet_bind_bucket")
         _, icsk = btf.offsets("inet_connection_sock")
         _, tw = btf.offsets("inet_timewait_sock")
+        _, files_ctx = btf.offsets("bpf_iter__task_file")
+        _, file = btf.offsets("file")
         _layouts[key] = Layout(
             iter_func=btf.find("bpf_iter_tcp", _FUNC),
+            files_func=btf.find("bpf_iter_task_file", _FUNC),
+            ctx_file=files_ctx["file"] // 8,
+            file_inode=file["f_inode"] // 8,
+            file_private=file["private_data"] // 8,
+            inode_mode=btf.offsets("inode")[1]["i_mode"] // 8,
+            socket_sk=btf.offsets("socket")[1]["sk"] // 8,
+            sk_protocol=btf.offsets("sock")[1]["sk_protocol"] // 8,
             common_size=common_size,
             family=common["skc_family"] // 8,
             state=common["skc_state"] // 8,
@@ -193,7 +209,9 @@ def read_layout(path: str = BTF_PATH) -> Layout:
 
 _MOV_REG, _MOV_IMM, _ADD_IMM = 0xBF, 0xB7, 0x07
 _LOAD_DW, _LOAD_H, _LOAD_B, _STORE_IMM_DW = 0x79, 0x69, 0x71, 0x7A
-_JEQ_IMM, _JLT_IMM, _JGT_IMM, _JUMP, _CALL, _EXIT = 0x15, 0xA5, 0x25, 0x05, 0x85, 0x95
+_JEQ_IMM, _JNE_IMM, _JLT_IMM, _JGT_IMM, _JUMP, _CALL, _EXIT = 0x15, 0x55, 0xA5, 0x25, 0x05, 0x85, 0x95
+_AND_IMM = 0x57
+S_IFMT, S_IFSOCK, IPPROTO_TCP, TCP_CLOSE = 0o170000, 0o140000, 6, 7
 R0, R1, R2, R3, R6, R7, R8, FP = 0, 1, 2, 3, 6, 7, 8, 10
 
 
@@ -201,10 +219,15 @@ def record_size(layout: Layout) -> int:
     return layout.common_size + 8 + layout.bucket_size
 
 
-def program(layout: Layout, low: int, high: int) -> bytes:
-    """The iterator program's instructions (little-endian ``struct bpf_insn``)."""
+def program(layout: Layout, low: int, high: int, files: bool = False) -> bytes:
+    """The iterator program's instructions (little-endian ``struct bpf_insn``).
+
+    ``files``: for ``iter/task_file``, which reaches the sockets processes hold, bound-only ones included
+    (``iter/tcp`` walks the listening and established tables only): a TCP socket file's ``struct sock``,
+    kept if it is bound-only (TCP_CLOSE with a port)."""
     size = record_size(layout)
-    buf = -((size + 7) // 8 * 8)  # stack offsets of the record, its bucket pointer and bucket
+    buf = -((size + 7) // 8 * 8) - 8  # stack offsets of the record, its bucket pointer and bucket
+    scratch = -8  # one word for the pointers walked to reach a file's socket
     pointer = buf + layout.common_size
     bucket = pointer + 8
     code: list[tuple[int, int, int, int | str, int]] = []  # (op, dst, src, offset or label, imm)
@@ -222,16 +245,44 @@ def program(layout: Layout, low: int, high: int) -> bytes:
         op(_MOV_IMM, R2, imm=length)
         op(_CALL, imm=HELPER_PROBE_READ_KERNEL)
 
-    op(_MOV_REG, R6, R1)  # ctx: struct bpf_iter__tcp {meta, sk_common, uid}
-    op(_LOAD_DW, R7, R6, 8)
+    def follow(offset: int, length: int = 8) -> None:  # scratch := *(R3 + offset), zero-extended
+        op(_STORE_IMM_DW, FP, 0, scratch, 0)
+        op(_ADD_IMM, R3, imm=offset)
+        probe_read(scratch, length)
+
+    op(_MOV_REG, R6, R1)  # ctx: struct bpf_iter__tcp {meta, sk_common, uid} or bpf_iter__task_file
+    op(_LOAD_DW, R7, R6, layout.ctx_file if files else 8)
     op(_JEQ_IMM, R7, 0, "out", 0)  # the end of the iteration
     op(_LOAD_DW, R1, R6, 0)
     op(_LOAD_DW, R8, R1, 0)  # meta->seq
+    if files:  # file -> f_inode -> i_mode is a socket? then file -> private_data (struct socket) -> sk
+        op(_MOV_REG, R3, R7)
+        follow(layout.file_inode)
+        op(_LOAD_DW, R3, FP, scratch)
+        op(_JEQ_IMM, R3, 0, "out", 0)
+        follow(layout.inode_mode, 2)
+        op(_LOAD_DW, R1, FP, scratch)
+        op(_AND_IMM, R1, imm=S_IFMT)
+        op(_JNE_IMM, R1, 0, "out", S_IFSOCK)
+        op(_MOV_REG, R3, R7)
+        follow(layout.file_private)
+        op(_LOAD_DW, R3, FP, scratch)
+        op(_JEQ_IMM, R3, 0, "out", 0)
+        follow(layout.socket_sk)
+        op(_LOAD_DW, R7, FP, scratch)
+        op(_JEQ_IMM, R7, 0, "out", 0)
+        op(_MOV_REG, R3, R7)
+        follow(layout.sk_protocol, 2)
+        op(_LOAD_DW, R1, FP, scratch)
+        op(_JNE_IMM, R1, 0, "out", IPPROTO_TCP)
     op(_MOV_REG, R3, R7)
     probe_read(buf, layout.common_size)
     op(_LOAD_H, R1, FP, buf + layout.port)
     op(_JLT_IMM, R1, 0, "out", low)
     op(_JGT_IMM, R1, 0, "out", high)
+    if files:
+        op(_LOAD_B, R1, FP, buf + layout.state)
+        op(_JNE_IMM, R1, 0, "out", TCP_CLOSE)
     op(_STORE_IMM_DW, FP, 0, pointer, 0)
     op(_STORE_IMM_DW, FP, 0, bucket, 0)  # the first bytes at least: a record without a bucket reads as none
     op(_LOAD_B, R1, FP, buf + layout.state)
@@ -286,8 +337,8 @@ def _bpf(command: int, attr: bytes) -> int:
     return result
 
 
-def _load(layout: Layout, low: int, high: int) -> int:
-    code = program(layout, low, high)
+def _load(layout: Layout, low: int, high: int, files: bool = False) -> int:
+    code = program(layout, low, high, files)
     instructions = ctypes.create_string_buffer(code, len(code))
     license_text = ctypes.create_string_buffer(b"GPL")  # bpf_probe_read_kernel and bpf_seq_write are GPL-only
     attr = struct.pack(
@@ -311,7 +362,7 @@ def _load(layout: Layout, low: int, high: int) -> int:
         0,
         0,
         0,
-        layout.iter_func,
+        layout.files_func if files else layout.iter_func,
         0,
     )
     return _bpf(BPF_PROG_LOAD, attr)
@@ -324,7 +375,7 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _decode(data: bytes, layout: Layout, ports: set[int]) -> TcpBindState:
+def _decode(data: bytes, layout: Layout, ports: set[int], only: frozenset[int] | None = None) -> TcpBindState:
     sockets: dict[int, KernelSocket] = {}
     buckets: dict[int, set[bytes]] = {}
     decoded: dict[bytes, BindBucket] = {}
@@ -337,6 +388,8 @@ def _decode(data: bytes, layout: Layout, ports: set[int]) -> TcpBindState:
         flags = int.from_bytes(record[layout.reuse_bit // 8 : layout.reuse_bit // 8 + 2], "little")
         shift = layout.reuse_bit // 8 * 8
         cookie = int.from_bytes(record[layout.cookie : layout.cookie + 8], "little")
+        if only is not None and cookie not in only:
+            continue  # a file walk sees every namespace's sockets: only those of the dump count
         state = record[layout.state]
         if state == TCP_NEW_SYN_RECV:
             continue
@@ -376,23 +429,19 @@ def _bucket(raw: bytes, layout: Layout) -> BindBucket:
     )
 
 
-def read_tcp_bind_state(target: netns.NetnsTarget | None, ports: set[int]) -> TcpBindState | None:
-    """The kernel's view of the TCP sockets on ``ports`` and of their bind buckets; None if not readable."""
-    wanted = {port for port in ports if port}
-    if not wanted:
-        return None
+def _run(layout: Layout, ports: set[int], target: netns.NetnsTarget | None, files: bool) -> bytes | None:
+    """Load the program for ``ports``, iterate once (in the target namespace), unload; None if refused."""
     try:
-        layout = read_layout()
-        prog = _load(layout, min(wanted), max(wanted))
-    except (OSError, ValueError, KeyError, IndexError, struct.error):
-        return None  # no BTF, no privilege, no iterator support: the model reasons without it
+        prog = _load(layout, min(ports), max(ports), files)
+    except OSError:
+        return None  # no privilege, no iterator support
     try:
         link = _bpf(BPF_LINK_CREATE, struct.pack("<IIII", prog, 0, BPF_TRACE_ITER, 0))
         try:
-            with netns.entered(target):  # the iterator walks the namespace it is created in
+            with netns.entered(target):  # iter/tcp walks the namespace it is created in
                 iterator = _bpf(BPF_ITER_CREATE, struct.pack("<II", link, 0))
             try:
-                data = _read_all(iterator)
+                return _read_all(iterator)
             finally:
                 os.close(iterator)
         finally:
@@ -401,7 +450,33 @@ def read_tcp_bind_state(target: netns.NetnsTarget | None, ports: set[int]) -> Tc
         return None
     finally:
         os.close(prog)
-    return _decode(data, layout, wanted)
+
+
+def read_tcp_bind_state(
+    target: netns.NetnsTarget | None, ports: set[int], bound: frozenset[int] = frozenset()
+) -> TcpBindState | None:
+    """The kernel's view of the TCP sockets on ``ports`` and of their bind buckets; None if not readable.
+
+    ``bound``: cookies of bound-only sockets of the dump. A port whose bucket no listening, connected or
+    TIME-WAIT socket showed is looked up through them too, in the files processes hold."""
+    wanted = {port for port in ports if port}
+    if not wanted:
+        return None
+    try:
+        layout = read_layout()
+    except (OSError, ValueError, KeyError, IndexError, struct.error):
+        return None  # no BTF, or a kernel without these types
+    data = _run(layout, wanted, target, files=False)
+    if data is None:
+        return None
+    state = _decode(data, layout, wanted)
+    unseen = wanted - set(state.buckets)
+    if unseen and bound:
+        held = _run(layout, unseen, target, files=True)
+        if held is not None:
+            extra = _decode(held, layout, unseen, only=bound)
+            state = TcpBindState({**extra.sockets, **state.sockets}, {**extra.buckets, **state.buckets})
+    return state
 
 
 __all__ = ["KernelSocket", "TcpBindState", "read_tcp_bind_state"]
