@@ -70,7 +70,12 @@ def test_the_read_shows_what_the_sockets_were_given(readable):
             time.sleep(0.05)
             query = Query(protocols=frozenset({Proto.TCP}), states=frozenset(State), netns=ns.name)
             dumped = [s for s in snapshot(query).sockets if s.local_port in owners]
-            state = read_tcp_bind_state(netns.resolve(ns.name), set(owners))
+            target = netns.resolve(ns.name)
+            state = read_tcp_bind_state(target, set(owners))
+            bound = frozenset(s.cookie for s in dumped if s.state is State.BOUND)
+            held = read_tcp_bind_state(target, {20006}, bound, frozenset({os.getpid()}))
+            elsewhere = read_tcp_bind_state(target, {20006}, bound, frozenset({1}))
+            everywhere = read_tcp_bind_state(target, {20006}, bound)
         finally:
             group.close()
     assert state is not None
@@ -99,7 +104,13 @@ def test_the_read_shows_what_the_sockets_were_given(readable):
     assert state.buckets[20004].fastreuseport <= 0
     assert state.buckets[20005].fastreuseport > 0 and state.buckets[20005].address6 == "::1"
     assert state.buckets[20007].fastreuseport == 0
+    # a bound-only socket is in the bind hash only: reached through the files of its holder (or of everyone)
     assert 20006 not in state.buckets
+    for found in (held, everywhere):
+        (one,) = [k for cookie, k in found.sockets.items() if cookie in bound]
+        assert (one.port, one.state, one.reuse, one.reuseport) == (20006, 7, 1, False)
+        assert found.buckets[20006].fastreuseport == 0
+    assert 20006 not in elsewhere.buckets and not set(elsewhere.sockets) & bound
 
 
 def settled_scenarios() -> list[Scenario]:
@@ -144,6 +155,18 @@ def settled_scenarios() -> list[Scenario]:
             N(reuseport=True),
         ),
         S("TIME-WAIT RA without a ghost", (Own("tw-client", reuseaddr=True),), N(reuseport=True)),
+        # F02 and its control F01: a port held only by a bound-only socket (its bucket: through its holder)
+        S(
+            "F02 ghost RA+RP beside a bound RA",
+            (Own("bound", reuseaddr=True), Own("ghost", reuseaddr=True, reuseport=True)),
+            N(reuseport=True),
+        ),
+        S("F01 bound RA without a ghost", (Own("bound", reuseaddr=True),), N(reuseport=True)),
+        S(
+            "bound RP fchowned after bind",
+            (Own("bound", reuseport=True, chown_after=OTHER_UID),),
+            N(reuseport=True, listen=False),
+        ),
         S(
             "ghost of another uid beside a TIME-WAIT RA",
             (Own("tw-client", reuseaddr=True), Own("ghost", reuseaddr=True, reuseport=True, uid=OTHER_UID)),
@@ -187,7 +210,10 @@ def test_what_the_kernel_holds_settles_them(readable):
         "fchown after listen, root binds",
         "fchown to root after listen, old owner binds",
         "ghost RA+RP beside a TIME-WAIT RA",
+        "F02 ghost RA+RP beside a bound RA",
+        "bound RP fchowned after bind",
     } <= set(fastpath)
+    assert "F01 bound RA without a ghost" not in fastpath
     assert "TIME-WAIT RA without a ghost" not in fastpath
     assert "ghost of another uid beside a TIME-WAIT RA" not in fastpath
 
@@ -195,7 +221,10 @@ def test_what_the_kernel_holds_settles_them(readable):
 def test_without_the_table_they_stay_uncertain(monkeypatch):
     """Where the table cannot be read (no privilege, no BTF) the same cases are uncertain, never guessed."""
     require_live()
-    monkeypatch.setattr("portscope.sources.tcpbind.read_tcp_bind_state", lambda target, ports, bound=frozenset(): None)
+    monkeypatch.setattr(
+        "portscope.sources.tcpbind.read_tcp_bind_state",
+        lambda target, ports, bound=frozenset(), holders=frozenset(): None,
+    )
     scenarios = [
         S("tw-server[-] new[RA]", (Own("tw-server"),), N(reuseaddr=True, listen=False)),
         S("orphan-client[RA] new[RA]", (Own("orphan-client", reuseaddr=True),), N(reuseaddr=True, listen=False)),

@@ -238,13 +238,12 @@ def _settle_from_kernel(decided: dict, target) -> None:
     ]
     if not doubtful:
         return
-    bound = frozenset(
-        b.socket.cookie
-        for i in doubtful
-        for b in decided[i][1]
-        if b.state is State.BOUND and b.socket is not None and b.socket.cookie
-    )
-    kernel = read_tcp_bind_state(target, {decided[i][0].port for i in doubtful}, bound)
+    bound = [b for i in doubtful for b in decided[i][1] if b.state is State.BOUND and b.socket and b.socket.cookie]
+    cookies = frozenset(b.socket.cookie for b in bound if b.socket)
+    pids = frozenset(h.process.pid for b in bound for h in b.holders)
+    if any(not b.holders for b in bound):
+        pids = frozenset()  # a holder not seen: every process's files
+    kernel = read_tcp_bind_state(target, {decided[i][0].port for i in doubtful}, cookies, pids)
     if kernel is None:
         return
     for i in doubtful:

@@ -429,36 +429,53 @@ def _bucket(raw: bytes, layout: Layout) -> BindBucket:
     )
 
 
-def _run(layout: Layout, ports: set[int], target: netns.NetnsTarget | None, files: bool) -> bytes | None:
-    """Load the program for ``ports``, iterate once (in the target namespace), unload; None if refused."""
+def _iterate(prog: int, target: netns.NetnsTarget | None, pid: int = 0) -> bytes:
+    """One pass of the iterator (``pid``: iter/task_file over that process's files only)."""
+    task = ctypes.create_string_buffer(struct.pack("<III", 0, pid, 0))  # bpf_iter_link_info.task: tid, pid, pid_fd
+    info = (ctypes.addressof(task), len(task.raw)) if pid else (0, 0)
+    link = _bpf(BPF_LINK_CREATE, struct.pack("<IIIIQI", prog, 0, BPF_TRACE_ITER, 0, *info))
+    try:
+        with netns.entered(target):  # iter/tcp walks the namespace it is created in
+            iterator = _bpf(BPF_ITER_CREATE, struct.pack("<II", link, 0))
+        try:
+            return _read_all(iterator)
+        finally:
+            os.close(iterator)
+    finally:
+        os.close(link)
+
+
+def _run(
+    layout: Layout, ports: set[int], target: netns.NetnsTarget | None, pids: Iterable[int] = (), files: bool = False
+) -> bytes | None:
+    """Load the program for ``ports``, iterate (in the target namespace; for files, those of ``pids`` or of
+    every process), unload; None if refused."""
     try:
         prog = _load(layout, min(ports), max(ports), files)
     except OSError:
         return None  # no privilege, no iterator support
     try:
-        link = _bpf(BPF_LINK_CREATE, struct.pack("<IIII", prog, 0, BPF_TRACE_ITER, 0))
-        try:
-            with netns.entered(target):  # iter/tcp walks the namespace it is created in
-                iterator = _bpf(BPF_ITER_CREATE, struct.pack("<II", link, 0))
-            try:
-                return _read_all(iterator)
-            finally:
-                os.close(iterator)
-        finally:
-            os.close(link)
+        return b"".join(_iterate(prog, target, pid) for pid in (sorted(pids) or [0]))
     except OSError:
         return None
     finally:
         os.close(prog)
 
 
+MAX_HOLDER_WALKS = 16  # past this many holder processes, one walk of every process's files
+
+
 def read_tcp_bind_state(
-    target: netns.NetnsTarget | None, ports: set[int], bound: frozenset[int] = frozenset()
+    target: netns.NetnsTarget | None,
+    ports: set[int],
+    bound: frozenset[int] = frozenset(),
+    holders: frozenset[int] = frozenset(),
 ) -> TcpBindState | None:
     """The kernel's view of the TCP sockets on ``ports`` and of their bind buckets; None if not readable.
 
-    ``bound``: cookies of bound-only sockets of the dump. A port whose bucket no listening, connected or
-    TIME-WAIT socket showed is looked up through them too, in the files processes hold."""
+    ``bound``: cookies of bound-only sockets of the dump, held by the processes ``holders`` (empty: not
+    known). A port whose bucket no listening, connected or TIME-WAIT socket showed is looked up through
+    them, in the files those processes hold."""
     wanted = {port for port in ports if port}
     if not wanted:
         return None
@@ -472,7 +489,8 @@ def read_tcp_bind_state(
     state = _decode(data, layout, wanted)
     unseen = wanted - set(state.buckets)
     if unseen and bound:
-        held = _run(layout, unseen, target, files=True)
+        pids = holders if 0 < len(holders) <= MAX_HOLDER_WALKS else ()
+        held = _run(layout, unseen, target, pids, files=True)
         if held is not None:
             extra = _decode(held, layout, unseen, only=bound)
             state = TcpBindState({**extra.sockets, **state.sockets}, {**extra.buckets, **state.buckets})
