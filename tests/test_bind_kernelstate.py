@@ -259,3 +259,17 @@ def test_an_unprivileged_reader_gets_nothing():
     os.close(read_end)
     os.waitpid(pid, 0)
     assert answer == b"None"
+
+
+@pytest.mark.parametrize(
+    ("cap_eff", "may"),
+    [("000001ffffffffff", True), ("0000000000200000", True), ("000000c000000000", True), ("0000004000000000", False)],
+)
+def test_the_capabilities_are_asked_before_any_work(tmp_path, cap_eff, may):
+    """CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON; anything less gives up before the BTF is parsed."""
+    from portscope.sources.tcpbind import _may_trace
+
+    status = tmp_path / "status"
+    status.write_text(f"Name:\tpython\nCapEff:\t{cap_eff}\n")
+    assert _may_trace(str(status)) is may
+    assert _may_trace(str(tmp_path / "missing")) is True  # unknown: the kernel says

@@ -462,6 +462,23 @@ def _run(
         os.close(prog)
 
 
+CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
+
+
+def _may_trace(status_path: str = "/proc/thread-self/status") -> bool:
+    """CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), which loading a tracing program needs: asked before the
+    BTF is parsed, so that a caller without them pays nothing."""
+    try:
+        with open(status_path, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("CapEff:"):
+                    caps = int(line.split()[1], 16)
+                    return bool(caps >> CAP_SYS_ADMIN & 1) or bool(caps >> CAP_BPF & 1 and caps >> CAP_PERFMON & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return True  # unknown: let the kernel say
+
+
 MAX_HOLDER_WALKS = 16  # past this many holder processes, one walk of every process's files
 
 
@@ -477,7 +494,7 @@ def read_tcp_bind_state(
     known). A port whose bucket no listening, connected or TIME-WAIT socket showed is looked up through
     them, in the files those processes hold."""
     wanted = {port for port in ports if port}
-    if not wanted:
+    if not wanted or not _may_trace():
         return None
     try:
         layout = read_layout()
