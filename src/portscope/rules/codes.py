@@ -46,6 +46,7 @@ class ReasonCode(str, enum.Enum):
     UDP_NEEDS_SHARING = "udp-needs-sharing"
     MORE_BLOCKERS = "more-blockers"
     FASTPATH_MAY_ACCEPT = "fastpath-may-accept"
+    FASTPATH_ACCEPTS = "fastpath-accepts"
     DEPENDS_ON_HIDDEN = "depends-on-hidden"
 
 
@@ -120,6 +121,7 @@ PARAMETERS: dict[enum.Enum, tuple[str, ...]] = {
     ReasonCode.UDP_NEEDS_SHARING: (),
     ReasonCode.MORE_BLOCKERS: ("count",),
     ReasonCode.FASTPATH_MAY_ACCEPT: ("socket", "count"),
+    ReasonCode.FASTPATH_ACCEPTS: ("proto", "port", "uid", "address", "listen"),
     ReasonCode.DEPENDS_ON_HIDDEN: ("socket", "count"),
     ActionKind.STOP_PROCESS: ("pid", "name", "workers", "other_pids"),
     ActionKind.STOP_UNKNOWN_PROCESS: ("address", "port"),

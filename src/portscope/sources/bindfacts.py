@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import ipaddress
 import os
 import select
 import signal
@@ -23,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import single_threaded
 from portscope.engine.snapshot import snapshot
@@ -33,6 +35,9 @@ from portscope.rules.bind import DEFAULT_PORT_RANGE, Ipv6Address, LocalRoute, Na
 from portscope.sources import netns
 from portscope.sources.addresses import read_local_addresses
 from portscope.sources.linux import end_child, write_all
+
+if TYPE_CHECKING:
+    from portscope.sources.tcpbind import KernelSocket
 
 CAP_NET_BIND_SERVICE = 10
 
@@ -435,12 +440,19 @@ TIMEWAIT_SECONDS = 60.0  # TCP_TIMEWAIT_LEN: the longest a TIME-WAIT (or FIN-WAI
 
 
 def _covers(listener: Owner, b: Owner) -> bool:
-    """Could ``listener`` have accepted the connection ``b`` is left of (same port, its address covered)?"""
-    if listener.address == b.address and listener.family is b.family:
+    """Could ``listener`` have accepted the connection ``b`` is left of (same port, its address covered)?
+
+    An accepted socket has its listener's family: an AF_INET6 listener's IPv4 connections are AF_INET6
+    sockets at v4-mapped addresses, which a v6-only listener never accepts."""
+    if listener.family is not b.family:
+        return False
+    if listener.address == b.address:
         return True
     if listener.family is Family.IPV4:
-        return b.family is Family.IPV4 and listener.address == "0.0.0.0"
-    return listener.address == "::" and (b.family is Family.IPV6 or listener.v6only is False)
+        return listener.address == "0.0.0.0"
+    if ipaddress.IPv6Address(b.address).ipv4_mapped is not None:
+        return listener.address in ("::", "::ffff:0.0.0.0") and listener.v6only is False
+    return listener.address == "::"
 
 
 def _inherited(b: Owner, owners: Sequence[Owner], now: float) -> Owner:
@@ -517,3 +529,30 @@ def read_owners(proto: Proto, ports: set[int], netns_spec: str | None, table_siz
                 if port and sock.local_port % size == port % size:
                     slots[port] += 1
     return OwnerFacts({port: tuple(found) for port, found in owners.items()}, snap, slots)
+
+
+def with_kernel_flags(owners: Sequence[Owner], kernel: dict[int, KernelSocket]) -> tuple[Owner, ...]:
+    """Owners with the SO_REUSEADDR / SO_REUSEPORT / IPV6_V6ONLY / device the kernel keeps in their
+    ``sock_common`` (matched by socket cookie): TIME-WAIT and orphaned sockets keep theirs there
+    (``tw_reuse``, ``tw_reuseport``, ``tw_ipv6only``) whatever process or listener is gone. For TIME-WAIT
+    sockets they replace what was inferred from a listener (the socket may be a client's); elsewhere they
+    fill in only what no holder showed."""
+    settled = []
+    for b in owners:
+        cookie = b.socket.cookie if b.socket is not None else None
+        found = kernel.get(cookie) if cookie else None
+        if found is None or found.port != b.port:
+            settled.append(b)
+            continue
+        if b.timewait:
+            b = replace(b, reuseaddr=None, reuseport=None, v6only=None if b.family is Family.IPV6 else False)
+        settled.append(
+            replace(
+                b,
+                reuseaddr=b.reuseaddr if b.reuseaddr is not None else found.reuse != 0,
+                reuseport=b.reuseport if b.reuseport is not None else found.reuseport,
+                v6only=b.v6only if b.v6only is not None else found.v6only,
+                device=b.device if b.device is not None else found.device,
+            )
+        )
+    return tuple(settled)
