@@ -38,3 +38,21 @@ def test_console_script_runs_the_cli():
         timeout=60,
     )
     assert done.returncode == 0 and done.stdout.startswith("portscope")
+
+
+def test_program_path_searches_path_as_shutil_which(tmp_path, monkeypatch):
+    import shutil
+
+    from portscope.render.environment import program_path
+
+    plain, runnable = tmp_path / "a", tmp_path / "b"
+    plain.mkdir()
+    runnable.mkdir()
+    (plain / "portscope").write_text("")  # not executable: skipped, as the shell skips it
+    (runnable / "portscope").write_text("#!/bin/sh\n")
+    (runnable / "portscope").chmod(0o755)
+    monkeypatch.setattr("sys.argv", ["portscope", "ls"])
+    monkeypatch.setenv("PATH", f"{plain}:{runnable}")
+    assert program_path() == shutil.which("portscope") == str(runnable / "portscope")
+    monkeypatch.setenv("PATH", str(plain))
+    assert program_path() == "portscope" and shutil.which("portscope") is None

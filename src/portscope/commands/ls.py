@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
 from portscope.model.dataclass_lite import dataclass_lite
-from portscope.model.endpoint import ScopedNetwork, parse_network
 from portscope.model.query import (
     ALL_NAMESPACES,
     DEFAULT_STATES,
@@ -108,6 +107,10 @@ def _pids(values: tuple[str, ...]) -> frozenset[int] | None:
 
 
 def _networks(values: tuple[str, ...], option: str, netns: str | None):
+    if not values:
+        return None
+    from portscope.model.endpoint import ScopedNetwork, parse_network  # ipaddress: only for --src/--dst
+
     networks = tuple(parse_network(v) for v in split_values(values, option)) or None
     for network in networks or ():
         if isinstance(network, ScopedNetwork) and netns != ALL_NAMESPACES:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.errors import SourceError, UsageError
 from portscope.model.dataclass_lite import dataclass_lite
-from portscope.model.endpoint import ScopedNetwork, on_interface
 from portscope.model.query import PortRange, Query, port_in_ranges
 from portscope.model.records import (
     Backend,
@@ -737,6 +736,8 @@ def _network_predicate(networks: Sequence, local: bool) -> Predicate:
     A link-local socket and its peer are on the socket's bound device (the scope id becomes it), so the
     zone checks that device; where the source cannot tell it (/proc) the address alone decides.
     """
+    from portscope.model.endpoint import ScopedNetwork, on_interface  # ipaddress: only for --src/--dst
+
     plain = [net for net in networks if not isinstance(net, ScopedNetwork)]
     scoped = [net for net in networks if isinstance(net, ScopedNetwork)]
     plain_match = _address_matcher(plain)

@@ -166,10 +166,12 @@ def program_path() -> str:
         return "portscope"
     if os.sep in argv0:  # a console script started through PATH gets its full path here
         return os.path.abspath(argv0)
-    import shutil  # only here: it costs bz2 and lzma imports
-
-    found = shutil.which(argv0)
-    return os.path.abspath(found) if found else "portscope"
+    # the shell's search, as shutil.which does it (whose import costs bz2 and lzma on every start)
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or os.curdir, argv0)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
+    return "portscope"
 
 
 def _can_encode(text: str, encoding: str) -> bool:
