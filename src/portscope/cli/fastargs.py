@@ -168,8 +168,8 @@ class _Level:
     def params(self) -> dict[str, Any]:
         params = {}
         for option in self.spec["options"]:
-            if option["role"] != "param":
-                continue
+            if option["role"] not in ("param", "refuse") or "default" not in option:
+                continue  # help, version, --color: not the body's
             values = self.given.get(option["name"])
             if values is None:
                 params[option["name"]] = option["default"]

@@ -119,14 +119,14 @@ def command_table(name: str, command: click.Command, ctx: click.Context) -> dict
         }
         if role == "color":
             entry["flag_value"] = param.flag_value
-        if role == "param" and defaults is not None:
-            entry["default"] = defaults[param.name] if defaults is not None else None
-            if param.is_flag:
-                given = _parsed(command, name or "portscope", parent, [param.opts[0], *filler])
-                entry["const"] = given[param.name] if given is not None else None
-                if param.secondary_opts:
-                    given = _parsed(command, name or "portscope", parent, [param.secondary_opts[0], *filler])
-                    entry["secondary_const"] = given[param.name] if given is not None else None
+        if role in ("param", "refuse") and param.expose_value and defaults is not None:
+            entry["default"] = defaults[param.name]  # (a refused option is declined when given, not when absent)
+        if role == "param" and defaults is not None and param.is_flag:  # what click stores for the flag given
+            given = _parsed(command, name or "portscope", parent, [param.opts[0], *filler])
+            entry["const"] = given[param.name] if given is not None else None
+            if param.secondary_opts:
+                given = _parsed(command, name or "portscope", parent, [param.secondary_opts[0], *filler])
+                entry["secondary_const"] = given[param.name] if given is not None else None
         options.append(entry)
     layout = [a.nargs for a in arguments]
     if not all(n == 1 for n in layout[:-1]) or any(n not in (1, -1) for n in layout):
