@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from portscope.cli import fast
 from portscope.cli.argtable import COMMAND_ITEMS, COMMANDS
-from portscope.cli.fastargs import parse
+from portscope.cli.fastargs import command_spec, parse
 from portscope.cli.group import cli, exit_status
 from portscope.cli.helptext import PAGES
 from portscope.cli.runtime import Invocation
@@ -78,7 +78,7 @@ def fast_parse(argv: list[str]):
 
 
 def _option_strings(name: str) -> list[str]:
-    return [opt for option in COMMANDS[name]["options"] for opt in (*option["opts"], *option["secondary"])]
+    return [opt for option in command_spec(name)["options"] for opt in (*option["opts"], *option["secondary"])]
 
 
 @st.composite
@@ -86,7 +86,7 @@ def command_lines(draw) -> list[str]:
     name = draw(st.sampled_from([*NAMES, "lss"]))
     opts = _option_strings(name) if name in COMMANDS else ["-a"]
     letters = sorted({opt[1] for opt in opts if len(opt) == 2})
-    choices = [c for option in COMMANDS.get(name, {"options": ()})["options"] for c in option["choices"]]
+    choices = [c for option in (command_spec(name) or {"options": ()})["options"] for c in option["choices"]]
     values = st.sampled_from(VALUES + choices)
     token = st.one_of(
         st.sampled_from(opts),
@@ -103,8 +103,8 @@ def command_lines(draw) -> list[str]:
 @st.composite
 def well_formed_lines(draw) -> list[str]:
     """Lines click accepts, in every form it accepts them: most should take the fast path."""
-    name = draw(st.sampled_from([n for n in NAMES if COMMANDS[n]["fast"]]))
-    options = [o for o in COMMANDS[name]["options"] if o["role"] in ("param", "color")]
+    name = draw(st.sampled_from([n for n in NAMES if command_spec(n)["fast"]]))
+    options = [o for o in command_spec(name)["options"] if o["role"] in ("param", "color")]
     line: list[str] = []
     for option in draw(st.lists(st.sampled_from(options), max_size=5)) if options else ():
         opt = draw(st.sampled_from([*option["opts"], *option["secondary"]]))
@@ -123,7 +123,7 @@ def well_formed_lines(draw) -> list[str]:
         else:
             line.append(opt + value)
     words = []
-    for argument in COMMANDS[name]["arguments"]:
+    for argument in command_spec(name)["arguments"]:
         if argument["nargs"] == 1 and (argument["required"] or draw(st.booleans())):
             words.append(draw(st.sampled_from(argument["choices"] or ("8080", "53/udp", "state", "x"))))
         elif argument["nargs"] == -1:
@@ -228,7 +228,7 @@ def test_table_covers_every_command_and_option():
         command = cli.get_command(click.Context(cli), name)
         declared = {opt for p in command.params if isinstance(p, click.Option) for opt in (*p.opts, *p.secondary_opts)}
         assert declared <= set(_option_strings(name)), name
-    assert {"ls", "who", "stats"} <= {name for name in NAMES if COMMANDS[name]["fast"]}
+    assert {"ls", "who", "stats"} <= {name for name in NAMES if command_spec(name)["fast"]}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -118,6 +118,7 @@ def test_ls_loads_only_its_own_modules(small_host, argv):
     assert not loaded(names, {"portscope.commands.who", "portscope.render.who"})
     assert not loaded(names, {"portscope.sources.lineage", "portscope.sources.unixdiag", "shlex", "textwrap", "shutil"})
     assert not loaded(names, {"portscope.sources.containers", "portscope.sources.forwarders"})  # ls shows no place
+    assert not loaded(names, {"inspect", "ast", "dis", "tokenize"})  # dataclasses' import of inspect is deferred
     assert "portscope.engine.snapshot" in names  # (the run did reach the listing)
 
 

@@ -190,14 +190,16 @@ def complete(instruction: str) -> int | None:
     args, incomplete = words
     if "=" in incomplete:
         return None
-    from portscope.cli.argtable import COMMAND_ITEMS, COMMANDS
+    from portscope.cli.argtable import COMMAND_FIELDS, COMMAND_ITEMS, COMMANDS
+
+    option_items = COMMAND_FIELDS.index("option_items")
 
     if not args:  # the command: names, and the group's options after a non-alphanumeric start
         items = [(name, help_text) for name, help_text in COMMAND_ITEMS if name.startswith(incomplete)]
         if incomplete and not incomplete[0].isalnum():
-            items += [item for item in COMMANDS[""]["option_items"] if item[0].startswith(incomplete)]
+            items += [item for item in COMMANDS[""][option_items] if item[0].startswith(incomplete)]
     elif len(args) == 1 and args[0] and args[0] in COMMANDS and incomplete[:1] == "-":
-        items = [item for item in COMMANDS[args[0]]["option_items"] if item[0].startswith(incomplete)]
+        items = [item for item in COMMANDS[args[0]][option_items] if item[0].startswith(incomplete)]
     else:
         return None
     text = ANSWERS[shell]([("plain", value, help_text) for value, help_text in items], incomplete)

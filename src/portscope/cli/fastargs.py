@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from portscope.cli.argtable import COMMANDS
+from portscope.cli.argtable import ARGUMENT_FIELDS, COMMAND_FIELDS, COMMANDS, OPTION_FIELDS
 from portscope.model.dataclass_lite import dataclass_lite
 
 
@@ -30,6 +30,23 @@ class Parsed:
     params: dict[str, Any]
     group_color: str | None
     command_color: str | None
+
+
+def _fields(row: tuple[Any, ...], fields: tuple[str, ...]) -> dict[str, Any]:
+    """A generated row as a dict (the fields it lacks left out)."""
+    absent = row[-1]
+    return {field: value for field, value in zip(fields, row[:-1], strict=True) if field not in absent}
+
+
+def command_spec(name: str) -> dict[str, Any] | None:
+    """One command's table (``""``: the group): fast, interspersed, options, arguments, option_items."""
+    row = COMMANDS.get(name)
+    if row is None:
+        return None
+    spec = dict(zip(COMMAND_FIELDS, row, strict=True))
+    spec["options"] = [_fields(option, OPTION_FIELDS) for option in spec["options"]]
+    spec["arguments"] = [_fields(argument, ARGUMENT_FIELDS) for argument in spec["arguments"]]
+    return spec
 
 
 class _Declined(Exception):
@@ -201,13 +218,13 @@ class _Level:
 def parse(args: list[str]) -> Parsed | None:
     """``args`` (after the program name) as click would give them to a command's body, or None."""
     try:
-        group = _Level(COMMANDS[""], list(args))
+        group = _Level(command_spec(""), list(args))
         group.parse()  # (its --debug is read from the whole line by the caller, as for click)
         if not group.rargs:
             return None  # no command: click says so
         name = group.rargs[0]
-        spec = COMMANDS.get(name)
-        if not name or spec is None or not spec["fast"]:
+        spec = command_spec(name) if name else None
+        if spec is None or not spec["fast"]:
             return None
         level = _Level(spec, group.rargs[1:])
         level.parse()

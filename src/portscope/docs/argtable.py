@@ -162,11 +162,46 @@ def command_table(name: str, command: click.Command, ctx: click.Context) -> dict
     }
 
 
+# Each option and argument is a row of constants, in these columns (the compiler folds a tuple of constants
+# into one constant: importing the table builds only the dict of commands, where dicts of dicts cost 1.7M
+# instructions); fastargs.command_spec() turns the rows of the one command being parsed into dicts.
+OPTION_FIELDS = (
+    "name",
+    "opts",
+    "secondary",
+    "role",
+    "kind",
+    "choices",
+    "multiple",
+    "needs_value",
+    "flag_needs_value",
+    "envvar",
+    "default",
+    "const",
+    "secondary_const",
+    "flag_value",
+)
+ARGUMENT_FIELDS = ("name", "nargs", "required", "kind", "choices", "default")
+COMMAND_FIELDS = ("fast", "interspersed", "options", "arguments", "option_items")
+
+
+def _row(entry: dict[str, Any], fields: tuple[str, ...]) -> tuple[Any, ...]:
+    """The entry's values in ``fields`` order, then the names of the fields it lacks (not None: absent)."""
+    return (*(entry.get(field) for field in fields), tuple(field for field in fields if field not in entry))
+
+
 def argtable_source(group: click.Group) -> str:
     commands = {}
     command_items = []
     for name, command, ctx in _contexts(group):
-        commands[name] = command_table(name, command, ctx)
+        table = command_table(name, command, ctx)
+        commands[name] = (
+            table["fast"],
+            table["interspersed"],
+            tuple(_row(option, OPTION_FIELDS) for option in table["options"]),
+            tuple(_row(argument, ARGUMENT_FIELDS) for argument in table["arguments"]),
+            table["option_items"],
+        )
         if name and not command.hidden:
             command_items.append((name, command.get_short_help_str()))
     lines = [
@@ -174,6 +209,9 @@ def argtable_source(group: click.Group) -> str:
             what='Every command\'s parameters, read by portscope.cli.fastargs (the group is the command named ""),\n'
             "and the items a completion request offers for command names (portscope.cli.fast)."
         ),
+        f"OPTION_FIELDS = {OPTION_FIELDS!r}\n",
+        f"ARGUMENT_FIELDS = {ARGUMENT_FIELDS!r}\n",
+        f"COMMAND_FIELDS = {COMMAND_FIELDS!r}\n",
         f"COMMANDS = {commands!r}\n",
         f"COMMAND_ITEMS = {tuple(command_items)!r}\n",
     ]
