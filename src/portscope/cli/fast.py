@@ -62,7 +62,7 @@ def answer(args: list[str]) -> int | None:
             env = Environment.detect(color=parsed.group_color or "auto")
             if parsed.command_color is not None:
                 env = env.with_colour(parsed.command_color)
-            run = Invocation(debug=debug, env=env)
+            run = Invocation(debug=parsed.debug, env=env)  # (the group's --debug; `debug` is main()'s rule)
             body(run, **parsed.params)
             sys.stdout.flush()
         except BrokenPipeError:

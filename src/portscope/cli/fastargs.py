@@ -23,13 +23,14 @@ from portscope.model.dataclass_lite import dataclass_lite
 
 @dataclass_lite(frozen=True)
 class Parsed:
-    """A command line click would run: the command, its body's parameters, and the ``--color`` given to the
-    group and to the command (None: not given)."""
+    """A command line click would run: the command, its body's parameters, the ``--color`` given to the
+    group and to the command (None: not given), and the group's ``--debug``."""
 
     command: str
     params: dict[str, Any]
     group_color: str | None
     command_color: str | None
+    debug: bool = False
 
 
 def _fields(row: tuple[Any, ...], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -228,6 +229,6 @@ def parse(args: list[str]) -> Parsed | None:
             return None
         level = _Level(spec, group.rargs[1:])
         level.parse()
-        return Parsed(name, level.params(), group.color, level.color)
+        return Parsed(name, level.params(), group.color, level.color, bool(group.given.get("debug")))
     except _Declined:
         return None
