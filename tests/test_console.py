@@ -56,3 +56,40 @@ def test_program_path_searches_path_as_shutil_which(tmp_path, monkeypatch):
     assert program_path() == shutil.which("portscope") == str(runnable / "portscope")
     monkeypatch.setenv("PATH", str(plain))
     assert program_path() == "portscope" and shutil.which("portscope") is None
+
+
+DEFERRED = """
+import sys
+from portscope.entry import defer_imports
+defer_imports(("inspect",))
+module = sys.modules["inspect"]
+import dataclasses, inspect
+assert inspect is module and "ast" not in sys.modules, "imported without being executed"
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+assert Point.__doc__ == "Point(x: int)" and "ast" in sys.modules  # dataclasses' own use loads it
+assert sys.modules["inspect"] is module and type(module) is type(sys)
+from inspect import cleandoc, signature
+assert cleandoc("  a\\n  b") == "a\\nb" and str(signature(Point)) == "(x: int) -> None"
+print("ok")
+"""
+
+
+def test_deferred_modules_are_the_real_ones_on_first_use():
+    done = subprocess.run([sys.executable, "-c", DEFERRED], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "ok\n", done.stderr
+
+
+def test_console_script_defers_inspect_but_click_still_gets_it():
+    # a line click parses (an error) still gets every inspect function click calls
+    done = subprocess.run(
+        [sys.executable, "-c", "from portscope.entry import run; run()", "ls", "--bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == ExitStatus.USAGE and "no such option" in done.stderr.lower()
+    assert "Traceback" not in done.stderr

@@ -1,5 +1,6 @@
 """What each command loads: start-up is most of a command's time on a small host, so nothing heavy may creep
-into the import graph of ls, who, a completion request, --help or --version.
+into the import graph of ls, who, a completion request, --help or --version. click, whose import alone costs
+more than the interpreter's start-up, is on none of them: they take the fast path (portscope.cli.fast).
 
 The modules are read from the interpreter's own import log (-X importtime), for the whole run of the command
 (the imports a command makes inside its function included), in a network namespace made here with one
@@ -17,11 +18,15 @@ import pytest
 
 from netns_util import new_netns
 
-RUN = "import sys; sys.argv[0] = 'portscope'; from portscope.entry import run; run()"
+# argv[0] as the console script gets it from the kernel: its full path (a bare name would look the program up in
+# PATH, with shutil, for the hints that name it)
+CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "portscope")
+RUN = f"import sys; sys.argv[0] = {CONSOLE_SCRIPT!r}; from portscope.entry import run; run()"
 
-# Never on these paths: other dependencies, and standard modules that cost a share of the interpreter's own
-# start-up each (json, subprocess...) or are there for other commands only.
+# Never on these paths: click (the fast path parses them), other dependencies, and standard modules that cost a
+# share of the interpreter's own start-up each (json, subprocess...) or are there for other commands only.
 HEAVY = {
+    "click",
     "rich",
     "pyroute2",
     "psutil",
@@ -113,6 +118,7 @@ def test_ls_loads_only_its_own_modules(small_host, argv):
     assert not loaded(names, {"portscope.commands.who", "portscope.render.who"})
     assert not loaded(names, {"portscope.sources.lineage", "portscope.sources.unixdiag", "shlex", "textwrap", "shutil"})
     assert not loaded(names, {"portscope.sources.containers", "portscope.sources.forwarders"})  # ls shows no place
+    assert not loaded(names, {"inspect", "ast", "dis", "tokenize"})  # dataclasses' import of inspect is deferred
     assert "portscope.engine.snapshot" in names  # (the run did reach the listing)
 
 
@@ -130,16 +136,33 @@ def test_who_loads_only_its_own_modules(small_host):
     assert not loaded(names, HEAVY | OTHER_COMMANDS | {"json", "portscope.render.jsonout", "socket", "signal"})
 
 
+WIDE = {"COLUMNS": "100"}  # the stored help pages are click's at 80 columns and more
+
+
 def test_help_and_completion_load_no_library_code():
     for argv, env in (
-        (["--help"], None),
-        (["ls", "--help"], None),
+        (["--help"], WIDE),
+        (["ls", "--help"], WIDE),
+        (["who", "-h"], WIDE),
         ([], {"_PORTSCOPE_COMPLETE": "bash_complete", "COMP_WORDS": "portscope l", "COMP_CWORD": "1"}),
+        ([], {"_PORTSCOPE_COMPLETE": "bash_complete", "COMP_LINE": "portscope l", "COMP_POINT": "11"}),
         ([], {"_PORTSCOPE_COMPLETE": "zsh_complete", "COMP_WORDS": "portscope ls --st", "COMP_CWORD": "2"}),
+        ([], {"_PORTSCOPE_COMPLETE": "fish_complete", "COMP_WORDS": "portscope who -", "COMP_CWORD": "-"}),
     ):
         names = imported(argv, env)
-        assert "click" in names
         assert not loaded(names, HEAVY | OTHER_COMMANDS | LIBRARY | {"json", "ipaddress", "socket"}), argv
+        assert not loaded(names, {"portscope.cli.group", "portscope.shell.scripts", "portscope.shell.values"}), argv
+
+
+def test_what_the_fast_path_declines_runs_through_click():
+    """The same requests where click's answer differs from the stored one (a narrow terminal), or needs values."""
+    for argv, env in (
+        (["--help"], {"COLUMNS": "60"}),
+        ([], {"_PORTSCOPE_COMPLETE": "zsh_complete", "COMP_WORDS": "portscope ls --state l", "COMP_CWORD": "3"}),
+    ):
+        names = imported(argv, env)
+        assert {"click", "portscope.cli.group"} <= names, argv
+        assert not loaded(names, HEAVY - {"click"} | OTHER_COMMANDS | {"json"}), argv
 
 
 def test_version_loads_nothing_beyond_the_interpreter():

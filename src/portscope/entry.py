@@ -36,6 +36,51 @@ def reopen_closed_standard_fds() -> None:
             setattr(sys, name, stream)
 
 
+# Standard modules something on every path imports and no command line of portscope uses: ``dataclasses``
+# imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``: 35M instructions, as much as the interpreter's whole
+# start-up) for the one ``inspect.signature`` it calls when it writes a docstring for a class, and
+# ``model/dataclass_lite.py`` makes the records without it.
+DEFERRED_MODULES = ("inspect",)
+
+
+def defer_imports(names: tuple[str, ...] = DEFERRED_MODULES) -> None:
+    """Import these modules on first use of one of their attributes rather than at ``import``.
+
+    Each gets its real module object in ``sys.modules`` at once (the import statement and identity checks see
+    that object), executed the first time an attribute it lacks is read (``inspect.signature``, ``from
+    inspect import cleandoc``); nothing else changes. The console script's alone: a library user's imports
+    are not touched.
+    """
+    import _thread
+
+    module_type = type(sys)
+    for name in names:
+        if name in sys.modules:
+            continue
+        spec = next((s for f in sys.meta_path if (s := _find_spec(f, name)) is not None), None)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            continue
+        lock = _thread.allocate_lock()  # two threads reading the first attribute execute the module once
+
+        class Deferred(module_type):  # type: ignore[valid-type,misc]
+            def __getattr__(self, attribute: str, _spec=spec, _lock=lock):
+                with _lock:
+                    if type(self) is not module_type:
+                        self.__class__ = module_type
+                        _spec.loader.exec_module(self)
+                return module_type.__getattribute__(self, attribute)
+
+        module = Deferred(name)
+        module.__spec__, module.__loader__, module.__package__ = spec, spec.loader, spec.parent
+        module.__file__, module.__cached__ = spec.origin, spec.cached
+        sys.modules[name] = module
+
+
+def _find_spec(finder: object, name: str):
+    find = getattr(finder, "find_spec", None)
+    return find(name, None) if find is not None else None
+
+
 VERSION_FLAGS = ({"--version"}, {"-V"})
 
 
@@ -57,6 +102,7 @@ def run() -> None:
     reopen_closed_standard_fds()
     if print_version_quickly(sys.argv[1:]):
         os._exit(0)
+    defer_imports()
     try:
         from portscope.cli import run as run_cli
     except KeyboardInterrupt:

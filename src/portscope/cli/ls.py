@@ -10,10 +10,10 @@ from portscope.cli.options import (
     COMMAND_SETTINGS,
     color_option,
     family_options,
-    invocation,
     json_option,
     netns_option,
     numeric_option,
+    run_body,
 )
 from portscope.shell.values import complete_expression, complete_pids, complete_ports, complete_states, complete_users
 
@@ -113,15 +113,7 @@ BACKENDS = ("auto", "netlink", "proc")
 @click.option("-m", "--memory", is_flag=True, help="Show socket memory (JSON key memory).")
 @click.option("-i", "--info", is_flag=True, help="Show TCP internals: rtt, cwnd, rto, mss, rates (JSON key tcp_info).")
 @click.argument("expression", nargs=-1, metavar="[EXPRESSION]...", shell_complete=complete_expression)
-def ls(
-    as_json: bool,
-    as_jsonl: bool,
-    numeric: bool,
-    show_processes: bool,
-    no_header: bool,
-    pids_only: bool,
-    **options: Any,
-) -> None:
+def ls(**params: Any) -> None:
     """List TCP and UDP sockets with the processes that hold them.
 
     By default: listening and connected sockets. -a adds TIME-WAIT and bound-only sockets. The
@@ -150,42 +142,6 @@ def ls(
     Exit status: 0 the sockets were listed (also when the reader stops early,
     as with | head).
     """
-    from portscope.commands.ls import LsOptions, list_sockets
-    from portscope.commands.names import Names
-    from portscope.errors import FilterSyntaxError, UsageError
+    from portscope.cli.bodies import ls as body
 
-    clashes = (
-        ("--json", as_json, "--jsonl", as_jsonl),
-        ("-p", show_processes, "--no-processes", not options["join_processes"]),
-        ("--pids", pids_only, "--no-processes", not options["join_processes"]),
-        ("--pids", pids_only, "--json", as_json),
-        ("--pids", pids_only, "--jsonl", as_jsonl),
-        ("--no-header", no_header, "--json", as_json),
-        ("--no-header", no_header, "--jsonl", as_jsonl),
-    )
-    for first, first_on, second, second_on in clashes:
-        if first_on and second_on:
-            raise UsageError(f"{first} and {second} exclude each other")
-    names = Names.resolve(numeric=numeric)
-    try:
-        # the other parameters are LsOptions' fields, by name; one Places for the filter and the output
-        snap = list_sockets(LsOptions(**options), places=names.places)
-    except FilterSyntaxError as exc:
-        raise click.UsageError(str(exc), ctx=click.get_current_context()) from None
-    names.places.learn(snap.namespaces)
-    env = invocation().env
-    if as_jsonl:
-        from portscope.render.jsonout import write_socket_lines
-        from portscope.render.ls import footer_lines
-
-        write_socket_lines(env.stdout, snap, names.services, names.places)
-        for line in footer_lines(snap, names):
-            env.note(line)
-        return
-
-    from portscope.render.ls import render_listing, render_pids
-
-    if pids_only:
-        render_pids(snap, env)
-        return
-    render_listing(snap, env, names, as_json=as_json, header=not no_header)
+    run_body(body, params)

@@ -11,8 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from portscope.errors import ExitStatus
-from portscope.model.dataclass_lite import dataclass_lite
+from portscope.cli.runtime import Invocation
 from portscope.render.environment import COLOR_MODES, Environment
 from portscope.shell.values import complete_interfaces, complete_netns, complete_users
 
@@ -23,19 +22,6 @@ COMMAND_SETTINGS: dict[str, Any] = {
 }  # --help fits 80 columns
 
 
-@dataclass_lite
-class Invocation:
-    """One run of the command line: --debug, the output environment, and the command's answer.
-
-    A command sets ``answer`` (0, 1, 3) as soon as it knows it, before rendering: a reader that stops
-    early (``| head``) ends the output, not the answer.
-    """
-
-    debug: bool
-    env: Environment
-    answer: ExitStatus = ExitStatus.OK
-
-
 def invocation() -> Invocation:
     """This run's state, made by the group (or here, for a command invoked on its own)."""
     ctx = click.get_current_context()
@@ -43,6 +29,17 @@ def invocation() -> Invocation:
     if run is None:
         run = ctx.obj = Invocation(debug=False, env=Environment.detect())
     return run
+
+
+def run_body(body: Callable[..., None], params: dict[str, Any]) -> None:
+    """Run a command's click-free body (:mod:`portscope.cli.bodies`) with click's parameters; its usage errors
+    become click's, said with the command's path."""
+    from portscope.cli.runtime import CommandUsageError
+
+    try:
+        body(invocation(), **params)
+    except CommandUsageError as exc:
+        raise click.UsageError(str(exc), ctx=click.get_current_context()) from None
 
 
 def _set_colour(ctx: click.Context, param: click.Parameter, value: str | None) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, invocation, json_option, netns_option, numeric_option
+from portscope.cli.options import COMMAND_SETTINGS, json_option, netns_option, numeric_option, run_body
 
 
 @click.command("stats", context_settings=COMMAND_SETTINGS)
@@ -19,7 +21,7 @@ from portscope.cli.options import COMMAND_SETTINGS, invocation, json_option, net
 @numeric_option()
 @json_option("One JSON object: summary, counts, sockstat, busiest, bound_only (schema in README).")
 @netns_option()
-def stats(processes: bool, numeric: bool, as_json: bool, netns: str | None) -> None:
+def stats(**params: Any) -> None:
     """Socket counts: ss -s's summary, every socket by protocol, family and state, and more.
 
     The summary is the kernel's own counters (/proc/net/sockstat and sockstat6), as ss -s shows
@@ -35,11 +37,6 @@ def stats(processes: bool, numeric: bool, as_json: bool, netns: str | None) -> N
     \b
     Exit status: 0 the counts were read.
     """
-    from portscope.commands.names import Names
-    from portscope.commands.stats import socket_stats
+    from portscope.cli.bodies import stats as body
 
-    report = socket_stats(netns=netns, processes=processes)
-
-    from portscope.render.stats import render_stats
-
-    render_stats(report, invocation().env, Names.resolve(numeric=numeric), as_json=as_json)
+    run_body(body, params)

@@ -84,7 +84,7 @@ def single_keys(enabled: bool) -> Iterator[int | None]:
 
 
 def _reader_gone() -> bool:
-    from portscope.cli import _stdout_gone  # the group's one test for a closed reader
+    from portscope.cli.runtime import stdout_gone as _stdout_gone  # the one test for a closed reader
 
     return _stdout_gone()
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, color_option, invocation, json_option, netns_option, numeric_option
-from portscope.errors import ExitStatus
+from portscope.cli.options import COMMAND_SETTINGS, color_option, json_option, netns_option, numeric_option, run_body
 from portscope.shell.values import complete_ports
 
 
@@ -16,7 +17,7 @@ from portscope.shell.values import complete_ports
 @json_option("One JSON object: query, sockets, processes (schema in portscope-who(1)).")
 @netns_option()
 @color_option()
-def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None) -> None:
+def who(**params: Any) -> None:
     """Every process on a port: command, parents, unit or container, and its sockets.
 
     PORT is a port, a range, or a service name, optionally with an address and a protocol.
@@ -43,14 +44,6 @@ def who(port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None
     \b
     Exit status: 0 something is on the port (or bound to the name), 1 nothing is.
     """
-    from portscope.commands.names import Names
-    from portscope.commands.who import who_is_on
+    from portscope.cli.bodies import who as body
 
-    names = Names.resolve(numeric=numeric)
-    result = who_is_on(port, remote=remote, netns=netns, places=names.places)
-    run = invocation()
-    run.answer = ExitStatus.OK if result.found else ExitStatus.NOT_FOUND
-
-    from portscope.render.who import render_who
-
-    render_who(result, run.env, names, as_json=as_json)
+    run_body(body, params)

@@ -10,7 +10,6 @@ Imports the standard library, and psutil for the holders' details (:class:`Detai
 from __future__ import annotations
 
 import enum
-import ipaddress
 import os
 import time
 from collections import Counter
@@ -28,12 +27,14 @@ from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageRe
 from portscope.sources.procinfo import HidePid, raise_if_out_of_fds, read_hidepid
 from portscope.sources.services import Services, load_services
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # ipaddress is loaded where an address is compared (7M instructions: who 8080 on IPv4 needs none)
+    import ipaddress
+
     from portscope.commands.places import Places
     from portscope.sources.containers import ContainerInfo
     from portscope.sources.forwarders import Forward
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PEERS_SHOWN = 5
 BOUND_STATES = frozenset({State.LISTEN, State.UNCONN, State.BOUND})
 
@@ -112,6 +113,8 @@ def build_query(target: WhoTarget, netns: str | None = None) -> Query:
 def _ip(text: str | None) -> IPAddress | None:
     if text is None:
         return None
+    import ipaddress
+
     address = ipaddress.ip_address(text)
     return getattr(address, "ipv4_mapped", None) or address
 
@@ -124,6 +127,8 @@ def covered_families(sock: Socket) -> tuple[frozenset[Family], bool]:
     """
     if sock.family is Family.IPV4:
         return frozenset({Family.IPV4}), True
+    import ipaddress
+
     address = ipaddress.ip_address(sock.local_address)
     if getattr(address, "ipv4_mapped", None) is not None:
         return frozenset({Family.IPV4}), True
@@ -526,6 +531,8 @@ def _leads_to(sock: Socket, address: str | None, port: int) -> bool:
         return False
     if address is None:
         return True
+    import ipaddress
+
     try:
         wanted = ipaddress.ip_address(address)
     except ValueError:

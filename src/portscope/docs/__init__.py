@@ -1,7 +1,8 @@
-"""Generated documentation: man pages and shell completion scripts, kept in the repository.
+"""Generated files: man pages, shell completion scripts and the fast path's tables, kept in the repository.
 
-``python -m portscope.docs`` writes them all (``man/*.1``, ``completions/*``); ``--check`` only says
-which are out of date. The tests fail on a stale file, so the copies in the repository always match
+``python -m portscope.docs`` writes them all (``man/*.1``, ``completions/*``,
+``src/portscope/cli/argtable.py`` and ``helptext.py``: see :mod:`portscope.docs.argtable`); ``--check``
+only says which are out of date. The tests fail on a stale file, so the copies in the repository always match
 the commands.
 """
 
@@ -20,12 +21,14 @@ COMPLETION_FILES = {
 def generated_files() -> dict[str, str]:
     """Path relative to the project root -> content, as the code produces them now."""
     from portscope.cli import cli
+    from portscope.docs.argtable import fast_path_files
     from portscope.docs.manpages import man_pages
     from portscope.shell.scripts import completion_script
 
     files = {f"man/{name}": text for name, text in man_pages(cli).items()}
     for shell, path in COMPLETION_FILES.items():
         files[path] = completion_script(shell, cli)
+    files.update(fast_path_files(cli))
     return files
 
 

@@ -13,7 +13,6 @@ resolves them later).
 from __future__ import annotations
 
 import _socket as socket  # the C module (see sources/netlink.py)
-import ipaddress
 import re
 from typing import TYPE_CHECKING
 
@@ -22,10 +21,13 @@ from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange, parse_port_range
 from portscope.model.records import Family, Proto
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # ipaddress is loaded where an address is parsed (7M instructions: who 8080 and ls need none)
+    import ipaddress
+
     from portscope.sources.services import Services
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 _NUMBER_OR_RANGE = re.compile(r"[0-9]+(-[0-9]+)?")
@@ -51,6 +53,8 @@ def _needs_zone(address: ipaddress.IPv6Address) -> bool:
 
 def _ipv6_with_zone(inner: str, raw: str, zone_ids: bool, rest: str = "") -> tuple[ipaddress.IPv6Address, str | None]:
     """``IPv6`` or ``IPv6%zone`` (the inside of brackets): (address, zone)."""
+    import ipaddress
+
     address_text, percent, zone = inner.partition("%")
     try:
         address = ipaddress.IPv6Address(address_text)
@@ -83,6 +87,8 @@ def _bracketed(body: str, raw: str, zone_ids: bool) -> tuple[IPAddress, str | No
 
 def _host(host: str, raw: str, hostnames: bool) -> tuple[IPAddress | None, str | None]:
     """An unbracketed host: (address, host name); both None for the wildcard."""
+    import ipaddress
+
     if host in ("", "*"):
         return None, None
     if "%" in host:
@@ -150,8 +156,6 @@ def parse_endpoint(
 # ---------------------------------------------------------------------------------------------------
 # Address filters: ls --src / --dst
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 @dataclass_lite(frozen=True, slots=True)
 class ScopedNetwork:
@@ -169,6 +173,8 @@ def parse_network(text: str) -> IPNetwork | ScopedNetwork:
     ``fe80::1%eth0``, ``fe80::%eth0/64``: the address forms of :func:`parse_endpoint`, without a port.
     A zone id narrows a link-local address to the sockets on that interface.
     """
+    import ipaddress
+
     raw = text.strip()
     body, slash, length = raw, "", ""
     if raw.startswith("["):
@@ -199,6 +205,8 @@ def parse_network(text: str) -> IPNetwork | ScopedNetwork:
 
 
 def _is_ipv6(text: str) -> bool:
+    import ipaddress
+
     try:
         ipaddress.IPv6Address(text)
     except ValueError:

@@ -7,10 +7,8 @@ lines. The plain path imports only the standard library.
 
 from __future__ import annotations
 
-import datetime
 import os
 import shlex
-import textwrap
 import time
 from dataclasses import field
 from typing import IO, Any
@@ -583,6 +581,9 @@ def write_plain(page: Page, out: IO[str], width: int | None, paint=None) -> None
             lines.append(f"{INDENT}{label:<{LABEL_WIDTH}}  {text(value)}".rstrip())
         for segments in block.lines:
             lines.append(INDENT + text(segments).rstrip())
+        if block.notes:
+            import textwrap  # (only for notes: 4M instructions of start-up)
+
         for note in block.notes:
             lines.extend(textwrap.wrap(note, wrap_at, initial_indent=INDENT, subsequent_indent=INDENT))
         for lead, command in block.hints:
@@ -644,6 +645,8 @@ def query_object(target: WhoTarget, netns: str | None) -> dict[str, Any]:
 def _iso(seconds: float | None) -> str | None:
     if seconds is None:
         return None
+    import datetime  # (JSON only: 4.5M instructions of start-up)
+
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(timespec="seconds")
 
 

@@ -36,7 +36,7 @@ from click.shell_completion import (
     split_arg_string,
 )
 
-from portscope.render.text import safe_text
+from portscope.shell.protocol import Item, bash_answer, fish_answer, zsh_answer
 
 PROG_NAME = "portscope"
 COMPLETE_VAR = "_PORTSCOPE_COMPLETE"
@@ -132,20 +132,8 @@ complete --command %(prog_name)s --no-files --arguments '(%(complete_func)s)'
 """
 
 
-def _option_prefix(incomplete: str) -> str:
-    """``--state=lis`` -> ``--state=``: click answers the value alone."""
-    if incomplete.startswith("-") and "=" in incomplete:
-        return incomplete.partition("=")[0] + "="
-    return ""
-
-
-def _one_line(text: str | None) -> str:
-    return safe_text(" ".join(text.split())) if text else "_"
-
-
-def _offered(items: list[CompletionItem]) -> list[CompletionItem]:
-    """The items a shell may show and insert: none whose value holds a character that is not printable."""
-    return [item for item in items if str(item.value).isprintable()]
+def _items(items: list[CompletionItem]) -> list[Item]:
+    return [(item.type, str(item.value), item.help) for item in items]
 
 
 class _Deterministic(ShellComplete):
@@ -169,20 +157,7 @@ class BashCompletion(_Deterministic, BashComplete):
 
     def complete(self) -> str:
         args, incomplete = self.get_completion_args()
-        items = _offered(self.get_completions(args, incomplete))
-        # bash replaces only what follows its last word break (``80`` in ``127.0.0.1:80``).
-        raw = incomplete.partition("=")[2] if _option_prefix(incomplete) else incomplete
-        breaks = os.environ.get("COMP_WORDBREAKS", "\"'><=;|&(:")
-        cut = max((raw.rfind(c) for c in breaks), default=-1)
-        replaced_prefix = raw[: cut + 1] if os.environ.get("COMP_LINE") is not None else ""
-        return "\n".join(self._format(item, replaced_prefix) for item in items)
-
-    @staticmethod
-    def _format(item: CompletionItem, replaced_prefix: str) -> str:
-        value = str(item.value)
-        if replaced_prefix and value.startswith(replaced_prefix):
-            value = value[len(replaced_prefix) :]
-        return f"{item.type},{value}"
+        return bash_answer(_items(self.get_completions(args, incomplete)), incomplete)
 
 
 class ZshCompletion(_Deterministic, ZshComplete):
@@ -190,15 +165,7 @@ class ZshCompletion(_Deterministic, ZshComplete):
 
     def complete(self) -> str:
         args, incomplete = self.get_completion_args()
-        prefix = _option_prefix(incomplete)
-        out = []
-        for item in _offered(self.get_completions(args, incomplete)):
-            help_text = _one_line(item.help)
-            value = prefix + str(item.value)
-            if help_text != "_":  # _describe splits value from description at the first bare colon
-                value = value.replace("\\", "\\\\").replace(":", r"\:")  # and takes a backslash as an escape
-            out.append(f"{item.type}\n{value}\n{help_text}")
-        return "\n".join(out)
+        return zsh_answer(_items(self.get_completions(args, incomplete)), incomplete)
 
 
 class FishCompletion(_Deterministic, FishComplete):
@@ -206,9 +173,7 @@ class FishCompletion(_Deterministic, FishComplete):
 
     def complete(self) -> str:
         args, incomplete = self.get_completion_args()
-        prefix = _option_prefix(incomplete)
-        items = _offered(self.get_completions(args, incomplete))
-        return "\n".join(f"{item.type}\t{prefix}{item.value}\t{_one_line(item.help)}" for item in items)
+        return fish_answer(_items(self.get_completions(args, incomplete)), incomplete)
 
 
 COMPLETION_CLASSES: dict[str, type[ShellComplete]] = {
