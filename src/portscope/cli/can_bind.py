@@ -8,6 +8,7 @@ import click
 
 from portscope.cli.options import (
     COMMAND_SETTINGS,
+    Command,
     bind_request,
     bind_socket_options,
     color_option,
@@ -18,7 +19,7 @@ from portscope.cli.options import (
 from portscope.shell.values import complete_local_addresses
 
 
-@click.command("can-bind", context_settings=COMMAND_SETTINGS)
+@click.command("can-bind", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.argument("address", metavar="ADDR:PORT", shell_complete=complete_local_addresses)
 @bind_socket_options(
     "A UDP socket (default: TCP).",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS
+from portscope.cli.options import COMMAND_SETTINGS, Command
 from portscope.shell.scripts import SHELLS, completion_script
 
 
-@click.command("completion", context_settings=COMMAND_SETTINGS)
+@click.command("completion", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> None:
     """Print the shell completion script for bash, zsh or fish.

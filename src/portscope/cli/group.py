@@ -13,7 +13,7 @@ import click
 
 from portscope import __version__
 from portscope.cli import COMMAND_SYNONYMS, COMMANDS
-from portscope.cli.options import Invocation, color_option
+from portscope.cli.options import Invocation, color_option, ordered_help_names
 from portscope.cli.runtime import failed, guarded, interrupted, port_letter_hint, silence_stdout, stdout_gone
 from portscope.errors import ExitStatus
 from portscope.render.environment import Environment
@@ -23,6 +23,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 class PortscopeGroup(click.Group):
+    get_help_option_names = ordered_help_names
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

@@ -6,12 +6,12 @@ import sys
 
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, invocation, json_option, netns_option
+from portscope.cli.options import COMMAND_SETTINGS, Command, invocation, json_option, netns_option
 from portscope.errors import ExitStatus, UsageError
 from portscope.shell.values import complete_ports, complete_signals
 
 
-@click.command("kill", context_settings=COMMAND_SETTINGS)
+@click.command("kill", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.argument("port", metavar="PORT", required=False, shell_complete=complete_ports)
 @click.option("--dry-run", is_flag=True, help="Show what would be signalled; signal nothing.")
 @click.option(

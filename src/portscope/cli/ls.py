@@ -8,6 +8,7 @@ import click
 
 from portscope.cli.options import (
     COMMAND_SETTINGS,
+    Command,
     color_option,
     family_options,
     json_option,
@@ -20,7 +21,7 @@ from portscope.shell.values import complete_expression, complete_pids, complete_
 BACKENDS = ("auto", "netlink", "proc")
 
 
-@click.command("ls", context_settings=COMMAND_SETTINGS)
+@click.command("ls", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.option("-a", "--all", "all_states", is_flag=True, help="Every state, TIME-WAIT and bound-only sockets too.")
 @click.option("-l", "--listening", is_flag=True, help="Only listeners (UDP: unconnected bound sockets).")
 @click.option("-t", "--tcp", is_flag=True, help="TCP sockets.")

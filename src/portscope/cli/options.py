@@ -22,6 +22,17 @@ COMMAND_SETTINGS: dict[str, Any] = {
 }  # --help fits 80 columns
 
 
+def ordered_help_names(command: click.Command, ctx: click.Context) -> list[str]:
+    """The help option's names in the declared order: click makes them a set, whose order changes from one
+    process to the next (string hashing), and completion answers and the generated tables must not."""
+    taken = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+    return [name for name in ctx.help_option_names if name not in taken]
+
+
+class Command(click.Command):
+    get_help_option_names = ordered_help_names
+
+
 def invocation() -> Invocation:
     """This run's state, made by the group (or here, for a command invoked on its own)."""
     ctx = click.get_current_context()

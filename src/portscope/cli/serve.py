@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, invocation, netns_option
+from portscope.cli.options import COMMAND_SETTINGS, Command, invocation, netns_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 NETNS_HELP = "Read another network namespace, or every one on the host (all)."
@@ -57,7 +57,7 @@ def _options(netns: str | None, expect: tuple[str, ...], expect_file: str | None
     return ExporterOptions(netns=netns, expectations=expectations, max_series=max_series, interval=interval)
 
 
-@click.command("serve", context_settings=COMMAND_SETTINGS)
+@click.command("serve", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.option(
     "--listen",
     default="127.0.0.1:9717",
@@ -120,7 +120,7 @@ def serve(listen: str, interval: float, netns: str | None, expect, expect_file, 
             gc.disable()
 
 
-@click.command("export", context_settings=COMMAND_SETTINGS)
+@click.command("export", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.option(
     "--textfile",
     "directory",

@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, json_option, netns_option, numeric_option, run_body
+from portscope.cli.options import COMMAND_SETTINGS, Command, json_option, netns_option, numeric_option, run_body
 
 
-@click.command("stats", context_settings=COMMAND_SETTINGS)
+@click.command("stats", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.option(
     "--no-processes",
     "processes",

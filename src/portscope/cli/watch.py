@@ -23,6 +23,7 @@ from portscope.cli.ls import ls as ls_command
 from portscope.cli.options import (
     BIND_OPTION_NAMES,
     COMMAND_SETTINGS,
+    Command,
     bind_request,
     bind_socket_options,
     invocation,
@@ -127,7 +128,7 @@ def _ls_options(options: dict[str, Any]):
     return LsOptions(**{name: value for name, value in options.items() if name in fields})
 
 
-@click.command("watch", context_settings=COMMAND_SETTINGS)
+@click.command("watch", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.option(
     "--interval",
     type=float,
@@ -205,7 +206,7 @@ def watch(interval: float, jsonl: bool, changes_only: bool, numeric: bool, **opt
     run.answer = ExitStatus.OK
 
 
-@click.command("wait", context_settings=COMMAND_SETTINGS)
+@click.command("wait", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.argument("port", metavar="PORT", shell_complete=complete_ports)
 @click.option(
     "--free",

@@ -6,11 +6,19 @@ from typing import Any
 
 import click
 
-from portscope.cli.options import COMMAND_SETTINGS, color_option, json_option, netns_option, numeric_option, run_body
+from portscope.cli.options import (
+    COMMAND_SETTINGS,
+    Command,
+    color_option,
+    json_option,
+    netns_option,
+    numeric_option,
+    run_body,
+)
 from portscope.shell.values import complete_ports
 
 
-@click.command("who", context_settings=COMMAND_SETTINGS)
+@click.command("who", cls=Command, context_settings=COMMAND_SETTINGS)
 @click.argument("port", metavar="PORT", shell_complete=complete_ports)
 @click.option("--remote", is_flag=True, help="Also match the peer's port: connections made TO this port.")
 @numeric_option()

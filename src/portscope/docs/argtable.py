@@ -76,6 +76,12 @@ def group_commands(group: click.Command, ctx: click.Context) -> list[str]:
     return group.list_commands(ctx) if isinstance(group, click.Group) else []
 
 
+def _names(param: click.Option) -> tuple[str, ...]:
+    """An option's names, short ones first: click makes the help option's from a set, whose order changes
+    from one process to the next (string hashing), and the generated table must not."""
+    return tuple(sorted(param.opts, key=len))
+
+
 def command_table(name: str, command: click.Command, ctx: click.Context) -> dict[str, Any]:
     """One command's parameters as the fast parser reads them."""
     params = command.get_params(ctx)
@@ -107,7 +113,7 @@ def command_table(name: str, command: click.Command, ctx: click.Context) -> dict
             role = "refuse"
         entry: dict[str, Any] = {
             "name": param.name,
-            "opts": tuple(param.opts),
+            "opts": _names(param),
             "secondary": tuple(param.secondary_opts),
             "role": role,
             "kind": kind,
@@ -122,7 +128,7 @@ def command_table(name: str, command: click.Command, ctx: click.Context) -> dict
         if role in ("param", "refuse") and param.expose_value and defaults is not None:
             entry["default"] = defaults[param.name]  # (a refused option is declined when given, not when absent)
         if role == "param" and defaults is not None and param.is_flag:  # what click stores for the flag given
-            given = _parsed(command, name or "portscope", parent, [param.opts[0], *filler])
+            given = _parsed(command, name or "portscope", parent, [_names(param)[0], *filler])
             entry["const"] = given[param.name] if given is not None else None
             if param.secondary_opts:
                 given = _parsed(command, name or "portscope", parent, [param.secondary_opts[0], *filler])
@@ -157,7 +163,7 @@ def command_table(name: str, command: click.Command, ctx: click.Context) -> dict
             (opt, param.help)
             for param in params
             if isinstance(param, click.Option) and not param.hidden
-            for opt in (*param.opts, *param.secondary_opts)
+            for opt in (*_names(param), *param.secondary_opts)
         ),
     }
 
