@@ -186,7 +186,7 @@ def _text(value: str | None) -> str:
 
 
 _BOOL = {None: "null", True: "true", False: "false"}
-JSON_CHUNK = 2048  # socket objects per write()
+JSON_CHUNK = 256  # socket objects per write(): about 100 KB, under malloc's mmap threshold (no fresh pages per chunk)
 
 
 def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, places: Places | None = None) -> None:

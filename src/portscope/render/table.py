@@ -207,7 +207,7 @@ def table_order(sockets: Sequence[Socket]) -> list[Socket]:
     return ordered
 
 
-PLAIN_CHUNK = 4096  # lines per write()
+PLAIN_CHUNK = 1024  # lines per write(): about 100 KB, under malloc's mmap threshold (no fresh pages per chunk)
 
 
 def write_plain(
