@@ -165,3 +165,7 @@ def test_one_decoder_takes_dumps_of_either_family():
     assert decoder.decode(v6_messages, "test") == ([], False)
     decoder.restart()  # that dump broke off: dumped again from its start
     assert decoder.decode(data[Family.IPV4], "test") == (v4, True)
+    # a decoder of one family holds nothing back: each buffer's records at once (the destroy feed's
+    # notifications end no dump)
+    single = netlink.Decoder(Proto.TCP, Family.IPV6, NETNS, ifname=lambda index: f"if{index}")
+    assert single.decode(v6_messages, "test") == (v6, False)

@@ -353,8 +353,9 @@ class Decoder:
     """Turns dump payloads into :class:`Socket` records; caches address text and device names.
 
     Each message says its family (``idiag_family``), so one decoder reads a dump of either family or of both
-    at once (TCPDIAG_GETSOCK). IPv6 records are held back until the dump ends: the records come in the order
-    two dumps, IPv4 then IPv6, give them. ``family`` is the table asked for (None: both).
+    at once (TCPDIAG_GETSOCK). ``family`` is the table asked for; None: both, and then IPv6 records are held
+    back until the dump ends, so that they come in the order two dumps, IPv4 then IPv6, give them. A decoder
+    for one family returns each buffer's records at once (the destroy feed's messages end no dump).
     """
 
     def __init__(self, proto: Proto, family: Family | None = None, netns: int | None = None, ifname=None) -> None:
@@ -393,7 +394,7 @@ class Decoder:
         # inet_diag_msg together, table lookups instead of calls, and the fast Socket constructor.
         sockets: list[Socket] = []
         append4 = sockets.append
-        append6 = self._held.append
+        append6 = self._held.append if self.family is None else append4
         unpack_header = NLMSGHDR.unpack_from
         unpack = _MESSAGE.unpack_from
         make = _make_socket
