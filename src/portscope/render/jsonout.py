@@ -234,15 +234,14 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
     # queue lengths, uids; not ports, nearly unique on a busy host), looked up with a plain dict subscript;
     # a value not seen yet raises KeyError and is learned
     numbers: dict[int | None, str] = {None: "null"}
-    quoted: dict[str | None, str] = {None: "null"}  # addresses come from inet_ntop: nothing to escape
+    quoted: dict[str | None, str] = {None: "null"}  # peer addresses (inet_ntop's text: nothing to escape)
 
     def learn(sock: Socket) -> None:
         for value in (sock.recv_q, sock.send_q, sock.uid):
             if value not in numbers:
                 numbers[value] = str(value)
-        for address in (sock.local_address, sock.remote_address):
-            if address not in quoted:
-                quoted[address] = f'"{address}"'
+        if sock.remote_address not in quoted:
+            quoted[sock.remote_address] = f'"{sock.remote_address}"'
 
     bools = _BOOL
     extra_text = None
@@ -353,7 +352,7 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
         while True:  # once, or twice when a value is new
             try:
                 text = (
-                    f"{head_by_state[sock.state]}{quoted[sock.local_address]}, "  # type: ignore[index]
+                    f'{head_by_state[sock.state]}"{sock.local_address}", '  # type: ignore[index]
                     f'"local_port": {port}, "remote_address": {quoted[sock.remote_address]}, '
                     f'"remote_port": {null if remote_port is None else remote_port}, '
                     f'"recv_q": {numbers[sock.recv_q]}, "send_q": {numbers[sock.send_q]}, "uid": {numbers[sock.uid]}, '
