@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from portscope.engine.recordmaker import positional_maker
+from portscope.engine.recordmaker import positional_maker, record_twin
 from portscope.errors import SourceError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange
@@ -106,7 +106,8 @@ _ZERO16 = bytes(16)
 _PLACEHOLDER_UID = [number in (3, 6, 12) for number in range(256)]
 _V6ONLY_STATES = [number in (7, 10) for number in range(256)]
 _TIMER_TABLE = [TIMER_BY_CODE.get(code) for code in range(256)]  # idiag_timer is a u8
-_make_socket = positional_maker(Socket)
+# the decoder fills a plain twin of Socket attribute by attribute, then switches its class (recordmaker)
+_SOCKET_TWIN, _REBUILD_SOCKET = record_twin(Socket)
 
 
 class NetlinkUnavailable(Exception):
@@ -391,13 +392,14 @@ class Decoder:
     def decode(self, data: bytes | bytearray | memoryview, source: str) -> tuple[list[Socket], bool]:
         """Decode one buffer of netlink messages; returns (sockets, done)."""
         # The hot loop of every listing (tens of thousands of iterations): one unpack of header and
-        # inet_diag_msg together, table lookups instead of calls, and the fast Socket constructor.
+        # inet_diag_msg together, table lookups instead of calls, and each record filled in place (a plain
+        # twin of Socket, attribute by attribute, then given its class: no call per socket).
         sockets: list[Socket] = []
         append4 = sockets.append
         append6 = self._held.append if self.family is None else append4
         unpack_header = NLMSGHDR.unpack_from
         unpack = _MESSAGE.unpack_from
-        make = _make_socket
+        new, twin, socket_class, rebuild = object.__new__, _SOCKET_TWIN, Socket, _REBUILD_SOCKET
         port_of = _PORTS.get
         port = _port
         states = self._state_table
@@ -455,74 +457,54 @@ class Decoder:
             state = states[state_no]
             if state is None:
                 raise SourceError(source, f"unknown {proto.value} state {state_no} at byte {offset}")
-            timer_name = timers[timer]
+            sock = new(twin)
+            sock.proto = proto
+            sock.state = state
+            sock.local_port = port_of(sport) or port(sport)
+            sock.recv_q = rqueue
+            sock.send_q = wqueue  # for a listener: its backlog
+            # 3: a timewait sock (also FIN-WAIT-2): uid and inode are placeholders, as for requests
+            sock.uid = None if placeholder_uid[state_no] or timer == 3 else uid
+            sock.inode = inode or None
+            sock.ifindex = ifindex
+            sock.interface = interface(ifindex) if ifindex else None
+            sock.timer = timer_name = timers[timer]
+            sock.timer_ms = expires if timer_name else None
+            sock.netns = netns
+            sock.cookie = cookie
             if family_no == af_inet:
-                local = text4(src) or new_text4(src)
+                sock.family = ipv4
+                sock.local_address = text4(src) or new_text4(src)
                 if dport:
-                    remote = text4(dst) or new_text4(dst)
-                    remote_port = port_of(dport) or port(dport)
+                    sock.remote_address = text4(dst) or new_text4(dst)
+                    sock.remote_port = port_of(dport) or port(dport)
                 elif dst[:4] == zero4:
-                    remote = remote_port = None
+                    sock.remote_address = sock.remote_port = None
                 else:
-                    remote = text4(dst) or new_text4(dst)
-                    remote_port = 0
-                append4(
-                    make(
-                        proto,
-                        ipv4,
-                        state,
-                        local,
-                        port_of(sport) or port(sport),
-                        remote,
-                        remote_port,
-                        rqueue,
-                        wqueue,  # for a listener: its backlog
-                        # 3: a timewait sock (also FIN-WAIT-2): uid and inode are placeholders, as for requests
-                        None if placeholder_uid[state_no] or timer == 3 else uid,
-                        inode or None,
-                        ifindex,
-                        interface(ifindex) if ifindex else None,
-                        None,
-                        timer_name,
-                        expires if timer_name else None,
-                        netns,
-                        cookie,
-                    )
-                )
+                    sock.remote_address = text4(dst) or new_text4(dst)
+                    sock.remote_port = 0
+                sock.v6only = None
+                append = append4
             elif family_no == af_inet6:
-                local = text6(src) or new_text6(src)
+                sock.family = ipv6
+                sock.local_address = text6(src) or new_text6(src)
                 if dport:
-                    remote = text6(dst) or new_text6(dst)
-                    remote_port = port_of(dport) or port(dport)
+                    sock.remote_address = text6(dst) or new_text6(dst)
+                    sock.remote_port = port_of(dport) or port(dport)
                 elif dst == zero16:
-                    remote = remote_port = None
+                    sock.remote_address = sock.remote_port = None
                 else:
-                    remote = text6(dst) or new_text6(dst)
-                    remote_port = 0
-                append6(
-                    make(
-                        proto,
-                        ipv6,
-                        state,
-                        local,
-                        port_of(sport) or port(sport),
-                        remote,
-                        remote_port,
-                        rqueue,
-                        wqueue,
-                        None if placeholder_uid[state_no] or timer == 3 else uid,
-                        inode or None,
-                        ifindex,
-                        interface(ifindex) if ifindex else None,
-                        find_v6only(data, offset + full, offset + length) if v6only_states[state_no] else None,
-                        timer_name,
-                        expires if timer_name else None,
-                        netns,
-                        cookie,
-                    )
-                )
+                    sock.remote_address = text6(dst) or new_text6(dst)
+                    sock.remote_port = 0
+                sock.v6only = find_v6only(data, offset + full, offset + length) if v6only_states[state_no] else None
+                append = append6
             else:
                 raise SourceError(source, f"unknown address family {family_no} at byte {offset}")
+            if rebuild is None:
+                sock.__class__ = socket_class
+                append(sock)
+            else:  # this Python refuses the switch (recordmaker): the class constructor
+                append(rebuild(sock))
             offset += (length + 3) & ~3
         if done and self._held:
             sockets += self._held
