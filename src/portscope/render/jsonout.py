@@ -221,9 +221,9 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
 def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[list[str]]:
     """The texts of :func:`socket_texts`, in lists of up to ``JSON_CHUNK`` (one ``write()`` each).
 
-    The hot loop of ``ls --json`` at 100k sockets: what repeats from socket to socket (the proto, family and
-    state keys, addresses, ports, the end of a socket without device, timer or process) is made once and
-    looked up; only the inode is new text for every socket."""
+    The hot loop of ``ls --json`` at 100k sockets: what repeats from socket to socket (the keys up to the
+    address for each proto, family and state, peer addresses, queue lengths, uids, the end of a socket without
+    device, timer, process or service) is made once and looked up; ports and inodes are formatted."""
     holders_get = snap.holders.get if snap.holders else None
     names = services.by_port if services is not None else None
     service_json: dict[str, dict[int, str]] = {"tcp": {}, "udp": {}}  # proto -> port -> text
