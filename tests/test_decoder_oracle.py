@@ -12,7 +12,7 @@ from pyroute2.netlink.diag import inet_diag_msg
 from netns_util import new_netns
 from portscope.model.records import Family, Proto, Socket, State
 from portscope.sources import netlink
-from socket_mix import build_mix
+from socket_mix import build_mix, socket_fields
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mix"
 TABLES = [(proto, family) for proto in Proto for family in Family]
@@ -32,7 +32,7 @@ def pyroute2_messages(data: bytes) -> list[inet_diag_msg]:
     offset = 0
     while offset + netlink.NLMSGHDR.size <= len(data):
         length, msg_type = netlink.NLMSGHDR.unpack_from(data, offset)[:2]
-        if msg_type == netlink.SOCK_DIAG_BY_FAMILY:
+        if msg_type in (netlink.SOCK_DIAG_BY_FAMILY, netlink.TCPDIAG_GETSOCK):
             message = inet_diag_msg(data[offset : offset + length])
             message.decode()
             messages.append(message)
@@ -40,22 +40,28 @@ def pyroute2_messages(data: bytes) -> list[inet_diag_msg]:
     return messages
 
 
-def portscope_sockets(data: bytes, proto: Proto, family: Family) -> list[Socket]:
+def portscope_sockets(data: bytes, proto: Proto, family: Family | None) -> list[Socket]:
     decoder = netlink.Decoder(proto, family, NETNS, ifname=lambda index: f"if{index}")
     sockets, done = decoder.decode(data, "test")
     assert done
     return sockets
 
 
-def assert_same_decoding(data: bytes, proto: Proto, family: Family) -> list[Socket]:
+FAMILY_OF = {socket.AF_INET: Family.IPV4, socket.AF_INET6: Family.IPV6}
+
+
+def assert_same_decoding(data: bytes, proto: Proto, family: Family | None) -> list[Socket]:
+    """``family`` None: a dump of both families (TCPDIAG_GETSOCK), whose records come IPv4 first."""
     messages = pyroute2_messages(data)
+    if family is None:  # the order of two dumps: each family's messages in the kernel's order
+        messages = sorted(messages, key=lambda message: message["idiag_family"] != socket.AF_INET)
     sockets = portscope_sockets(data, proto, family)
     assert len(sockets) == len(messages) > 0
     names = TCP_NAMES if proto is Proto.TCP else UDP_NAMES
     for message, sock in zip(messages, sockets, strict=True):
         number = message["idiag_state"]
-        assert (sock.proto, sock.family, sock.netns) == (proto, family, NETNS)
-        assert message["idiag_family"] == (socket.AF_INET if family is Family.IPV4 else socket.AF_INET6)
+        assert (sock.proto, sock.family, sock.netns) == (proto, FAMILY_OF[message["idiag_family"]], NETNS)
+        assert family in (None, sock.family)
         assert sock.state is State(names[number])
         assert (sock.local_address, sock.local_port) == (message["idiag_src"], message["idiag_sport"])
         no_peer = message["idiag_dport"] == 0 and message["idiag_dst"] in ("0.0.0.0", "::")
@@ -72,7 +78,7 @@ def assert_same_decoding(data: bytes, proto: Proto, family: Family) -> list[Sock
         assert (sock.timer, sock.timer_ms) == (timer, message["idiag_expires"] if timer else None)
         # v6only: reported for IPv6 listeners and unconnected (CLOSE) sockets, from INET_DIAG_SKV6ONLY
         v6only = message.get_attr("INET_DIAG_SKV6ONLY")
-        if family is Family.IPV6 and number in (7, 10):
+        if sock.family is Family.IPV6 and number in (7, 10):
             assert sock.v6only == (None if v6only is None else bool(v6only))
         else:
             assert sock.v6only is None
@@ -85,8 +91,9 @@ def test_recorded_dumps_decode_alike(proto, family):
     assert_same_decoding(data, proto, family)
 
 
-def raw_dump(proto: Proto, family: Family) -> bytes:
-    """One table's dump as the kernel sends it, every state (bound-only TCP sockets too)."""
+def raw_dump(proto: Proto, family: Family | None) -> bytes:
+    """One table's dump as the kernel sends it, every state (bound-only TCP sockets too); ``family`` None:
+    TCP of both families in one walk (TCPDIAG_GETSOCK)."""
     request = netlink.DumpRequest(proto, family, netlink.state_mask(proto, frozenset(State)))
     sock = netlink.open_socket()
     try:
@@ -112,3 +119,53 @@ def test_live_dumps_decode_alike():
     assert {s.v6only for s in decoded} >= {True, False}
     assert any(s.ifindex for s in decoded) and any(s.uid is None for s in decoded)
     assert any(s.recv_q for s in decoded if s.proto is Proto.UDP)
+
+
+@pytest.mark.live
+def test_one_walk_for_both_families_decodes_alike():
+    """TCPDIAG_GETSOCK: both families in one dump, each message with its own family and the request's type;
+    the records are those of the two per-family dumps, in their order."""
+    with new_netns("psonewalk") as ns:
+        build_mix(ns)
+        with ns.inside():
+            both = raw_dump(Proto.TCP, None)
+            apart = [raw_dump(Proto.TCP, family) for family in Family]
+    types = {netlink.NLMSGHDR.unpack_from(message)[1] for message in split_messages(both)}
+    assert types == {netlink.TCPDIAG_GETSOCK, netlink.NLMSG_DONE}
+    decoded = assert_same_decoding(both, Proto.TCP, None)
+    assert {s.family for s in decoded} == set(Family)
+    separately = [
+        s for data, family in zip(apart, Family, strict=True) for s in portscope_sockets(data, Proto.TCP, family)
+    ]
+    assert [socket_fields(s) for s in decoded] == [socket_fields(s) for s in separately]
+    assert {s.state for s in decoded} >= {State.LISTEN, State.ESTABLISHED, State.TIME_WAIT, State.BOUND}
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    messages, offset = [], 0
+    while offset < len(data):
+        length = netlink.NLMSGHDR.unpack_from(data, offset)[0]
+        messages.append(data[offset : offset + ((length + 3) & ~3)])
+        offset += (length + 3) & ~3
+    return messages
+
+
+def test_one_decoder_takes_dumps_of_either_family():
+    """A decoder made for one table decodes by each message's family (the per-family fallback reuses it);
+    IPv6 records wait for the end of the dump, then follow the IPv4 ones."""
+    data = {family: (FIXTURES / f"netlink_tcp_{family.value}.bin").read_bytes() for family in Family}
+    for family in Family:
+        assert portscope_sockets(data[family], Proto.TCP, None) == portscope_sockets(data[family], Proto.TCP, family)
+    v4 = portscope_sockets(data[Family.IPV4], Proto.TCP, Family.IPV4)
+    v6 = portscope_sockets(data[Family.IPV6], Proto.TCP, Family.IPV6)
+    v6_messages = b"".join(split_messages(data[Family.IPV6])[:-1])  # without its NLMSG_DONE
+    decoder = netlink.Decoder(Proto.TCP, None, NETNS, ifname=lambda index: f"if{index}")
+    assert decoder.decode(v6_messages, "test") == ([], False)
+    assert decoder.decode(data[Family.IPV4], "test") == (v4 + v6, True)
+    assert decoder.decode(v6_messages, "test") == ([], False)
+    decoder.restart()  # that dump broke off: dumped again from its start
+    assert decoder.decode(data[Family.IPV4], "test") == (v4, True)
+    # a decoder of one family holds nothing back: each buffer's records at once (the destroy feed's
+    # notifications end no dump)
+    single = netlink.Decoder(Proto.TCP, Family.IPV6, NETNS, ifname=lambda index: f"if{index}")
+    assert single.decode(v6_messages, "test") == (v6, False)

@@ -11,7 +11,7 @@ from portscope.engine.parallel import Parallelism
 from portscope.engine.snapshot import snapshot
 from portscope.errors import ExitStatus, SourceError
 from portscope.model.query import Query
-from portscope.model.records import Backend, Proto, State
+from portscope.model.records import Backend, Family, Proto, State
 from portscope.sources import netlink
 
 ALL = frozenset(State)
@@ -74,3 +74,50 @@ def test_forced_netlink_failure_is_a_one_line_error(small_ns, monkeypatch, capsy
     assert exit_info.value.code == ExitStatus.UNREADABLE == 4
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Permission denied" in err and err.startswith("portscope: error:")
+
+
+def test_kernel_refusing_the_one_walk_request_dumps_tcp_per_family(small_ns, monkeypatch, dump_mode):
+    """TCP of both families is asked for in one request (TCPDIAG_GETSOCK); a kernel that refuses it (here: a
+    request type it does not know, answered EINVAL) gets one request per family, still from netlink."""
+    v6 = small_ns.socket(socket.AF_INET6)
+    v6.bind(("::1", 6002))
+    v6.listen()
+    requests = []
+    real_init = netlink.TableDumps.__init__
+
+    def spy(self, wanted, **kwargs):
+        requests.extend(wanted)
+        real_init(self, wanted, **kwargs)
+
+    monkeypatch.setattr(netlink.TableDumps, "__init__", spy)
+    query = Query(states=ALL, join_processes=False, netns=small_ns.name)
+    one_walk = snapshot(query, parallelism=dump_mode)
+    assert [(r.proto, r.family) for r in requests] == [
+        (Proto.TCP, None),
+        (Proto.UDP, Family.IPV4),
+        (Proto.UDP, Family.IPV6),
+    ]
+    split = []
+    real_per_family = netlink.DumpRequest.per_family
+
+    def per_family_spy(self):
+        split.append(self)
+        return real_per_family(self)
+
+    monkeypatch.setattr(netlink.DumpRequest, "per_family", per_family_spy)
+    assert not split
+    monkeypatch.setattr(netlink, "TCPDIAG_GETSOCK", 23)  # below INET_DIAG_GETSOCK_MAX, and no handler's
+    per_family = snapshot(query, parallelism=dump_mode)
+    assert [(r.proto, r.family) for r in split] == [(Proto.TCP, None)]  # refused, then asked per family
+    for snap in (one_walk, per_family):
+        assert {s.backend for s in snap.sources} == {Backend.NETLINK}
+        assert snap.backend_summary() == "netlink: tcp,tcp6,udp,udp6"
+    assert per_family.sockets == one_walk.sockets
+    assert {(s.proto, s.family, s.local_port) for s in one_walk.sockets} >= {
+        (Proto.TCP, Family.IPV4, 6000),
+        (Proto.TCP, Family.IPV6, 6002),
+        (Proto.UDP, Family.IPV4, 6001),
+    }
+    requests.clear()
+    snapshot(Query(states=ALL, join_processes=False, netns=small_ns.name, families=frozenset({Family.IPV6})))
+    assert [(r.proto, r.family) for r in requests] == [(Proto.TCP, Family.IPV6), (Proto.UDP, Family.IPV6)]

@@ -452,3 +452,54 @@ def test_json_writer_text_with_hostile_names():
     jsonout.write_sockets(out, plain_snap, SERVICES)
     objects = [jsonout.socket_object(s, plain_snap.holders_of(s), SERVICES) for s in plain_snap.sockets]
     assert out.getvalue() == "[\n" + ",\n".join(json.dumps(o, ensure_ascii=False) for o in objects) + "\n]\n"
+
+
+def test_json_writer_text_equals_json_dumps_of_varied_sockets(monkeypatch):
+    """The writer's caches (per-state heads, addresses, queue lengths, uids, the end of a plain socket repeated
+    from the one before) against json.dumps of socket_object, byte for byte: families, protocols and namespaces
+    interleaved, None in every field that may be None, values seen before in other columns, chunk limits."""
+    import random
+
+    rng = random.Random(18)
+    states = {Proto.TCP: [State.LISTEN, State.ESTABLISHED, State.TIME_WAIT, State.BOUND], Proto.UDP: [State.UNCONN]}
+    sockets = []
+    for inode in range(1, 400):
+        proto = rng.choice(list(Proto))
+        family = rng.choice(list(Family))
+        peer = rng.random() < 0.6
+        sockets.append(
+            make_socket(
+                proto=proto,
+                family=family,
+                state=rng.choice(states[proto]),
+                local_address=rng.choice(["127.0.0.1", "10.0.0.1", "::1", "fe80::1", "::"]),
+                local_port=rng.choice([80, 0, 7001, 65535, rng.randrange(65536)]),
+                remote_address=rng.choice(["10.0.0.2", "::1", "80"]) if peer else None,
+                remote_port=rng.choice([80, 0, 443]) if peer else None,
+                recv_q=rng.choice([None, 0, 80, 4096]),
+                send_q=rng.choice([None, 0, 80, 1]),
+                uid=rng.choice([None, 0, 1, 80, 4242]),
+                inode=rng.choice([None, inode]),
+                interface=rng.choice([None, None, None, "eth0"]),
+                v6only=rng.choice([None, None, True, False]),
+                timer=rng.choice([None, None, None, "keepalive", "timewait"]),
+                timer_ms=rng.choice([None, 0, 10]),
+                netns=rng.choice([None, 1, 1, 4026531840]),
+            )
+        )
+    plain = Process(31, 1, "srv", 0, "root", ("srv", "-x"), None)
+    holders = {s.inode: (Holder(plain, (6,)),) for s in sockets[::7] if s.inode is not None}
+    monkeypatch.setattr(jsonout, "JSON_CHUNK", 16)
+    for services in (None, SERVICES):
+        for held in ({}, holders):
+            snap = Snapshot(tuple(sockets), held, (), JoinReport(joined=bool(held)), 1, None)
+            objects = [jsonout.socket_object(s, snap.holders_of(s), services) for s in sockets]
+            out = io.StringIO()
+            jsonout.write_sockets(out, snap, services)
+            assert out.getvalue() == "[\n" + ",\n".join(json.dumps(o, ensure_ascii=False) for o in objects) + "\n]\n"
+            lines = io.StringIO()
+            jsonout.write_socket_lines(lines, snap, services)
+            assert lines.getvalue() == "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
+    empty = io.StringIO()
+    jsonout.write_sockets(empty, Snapshot((), {}, (), JoinReport(joined=False), 1, None), None)
+    assert empty.getvalue() == "[]\n" == json.dumps([]) + "\n"

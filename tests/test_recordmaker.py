@@ -76,3 +76,43 @@ class _NoSlots:
 @pytest.mark.parametrize("cls", [_Checked, _NoSlots])
 def test_records_the_fast_path_cannot_reproduce_keep_their_constructor(cls):
     assert positional_maker(cls) is cls
+
+
+def test_record_twin_is_switched_or_rebuilt():
+    """The decoder's twin: a filled instance becomes the record by a class switch where Python allows it,
+    else through the class constructor; both give the record ``cls(*args)`` gives."""
+    from portscope.engine.recordmaker import record_twin
+
+    twin, rebuild = record_twin(Socket)
+    assert rebuild is None and twin.__slots__ == tuple(f.name for f in dataclasses.fields(Socket))
+
+    @dataclasses.dataclass(frozen=True)
+    class Unslotted:  # no __slots__: no class switch possible
+        a: int
+        b: str
+
+    twin, rebuild = record_twin(Unslotted)
+    assert rebuild is not None
+    filled = object.__new__(twin)
+    filled.a, filled.b = 1, "x"
+    assert rebuild(filled) == Unslotted(1, "x") and type(rebuild(filled)) is Unslotted
+
+
+def test_decoder_records_are_the_same_when_rebuilt(monkeypatch):
+    """The decoder's fallback for a Python that refuses the class switch gives the same records."""
+    from pathlib import Path
+
+    from portscope.sources import netlink
+
+    fixtures = Path(__file__).resolve().parent / "fixtures" / "mix"
+    data = {(p, f): (fixtures / f"netlink_{p.value}_{f.value}.bin").read_bytes() for p in Proto for f in Family}
+
+    def decoded():
+        return [netlink.Decoder(p, f, 1, ifname=lambda index: "lo").decode(d, "test") for (p, f), d in data.items()]
+
+    switched = decoded()
+    names = netlink._SOCKET_TWIN.__slots__
+    monkeypatch.setattr(netlink, "_REBUILD_SOCKET", lambda obj: Socket(*(getattr(obj, n) for n in names)))
+    rebuilt = decoded()
+    assert rebuilt == switched and all(type(s) is Socket for batch, _ in rebuilt for s in batch)
+    assert sum(len(batch) for batch, _ in rebuilt) > 10

@@ -425,6 +425,13 @@ def _wanted_tables(query: Query) -> list[tuple[Proto, Family]]:
     ]
 
 
+def _dumped_tables(tables: list[tuple[Proto, Family]]) -> list[tuple[Proto, Family | None]]:
+    """The dumps for these tables: TCP of both families in one (None: one walk of the kernel's shared table)."""
+    if (Proto.TCP, Family.IPV4) in tables and (Proto.TCP, Family.IPV6) in tables:
+        return [(Proto.TCP, None), *((proto, family) for proto, family in tables if proto is not Proto.TCP)]
+    return list(tables)
+
+
 def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, walking_ahead: bool) -> Collection:
     sockets: list[Socket] = []
     sources: list[ProtoSource] = []
@@ -441,7 +448,7 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
         netlink.DumpRequest(
             proto, family, netlink.state_mask(proto, query.kernel_states(proto)), bytecode, seq, extensions
         )
-        for seq, (proto, family) in enumerate(tables, start=1)
+        for seq, (proto, family) in enumerate(_dumped_tables(tables), start=1)
     ]
     details: dict[int, SocketDetails] = {}
     detailed = bool(query.details - {Detail.EXTENDED})
@@ -459,24 +466,25 @@ def _collect_here(query: Query, ns_inode: int | None, parallelism: Parallelism, 
             nl_refused = str(exc)
     try:
         for request in requests:
-            proto, family = request.proto, request.family
+            proto = request.proto
             note = nl_refused
             if dumps is not None:
                 try:
                     if detailed:
-                        decoder = netlink.DetailsDecoder(proto, family, ns_inode)
+                        decoder = netlink.DetailsDecoder(proto, request.family, ns_inode)
                         sockets += dumps.next(decoder)
                         details.update(decoder.details)
                     else:
-                        sockets += dumps.next(netlink.Decoder(proto, family, ns_inode))
-                    sources.append(ProtoSource(proto, family, Backend.NETLINK))
+                        sockets += dumps.next(netlink.Decoder(proto, request.family, ns_inode))
+                    sources += [ProtoSource(proto, family, Backend.NETLINK) for family in request.families]
                     continue
                 except netlink.NetlinkUnavailable as exc:
                     if query.backend is Backend.NETLINK:
                         raise SourceError("netlink", str(exc)) from None
                     note = str(exc)
-            sockets += procnet.read_proc_net(proto, family, netns=ns_inode, states=query.kernel_states(proto))
-            sources.append(ProtoSource(proto, family, Backend.PROC, note))
+            for family in request.families:
+                sockets += procnet.read_proc_net(proto, family, netns=ns_inode, states=query.kernel_states(proto))
+                sources.append(ProtoSource(proto, family, Backend.PROC, note))
     finally:
         if dumps is not None:
             dumps.close()
@@ -521,7 +529,11 @@ def _kernel_answers(query: Query, requests, sources) -> dict:
     answers: dict = {}
     for term in terms:
         code = netlink.filter_bytecode(None, None, None, term)
-        wanted = [replace(r, bytecode=code, extensions=0) for r in requests if (r.proto, r.family) in served]
+        wanted = [
+            replace(r, bytecode=code, extensions=0)
+            for r in requests
+            if all((r.proto, family) in served for family in r.families)
+        ]
         found: set[int] = set()
         try:
             with netlink.TableDumps(wanted) as dumps:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, TYPE_CHECKING, Any
 
@@ -187,7 +186,7 @@ def _text(value: str | None) -> str:
 
 
 _BOOL = {None: "null", True: "true", False: "false"}
-JSON_CHUNK = 2048  # socket objects per write()
+JSON_CHUNK = 256  # socket objects per write(): about 100 KB, under malloc's mmap threshold (no fresh pages per chunk)
 
 
 def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, places: Places | None = None) -> None:
@@ -198,31 +197,52 @@ def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, place
     write = out.write
     write("[")
     separator = "\n"
-    for chunk in _chunks(socket_texts(snap, services, places)):
-        write(separator + ",\n".join(chunk))
+    for chunk in socket_text_chunks(snap, services, places):
+        write(separator)
+        write(",\n".join(chunk))
         separator = ",\n"
     write("]\n" if separator == "\n" else "\n]\n")
 
 
 def write_socket_lines(out: IO[str], snap: Snapshot, services: Services | None, places: Places | None = None) -> None:
     """Write ``ls --jsonl`` (JSON Lines): the objects of ``ls --json``, the same text, one a line."""
-    for chunk in _chunks(socket_texts(snap, services, places)):
-        out.write("\n".join(chunk) + "\n")
-
-
-def _chunks(texts: Iterator[str]) -> Iterator[list[str]]:
-    while chunk := list(islice(texts, JSON_CHUNK)):
-        yield chunk
+    for chunk in socket_text_chunks(snap, services, places):
+        out.write("\n".join(chunk))
+        out.write("\n")
 
 
 def socket_texts(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[str]:
     """Each socket's object as JSON text, equal to ``json.dumps(socket_object(...), ensure_ascii=False)``
     (escaped as the module docstring says), in the snapshot's order."""
+    for chunk in socket_text_chunks(snap, services, places):
+        yield from chunk
+
+
+def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[list[str]]:
+    """The texts of :func:`socket_texts`, in lists of up to ``JSON_CHUNK`` (one ``write()`` each).
+
+    The hot loop of ``ls --json`` at 100k sockets: what repeats from socket to socket (the keys up to the
+    address for each proto, family and state, peer addresses, queue lengths, uids, the end of a socket without
+    device, timer, process or service) is made once and looked up; ports and inodes are formatted."""
     holders_get = snap.holders.get if snap.holders else None
-    names = services.by_port if services is not None else {}
+    names = services.by_port if services is not None else None
     service_json: dict[str, dict[int, str]] = {"tcp": {}, "udp": {}}  # proto -> port -> text
     process_json: dict[int, str] = {}  # id(Process) -> its object's text up to the fd keys
     plain_tails: dict[tuple[bool | None, str, int | None], str] = {}  # the end of a socket without extras
+    heads: dict[tuple, dict[State, str]] = {}  # (proto, family) -> state -> the object's text up to the address
+    # texts made once per distinct value of the fields whose values repeat from socket to socket (addresses,
+    # queue lengths, uids; not ports, nearly unique on a busy host), looked up with a plain dict subscript;
+    # a value not seen yet raises KeyError and is learned
+    numbers: dict[int | None, str] = {None: "null"}
+    quoted: dict[str | None, str] = {None: "null"}  # peer addresses (inet_ntop's text: nothing to escape)
+
+    def learn(sock: Socket) -> None:
+        for value in (sock.recv_q, sock.send_q, sock.uid):
+            if value not in numbers:
+                numbers[value] = str(value)
+        if sock.remote_address not in quoted:
+            quoted[sock.remote_address] = f'"{sock.remote_address}"'
+
     bools = _BOOL
     extra_text = None
     if snap.details_asked & {Detail.INFO, Detail.MEMORY}:
@@ -234,9 +254,21 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
             return detail_json(asked, details_of(sock)) + "}"
 
     def service_text(port: int, proto: str) -> str:
-        text = _text(names.get((port, proto)))
-        service_json.setdefault(proto, {})[port] = text
+        if names is None:
+            return "null"
+        by_port = service_json[proto] if proto in service_json else service_json.setdefault(proto, {})
+        text = by_port.get(port)
+        if text is None:
+            text = by_port[port] = _text(names.get((port, proto)))
         return text
+
+    def heads_of(proto, family) -> dict[State, str]:
+        table = heads[proto, family] = {
+            state: f'{{"proto": "{proto._value_}", "family": "{family._value_}", "state": "{state._value_}", '
+            '"local_address": '
+            for state in State
+        }
+        return table
 
     def processes_text(holders: tuple[Holder, ...]) -> str:
         parts = []
@@ -285,34 +317,55 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
             f'{place_text(sock, holders)}, "processes": {processes_text(holders) if holders else "[]"}}}'
         )
 
+    def plain_tail(sock: Socket, service: str) -> str:
+        key = (sock.v6only, service, sock.netns)
+        text = plain_tails.get(key)
+        if text is None:
+            text = plain_tails[key] = tail_text(sock, service, None)
+        return text
+
+    last_proto = last_family = head_by_state = None
+    last_v6only = last_netns = last_tail = None
+    null = "null"
+    chunk_size = JSON_CHUNK
+    chunk: list[str] = []
+    append = chunk.append
     for sock in snap.sockets:
-        proto = sock.proto._value_  # enum .value is a property: measurable at 100k sockets
+        proto = sock.proto
+        family = sock.family
+        if proto is not last_proto or family is not last_family:
+            head_by_state = heads.get((proto, family)) or heads_of(proto, family)
+            last_proto, last_family = proto, family
         port = sock.local_port
-        by_port = service_json.get(proto) or service_json.setdefault(proto, {})
-        service = by_port.get(port) or service_text(port, proto)
+        service = null if names is None else service_text(port, proto._value_)
         inode = sock.inode
         holders = holders_get(inode) if holders_get is not None and inode is not None else None
-        if holders or sock.interface is not None or sock.timer is not None:
+        if holders or sock.interface is not None or sock.timer is not None or sock.timer_ms is not None:
             tail = tail_text(sock, service, holders)
-        else:  # most sockets end the same way: no device, no timer, no process
-            key = (sock.v6only, service, sock.netns)
-            tail = plain_tails.get(key) or plain_tails.setdefault(key, tail_text(sock, service, None))
-        remote = sock.remote_address
-        remote = "null" if remote is None else f'"{remote}"'
+        elif service is null and sock.v6only is last_v6only and sock.netns == last_netns and last_tail is not None:
+            tail = last_tail  # most sockets end as the one before: no device, timer, process or service
+        else:
+            tail = plain_tail(sock, service)
+            if service is null:
+                last_v6only, last_netns, last_tail = sock.v6only, sock.netns, tail
         remote_port = sock.remote_port
-        recv_q = sock.recv_q
-        send_q = sock.send_q
-        uid = sock.uid
-        text = (
-            f'{{"proto": "{proto}", "family": "{sock.family._value_}", '
-            f'"state": "{sock.state._value_}", "local_address": "{sock.local_address}", '
-            f'"local_port": {port}, "remote_address": {remote}, '
-            f'"remote_port": {"null" if remote_port is None else remote_port}, '
-            f'"recv_q": {"null" if recv_q is None else recv_q}, '
-            f'"send_q": {"null" if send_q is None else send_q}, "uid": {"null" if uid is None else uid}, '
-            f'"inode": {"null" if inode is None else inode}, {tail}'
-        )
-        yield text if extra_text is None else text[:-1] + extra_text(sock)
+        while True:  # once, or twice when a value is new
+            try:
+                text = (
+                    f'{head_by_state[sock.state]}"{sock.local_address}", '  # type: ignore[index]
+                    f'"local_port": {port}, "remote_address": {quoted[sock.remote_address]}, '
+                    f'"remote_port": {null if remote_port is None else remote_port}, '
+                    f'"recv_q": {numbers[sock.recv_q]}, "send_q": {numbers[sock.send_q]}, "uid": {numbers[sock.uid]}, '
+                    f'"inode": {null if inode is None else inode}, {tail}'
+                )
+                break
+            except KeyError:
+                learn(sock)
+        append(text if extra_text is None else text[:-1] + extra_text(sock))
+        if len(chunk) == chunk_size:
+            yield chunk
+            chunk = []
+            append = chunk.append
     for usock in snap.unix_sockets:  # after the IP sockets, as unix_socket_object() writes them
         holders = holders_get(usock.inode) if holders_get is not None else None
         peer = usock.peer_inode
@@ -320,7 +373,7 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
         recv_q = usock.recv_q
         send_q = usock.send_q
         netns = usock.netns
-        yield (
+        append(
             f'{{"proto": "unix", "type": "{usock.type._value_}", "state": "{usock.state._value_}", '
             f'"path": {_text(usock.path)}, "inode": {usock.inode}, '
             f'"peer_inode": {"null" if peer is None else peer}, '
@@ -329,6 +382,12 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
             f'"processes": {processes_text(holders) if holders else "[]"}, '
             f'"peer_processes": {processes_text(peer_holders) if peer_holders else "[]"}}}'
         )
+        if len(chunk) == JSON_CHUNK:
+            yield chunk
+            chunk = []
+            append = chunk.append
+    if chunk:
+        yield chunk
 
 
 def dump(value: Any, out: IO[str]) -> None:

@@ -14,7 +14,7 @@ from typing import IO
 
 from portscope.commands.names import Names
 from portscope.model.dataclass_lite import dataclass_lite
-from portscope.model.notation import STATE_LABELS_BY_VALUE, format_host, proto_label
+from portscope.model.notation import STATE_LABELS, STATE_LABELS_BY_VALUE, format_host, proto_label
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
 from portscope.render.text import safe_text
 
@@ -207,7 +207,7 @@ def table_order(sockets: Sequence[Socket]) -> list[Socket]:
     return ordered
 
 
-PLAIN_CHUNK = 4096  # lines per write()
+PLAIN_CHUNK = 1024  # lines per write(): about 100 KB, under malloc's mmap threshold (no fresh pages per chunk)
 
 
 def write_plain(
@@ -301,12 +301,14 @@ def _cell_functions(
     joined = snap.join.joined
     hidden = snap.join.hidden_inodes
     user_name = names.user
-    labels = STATE_LABELS_BY_VALUE
+    # keyed by the enum members themselves: a str enum hashes (and compares) as its value, cached in the
+    # member, while reading ``member.value`` (or ``_value_``) per socket is an attribute lookup through the MRO
+    labels = STATE_LABELS
     v6_family = Family.IPV6
     tcp = Proto.TCP
-    v4_protos = {p.value: proto_label(p, Family.IPV4) for p in Proto}  # keyed by value: str hashes are cached
-    v6_protos = {p.value: proto_label(p, Family.IPV6) for p in Proto}
-    dual_protos = {p.value: p.value + DUAL_STACK_MARK for p in Proto}
+    v4_protos = {p: proto_label(p, Family.IPV4) for p in Proto}
+    v6_protos = {p: proto_label(p, Family.IPV6) for p in Proto}
+    dual_protos = {p: p.value + DUAL_STACK_MARK for p in Proto}
     brackets: dict[str, str] = {}
     # port -> " (service)", only for ports with a name: tens of thousands of ephemeral ports cost nothing
     tcp_suffixes: dict[int, str] = {}
@@ -395,10 +397,10 @@ def _cell_functions(
         send_q = sock.send_q
         uid = sock.uid
         return (
-            (dual_protos if v6 and sock.v6only is False and sock.local_address == "::" else v6_protos)[proto._value_]
+            (dual_protos if v6 and sock.v6only is False and sock.local_address == "::" else v6_protos)[proto]
             if v6
-            else v4_protos[proto._value_],
-            labels[sock.state._value_],
+            else v4_protos[proto],
+            labels[sock.state],
             queues.get(recv_q) or queue(recv_q),  # type: ignore[arg-type]
             queues.get(send_q) or queue(send_q),  # type: ignore[arg-type]
             local,
@@ -431,7 +433,7 @@ def _cell_functions(
                 width = 1 + (len(by_port.get(port, "")) if port is not None else 0)
             else:
                 width = len(address) + 2 if v6 else len(address)
-                width += 1 + len(str(port)) + len(by_port.get(port, ""))
+                width += 2 + (port > 9) + (port > 99) + (port > 999) + (port > 9999) + len(by_port.get(port, ""))
                 interface = sock.interface
                 if interface:
                     width += 1 + len(interfaces.get(interface) or interface_text(interface))
@@ -443,10 +445,10 @@ def _cell_functions(
                 width = 1 + (len(by_port.get(port, "")) if port is not None else 0)
             else:
                 width = len(address) + 2 if v6 else len(address)
-                width += 1 + len(str(port)) + len(by_port.get(port, ""))
+                width += 2 + (port > 9) + (port > 99) + (port > 999) + (port > 9999) + len(by_port.get(port, ""))
             if width > peer_w:
                 peer_w = width
-            states.add(sock.state._value_)
+            states.add(sock.state)
             uids.add(sock.uid)
             inodes.add(sock.netns)
             recv_q = sock.recv_q

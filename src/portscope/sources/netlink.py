@@ -6,6 +6,14 @@ comparison, benchmarks/README.md). So the dump itself (request, filter bytecode,
 with the standard library; pyroute2 is the tests' oracle for this decoder.
 
 Filters run in the kernel where it can: the state bitmask and the port ranges (filter bytecode).
+
+TCP is dumped for both families in one walk of the kernel's tables when it can be: the older request
+``TCPDIAG_GETSOCK`` (``struct inet_diag_req``) is answered by ``inet_diag_dump_compat``, which asks the TCP
+handler for ``AF_UNSPEC`` whatever family the request names, so one walk of the established hash (shared by
+every network namespace unless ``tcp_child_ehash_entries`` was set) yields IPv4 and IPv6 sockets together,
+each message saying its own family. The state mask, ``idiag_ext`` and filter bytecode are read as for
+``SOCK_DIAG_BY_FAMILY``; the replies carry the request's type. A kernel or sandbox refusing it gets the
+per-family requests instead (:meth:`TableDumps.next`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from portscope.engine.recordmaker import positional_maker
+from portscope.engine.recordmaker import positional_maker, record_twin
 from portscope.errors import SourceError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange
@@ -39,6 +47,7 @@ if TYPE_CHECKING:
 from portscope.sources.linux import end_child
 
 NETLINK_SOCK_DIAG = 4
+TCPDIAG_GETSOCK = 18  # the older TCP request: both families in one walk (module docstring)
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
@@ -52,15 +61,20 @@ INET_DIAG_SKV6ONLY = 11
 
 TCPF_BOUND_INACTIVE_BIT = 13  # kernel 6.8+: bound-only TCP sockets
 
-# struct nlmsghdr; struct inet_diag_req_v2; struct inet_diag_msg
+# struct nlmsghdr; struct inet_diag_req_v2; struct inet_diag_req (TCPDIAG_GETSOCK); struct inet_diag_msg
 NLMSGHDR = struct.Struct("=IHHII")
 INET_DIAG_REQ_V2 = struct.Struct("=BBBxI48s")
+INET_DIAG_REQ = struct.Struct("=BBBB48sII")  # family, src_len, dst_len, ext, id, states, dbs
 INET_DIAG_MSG = struct.Struct("=BBBBHH16s16sIQIIIII")
 RTATTR = struct.Struct("=HH")
 NLMSGERR_ERRNO = struct.Struct("=i")
 HEADER_AND_MSG = NLMSGHDR.size + INET_DIAG_MSG.size
 _HEADER_AND_MSG = struct.Struct("=IHHII" + INET_DIAG_MSG.format[1:])  # both in one unpack
 assert _HEADER_AND_MSG.size == HEADER_AND_MSG
+# the decoder's view of the same bytes: what a record needs, the rest skipped as padding (no int objects made
+# for nlmsg_flags, nlmsg_seq, nlmsg_pid and idiag_retrans)
+_MESSAGE = struct.Struct("=IH10xBBBxHH16s16sIQIIIII")
+assert _MESSAGE.size == HEADER_AND_MSG
 
 # inet_diag_bc_op codes (include/uapi/linux/inet_diag.h)
 BC_NOP = 0
@@ -87,10 +101,13 @@ AF = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
 _PORTS: dict[int, int] = {}
 _ZERO4 = bytes(4)
 _ZERO16 = bytes(16)
-_TW_OR_REQUEST = {6, 3, 12}  # TIME_WAIT, SYN_RECV, NEW_SYN_RECV: uid and inode are placeholders
-_V6ONLY_STATES = {7, 10}  # the kernel sends INET_DIAG_SKV6ONLY only for CLOSE and LISTEN
+# by state number (a u8): TIME_WAIT, SYN_RECV, NEW_SYN_RECV report uid and inode as placeholders; the kernel
+# sends INET_DIAG_SKV6ONLY only for CLOSE and LISTEN
+_PLACEHOLDER_UID = [number in (3, 6, 12) for number in range(256)]
+_V6ONLY_STATES = [number in (7, 10) for number in range(256)]
 _TIMER_TABLE = [TIMER_BY_CODE.get(code) for code in range(256)]  # idiag_timer is a u8
-_make_socket = positional_maker(Socket)
+# the decoder fills a plain twin of Socket attribute by attribute, then switches its class (recordmaker)
+_SOCKET_TWIN, _REBUILD_SOCKET = record_twin(Socket)
 
 
 class NetlinkUnavailable(Exception):
@@ -314,38 +331,57 @@ def _encode(block: _Block) -> bytes:
 
 
 def build_request(
-    proto: Proto, family: Family, states_mask: int, bytecode: bytes | None, seq: int, extensions: int = 0
+    proto: Proto, family: Family | None, states_mask: int, bytecode: bytes | None, seq: int, extensions: int = 0
 ) -> bytes:
-    body = INET_DIAG_REQ_V2.pack(AF[family], IPPROTO[proto], extensions, states_mask, bytes(48))
+    """A dump request; ``family`` None: TCP of both families in one walk (TCPDIAG_GETSOCK)."""
+    if family is None:
+        if proto is not Proto.TCP:
+            raise ValueError("only TCP is dumped for both families at once")
+        body = INET_DIAG_REQ.pack(socket.AF_UNSPEC, 0, 0, extensions, bytes(48), states_mask, 0)
+        msg_type = TCPDIAG_GETSOCK
+    else:
+        body = INET_DIAG_REQ_V2.pack(AF[family], IPPROTO[proto], extensions, states_mask, bytes(48))
+        msg_type = SOCK_DIAG_BY_FAMILY
     if bytecode:
         attr_len = RTATTR.size + len(bytecode)
         body += RTATTR.pack(attr_len, INET_DIAG_REQ_BYTECODE) + bytecode
         body += bytes((-attr_len) % 4)
-    header = NLMSGHDR.pack(NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+    header = NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
     return header + body
 
 
 class Decoder:
-    """Turns dump payloads into :class:`Socket` records; caches address text and device names."""
+    """Turns dump payloads into :class:`Socket` records; caches address text and device names.
 
-    def __init__(self, proto: Proto, family: Family, netns: int | None, ifname=None) -> None:
+    Each message says its family (``idiag_family``), so one decoder reads a dump of either family or of both
+    at once (TCPDIAG_GETSOCK). ``family`` is the table asked for; None: both, and then IPv6 records are held
+    back until the dump ends, so that they come in the order two dumps, IPv4 then IPv6, give them. A decoder
+    for one family returns each buffer's records at once (the destroy feed's messages end no dump).
+    """
+
+    def __init__(self, proto: Proto, family: Family | None = None, netns: int | None = None, ifname=None) -> None:
         self.proto = proto
         self.family = family
         self.netns = netns
         self.states = TCP_STATE_BY_NUMBER if proto is Proto.TCP else UDP_STATE_BY_NUMBER
         self._state_table: list[State | None] = [self.states.get(number) for number in range(256)]  # a u8
         self.ifname = ifname or _ifindex_name
-        self._addr_cache: dict[bytes, str] = {}
+        # raw idiag_src/idiag_dst -> text, one cache per family (an IPv4 address is the first 4 of 16 bytes)
+        self._text4: dict[bytes, str] = {}
+        self._text6: dict[bytes, str] = {}
         self._if_cache: dict[int, str | None] = {0: None}
+        self._held: list[Socket] = []  # this dump's IPv6 records, until it ends
 
-    def address(self, raw: bytes) -> str:
-        text = self._addr_cache.get(raw)
-        if text is None:
-            if self.family is Family.IPV4:
-                text = socket.inet_ntop(socket.AF_INET, raw[:4])
-            else:
-                text = socket.inet_ntop(socket.AF_INET6, raw)
-            self._addr_cache[raw] = text
+    def restart(self) -> None:
+        """Forget a dump that broke off (the table is dumped again from its start)."""
+        self._held = []
+
+    def _ipv4_text(self, raw: bytes) -> str:
+        text = self._text4[raw] = socket.inet_ntop(socket.AF_INET, raw[:4])
+        return text
+
+    def _ipv6_text(self, raw: bytes) -> str:
+        text = self._text6[raw] = socket.inet_ntop(socket.AF_INET6, raw)
         return text
 
     def interface(self, index: int) -> str | None:
@@ -356,39 +392,42 @@ class Decoder:
     def decode(self, data: bytes | bytearray | memoryview, source: str) -> tuple[list[Socket], bool]:
         """Decode one buffer of netlink messages; returns (sockets, done)."""
         # The hot loop of every listing (tens of thousands of iterations): one unpack of header and
-        # inet_diag_msg together, table lookups instead of calls, and the fast Socket constructor.
+        # inet_diag_msg together, table lookups instead of calls, and each record filled in place (a plain
+        # twin of Socket, attribute by attribute, then given its class: no call per socket).
         sockets: list[Socket] = []
-        append = sockets.append
+        append4 = sockets.append
+        append6 = self._held.append if self.family is None else append4
         unpack_header = NLMSGHDR.unpack_from
-        unpack_all = _HEADER_AND_MSG.unpack_from
-        make = _make_socket
-        ports = _PORTS
-        port_of = ports.get
+        unpack = _MESSAGE.unpack_from
+        new, twin, socket_class, rebuild = object.__new__, _SOCKET_TWIN, Socket, _REBUILD_SOCKET
+        port_of = _PORTS.get
+        port = _port
         states = self._state_table
         timers = _TIMER_TABLE
-        proto, fam, netns = self.proto, self.family, self.netns
-        is_v4 = fam is Family.IPV4
-        zero = _ZERO4 if is_v4 else _ZERO16
-        zero_len = len(zero)
-        addr_cache = self._addr_cache
-        address = self.address
+        placeholder_uid = _PLACEHOLDER_UID
+        v6only_states = _V6ONLY_STATES
+        find_v6only = _find_v6only
+        proto, netns = self.proto, self.netns
+        ipv4, ipv6 = Family.IPV4, Family.IPV6
+        text4, text6 = self._text4.get, self._text6.get
+        new_text4, new_text6 = self._ipv4_text, self._ipv6_text
         interface = self.interface
-        placeholder_states = _TW_OR_REQUEST
+        by_family, by_tcp_request = SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK
+        af_inet, af_inet6 = socket.AF_INET, socket.AF_INET6
+        zero4, zero16 = _ZERO4, _ZERO16
+        full = HEADER_AND_MSG
+        header_size = NLMSGHDR.size
         size = len(data)
         offset = 0
         done = False
         while offset < size:
-            if size - offset >= HEADER_AND_MSG:
+            if size - offset >= full:
                 (
                     length,
                     msg_type,
-                    _flags,
-                    _seq,
-                    _pid,
-                    _family,
+                    family_no,
                     state_no,
                     timer,
-                    _retrans,
                     sport,
                     dport,
                     src,
@@ -400,63 +439,76 @@ class Decoder:
                     wqueue,
                     uid,
                     inode,
-                ) = unpack_all(data, offset)
-            elif size - offset >= NLMSGHDR.size:
+                ) = unpack(data, offset)
+            elif size - offset >= header_size:
                 length, msg_type, _flags, _seq, _pid = unpack_header(data, offset)
             else:
                 raise SourceError(source, f"truncated netlink header at byte {offset}")
-            if length < NLMSGHDR.size or offset + length > size:
+            if length < header_size or offset + length > size:
                 raise SourceError(source, f"bad netlink message length {length} at byte {offset}")
-            if msg_type != SOCK_DIAG_BY_FAMILY:
+            if msg_type != by_family and msg_type != by_tcp_request:
                 if control_message(data, offset, msg_type, source):
                     done = True
                     break
                 offset += (length + 3) & ~3
                 continue
-            if length < HEADER_AND_MSG:
+            if length < full:
                 raise SourceError(source, f"inet_diag_msg too short ({length} bytes) at byte {offset}")
             state = states[state_no]
             if state is None:
                 raise SourceError(source, f"unknown {proto.value} state {state_no} at byte {offset}")
-            local = addr_cache.get(src) or address(src)
-            port = port_of(sport)
-            sport = _port(sport) if port is None else port
-            port = port_of(dport)
-            dport = _port(dport) if port is None else port
-            if dport == 0 and dst[:zero_len] == zero:
-                remote = None
-                remote_port = None
+            sock = new(twin)
+            sock.proto = proto
+            sock.state = state
+            sock.local_port = port_of(sport) or port(sport)
+            sock.recv_q = rqueue
+            sock.send_q = wqueue  # for a listener: its backlog
+            # 3: a timewait sock (also FIN-WAIT-2): uid and inode are placeholders, as for requests
+            sock.uid = None if placeholder_uid[state_no] or timer == 3 else uid
+            sock.inode = inode or None
+            sock.ifindex = ifindex
+            sock.interface = interface(ifindex) if ifindex else None
+            sock.timer = timer_name = timers[timer]
+            sock.timer_ms = expires if timer_name else None
+            sock.netns = netns
+            sock.cookie = cookie
+            if family_no == af_inet:
+                sock.family = ipv4
+                sock.local_address = text4(src) or new_text4(src)
+                if dport:
+                    sock.remote_address = text4(dst) or new_text4(dst)
+                    sock.remote_port = port_of(dport) or port(dport)
+                elif dst[:4] == zero4:
+                    sock.remote_address = sock.remote_port = None
+                else:
+                    sock.remote_address = text4(dst) or new_text4(dst)
+                    sock.remote_port = 0
+                sock.v6only = None
+                append = append4
+            elif family_no == af_inet6:
+                sock.family = ipv6
+                sock.local_address = text6(src) or new_text6(src)
+                if dport:
+                    sock.remote_address = text6(dst) or new_text6(dst)
+                    sock.remote_port = port_of(dport) or port(dport)
+                elif dst == zero16:
+                    sock.remote_address = sock.remote_port = None
+                else:
+                    sock.remote_address = text6(dst) or new_text6(dst)
+                    sock.remote_port = 0
+                sock.v6only = find_v6only(data, offset + full, offset + length) if v6only_states[state_no] else None
+                append = append6
             else:
-                remote = addr_cache.get(dst) or address(dst)
-                remote_port = dport
-            v6only = None
-            if not is_v4 and state_no in _V6ONLY_STATES:
-                v6only = _find_v6only(data, offset + HEADER_AND_MSG, offset + length)
-            timer_name = timers[timer]
-            append(
-                make(
-                    proto,
-                    fam,
-                    state,
-                    local,
-                    sport,
-                    remote,
-                    remote_port,
-                    rqueue,
-                    wqueue,  # for a listener: its backlog
-                    # 3: a timewait sock (also FIN-WAIT-2): uid and inode are placeholders, as for requests
-                    None if state_no in placeholder_states or timer == 3 else uid,
-                    inode or None,
-                    ifindex,
-                    interface(ifindex) if ifindex else None,
-                    v6only,
-                    timer_name,
-                    expires if timer_name else None,
-                    netns,
-                    cookie,
-                )
-            )
+                raise SourceError(source, f"unknown address family {family_no} at byte {offset}")
+            if rebuild is None:
+                sock.__class__ = socket_class
+                append(sock)
+            else:  # this Python refuses the switch (recordmaker): the class constructor
+                append(rebuild(sock))
             offset += (length + 3) & ~3
+        if done and self._held:
+            sockets += self._held
+            self._held = []
         return sockets, done
 
 
@@ -567,7 +619,7 @@ class DetailsDecoder(Decoder):
     socket cookie. The sockets themselves come from the plain decoder, unchanged; the attributes are read
     in a second pass over the same buffer, so a listing that asks for none pays nothing."""
 
-    def __init__(self, proto: Proto, family: Family, netns: int | None, ifname=None) -> None:
+    def __init__(self, proto: Proto, family: Family | None = None, netns: int | None = None, ifname=None) -> None:
         super().__init__(proto, family, netns, ifname)
         self.details: dict[int, SocketDetails] = {}
 
@@ -578,7 +630,7 @@ class DetailsDecoder(Decoder):
         while offset + HEADER_AND_MSG <= size:
             fields = _HEADER_AND_MSG.unpack_from(data, offset)
             length, msg_type = fields[0], fields[1]
-            if msg_type == SOCK_DIAG_BY_FAMILY:
+            if msg_type in (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK):
                 retrans, cookie = fields[8], fields[14]
                 self.details[cookie] = _attributes(data, offset + HEADER_AND_MSG, offset + length, retrans)
             elif msg_type == NLMSG_DONE:
@@ -671,18 +723,29 @@ RECV_BUFFER = 1 << 16
 @dataclass_lite(frozen=True)
 class DumpRequest:
     proto: Proto
-    family: Family
+    family: Family | None  # None: TCP of both families in one walk (TCPDIAG_GETSOCK), per family if refused
     states_mask: int
     bytecode: bytes | None = None
     seq: int = 1
     extensions: int = 0  # idiag_ext: the attributes asked for beyond the defaults (extension_bits)
 
     @property
+    def families(self) -> tuple[Family, ...]:
+        return (self.family,) if self.family is not None else (Family.IPV4, Family.IPV6)
+
+    @property
     def source(self) -> str:
-        return f"netlink sock_diag {self.proto.value}/{self.family.value}"
+        return f"netlink sock_diag {self.proto.value}/{'+'.join(f.value for f in self.families)}"
 
     def encode(self) -> bytes:
         return build_request(self.proto, self.family, self.states_mask, self.bytecode, self.seq, self.extensions)
+
+    def per_family(self) -> list[DumpRequest]:
+        """The same tables asked for one family at a time (SOCK_DIAG_BY_FAMILY)."""
+        return [
+            DumpRequest(self.proto, family, self.states_mask, self.bytecode, self.seq, self.extensions)
+            for family in self.families
+        ]
 
 
 def open_socket() -> socket.socket:
@@ -733,7 +796,8 @@ class TableDumps:
     CPU. It forks: the caller decides when that is allowed and
     pays (:meth:`portscope.engine.parallel.Parallelism.prefetch_dumps`). Anything odd in the child's
     stream, and this table and the rest are dumped here instead, on a fresh socket. A refused table raises
-    :class:`NetlinkUnavailable` and the next one is tried on a fresh socket (the caller falls back).
+    :class:`NetlinkUnavailable` and the next one is tried on a fresh socket (the caller falls back); a refused
+    request for both families at once is first asked again family by family.
     """
 
     def __init__(self, requests: Sequence[DumpRequest], *, prefetch: bool = False) -> None:
@@ -748,12 +812,27 @@ class TableDumps:
 
     def next(self, decoder: Decoder) -> list[Socket]:
         request = self._pending.pop(0)
+        try:
+            return self._next(request, decoder)
+        except NetlinkUnavailable:
+            if request.family is not None:
+                raise
+        # TCPDIAG_GETSOCK refused (a kernel or a sandbox without it): one walk per family instead
+        decoder.restart()
+        return [s for each in request.per_family() for s in self._here(each, decoder)]
+
+    def _next(self, request: DumpRequest, decoder: Decoder) -> list[Socket]:
         if self._child is not None:
             try:
                 return receive(self._child.channel.recv_into, decoder, request.source)
             except (NetlinkUnavailable, SourceError):
                 self._child.stop()
                 self._child = None
+                decoder.restart()
+        return self._here(request, decoder)
+
+    def _here(self, request: DumpRequest, decoder: Decoder) -> list[Socket]:
+        """One dump on this process's own socket."""
         if self._sock is None:
             self._sock = open_socket()
         try:
