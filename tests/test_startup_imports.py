@@ -14,14 +14,20 @@ import os
 import subprocess
 import sys
 
+import click
 import pytest
 
+import portscope
 from netns_util import new_netns
 
 # argv[0] as the console script gets it from the kernel: its full path (a bare name would look the program up in
 # PATH, with shutil, for the hints that name it)
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "portscope")
-RUN = f"import sys; sys.argv[0] = {CONSOLE_SCRIPT!r}; from portscope.entry import run; run()"
+# Without site's .pth files (-S): a hook there (a CA bundle, a distutils shim) may import modules first and
+# hide them from this log; site itself is imported without them, and the paths it would add are given here.
+_PATHS = [os.path.dirname(os.path.dirname(module.__file__)) for module in (portscope, click)]
+_SITE = f"import site, sys; sys.path[:0] = {_PATHS!r}"
+RUN = f"{_SITE}; sys.argv[0] = {CONSOLE_SCRIPT!r}; from portscope.entry import run; run()"
 
 # Never on these paths: click (the fast path parses them), other dependencies, and standard modules that cost a
 # share of the interpreter's own start-up each (json, subprocess...) or are there for other commands only.
@@ -62,15 +68,14 @@ LIBRARY = {"portscope.commands", "portscope.engine", "portscope.sources", "ports
 
 @functools.cache
 def interpreter_modules() -> frozenset[str]:
-    """What the interpreter loads before any code of ours: site and whatever its .pth files import (a CA
-    bundle hook, a distutils shim) are not portscope's imports."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"], capture_output=True, text=True)
+    """What the interpreter and site (without .pth files) load before any code of ours."""
+    done = subprocess.run([sys.executable, "-S", "-X", "importtime", "-c", _SITE], capture_output=True, text=True)
     return frozenset(line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.count("|") == 2)
 
 
 def imported(argv: list[str], env: dict[str, str] | None = None, netns: str | None = None) -> set[str]:
     """The modules a command loads beyond the interpreter's own start-up."""
-    command = [sys.executable, "-X", "importtime", "-c", RUN, *argv]
+    command = [sys.executable, "-S", "-X", "importtime", "-c", RUN, *argv]
     if netns is not None:
         command = ["ip", "netns", "exec", netns, *command]
     done = subprocess.run(
@@ -133,7 +138,15 @@ def test_who_loads_only_its_own_modules(small_host):
     ns, port = small_host
     names = imported(["who", port], netns=ns)
     assert "portscope.commands.who" in names and "portscope.sources.lineage" in names  # a holder was described
-    assert not loaded(names, HEAVY | OTHER_COMMANDS | {"json", "portscope.render.jsonout", "socket", "signal"})
+    assert not loaded(names, HEAVY | OTHER_COMMANDS | {"portscope.render.jsonout", "socket", "signal"})
+    # A socket outside the host's namespace may be a container's: who reads the runtimes' files (JSON), and
+    # only where a runtime left some.
+    assert ("json" in names) <= runtime_files(), "json without a container runtime's files"
+
+
+def runtime_files() -> bool:
+    roots = ("/var/lib/docker/containers", "/var/lib/containers/storage", "/run/containerd", "/var/lib/cni/results")
+    return any(os.path.isdir(root) and os.listdir(root) for root in roots)
 
 
 WIDE = {"COLUMNS": "100"}  # the stored help pages are click's at 80 columns and more
