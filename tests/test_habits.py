@@ -139,7 +139,7 @@ def test_pids_prints_each_holder_once(scene):
 
 def test_pipe_lists_every_holder_and_columns_fits_it(scene):
     whole = portscope("ls", "-l", "--port", "7101", "--netns", scene.ns.name).stdout
-    pids = ",".join(str(pid) for pid in [os.getpid(), *scene.workers])
+    pids = ",".join(str(pid) for pid in sorted([os.getpid(), *scene.workers]))  # holders by pid (pids wrap)
     assert f"[{pids}]" in whole
     fitted = portscope("ls", "-l", "--port", "7101", "--netns", scene.ns.name, env={"COLUMNS": "60"}).stdout
     assert all(len(line) <= 60 for line in fitted.splitlines())
