@@ -176,6 +176,9 @@ def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
+EPHEMERAL_PORTS_V6 = 25_000  # below the default ip_local_port_range's 28,232 ports, with a margin
+
+
 @contextlib.contextmanager
 def namespace(tag: str) -> Iterator[str]:
     name = f"psbench-{tag}-{uuid.uuid4().hex[:6]}"
@@ -226,6 +229,10 @@ class Population:
     time_wait: int
     udp: int
 
+    @property
+    def total(self) -> int:
+        return 2 * (self.established_v4_pairs + self.established_v6_pairs) + self.time_wait + self.udp
+
     @classmethod
     def for_size(cls, sockets: int) -> Population:
         """About ``sockets`` sockets: 90% established (both ends of each pair), 7% TIME-WAIT, 3% UDP."""
@@ -247,7 +254,8 @@ def socket_farm(python: str, farm: Path, ns: str, population: Population, hold: 
     facts: dict = {}
     try:
         try:
-            line = _read_line(proc, 300, "socket_farm.py")
+            # building takes about a minute per 150k sockets on 2 CPUs (more than 6 minutes at 1M)
+            line = _read_line(proc, 300 + population.total // 500, "socket_farm.py")
         except RuntimeError:
             errors.seek(0)
             raise RuntimeError(f"socket farm failed: {errors.read().decode(errors='replace')[-400:]}") from None
@@ -459,24 +467,36 @@ def bench_size(size: int, args, tools: Tools, log) -> dict:
     # many as the small ones (after a first round, commands slower than --slow-after are not repeated)
     rounds = 2 * args.rounds - 1 if size == TARGET_SIZE else args.rounds
     result: dict = {"size": size, "population": asdict(population), "rounds": rounds}
-    with (
-        namespace(str(size)) as ns,
-        socket_farm(tools.python, args.farm, ns, population, 1800, log) as facts,
-        listener(tools.python, ns, args.port, 1800),
-    ):
-        result["farm"] = facts
-        result["counts"] = count_sockets(ns)
-        log(f"  sockets: {result['counts']}")
-        with entered(ns):
-            commands = listing_commands(tools) + who_commands(tools, args.port)
-            measured = measure(commands, rounds, slow_after=args.slow_after, timeout=args.timeout, log=log)
-            result["commands"] = {k: asdict(m) for k, m in measured.items()}
-            if size <= args.decoder_max:
-                decoder_runs = 3 if size <= 10_000 else 1
-                result["decoders"] = {
-                    name: probes_median(tools, decoder_runs, "decode", name) for name in ("portscope", "pyroute2")
-                }
-        result["counts_after"] = count_sockets(ns)
+    with namespace(str(size)) as ns:
+        if population.established_v6_pairs > EPHEMERAL_PORTS_V6:
+            # every IPv6 client of the farm binds ::1 port 0: the default range (28,232 ports) runs out near
+            # 600k sockets; widen it in this namespace only (a per-namespace sysctl, gone with it), above the
+            # farm's listening ports (15000 on, 17000 on for IPv6)
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=18000 65535"], check=True
+            )
+        with (
+            socket_farm(tools.python, args.farm, ns, population, 1800, log) as facts,
+            listener(tools.python, ns, args.port, 1800),
+        ):
+            return _bench_in(ns, facts, result, size, rounds, args, tools, log)
+
+
+def _bench_in(ns: str, facts: dict, result: dict, size: int, rounds: int, args, tools: Tools, log) -> dict:
+    """One size's commands, in its namespace filled by the farm."""
+    result["farm"] = facts
+    result["counts"] = count_sockets(ns)
+    log(f"  sockets: {result['counts']}")
+    with entered(ns):
+        commands = listing_commands(tools) + who_commands(tools, args.port)
+        measured = measure(commands, rounds, slow_after=args.slow_after, timeout=args.timeout, log=log)
+        result["commands"] = {k: asdict(m) for k, m in measured.items()}
+        if size <= args.decoder_max:
+            decoder_runs = 3 if size <= 10_000 else 1
+            result["decoders"] = {
+                name: probes_median(tools, decoder_runs, "decode", name) for name in ("portscope", "pyroute2")
+            }
+    result["counts_after"] = count_sockets(ns)
     return result
 
 
