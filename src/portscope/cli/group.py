@@ -69,8 +69,8 @@ def unknown_command_message(name: str, commands: list[str]) -> str:
     if guess not in commands:
         close = difflib.get_close_matches(name.lower(), commands, n=1, cutoff=0.5)
         guess = close[0] if close else None
-    hint = f"did you mean {guess!r}? " if guess else ""
-    return f"unknown command {name!r} ({hint}commands: {', '.join(commands)})"
+    hint = f"did you mean '{guess}'? " if guess else ""
+    return f"unknown command '{name}' ({hint}commands: {', '.join(commands)})"
 
 
 @click.group(cls=PortscopeGroup, context_settings=CONTEXT_SETTINGS)

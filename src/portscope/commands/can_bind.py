@@ -68,13 +68,13 @@ def _resolve_host(target: Target, family: Family | None) -> tuple[Family, str]:
     try:
         infos = socket.getaddrinfo(target.hostname, None, af, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UsageError(f"cannot resolve {target.hostname!r}: {getattr(exc, 'strerror', None) or exc}") from None
+        raise UsageError(f"cannot resolve '{target.hostname}': {getattr(exc, 'strerror', None) or exc}") from None
     for info_family, _, _, _, sockaddr in infos:
         if info_family == socket.AF_INET:
             return Family.IPV4, sockaddr[0]
         if info_family == socket.AF_INET6:
             return Family.IPV6, sockaddr[0].split("%")[0]
-    raise UsageError(f"{target.hostname!r} has no IPv4 or IPv6 address")
+    raise UsageError(f"'{target.hostname}' has no IPv4 or IPv6 address")
 
 
 def _interface_index(name: str, interfaces: dict[str, int], what: str) -> int:
@@ -83,7 +83,7 @@ def _interface_index(name: str, interfaces: dict[str, int], what: str) -> int:
     if name.isascii() and name.isdigit() and int(name) in interfaces.values():
         return int(name)
     known = ", ".join(sorted(interfaces)) or "none"
-    raise UsageError(f"unknown interface {name!r} for {what} in the target namespace (known: {known})")
+    raise UsageError(f"unknown interface '{name}' for {what} in the target namespace (known: {known})")
 
 
 def new_socket_for(request: BindRequest, ns_facts, services=None) -> tuple[NewSocket, str | None]:
@@ -94,7 +94,7 @@ def new_socket_for(request: BindRequest, ns_facts, services=None) -> tuple[NewSo
     target = parse_target(request.target, proto, services if services is not None else load_services())
     family, address, resolved_from = target.family, target.address, None
     if request.family is not None and family is not None and family is not request.family:
-        raise UsageError(f"{request.target!r} is an {family.value} address, but {request.family.value} was asked for")
+        raise UsageError(f"'{request.target}' is an {family.value} address, but {request.family.value} was asked for")
     if target.hostname is not None:
         family, address = _resolve_host(target, request.family)
         resolved_from = target.hostname

@@ -102,7 +102,7 @@ def parse_signal(value: int | str) -> signal_module.Signals:
         name = text.upper()
         return signal_module.Signals[name if name.startswith("SIG") else f"SIG{name}"]
     except (ValueError, KeyError):
-        raise UsageError(f"unknown signal {text!r} (a name such as TERM, INT, HUP, KILL, or a number)") from None
+        raise UsageError(f"unknown signal '{text}' (a name such as TERM, INT, HUP, KILL, or a number)") from None
 
 
 def signal_name(signum: int) -> str:
@@ -530,9 +530,9 @@ class ConnectionResult:
 def _exact_endpoint(text: str, what: str):
     endpoint = parse_endpoint(text, None, proto=Proto.TCP)
     if endpoint.proto is Proto.UDP:
-        raise UsageError(f"--connection closes TCP connections; {text.strip()!r} names udp")
+        raise UsageError(f"--connection closes TCP connections; '{text.strip()}' names udp")
     if endpoint.address is None:
-        raise UsageError(f"--connection needs the {what} address and port exactly: {text.strip()!r} has no address")
+        raise UsageError(f"--connection needs the {what} address and port exactly: '{text.strip()}' has no address")
     address = endpoint.address
     return getattr(address, "ipv4_mapped", None) or address, endpoint.ports.low
 

@@ -143,7 +143,7 @@ def build_query(options: LsOptions) -> Query:
     try:
         backend = Backend(options.backend)
     except ValueError:
-        raise UsageError(f"unknown backend {options.backend!r} (auto, netlink, proc)") from None
+        raise UsageError(f"unknown backend '{options.backend}' (auto, netlink, proc)") from None
     return Query(
         protocols=frozenset(protocols),
         families=frozenset(families),

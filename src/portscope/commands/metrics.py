@@ -133,10 +133,10 @@ def parse_listen(text: str) -> tuple[str, int]:
     from portscope.model.endpoint import parse_endpoint
 
     if ":" not in text:
-        raise UsageError(f"--listen {text!r}: give ADDR:PORT (127.0.0.1:9717), or :PORT for every address")
+        raise UsageError(f"--listen '{text}': give ADDR:PORT (127.0.0.1:9717), or :PORT for every address")
     endpoint = parse_endpoint(text, None, hostnames=True, allow_zero=True)
     if endpoint.proto is not None:
-        raise UsageError(f"--listen {text!r}: no /PROTO here (the exporter speaks HTTP over TCP)")
+        raise UsageError(f"--listen '{text}': no /PROTO here (the exporter speaks HTTP over TCP)")
     host = str(endpoint.address) if endpoint.address is not None else endpoint.hostname or EVERY_ADDRESS
     return host, endpoint.ports.low
 
@@ -150,14 +150,14 @@ def parse_expectation(text: str, services=None) -> Expectation:
     spec, equals, match = text.partition("=")
     spec, match = spec.strip(), match.strip()
     if not equals or not match:
-        raise UsageError(f"expectation {text!r}: use PORT/PROTO=NAME (e.g. 443/tcp=nginx)")
+        raise UsageError(f"expectation '{text}': use PORT/PROTO=NAME (e.g. 443/tcp=nginx)")
     port_text, slash, proto_text = spec.rpartition("/")
     if not slash:
-        raise UsageError(f"expectation {text!r}: name the protocol, as in {spec}/tcp={match}")
+        raise UsageError(f"expectation '{text}': name the protocol, as in {spec}/tcp={match}")
     try:
         proto = Proto(proto_text.lower())
     except ValueError:
-        raise UsageError(f"expectation {text!r}: unknown protocol {proto_text!r} (tcp or udp)") from None
+        raise UsageError(f"expectation '{text}': unknown protocol '{proto_text}' (tcp or udp)") from None
     if services is None and not port_text.isdigit():
         from portscope.sources.services import load_services  # a service name: only then
 

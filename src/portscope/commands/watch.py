@@ -485,9 +485,9 @@ def _free_request(target: WhoTarget, template: BindRequest, udp: bool) -> BindRe
     """The can-bind request for ``wait --free``: the target's one port, address and protocol."""
     ports = target.ports[0]
     if len(target.ports) != 1 or ports.low != ports.high:
-        raise UsageError(f"--free waits for one port, not a range: {target.text!r}")
+        raise UsageError(f"--free waits for one port, not a range: '{target.text}'")
     if udp and target.protocols == frozenset({Proto.TCP}):
-        raise UsageError(f"{target.text!r} names TCP, but --udp was given")
+        raise UsageError(f"'{target.text}' names TCP, but --udp was given")
     udp = udp or target.protocols == frozenset({Proto.UDP})
     where = "" if target.address is None else format_host(str(target.address))
     return replace(template, target=f"{where}:{ports.low}", udp=udp)
@@ -497,7 +497,7 @@ def _listening_query(target: WhoTarget, udp: bool, netns: str | None) -> Query:
     protocols = target.protocols
     if udp:
         if Proto.UDP not in protocols:
-            raise UsageError(f"{target.text!r} names TCP, but --udp was given")
+            raise UsageError(f"'{target.text}' names TCP, but --udp was given")
         protocols = frozenset({Proto.UDP})
     families = frozenset(Family)
     if target.address is not None and target.address.version == 6:

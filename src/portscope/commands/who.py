@@ -628,9 +628,9 @@ def parse_unix_target(text: str) -> UnixTarget:
     except (FileNotFoundError, NotADirectoryError):
         return UnixTarget(text=text, path=path, abstract=False, file=None)  # unlinked: matched by its name
     except OSError as exc:
-        raise UsageError(f"cannot look at {text!r}: {exc.strerror}") from None
+        raise UsageError(f"cannot look at '{text}': {exc.strerror}") from None
     if not stat.S_ISSOCK(found.st_mode):
-        raise UsageError(f"{text!r} is not a UNIX socket file")
+        raise UsageError(f"'{text}' is not a UNIX socket file")
     return UnixTarget(text=text, path=path, abstract=False, file=(found.st_dev, found.st_ino))
 
 
