@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from portscope.engine.recordmaker import positional_maker
+from portscope.model.recordmaker import positional_maker
 from portscope.model.records import Family, Holder, Process, Proto, Socket, State
 
 SOCKET_ARGS = (
@@ -81,7 +81,7 @@ def test_records_the_fast_path_cannot_reproduce_keep_their_constructor(cls):
 def test_record_twin_is_switched_or_rebuilt():
     """The decoder's twin: a filled instance becomes the record by a class switch where Python allows it,
     else through the class constructor; both give the record ``cls(*args)`` gives."""
-    from portscope.engine.recordmaker import record_twin
+    from portscope.model.recordmaker import record_twin
 
     twin, rebuild = record_twin(Socket)
     assert rebuild is None and twin.__slots__ == tuple(f.name for f in dataclasses.fields(Socket))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 
-from portscope.engine.recordmaker import positional_maker
+from portscope.model.recordmaker import positional_maker
 from portscope.model.records import Holder, JoinReport, Socket, UnixSocket
 from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, kept_sockets, walk_socket_fds, walk_thread_tables
 from portscope.sources.procinfo import read_name_and_parent, read_process

@@ -26,10 +26,10 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from portscope.engine.recordmaker import positional_maker, record_twin
 from portscope.errors import SourceError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange
+from portscope.model.recordmaker import positional_maker, record_twin
 from portscope.model.records import (
     TCP_STATE_BY_NUMBER,
     TIMER_BY_CODE,

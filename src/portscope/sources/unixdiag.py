@@ -14,8 +14,8 @@ import re
 import socket
 import struct
 
-from portscope.engine.recordmaker import positional_maker
 from portscope.errors import SourceError
+from portscope.model.recordmaker import positional_maker
 from portscope.model.records import UNIX_STATE_BY_NUMBER, UNIX_TYPE_BY_NUMBER, State, UnixSocket
 from portscope.sources import netlink
 
