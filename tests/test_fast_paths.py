@@ -283,22 +283,29 @@ def test_background_walk_equals_the_walk_in_line(shared_mix):
     assert counts.scanned > 0
 
 
-def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
-    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
-    wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
+def slow_child_walk(monkeypatch) -> list:
+    """Units of two fds, and a walker child slowed down: the parent must take over part of the walk. Returns
+    the list the fds the parent read are added to."""
     parent = os.getpid()
     real_read_links = fdscan._read_links
-    read_by_parent = []
+    read_by_parent: list = []
 
     def read_links(listed, wanted, proc_root, **options):
         if os.getpid() == parent:
             read_by_parent.extend(listed)
         else:
-            time.sleep(0.002)  # a slow child: the parent must take over part of the walk
+            time.sleep(0.002)
         return real_read_links(listed, wanted, proc_root, **options)
 
     monkeypatch.setattr(fdscan, "UNIT_FDS", 2)
     monkeypatch.setattr(fdscan, "_read_links", read_links)
+    return read_by_parent
+
+
+def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
+    snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
+    wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
+    read_by_parent = slow_child_walk(monkeypatch)
     walk = BackgroundWalk.start()
     assert walk is not None
     try:
@@ -340,20 +347,8 @@ def test_background_walk_shared_while_the_child_still_lists(shared_mix, monkeypa
     """A parent done before the child has listed the fds waits for the list, then reads its share."""
     snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
     wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
-    parent = os.getpid()
-    real_read_links = fdscan._read_links
-    read_by_parent = []
-
-    def read_links(listed, wanted, proc_root, **options):
-        if os.getpid() == parent:
-            read_by_parent.extend(listed)
-        else:
-            time.sleep(0.002)
-        return real_read_links(listed, wanted, proc_root, **options)
-
     pipe = child_lists_after(monkeypatch, (BackgroundWalk, "_share"))  # the parent asks for the walk first
-    monkeypatch.setattr(fdscan, "UNIT_FDS", 2)
-    monkeypatch.setattr(fdscan, "_read_links", read_links)
+    read_by_parent = slow_child_walk(monkeypatch)
     walk = BackgroundWalk.start()
     assert walk is not None
     try:
