@@ -29,6 +29,7 @@ from portscope.commands.who import WhoTarget, covered_families, parse_target, so
 from portscope.engine.snapshot import _socket_predicates, snapshot
 from portscope.errors import SourceError, UsageError
 from portscope.model.dataclass_lite import dataclass_lite
+from portscope.model.filter import RecordFacts, matcher
 from portscope.model.notation import format_host
 from portscope.model.query import ALL_NAMESPACES, STATE_GROUPS, PortRange, Query
 from portscope.model.records import Backend, Family, Holder, NetnsInfo, Proto, Snapshot, Socket, State
@@ -226,16 +227,10 @@ def destroyed_matches(query: Query, sock: Socket, expression: Matcher | None = N
     return expression is None or any(expression(replace(sock, state=state)) is not False for state in possible)
 
 
-class _GoneFacts:
+class _GoneFacts(RecordFacts):
     """What an expression's terms can know of a socket seen only in its destroy notification: no holder
     (gone, and the notification names none), no answer from the kernel (a freed socket cannot be asked
     about: "could" is kept), namespace and container names from ``places``."""
-
-    def __init__(self, places: Places | None) -> None:
-        from portscope.model.filter import RecordFacts
-
-        self.places = places
-        self.ephemeral = RecordFacts().ephemeral
 
     def holders(self, sock: Socket) -> tuple[Holder, ...]:
         return ()
@@ -243,24 +238,12 @@ class _GoneFacts:
     def kernel_says(self, leaf, sock: Socket) -> bool | None:
         return None
 
-    def unit(self, pid: int) -> str | None:
-        return None
-
-    def container(self, sock: Socket, holders: tuple[Holder, ...]) -> tuple[str | None, str] | None:
-        found = self.places.container(sock, holders) if self.places is not None else None
-        return None if found is None else (found.name, found.id)
-
-    def netns_name(self, inode: int | None) -> str | None:
-        return self.places.netns_name(inode) if self.places is not None else None
-
 
 def gone_matcher(query: Query, places: Places | None = None) -> Matcher | None:
     """The query's filter expression as it applies to destroyed sockets (None without one)."""
     if query.filter is None:
         return None
-    from portscope.model.filter import matcher
-
-    return matcher(query.filter.tree, _GoneFacts(places))
+    return matcher(query.filter.tree, _GoneFacts(places=places))
 
 
 # ---------------------------------------------------------------------------------------------------

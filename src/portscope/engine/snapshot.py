@@ -684,11 +684,10 @@ class _Facts:
 
         self.joined: dict[int, tuple[Holder, ...]] | None = None
         self.answers = kernel_says
-        self.places = places
         self.proc_root = proc_root
         self.units: dict[int, str | None] = {}
         self.by_netns = {netns: RecordFacts(span) for netns, span in port_ranges.items()}
-        self.default = RecordFacts(DEFAULT_PORT_RANGE)
+        self.default = RecordFacts(DEFAULT_PORT_RANGE, places)
 
     def ephemeral(self, sock: Socket) -> bool | None:
         return self.by_netns.get(sock.netns, self.default).ephemeral(sock)
@@ -716,11 +715,10 @@ class _Facts:
         return self.units[pid]
 
     def container(self, sock: Socket, holders: tuple[Holder, ...]) -> tuple[str | None, str] | None:
-        found = self.places.container(sock, holders)
-        return None if found is None else (found.name, found.id)
+        return self.default.container(sock, holders)
 
     def netns_name(self, inode: int | None) -> str | None:
-        return self.places.netns_name(inode)
+        return self.default.netns_name(inode)
 
 
 def _address_matcher(networks: Sequence) -> Callable[[str | None], bool]:

@@ -998,10 +998,12 @@ def _holder_matcher(node: HolderPredicate, facts: Facts) -> Matcher:
 
 
 class RecordFacts:
-    """Facts from the records alone: no holders known yet; the bind lock guessed from the port range."""
+    """Facts from the records alone: no holders known yet; the bind lock guessed from the port range;
+    namespace names and containers from ``places`` when given."""
 
-    def __init__(self, port_range: tuple[int, int] = (32768, 60999)) -> None:
+    def __init__(self, port_range: tuple[int, int] = (32768, 60999), places: PlaceLookup | None = None) -> None:
         self.port_range = port_range
+        self.places = places
 
     def holders(self, sock: Socket) -> tuple[Holder, ...] | None:
         return None
@@ -1024,7 +1026,8 @@ class RecordFacts:
         return None
 
     def container(self, sock: Socket, holders: tuple[Holder, ...]) -> tuple[str | None, str] | None:
-        return None
+        found = self.places.container(sock, holders) if self.places is not None else None
+        return None if found is None else (found.name, found.id)
 
     def netns_name(self, inode: int | None) -> str | None:
-        return None
+        return self.places.netns_name(inode) if self.places is not None else None
