@@ -391,9 +391,9 @@ print("psutil" in sys.modules, file=sys.stderr)
 """
 
 
-def test_psutil_is_loaded_by_none_of_who_ls_and_completion():
-    """who reads status, exe, cwd and children itself (compared with psutil below); psutil stays for the
-    children where the kernel lists none."""
+def test_psutil_is_loaded_by_who_only():
+    """who reads its holders' status, exe, cwd and start time through psutil; the bulk listing and completion
+    never load it (their join is the hand-written /proc walk)."""
     with new_netns() as ns:
         listener = ns.socket()
         listener.bind(("127.0.0.1", 0))
@@ -407,16 +407,16 @@ def test_psutil_is_loaded_by_none_of_who_ls_and_completion():
             )
             return done.stderr.splitlines()[-1]
 
-        assert loads("who", "--netns", ns.name, port) == "False"
+        assert loads("who", "--netns", ns.name, port) == "True"
         assert loads("ls", "-a", "--netns", ns.name) == "False"
         assert loads("ls", "-a", "--json", "--netns", ns.name) == "False"
         assert loads("completion", "bash") == "False"
 
 
 def test_details_read_as_psutil_reads_them():
-    """The simple twin of DetailsReader: psutil's own status(), exe() and cwd() on live processes of every kind
-    who meets: running, sleeping, stopped, a zombie, a deleted working directory and a deleted executable,
-    init and a kernel thread."""
+    """DetailsReader gives psutil's own status(), exe() and cwd() (its zombie made None) on live processes of
+    every kind who meets: running, sleeping, stopped, a zombie, a deleted working directory and a deleted
+    executable, init and a kernel thread; and the kernel's children lists agree with psutil's children()."""
     psutil = pytest.importorskip("psutil")
     children: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as scratch:

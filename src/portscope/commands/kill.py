@@ -177,7 +177,7 @@ def _container_ref(info) -> ContainerRef | None:
 def _kernel_thread(pid: int, proc_root: str) -> bool:
     data = _read_bytes(f"{proc_root}/{pid}/stat")
     try:
-        return bool(data) and bool(terminate.stat_facts(data)[2] & terminate.PF_KTHREAD)
+        return bool(data) and terminate.is_kernel_thread(data)
     except SourceError:  # unreadable or vanished: the identity check decides later
         return False
 

@@ -10,9 +10,8 @@ PR_SET_CHILD_SUBREAPER flag in /proc, so subreapers are recognised by name.
 
 A holder's own facts are anchored to the process the fd walk saw: its stat and cgroup are read
 through an open ``/proc/PID`` directory and its start time must match the one seen in the walk.
-:class:`DetailsReader` adds the executable, working directory, status (in psutil's words) and children,
-read through the same directory and bracketed by the same check. psutil is imported only where the kernel
-lists no children for a pid: its import costs as much as ``who``'s own start-up.
+:class:`DetailsReader` adds the executable, working directory, status and children through psutil,
+bracketed by psutil's start time of the process.
 """
 
 from __future__ import annotations
@@ -212,92 +211,57 @@ class Details:
 _GONE = Details(EXITED, None, None, ())
 
 
-# The one-letter process states of /proc/PID/stat, in the words psutil gives them (Process.status()).
-STATUS_BY_STATE = {
-    "R": "running",
-    "S": "sleeping",
-    "D": "disk-sleep",
-    "T": "stopped",
-    "t": "tracing-stop",
-    "Z": "zombie",
-    "X": "dead",
-    "x": "dead",
-    "K": "wake-kill",
-    "W": "waking",
-    "I": "idle",
-    "P": "parked",
-}
+def _link(read) -> str | None:
+    """psutil's ``exe()`` or ``cwd()``: ``None`` where it is unreadable (another user's, a kernel thread's)."""
+    import psutil
 
-
-def _state_letter(stat: bytes | None) -> str | None:
-    """The state field of /proc/PID/stat (the first after the ``(comm)``, which may hold spaces and parens)."""
-    if not stat:
-        return None
-    fields = stat[stat.rfind(b")") + 1 :].split(maxsplit=1)
-    return fields[0].decode("ascii", "replace") if fields else None
-
-
-def _link(name: str, dir_fd: int) -> str | None:
-    """A process's ``exe`` or ``cwd`` link read through its directory, as psutil reads it: ``None`` where it is
-    unreadable or gone; a " (deleted)" suffix is dropped unless a file of that very name exists."""
     try:
-        target = os.readlink(name, dir_fd=dir_fd)
-    except OSError:
+        return read() or None
+    except (psutil.AccessDenied, psutil.ZombieProcess):
         return None
-    target = target.split("\x00")[0]
-    if target.endswith(" (deleted)") and not os.path.exists(target):
-        target = target[: -len(" (deleted)")]
-    return target or None
 
 
 class DetailsReader:
-    """Status, exe, cwd and children for one holder at a time, anchored: every read goes through the
-    ``/proc/PID`` directory opened first, and the start time is checked before and after. A pid is only
-    reused once its process is reaped, and reads through the directory fail from then on: when both
-    checks pass, everything read came from that process.
+    """Status, exe, cwd and children for one holder at a time, read by psutil from the process the walk saw:
+    psutil's start time must be the walk's before the reads, and psutil's own identity check
+    (``is_running()``: the pid's start time again) must pass after them. A pid is reused only once its process
+    is reaped, and the newcomer's start time differs: when both checks pass, everything read came from it.
 
-    The status words and the exe/cwd rules are psutil's (tests/test_process_identity_live.py compares them
-    with psutil on live processes); psutil itself is imported only where the kernel lists no children
-    for a pid (``kill`` checks a target's identity through its pidfd instead).
+    A leader that ended with SYS_exit (pthread_exit in main) is a zombie while its other threads run on and
+    hold its fds: psutil says "zombie"; the group lives, so the status, exe and cwd are a live thread's.
+    Children come from the kernel's per-thread lists (two small reads) and from one psutil pass over every
+    process where the kernel has none. psutil reads ``/proc``: under another ``proc_root`` nothing is read.
     """
 
     def __init__(self, proc_root: str = "/proc") -> None:
         self.proc_root = proc_root
-        self._btime = boot_time(proc_root)
         self._children: dict[int, list[int]] | None = None
 
     def details(self, pid: int, started: float | None) -> Details | None:
         """``started``: the start time seen in the walk (``Process.start_time``)."""
-        dir_fd = open_process_dir(pid, self.proc_root)
-        if dir_fd is None:
-            return _GONE
-        try:
-            stat = _read_bytes("stat", dir_fd)
-            if not self._same(stat, started):
-                return _GONE
-            status = STATUS_BY_STATE.get(_state_letter(stat) or "", "unknown")
-            where = ""  # the links are read through the leader, or through a live thread when it exited
-            if status == "zombie":
-                # A leader that ended with SYS_exit (pthread_exit in main) is a zombie while its other
-                # threads run on (and hold its fds): psutil says "zombie"; the group lives, so its status,
-                # exe and cwd are a live thread's.
-                live = _live_thread(dir_fd)
-                if live is not None:
-                    status, where = live
-            if status == "zombie":  # its links are gone: psutil reports neither exe nor cwd
-                exe = cwd = None
-            else:
-                exe, cwd = _link(where + "exe", dir_fd), _link(where + "cwd", dir_fd)
-            children = tuple(self._children_of(pid))
-            if not self._same(_read_bytes("stat", dir_fd), started):
-                return _GONE  # exited (and maybe replaced) while we read: nothing read is kept
-            return Details(status, exe, cwd, children)
-        finally:
-            os.close(dir_fd)
+        if self.proc_root != "/proc":
+            return None
+        import psutil
 
-    def _same(self, stat: bytes | None, started: float | None) -> bool:
-        parsed = _parsed_stat(stat)
-        return parsed is not None and (started is None or start_seconds(parsed[2], self._btime) == started)
+        try:
+            leader = psutil.Process(pid)
+            with leader.oneshot():
+                if started is not None and leader.create_time() != started:
+                    return _GONE  # the pid names another process by now
+                status = leader.status()
+                reader = leader  # of the links: the leader, or a live thread when the leader exited
+                if status == psutil.STATUS_ZOMBIE:
+                    status, reader = _live_thread(leader, pid) or (status, leader)
+                if status == psutil.STATUS_ZOMBIE:  # its links are gone: psutil reports neither
+                    exe = cwd = None
+                else:
+                    exe, cwd = _link(reader.exe), _link(reader.cwd)
+            children = tuple(self._children_of(pid))
+            if not leader.is_running():
+                return _GONE  # reaped while we read (and its pid maybe reused): nothing read is kept
+        except psutil.NoSuchProcess:
+            return _GONE
+        return Details(status, exe, cwd, children)
 
     def _children_of(self, pid: int) -> list[int]:
         own = _task_children(self.proc_root, pid)
@@ -316,22 +280,23 @@ class DetailsReader:
         return sorted(self._children.get(pid, ()))
 
 
-def _live_thread(dir_fd: int) -> tuple[str, str] | None:
-    """(status, "task/TID/") of the first thread of a process that is not a zombie, or None."""
+def _live_thread(leader, pid: int):
+    """(status, psutil.Process of the thread) for the first thread of a zombie leader's group that is not a
+    zombie itself, or None. The thread is trusted only while it is still listed in the group."""
+    import psutil
+
     try:
-        task_fd = os.open("task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
+        tids = sorted(thread.id for thread in leader.threads() if thread.id != pid)
+    except psutil.Error:
         return None
-    try:
-        tids = os.listdir(task_fd)
-    except OSError:
-        return None
-    finally:
-        os.close(task_fd)
-    for tid in sorted(tids, key=lambda name: int(name) if name.isdigit() else 0):
-        status = STATUS_BY_STATE.get(_state_letter(_read_bytes(f"task/{tid}/stat", dir_fd)) or "", "unknown")
-        if status not in ("zombie", "dead", "unknown"):
-            return status, f"task/{tid}/"
+    for tid in tids:
+        try:
+            thread = psutil.Process(tid)
+            status = thread.status()
+        except psutil.Error:
+            continue
+        if status not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and os.path.exists(f"/proc/{pid}/task/{tid}"):
+            return status, thread
     return None
 
 

@@ -2,10 +2,10 @@
 
 A pidfd names one process for as long as it is open: a signal sent through it (``pidfd_send_signal``)
 reaches that process or nobody, never a newcomer that was given its pid after it exited. What is read
-about the process is anchored to the pidfd: ``/proc/PID`` is opened after the pidfd, read, and trusted
-only if the pidfd's process has still not exited once the reads are done (until it exits and is reaped,
-the pid cannot name anyone else). A pidfd turns readable when its process exits, so waiting for many
-processes is one ``poll()``.
+about the process is anchored to the pidfd: psutil (its start time and state) and ``/proc/PID`` (its fds)
+read it after the pidfd is opened, and what they read is trusted only if the pidfd's process has still
+not exited once the reads are done (until it exits and is reaped, the pid cannot name anyone else).
+A pidfd turns readable when its process exits, so waiting for many processes is one ``poll()``.
 
 ``SOCK_DESTROY`` (what ``ss -K`` sends) asks the kernel to abort one socket, found by its exact 4-tuple
 and cookie; it needs CAP_NET_ADMIN and a kernel built with CONFIG_INET_DIAG_DESTROY (EOPNOTSUPP otherwise).
@@ -29,16 +29,15 @@ from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Family, Socket
 from portscope.sources.procinfo import (
     _read_bytes,
-    boot_time,
     open_process_dir,
     parse_stat,
     raise_if_out_of_fds,
-    start_seconds,
     still_holds,
 )
 
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
-STOPPED_STATES = frozenset("Tt")  # stopped (SIGSTOP, job control) or traced: a signal waits for SIGCONT
+# psutil's words for stopped (SIGSTOP, job control) or traced: a signal waits for SIGCONT
+STOPPED_STATUSES = frozenset({"stopped", "tracing-stop"})
 
 
 class Identity(str, enum.Enum):
@@ -83,13 +82,11 @@ def has_exited(pidfd: int) -> bool:
     return bool(poller.poll(0))
 
 
-def stat_facts(data: bytes) -> tuple[int, str, int]:
-    """(start time in clock ticks, state letter, flags) from /proc/PID/stat."""
-    _, _, start_ticks = parse_stat(data)
-    rest = data[data.rfind(b")") + 2 :].split()
-    state = rest[0].decode("ascii", "replace") if rest else "?"
-    flags = int(rest[6]) if len(rest) > 6 and rest[6].isdigit() else 0
-    return start_ticks, state, flags
+def is_kernel_thread(stat: bytes) -> bool:
+    """The PF_KTHREAD flag of /proc/PID/stat (psutil has no process flags)."""
+    parse_stat(stat)  # a malformed line raises SourceError
+    rest = stat[stat.rfind(b")") + 2 :].split()
+    return len(rest) > 6 and rest[6].isdigit() and bool(int(rest[6]) & PF_KTHREAD)
 
 
 def check_identity(
@@ -100,21 +97,28 @@ def check_identity(
     proc_root: str = "/proc",
 ) -> Checked:
     """Is the pidfd's process the one a listing saw (start time ``started``, holding one of ``sockets``:
-    (inode, fd) pairs) and does it still hold one of them? Reads through ``/proc/PID`` opened after the
-    pidfd, trusted only when the pidfd's process has not exited by the end of the reads."""
+    (inode, fd) pairs) and does it still hold one of them? Its start time and state are psutil's, its fds are
+    read through ``/proc/PID`` opened after the pidfd; all of it is trusted only when the pidfd's process has
+    not exited by the end of the reads."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if started is not None and process.create_time() != started:
+                return Checked(Identity.REPLACED)
+            status = process.status()
+    except psutil.NoSuchProcess:
+        return Checked(Identity.GONE)
     dir_fd = open_process_dir(pid, proc_root)
     if dir_fd is None:
         return Checked(Identity.GONE)
     try:
         data = _read_bytes("stat", dir_fd)
-        if data is None:
-            return Checked(Identity.GONE)
         try:
-            start_ticks, state, flags = stat_facts(data)
+            kernel_thread = data is not None and is_kernel_thread(data)
         except SourceError:
             return Checked(Identity.GONE)
-        if started is not None and start_seconds(start_ticks, boot_time(proc_root)) != started:
-            return Checked(Identity.REPLACED)
         inodes = [inode for inode, _ in sockets]
         fds = [fd for _, fd in sockets]
         holds = still_holds(dir_fd, inodes, fds)
@@ -124,7 +128,7 @@ def check_identity(
         return Checked(Identity.GONE)  # and its pid may name another process by now: nothing read counts
     if not holds:
         return Checked(Identity.RELEASED)
-    return Checked(Identity.SAME, stopped=state in STOPPED_STATES, kernel_thread=bool(flags & PF_KTHREAD))
+    return Checked(Identity.SAME, stopped=status in STOPPED_STATUSES, kernel_thread=kernel_thread)
 
 
 def send_signal(pidfd: int, signum: int) -> Sent:
