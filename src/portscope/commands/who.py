@@ -23,7 +23,7 @@ from portscope.model.endpoint import on_interface, parse_endpoint
 from portscope.model.notation import format_endpoint, format_host
 from portscope.model.query import ALL_NAMESPACES, PortRange, Query, port_in_ranges
 from portscope.model.records import Family, Holder, Process, Proto, Snapshot, Socket, State, UnixSocket
-from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader
+from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader, load_details_reader
 from portscope.sources.procinfo import HidePid, raise_if_out_of_fds, read_hidepid
 from portscope.sources.services import Services, load_services
 
@@ -374,7 +374,7 @@ def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str, places: Pla
         from portscope.sources.zones import check_zone
 
         check_zone(target.zone, netns)
-    snap = snapshot(build_query(target, netns), proc_root=proc_root)
+    snap = snapshot(build_query(target, netns), proc_root=proc_root, meanwhile=load_details_reader)
     read_at = time.time()
     sockets = tuple(sorted((s for s in snap.sockets if socket_matches(s, target)), key=_socket_order))
     hidepid = read_hidepid(proc_root)

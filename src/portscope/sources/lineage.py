@@ -211,6 +211,12 @@ class Details:
 _GONE = Details(EXITED, None, None, ())
 
 
+def load_details_reader() -> None:
+    """Import psutil ahead of :class:`DetailsReader`: ``who`` has ``snapshot`` run this while its forked
+    walker reads /proc, where the import would otherwise follow the walk."""
+    import psutil  # noqa: F401
+
+
 def _link(read) -> str | None:
     """psutil's ``exe()`` or ``cwd()``: ``None`` where it is unreadable (another user's, a kernel thread's)."""
     import psutil
