@@ -8,6 +8,7 @@ and a direct readlink walk of /proc.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -406,12 +407,12 @@ def test_port_query_walks_ahead_and_finds_the_same_holders(shared_mix, monkeypat
     for port in (7001, 7020, 7006, 7010):  # a listener and its connections, two fds of one socket, v4-mapped, udp
         query = Query(states=frozenset(State), local_ports=(PortRange(port, port),), netns=shared_mix.ns.name)
         started.clear()
-        meanwhile: list[bool] = []  # who loads psutil there, while the walker reads /proc
-        ahead = snapshot(query, parallelism=eager, meanwhile=lambda: meanwhile.append(bool(started)))
+        prepared: list[bool] = []  # who loads psutil there, while the walker reads /proc
+        ahead = snapshot(query, parallelism=eager, meanwhile=functools.partial(prepared.append, True))
         assert started and "listed" not in started[0]  # forked ahead: the child lists the fds itself
-        assert meanwhile == [True]  # once, with the walker running
-        alone = snapshot(query, parallelism=IN_PROCESS, meanwhile=lambda: meanwhile.append(False))
-        assert meanwhile == [True]  # no walker to wait for: the caller's preparation is not run
+        assert prepared == [True]  # once, with the walker running
+        alone = snapshot(query, parallelism=IN_PROCESS, meanwhile=functools.partial(prepared.append, False))
+        assert prepared == [True]  # no walker to wait for: the caller's preparation is not run
         assert ahead.holders == alone.holders  # the process counts move with the host's other work
         assert ahead.join.hidden_inodes == alone.join.hidden_inodes == frozenset()
         assert len(ahead.holders) >= 1 and all(len(held) >= 2 for held in ahead.holders.values())  # parent, child
