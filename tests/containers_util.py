@@ -205,7 +205,7 @@ def _unmount_under(directory: str) -> None:
 @dataclass
 class Podman:
     base: str
-    created: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # container names
     networks: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
 
@@ -245,6 +245,8 @@ class Podman:
         self.networks.append(network)
 
     def run(self, name: str, *options: str, port: int = 8080) -> str:
+        # recorded by name before it runs: a run that fails half-way (under load) may still leave the container
+        self.created.append(name)
         container_id = self(
             "run",
             "-d",
@@ -260,13 +262,12 @@ class Podman:
             "-h",
             "/www",
         ).splitlines()[-1]
-        self.created.append(container_id)
         return container_id
 
     def teardown(self) -> None:
-        for container_id in self.created:
+        for name in self.created:
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                self("rm", "-f", "-t", "0", container_id)
+                self("rm", "-f", "-t", "0", name)
         for network in self.networks:
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self("network", "rm", "-f", network)
@@ -284,7 +285,7 @@ class Docker:
     bridge: str = ""
     subnet_prefix: str = ""
     daemon: subprocess.Popen | None = None
-    created: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # container names
     options: tuple[str, ...] = ()  # more dockerd options (--userland-proxy=false)
 
     @property
@@ -340,17 +341,16 @@ class Docker:
         self("import", tarball, "pstest:1")
 
     def run(self, name: str, *options: str, port: int = 8080) -> str:
-        container_id = self(
+        self.created.append(name)  # by name before it runs, as for podman
+        return self(
             "run", "-d", "--name", name, *options, "pstest:1", "busybox", "httpd", "-f", "-p", str(port), "-h", "/www"
         ).splitlines()[-1]
-        self.created.append(container_id)
-        return container_id
 
     def teardown(self) -> None:
         if self.daemon is not None and self.daemon.poll() is None:
-            for container_id in self.created:
+            for name in self.created:
                 with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                    self("rm", "-f", container_id)
+                    self("rm", "-f", name)
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self("rmi", "-f", "pstest:1")
             self.daemon.send_signal(signal.SIGTERM)
