@@ -231,17 +231,24 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
     plain_tails: dict[tuple[bool | None, str, int | None], str] = {}  # the end of a socket without extras
     heads: dict[tuple, dict[State, str]] = {}  # (proto, family) -> state -> the object's text up to the address
     # texts made once per distinct value of the fields whose values repeat from socket to socket (addresses,
-    # queue lengths, uids; not ports, nearly unique on a busy host), looked up with a plain dict subscript;
-    # a value not seen yet raises KeyError and is learned
-    numbers: dict[int | None, str] = {None: "null"}
-    quoted: dict[str | None, str] = {None: "null"}  # peer addresses (inet_ntop's text: nothing to escape)
+    # queue lengths, uids; not ports, nearly unique on a busy host), each with the key that follows it (fewer
+    # pieces to join per socket), looked up with a plain dict subscript; a value not seen yet raises KeyError
+    # and is learned. Addresses are inet_ntop's text: nothing to escape.
+    local_texts: dict[str, str] = {}  # '"ADDRESS", "local_port": '
+    remote_texts: dict[str | None, str] = {}  # ', "remote_address": "ADDRESS", "remote_port": '
+    recv_texts: dict[int | None, str] = {}  # ', "recv_q": N, "send_q": '
+    send_texts: dict[int | None, str] = {}  # 'N, "uid": '
+    uid_texts: dict[int | None, str] = {}  # 'N, "inode": '
 
     def learn(sock: Socket) -> None:
-        for value in (sock.recv_q, sock.send_q, sock.uid):
-            if value not in numbers:
-                numbers[value] = str(value)
-        if sock.remote_address not in quoted:
-            quoted[sock.remote_address] = f'"{sock.remote_address}"'
+        address, remote = sock.local_address, sock.remote_address
+        recv_q, send_q, uid = sock.recv_q, sock.send_q, sock.uid
+        local_texts[address] = f'"{address}", "local_port": '
+        remote_text = "null" if remote is None else f'"{remote}"'
+        remote_texts[remote] = f', "remote_address": {remote_text}, "remote_port": '
+        recv_texts[recv_q] = f', "recv_q": {"null" if recv_q is None else recv_q}, "send_q": '
+        send_texts[send_q] = f'{"null" if send_q is None else send_q}, "uid": '
+        uid_texts[uid] = f'{"null" if uid is None else uid}, "inode": '
 
     bools = _BOOL
     extra_text = None
@@ -352,11 +359,10 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
         while True:  # once, or twice when a value is new
             try:
                 text = (
-                    f'{head_by_state[sock.state]}"{sock.local_address}", '  # type: ignore[index]
-                    f'"local_port": {port}, "remote_address": {quoted[sock.remote_address]}, '
-                    f'"remote_port": {null if remote_port is None else remote_port}, '
-                    f'"recv_q": {numbers[sock.recv_q]}, "send_q": {numbers[sock.send_q]}, "uid": {numbers[sock.uid]}, '
-                    f'"inode": {null if inode is None else inode}, {tail}'
+                    f"{head_by_state[sock.state]}{local_texts[sock.local_address]}{port}"  # type: ignore[index]
+                    f"{remote_texts[sock.remote_address]}{null if remote_port is None else remote_port}"
+                    f"{recv_texts[sock.recv_q]}{send_texts[sock.send_q]}{uid_texts[sock.uid]}"
+                    f"{null if inode is None else inode}, {tail}"
                 )
                 break
             except KeyError:
