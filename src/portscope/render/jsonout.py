@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from portscope.engine.parallel import DEFAULT, Parallelism
@@ -28,6 +26,11 @@ from portscope.model.records import Detail, Holder, Snapshot, Socket, State, Uni
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.linux import end_child
 from portscope.sources.services import Services
+
+try:  # the C encoder of ensure_ascii=False (quotes, \\ and C0 escaped), without the json package: its import
+    from _json import encode_basestring  # compiles the decoder's patterns (~6M instructions), unused by ls --json
+except ImportError:  # pragma: no cover - a Python without the C accelerator
+    from json.encoder import encode_basestring
 
 if TYPE_CHECKING:
     from portscope.commands.places import Places
@@ -70,6 +73,8 @@ def _valid(value: Any) -> Any:
 
 def dumps(value: Any, indent: int | None = None) -> str:
     """``json.dumps(value, indent=indent, ensure_ascii=False)``, escaped as the module docstring says."""
+    import json  # not for the socket objects of ls --json (written from templates)
+
     text = json.dumps(_valid(value), indent=indent, ensure_ascii=False)
     # Inside strings a newline is already "\\n": the raw ones are the layout's.
     return "\n".join(map(_escape_nonprintable, text.split("\n")))
@@ -458,8 +463,9 @@ def socket_text_chunks(
         if text is None:
             netns_name, container, forwards_to = place_objects(sock, holders or (), places)
             text = place_texts[key] = (
-                f'"netns_name": {_text(netns_name)}, "container": {dumps(container)}, '
-                f'"forwards_to": {dumps(forwards_to)}'
+                f'"netns_name": {_text(netns_name)}, '
+                f'"container": {"null" if container is None else dumps(container)}, '
+                f'"forwards_to": {"null" if forwards_to is None else dumps(forwards_to)}'
             )
         return text
 
