@@ -433,7 +433,7 @@ class Decoder:
                 ) = unpack(data, offset)
             except struct.error:  # shorter than a socket message: the end of the dump, or truncated
                 length = msg_type = 0
-            if (msg_type != by_tcp_request and msg_type != by_family) or not full <= length <= size - offset:
+            if (msg_type != by_tcp_request and msg_type != by_family) or length < full or length > size - offset:
                 offset = self._other_message(data, offset, source)
                 if offset < 0:
                     break
