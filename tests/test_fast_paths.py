@@ -534,7 +534,11 @@ def written(tmp_path, write, snap: Snapshot, services, parallelism: Parallelism)
 
 @pytest.fixture
 def forks(monkeypatch) -> list[int]:
-    """The forks made by this process from here on (children's pids)."""
+    """The forks made by this process from here on (children's pids); a CPU is taken as idle (the split
+    writer's condition beside the socket count), whatever the machine runs meanwhile."""
+    from portscope.engine import parallel
+
+    monkeypatch.setattr(parallel, "idle_cpus", lambda: 1)
     made: list[int] = []
     real_fork = os.fork
 
@@ -574,7 +578,9 @@ def test_json_written_by_two_processes_is_the_text_of_one(tmp_path, monkeypatch,
 
 def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
     """A child that ends before its half is made leaves it to the parent (the same text); a stream without a
-    file descriptor, or another thread running, and no child is forked."""
+    file descriptor, no idle CPU, or another thread running, and no child is forked."""
+    from portscope.engine import parallel
+
     snap = Snapshot(tuple(varied_sockets(200)), {}, (), JoinReport(joined=False), 1, None, unix_sockets=UNIX)
     alone = written(tmp_path, jsonout.write_sockets, snap, None, IN_PROCESS)
 
@@ -588,6 +594,10 @@ def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
     out = io.StringIO()
     jsonout.write_sockets(out, snap, None, parallelism=SPLIT_ALWAYS)
     assert out.getvalue() == alone
+    with monkeypatch.context() as patched:  # no CPU idle: the child would only take turns with the parent
+        patched.setattr(parallel, "idle_cpus", lambda: 0)
+        assert written(tmp_path, jsonout.write_sockets, snap, None, SPLIT_ALWAYS) == alone
+    assert len(forks) == 1
     import threading
 
     release = threading.Event()
@@ -599,6 +609,20 @@ def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
         release.set()
         thread.join()
     assert len(forks) == 1
+
+
+def test_idle_cpus_read_from_loadavg(tmp_path):
+    from portscope.engine.parallel import idle_cpus
+
+    cpus = len(os.sched_getaffinity(0))
+    loadavg = tmp_path / "loadavg"
+    for running, idle in ((1, cpus - 1), (cpus, 0), (cpus + 5, 0)):
+        loadavg.write_text(f"0.52 0.58 0.59 {running}/467 1234\n")
+        assert idle_cpus(str(loadavg)) == idle
+    loadavg.write_text("garbage\n")
+    assert idle_cpus(str(loadavg)) is None
+    assert idle_cpus(str(tmp_path / "missing")) is None
+    assert idle_cpus() is not None  # this system's
 
 
 def test_split_writer_reports_a_reader_gone_as_a_closed_pipe(forks):
