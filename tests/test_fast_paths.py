@@ -611,6 +611,20 @@ def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
     assert len(forks) == 1
 
 
+def test_split_writer_reports_what_the_child_could_not_write(tmp_path, forks):
+    """A stream that cannot encode a name of the child's half (an ASCII file): the parent raises, naming the
+    child's error, as one process would have failed on it; the child is reaped."""
+    sockets = varied_sockets(40)
+    named = Process(32, 1, "日本", 0, "root", ("日本",), None)
+    holders = {s.inode: (Holder(named, (3,)),) for s in sockets[30:] if s.inode is not None}
+    snap = Snapshot(tuple(sockets), holders, (), JoinReport(joined=True), 1, None)
+    with open(tmp_path / "out.json", "w", encoding="ascii") as out, pytest.raises(RuntimeError, match="Encode"):
+        jsonout.write_sockets(out, snap, None, parallelism=SPLIT_ALWAYS)
+    assert len(forks) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forks[0], os.WNOHANG)
+
+
 def test_idle_cpus_read_from_loadavg(tmp_path):
     from portscope.engine.parallel import idle_cpus
 

@@ -317,13 +317,15 @@ class SplitWriter:
         if os.read(self._ready, 1) != b"r":
             return False
         os.write(self._go, b"g")
-        report = os.read(self._ready, 16)
-        if report != b"0":
-            code = int(report) if report.isdigit() else errno.EIO
-            if code == errno.EPIPE:
-                raise BrokenPipeError(code, os.strerror(code))
-            raise OSError(code, os.strerror(code))
-        return True
+        report = os.read(self._ready, 4096)  # one short write of the child: whole
+        if report == b"0":
+            return True
+        if report.startswith(b"X"):  # not a system error (a text the stream cannot encode...): as in one process
+            raise RuntimeError(report[1:].decode("utf-8", "replace"))
+        code = int(report) if report.isdigit() else errno.EIO  # nothing: the child was killed while writing
+        if code == errno.EPIPE:
+            raise BrokenPipeError(code, os.strerror(code))
+        raise OSError(code, os.strerror(code))
 
     def close(self) -> None:
         """Reap the child (stopped first if it still runs: this process failed, or was interrupted)."""
@@ -349,6 +351,8 @@ def _child_writes(out: IO[str], make, between: str, ready: int, go: int) -> NoRe
                 out.flush()
             except OSError as exc:
                 report = str(exc.errno or errno.EIO).encode()
+            except Exception as exc:
+                report = f"X{type(exc).__name__}: {exc}"[:1000].encode("utf-8", "replace")
             os.write(ready, report)
         status = 0
     except BaseException:  # an interrupt, a bug: the parent sees no report and writes the half itself
