@@ -14,6 +14,7 @@ import json
 import os
 import select
 import socket
+import subprocess
 import time
 from collections.abc import Sequence
 
@@ -25,7 +26,18 @@ from portscope.engine.parallel import IN_PROCESS, Parallelism
 from portscope.engine.snapshot import snapshot
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import PortRange, Query
-from portscope.model.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
+from portscope.model.records import (
+    Family,
+    Holder,
+    JoinReport,
+    Process,
+    Proto,
+    Snapshot,
+    Socket,
+    State,
+    UnixSocket,
+    UnixType,
+)
 from portscope.render import jsonout
 from portscope.render.table import (
     ALL_KEYS,
@@ -457,12 +469,32 @@ def test_json_writer_text_equals_json_dumps_of_varied_sockets(monkeypatch):
     """The writer's caches (per-state heads, addresses, queue lengths, uids, the end of a plain socket repeated
     from the one before) against json.dumps of socket_object, byte for byte: families, protocols and namespaces
     interleaved, None in every field that may be None, values seen before in other columns, chunk limits."""
+    sockets = varied_sockets(400)
+    plain = Process(31, 1, "srv", 0, "root", ("srv", "-x"), None)
+    holders = {s.inode: (Holder(plain, (6,)),) for s in sockets[::7] if s.inode is not None}
+    monkeypatch.setattr(jsonout, "JSON_CHUNK", 16)
+    for services in (None, SERVICES):
+        for held in ({}, holders):
+            snap = Snapshot(tuple(sockets), held, (), JoinReport(joined=bool(held)), 1, None)
+            objects = [jsonout.socket_object(s, snap.holders_of(s), services) for s in sockets]
+            out = io.StringIO()
+            jsonout.write_sockets(out, snap, services)
+            assert out.getvalue() == "[\n" + ",\n".join(json.dumps(o, ensure_ascii=False) for o in objects) + "\n]\n"
+            lines = io.StringIO()
+            jsonout.write_socket_lines(lines, snap, services)
+            assert lines.getvalue() == "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
+    empty = io.StringIO()
+    jsonout.write_sockets(empty, Snapshot((), {}, (), JoinReport(joined=False), 1, None), None)
+    assert empty.getvalue() == "[]\n" == json.dumps([]) + "\n"
+
+
+def varied_sockets(count: int) -> list[Socket]:
     import random
 
     rng = random.Random(18)
     states = {Proto.TCP: [State.LISTEN, State.ESTABLISHED, State.TIME_WAIT, State.BOUND], Proto.UDP: [State.UNCONN]}
     sockets = []
-    for inode in range(1, 400):
+    for inode in range(1, count):
         proto = rng.choice(list(Proto))
         family = rng.choice(list(Family))
         peer = rng.random() < 0.6
@@ -486,19 +518,147 @@ def test_json_writer_text_equals_json_dumps_of_varied_sockets(monkeypatch):
                 netns=rng.choice([None, 1, 1, 4026531840]),
             )
         )
+    return sockets
+
+
+SPLIT_ALWAYS = Parallelism(split_render_min_sockets=0)
+UNIX = tuple(
+    UnixSocket(UnixType.STREAM, State.ESTABLISHED, path, path is not None and path.startswith("@"), 900 + i,
+               901 + i if i % 2 else None, 0, 0, 0, 1)
+    for i, path in enumerate(["/run/a.sock", None, "@abstract", "/tmp/x\x1b"])
+)  # fmt: skip
+
+
+def written(tmp_path, write, snap: Snapshot, services, parallelism: Parallelism) -> str:
+    path = tmp_path / "out.json"
+    with open(path, "w", encoding="utf-8") as out:
+        write(out, snap, services, parallelism=parallelism)
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def forks(monkeypatch) -> list[int]:
+    """The forks made by this process from here on (children's pids); a CPU is taken as idle (the split
+    writer's condition beside the socket count), whatever the machine runs meanwhile."""
+    from portscope.engine import parallel
+
+    monkeypatch.setattr(parallel, "idle_cpus", lambda: 1)
+    made: list[int] = []
+    real_fork = os.fork
+
+    def counted_fork() -> int:
+        pid = real_fork()
+        if pid:
+            made.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counted_fork)
+    return made
+
+
+def test_json_written_by_two_processes_is_the_text_of_one(tmp_path, monkeypatch, forks):
+    """The split writer (a child makes and writes the second half) against the writer alone, byte for byte:
+    every size around the split, UNIX sockets after the IP ones, holders, services, JSON and JSON Lines."""
+    sockets = varied_sockets(300)
     plain = Process(31, 1, "srv", 0, "root", ("srv", "-x"), None)
-    holders = {s.inode: (Holder(plain, (6,)),) for s in sockets[::7] if s.inode is not None}
+    holders = {s.inode: (Holder(plain, (6,)),) for s in sockets[::5] if s.inode is not None}
+    holders[901] = (Holder(plain, (7,)),)
     monkeypatch.setattr(jsonout, "JSON_CHUNK", 16)
-    for services in (None, SERVICES):
-        for held in ({}, holders):
-            snap = Snapshot(tuple(sockets), held, (), JoinReport(joined=bool(held)), 1, None)
-            objects = [jsonout.socket_object(s, snap.holders_of(s), services) for s in sockets]
-            out = io.StringIO()
-            jsonout.write_sockets(out, snap, services)
-            assert out.getvalue() == "[\n" + ",\n".join(json.dumps(o, ensure_ascii=False) for o in objects) + "\n]\n"
-            lines = io.StringIO()
-            jsonout.write_socket_lines(lines, snap, services)
-            assert lines.getvalue() == "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objects)
-    empty = io.StringIO()
-    jsonout.write_sockets(empty, Snapshot((), {}, (), JoinReport(joined=False), 1, None), None)
-    assert empty.getvalue() == "[]\n" == json.dumps([]) + "\n"
+    for count in (0, 1, 2, 3, 33, len(sockets)):
+        for unix in ((), UNIX):
+            snap = Snapshot(tuple(sockets[:count]), holders, (), JoinReport(joined=True), 1, None, unix_sockets=unix)
+            for write in (jsonout.write_sockets, jsonout.write_socket_lines):
+                forked = len(forks)
+                for services in (None, SERVICES):
+                    alone = written(tmp_path, write, snap, services, IN_PROCESS)
+                    assert written(tmp_path, write, snap, services, SPLIT_ALWAYS) == alone
+                assert len(forks) == forked + (2 if count >= 2 else 0)  # the child made the second half
+                parsed = json.loads(alone if write is jsonout.write_sockets else f"[{','.join(alone.splitlines())}]")
+                assert len(parsed) == count + len(unix)
+    for pid in forks:  # every child was reaped
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
+    """A child that ends before its half is made leaves it to the parent (the same text); a stream without a
+    file descriptor, no idle CPU, or another thread running, and no child is forked."""
+    from portscope.engine import parallel
+
+    snap = Snapshot(tuple(varied_sockets(200)), {}, (), JoinReport(joined=False), 1, None, unix_sockets=UNIX)
+    alone = written(tmp_path, jsonout.write_sockets, snap, None, IN_PROCESS)
+
+    def dies(*_args) -> None:
+        os._exit(1)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(jsonout, "_child_writes", dies)
+        assert written(tmp_path, jsonout.write_sockets, snap, None, SPLIT_ALWAYS) == alone
+    assert len(forks) == 1
+    out = io.StringIO()
+    jsonout.write_sockets(out, snap, None, parallelism=SPLIT_ALWAYS)
+    assert out.getvalue() == alone
+    with monkeypatch.context() as patched:  # no CPU idle: the child would only take turns with the parent
+        patched.setattr(parallel, "idle_cpus", lambda: 0)
+        assert written(tmp_path, jsonout.write_sockets, snap, None, SPLIT_ALWAYS) == alone
+    assert len(forks) == 1
+    import threading
+
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    thread.start()
+    try:
+        assert written(tmp_path, jsonout.write_sockets, snap, None, SPLIT_ALWAYS) == alone
+    finally:
+        release.set()
+        thread.join()
+    assert len(forks) == 1
+
+
+def test_split_writer_reports_what_the_child_could_not_write(tmp_path, forks):
+    """A stream that cannot encode a name of the child's half (an ASCII file): the parent raises, naming the
+    child's error, as one process would have failed on it; the child is reaped."""
+    sockets = varied_sockets(40)
+    named = Process(32, 1, "日本", 0, "root", ("日本",), None)
+    holders = {s.inode: (Holder(named, (3,)),) for s in sockets[30:] if s.inode is not None}
+    snap = Snapshot(tuple(sockets), holders, (), JoinReport(joined=True), 1, None)
+    with open(tmp_path / "out.json", "w", encoding="ascii") as out, pytest.raises(RuntimeError, match="Encode"):
+        jsonout.write_sockets(out, snap, None, parallelism=SPLIT_ALWAYS)
+    assert len(forks) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forks[0], os.WNOHANG)
+
+
+def test_idle_cpus_read_from_loadavg(tmp_path):
+    from portscope.engine.parallel import idle_cpus
+
+    cpus = len(os.sched_getaffinity(0))
+    loadavg = tmp_path / "loadavg"
+    for running, idle in ((1, cpus - 1), (cpus, 0), (cpus + 5, 0)):
+        loadavg.write_text(f"0.52 0.58 0.59 {running}/467 1234\n")
+        assert idle_cpus(str(loadavg)) == idle
+    loadavg.write_text("garbage\n")
+    assert idle_cpus(str(loadavg)) is None
+    assert idle_cpus(str(tmp_path / "missing")) is None
+    assert idle_cpus() is not None  # this system's
+
+
+def test_split_writer_reports_a_reader_gone_as_a_closed_pipe(forks):
+    """The reader goes away while the child writes the second half: the parent raises BrokenPipeError, as one
+    process writing it all would (the CLI's closed-pipe handling), and the child is reaped."""
+    snap = Snapshot(tuple(varied_sockets(4000)), {}, (), JoinReport(joined=False), 1, None)
+    text = io.StringIO()
+    jsonout.write_sockets(text, snap, None, parallelism=IN_PROCESS)
+    keep = len(text.getvalue().encode()) * 3 // 4  # past the parent's half: the child meets the closed pipe
+    reader = subprocess.Popen(["head", "-c", str(keep)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        out = io.TextIOWrapper(reader.stdin, encoding="utf-8")
+        with pytest.raises(BrokenPipeError):
+            jsonout.write_sockets(out, snap, None, parallelism=SPLIT_ALWAYS)
+        assert len(forks) == 1
+        with pytest.raises(ChildProcessError):
+            os.waitpid(forks[0], os.WNOHANG)
+    finally:
+        with contextlib.suppress(OSError):
+            reader.stdin.close()
+        reader.wait(timeout=10)

@@ -157,6 +157,32 @@ def test_unknown_state_in_dump():
         Decoder(Proto.TCP, Family.IPV4, None).decode(bytes(data), "tcp")
 
 
+def test_unknown_family_and_short_socket_message_in_dump():
+    data = bytearray((MIX / "netlink_tcp_ipv4.bin").read_bytes())
+    data[netlink.NLMSGHDR.size] = 7  # idiag_family
+    with pytest.raises(SourceError, match="unknown address family 7 at byte 0"):
+        Decoder(Proto.TCP, Family.IPV4, None).decode(bytes(data), "tcp")
+    data = bytearray((MIX / "netlink_tcp_ipv4.bin").read_bytes())
+    struct.pack_into("=I", data, 0, 40)  # a socket message cut short, but still a whole header
+    with pytest.raises(SourceError, match=r"inet_diag_msg too short \(40 bytes\) at byte 0"):
+        Decoder(Proto.TCP, Family.IPV4, None).decode(bytes(data), "tcp")
+
+
+def test_decoder_lets_errors_of_its_lookups_through():
+    # the decoder learns addresses it has not seen by catching KeyError; one raised by the interface
+    # lookup it is given is not such a miss and must reach the caller, not loop or vanish
+    data = bytearray((MIX / "netlink_tcp_ipv4.bin").read_bytes())
+    struct.pack_into("=I", data, netlink.NLMSGHDR.size + 40, 5)  # idiag_if of the first socket
+
+    def no_interfaces(index: int) -> str:
+        raise KeyError(index)
+
+    with pytest.raises(KeyError):
+        Decoder(Proto.TCP, Family.IPV4, None, ifname=no_interfaces).decode(bytes(data), "tcp")
+    sockets, _ = Decoder(Proto.TCP, Family.IPV4, None, ifname=lambda index: f"if{index}").decode(bytes(data), "tcp")
+    assert sockets[0].ifindex == 5 and sockets[0].interface == "if5"
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

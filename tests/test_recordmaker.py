@@ -84,7 +84,16 @@ def test_record_twin_is_switched_or_rebuilt():
     from portscope.model.recordmaker import record_twin
 
     twin, rebuild = record_twin(Socket)
-    assert rebuild is None and twin.__slots__ == tuple(f.name for f in dataclasses.fields(Socket))
+    # a subclass adding no slots and plain stores: the switch compares the bases, not the slot names
+    assert rebuild is None and twin.__bases__ == (Socket,) and twin.__slots__ == ()
+    assert twin.__setattr__ is object.__setattr__
+    filled = object.__new__(twin)
+    for field, value in zip(dataclasses.fields(Socket), SOCKET_ARGS, strict=True):
+        setattr(filled, field.name, value)
+    filled.__class__ = Socket
+    assert type(filled) is Socket and filled == Socket(*SOCKET_ARGS) and hash(filled) == hash(Socket(*SOCKET_ARGS))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        filled.local_port = 1
 
     @dataclasses.dataclass(frozen=True)
     class Unslotted:  # no __slots__: no class switch possible
@@ -111,7 +120,7 @@ def test_decoder_records_are_the_same_when_rebuilt(monkeypatch):
         return [netlink.Decoder(p, f, 1, ifname=lambda index: "lo").decode(d, "test") for (p, f), d in data.items()]
 
     switched = decoded()
-    names = netlink._SOCKET_TWIN.__slots__
+    names = [f.name for f in dataclasses.fields(Socket)]
     monkeypatch.setattr(netlink, "_REBUILD_SOCKET", lambda obj: Socket(*(getattr(obj, n) for n in names)))
     rebuilt = decoded()
     assert rebuilt == switched and all(type(s) is Socket for batch, _ in rebuilt for s in batch)

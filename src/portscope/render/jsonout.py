@@ -15,14 +15,22 @@ JSON string: it is given in the escaped text form of :mod:`portscope.render.text
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
-from json.encoder import encode_basestring  # the C encoder of ensure_ascii=False: quotes, \\ and C0 escaped
-from typing import IO, TYPE_CHECKING, Any
+import contextlib
+import errno
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
+from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.model.records import Detail, Holder, Snapshot, Socket, State, UnixSocket
 from portscope.render.text import has_surrogates, safe_text
+from portscope.sources.linux import end_child
 from portscope.sources.services import Services
+
+try:  # the C encoder of ensure_ascii=False (quotes, \\ and C0 escaped), without the json package: its import
+    from _json import encode_basestring  # compiles the decoder's patterns (~6M instructions), unused by ls --json
+except ImportError:  # pragma: no cover - a Python without the C accelerator
+    from json.encoder import encode_basestring
 
 if TYPE_CHECKING:
     from portscope.commands.places import Places
@@ -65,6 +73,8 @@ def _valid(value: Any) -> Any:
 
 def dumps(value: Any, indent: int | None = None) -> str:
     """``json.dumps(value, indent=indent, ensure_ascii=False)``, escaped as the module docstring says."""
+    import json  # not for the socket objects of ls --json (written from templates)
+
     text = json.dumps(_valid(value), indent=indent, ensure_ascii=False)
     # Inside strings a newline is already "\\n": the raw ones are the layout's.
     return "\n".join(map(_escape_nonprintable, text.split("\n")))
@@ -189,26 +199,166 @@ _BOOL = {None: "null", True: "true", False: "false"}
 JSON_CHUNK = 256  # socket objects per write(): about 100 KB, under malloc's mmap threshold (no fresh pages per chunk)
 
 
-def write_sockets(out: IO[str], snap: Snapshot, services: Services | None, places: Places | None = None) -> None:
+def write_sockets(
+    out: IO[str],
+    snap: Snapshot,
+    services: Services | None,
+    places: Places | None = None,
+    *,
+    parallelism: Parallelism = DEFAULT,
+) -> None:
     """Write ``ls --json``: a JSON array, one object per socket, equal to :func:`socket_object`.
 
     Text for json.loads, laid out like ``json.dumps`` of those objects (", " and ": "), one object a line.
+    A large listing to a file or pipe is written by two processes where ``parallelism`` allows it
+    (:class:`SplitWriter`): the same text.
     """
-    write = out.write
-    write("[")
-    separator = "\n"
-    for chunk in socket_text_chunks(snap, services, places):
-        write(separator)
-        write(",\n".join(chunk))
-        separator = ",\n"
-    write("]\n" if separator == "\n" else "\n]\n")
+    _write_objects(out, snap, services, places, parallelism, opening="[\n", between=",\n", closing="\n]\n")
 
 
-def write_socket_lines(out: IO[str], snap: Snapshot, services: Services | None, places: Places | None = None) -> None:
+def write_socket_lines(
+    out: IO[str],
+    snap: Snapshot,
+    services: Services | None,
+    places: Places | None = None,
+    *,
+    parallelism: Parallelism = DEFAULT,
+) -> None:
     """Write ``ls --jsonl`` (JSON Lines): the objects of ``ls --json``, the same text, one a line."""
-    for chunk in socket_text_chunks(snap, services, places):
-        out.write("\n".join(chunk))
-        out.write("\n")
+    _write_objects(out, snap, services, places, parallelism, opening="", between="\n", closing="\n")
+
+
+def _write_objects(
+    out: IO[str],
+    snap: Snapshot,
+    services: Services | None,
+    places: Places | None,
+    parallelism: Parallelism,
+    *,
+    opening: str,
+    between: str,
+    closing: str,
+) -> None:
+    """The socket objects, ``between`` each two, after ``opening`` and before ``closing`` (``opening`` and
+    ``closing`` without their line breaks when there is none: ``[]``)."""
+    count = len(snap.sockets)
+    half = count // 2 if parallelism.split_render(count) else 0
+    chunks = socket_text_chunks(snap, services, places, stop=half or None)
+    first = next(chunks, None)  # made before a fork: the places' lookups (namespace names...) are then made once
+    if first is None:
+        out.write(opening.rstrip("\n") + closing.lstrip("\n"))
+        return
+
+    def second_half() -> Iterator[list[str]]:
+        return socket_text_chunks(snap, services, places, start=half)
+
+    writer = SplitWriter.start(out, second_half, between) if half else None
+    write = out.write
+    try:
+        write(opening)
+        write(between.join(first))
+        for chunk in chunks:
+            write(between)
+            write(between.join(chunk))
+        if half and (writer is None or not writer.finish()):  # no child, or one that ended early: here
+            for chunk in second_half():
+                write(between)
+                write(between.join(chunk))
+    finally:
+        if writer is not None:
+            writer.close()
+    write(closing)
+
+
+class SplitWriter:
+    """The second half of a long output, made by a forked child while this process makes the first.
+
+    The child makes its texts in memory, says so on a pipe, and writes them to the same stream once this
+    process has written its half and flushed (:meth:`finish`), then reports how that went: the order and
+    the bytes are those of one process. A child that ends before it is ready leaves its half to this
+    process; a write it could not make is raised here as it would have been in this process (a closed
+    pipe: ``BrokenPipeError``). Forked only where ``Parallelism.split_render`` allows it and the stream has
+    a file descriptor.
+    """
+
+    def __init__(self, out: IO[str], pid: int, ready: int, go: int) -> None:
+        self.out = out
+        self.pid: int | None = pid
+        self._ready = ready  # the child's reports: b"r" when its texts are made, then b"0" or an errno
+        self._go = go
+
+    @classmethod
+    def start(cls, out: IO[str], make: Callable[[], Iterable[list[str]]], between: str) -> SplitWriter | None:
+        try:
+            out.fileno()
+        except (AttributeError, OSError, ValueError):  # a StringIO, a closed stream: this process writes it all
+            return None
+        out.flush()  # the child must not inherit text still buffered here (it would write it again)
+        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
+        go_read, go_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (ready_read, ready_write, go_read, go_write):
+                os.close(fd)
+            return None
+        if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
+            os.close(ready_read)
+            os.close(go_write)
+            _child_writes(out, make, between, ready_write, go_read)
+        os.close(ready_write)
+        os.close(go_read)
+        return cls(out, pid, ready_read, go_write)
+
+    def finish(self) -> bool:
+        """After this process's half (not yet flushed): let the child write its half. False when the child
+        ended without its texts (this process writes that half then); raises what the child's writes raised."""
+        self.out.flush()
+        if os.read(self._ready, 1) != b"r":
+            return False
+        os.write(self._go, b"g")
+        report = os.read(self._ready, 4096)  # one short write of the child: whole
+        if report == b"0":
+            return True
+        if report.startswith(b"X"):  # not a system error (a text the stream cannot encode...): as in one process
+            raise RuntimeError(report[1:].decode("utf-8", "replace"))
+        code = int(report) if report.isdigit() else errno.EIO  # nothing: the child was killed while writing
+        if code == errno.EPIPE:
+            raise BrokenPipeError(code, os.strerror(code))
+        raise OSError(code, os.strerror(code))
+
+    def close(self) -> None:
+        """Reap the child (stopped first if it still runs: this process failed, or was interrupted)."""
+        for fd in (self._ready, self._go):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self.pid is not None:
+            end_child(self.pid)
+            self.pid = None
+
+
+def _child_writes(out: IO[str], make, between: str, ready: int, go: int) -> NoReturn:  # pragma: no cover
+    status = 1
+    try:
+        texts = [between.join(chunk) for chunk in make()]
+        os.write(ready, b"r")
+        if os.read(go, 1) == b"g":
+            report = b"0"
+            try:
+                for text in texts:
+                    out.write(between)
+                    out.write(text)
+                out.flush()
+            except OSError as exc:
+                report = str(exc.errno or errno.EIO).encode()
+            except Exception as exc:
+                report = f"X{type(exc).__name__}: {exc}"[:1000].encode("utf-8", "replace")
+            os.write(ready, report)
+        status = 0
+    except BaseException:  # an interrupt, a bug: the parent sees no report and writes the half itself
+        pass
+    finally:
+        os._exit(status)
 
 
 def socket_texts(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[str]:
@@ -218,8 +368,17 @@ def socket_texts(snap: Snapshot, services: Services | None, places: Places | Non
         yield from chunk
 
 
-def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[list[str]]:
-    """The texts of :func:`socket_texts`, in lists of up to ``JSON_CHUNK`` (one ``write()`` each).
+def socket_text_chunks(
+    snap: Snapshot,
+    services: Services | None,
+    places: Places | None = None,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[list[str]]:
+    """The texts of :func:`socket_texts`, in lists of up to ``JSON_CHUNK`` (one ``write()`` each); with
+    ``start`` and ``stop``, those of ``snap.sockets[start:stop]`` only, then the UNIX sockets unless ``stop``
+    is given.
 
     The hot loop of ``ls --json`` at 100k sockets: what repeats from socket to socket (the keys up to the
     address for each proto, family and state, peer addresses, queue lengths, uids, the end of a socket without
@@ -231,17 +390,24 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
     plain_tails: dict[tuple[bool | None, str, int | None], str] = {}  # the end of a socket without extras
     heads: dict[tuple, dict[State, str]] = {}  # (proto, family) -> state -> the object's text up to the address
     # texts made once per distinct value of the fields whose values repeat from socket to socket (addresses,
-    # queue lengths, uids; not ports, nearly unique on a busy host), looked up with a plain dict subscript;
-    # a value not seen yet raises KeyError and is learned
-    numbers: dict[int | None, str] = {None: "null"}
-    quoted: dict[str | None, str] = {None: "null"}  # peer addresses (inet_ntop's text: nothing to escape)
+    # queue lengths, uids; not ports, nearly unique on a busy host), each with the key that follows it (fewer
+    # pieces to join per socket), looked up with a plain dict subscript; a value not seen yet raises KeyError
+    # and is learned. Addresses are inet_ntop's text: nothing to escape.
+    local_texts: dict[str, str] = {}  # '"ADDRESS", "local_port": '
+    remote_texts: dict[str | None, str] = {}  # ', "remote_address": "ADDRESS", "remote_port": '
+    recv_texts: dict[int | None, str] = {}  # ', "recv_q": N, "send_q": '
+    send_texts: dict[int | None, str] = {}  # 'N, "uid": '
+    uid_texts: dict[int | None, str] = {}  # 'N, "inode": '
 
     def learn(sock: Socket) -> None:
-        for value in (sock.recv_q, sock.send_q, sock.uid):
-            if value not in numbers:
-                numbers[value] = str(value)
-        if sock.remote_address not in quoted:
-            quoted[sock.remote_address] = f'"{sock.remote_address}"'
+        address, remote = sock.local_address, sock.remote_address
+        recv_q, send_q, uid = sock.recv_q, sock.send_q, sock.uid
+        local_texts[address] = f'"{address}", "local_port": '
+        remote_text = "null" if remote is None else f'"{remote}"'
+        remote_texts[remote] = f', "remote_address": {remote_text}, "remote_port": '
+        recv_texts[recv_q] = f', "recv_q": {"null" if recv_q is None else recv_q}, "send_q": '
+        send_texts[send_q] = f'{"null" if send_q is None else send_q}, "uid": '
+        uid_texts[uid] = f'{"null" if uid is None else uid}, "inode": '
 
     bools = _BOOL
     extra_text = None
@@ -301,8 +467,9 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
         if text is None:
             netns_name, container, forwards_to = place_objects(sock, holders or (), places)
             text = place_texts[key] = (
-                f'"netns_name": {_text(netns_name)}, "container": {dumps(container)}, '
-                f'"forwards_to": {dumps(forwards_to)}'
+                f'"netns_name": {_text(netns_name)}, '
+                f'"container": {"null" if container is None else dumps(container)}, '
+                f'"forwards_to": {"null" if forwards_to is None else dumps(forwards_to)}'
             )
         return text
 
@@ -330,7 +497,7 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
     chunk_size = JSON_CHUNK
     chunk: list[str] = []
     append = chunk.append
-    for sock in snap.sockets:
+    for sock in snap.sockets[start:stop] if start or stop is not None else snap.sockets:
         proto = sock.proto
         family = sock.family
         if proto is not last_proto or family is not last_family:
@@ -352,11 +519,10 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
         while True:  # once, or twice when a value is new
             try:
                 text = (
-                    f'{head_by_state[sock.state]}"{sock.local_address}", '  # type: ignore[index]
-                    f'"local_port": {port}, "remote_address": {quoted[sock.remote_address]}, '
-                    f'"remote_port": {null if remote_port is None else remote_port}, '
-                    f'"recv_q": {numbers[sock.recv_q]}, "send_q": {numbers[sock.send_q]}, "uid": {numbers[sock.uid]}, '
-                    f'"inode": {null if inode is None else inode}, {tail}'
+                    f"{head_by_state[sock.state]}{local_texts[sock.local_address]}{port}"  # type: ignore[index]
+                    f"{remote_texts[sock.remote_address]}{null if remote_port is None else remote_port}"
+                    f"{recv_texts[sock.recv_q]}{send_texts[sock.send_q]}{uid_texts[sock.uid]}"
+                    f"{null if inode is None else inode}, {tail}"
                 )
                 break
             except KeyError:
@@ -366,7 +532,7 @@ def socket_text_chunks(snap: Snapshot, services: Services | None, places: Places
             yield chunk
             chunk = []
             append = chunk.append
-    for usock in snap.unix_sockets:  # after the IP sockets, as unix_socket_object() writes them
+    for usock in snap.unix_sockets if stop is None else ():  # after the IP sockets, as unix_socket_object() writes them
         holders = holders_get(usock.inode) if holders_get is not None else None
         peer = usock.peer_inode
         peer_holders = holders_get(peer) if holders_get is not None and peer is not None else None

@@ -364,7 +364,7 @@ class Decoder:
         self.family = family
         self.netns = netns
         self.states = TCP_STATE_BY_NUMBER if proto is Proto.TCP else UDP_STATE_BY_NUMBER
-        self._state_table: list[State | None] = [self.states.get(number) for number in range(256)]  # a u8
+        self._state_by_number = dict(self.states)  # the decoder's own copy (a plain dict subscript)
         self.ifname = ifname or _ifindex_name
         # raw idiag_src/idiag_dst -> text, one cache per family (an IPv4 address is the first 4 of 16 bytes)
         self._text4: dict[bytes, str] = {}
@@ -376,14 +376,6 @@ class Decoder:
         """Forget a dump that broke off (the table is dumped again from its start)."""
         self._held = []
 
-    def _ipv4_text(self, raw: bytes) -> str:
-        text = self._text4[raw] = socket.inet_ntop(socket.AF_INET, raw[:4])
-        return text
-
-    def _ipv6_text(self, raw: bytes) -> str:
-        text = self._text6[raw] = socket.inet_ntop(socket.AF_INET6, raw)
-        return text
-
     def interface(self, index: int) -> str | None:
         if index not in self._if_cache:
             self._if_cache[index] = self.ifname(index)
@@ -392,36 +384,35 @@ class Decoder:
     def decode(self, data: bytes | bytearray | memoryview, source: str) -> tuple[list[Socket], bool]:
         """Decode one buffer of netlink messages; returns (sockets, done)."""
         # The hot loop of every listing (tens of thousands of iterations): one unpack of header and
-        # inet_diag_msg together, table lookups instead of calls, and each record filled in place (a plain
-        # twin of Socket, attribute by attribute, then given its class: no call per socket).
+        # inet_diag_msg together, and each record filled in place (a plain twin of Socket, attribute by
+        # attribute, then given its class: no call per socket). States and address texts are plain subscripts
+        # of tables of the values seen (a method call less each): a value not seen yet raises KeyError, is
+        # learned (:meth:`_learn`, which also refuses an unknown state) and the message is decoded again.
+        # Ports are looked up with get(): nearly unique on a busy host, half of them would raise. Anything
+        # but a whole socket message (the dump's end, an error, a malformed length) takes :meth:`_other_message`.
         sockets: list[Socket] = []
         append4 = sockets.append
         append6 = self._held.append if self.family is None else append4
-        unpack_header = NLMSGHDR.unpack_from
         unpack = _MESSAGE.unpack_from
         new, twin, socket_class, rebuild = object.__new__, _SOCKET_TWIN, Socket, _REBUILD_SOCKET
-        port_of = _PORTS.get
-        port = _port
-        states = self._state_table
+        port_of, new_port = _PORTS.get, _port
+        states = self._state_by_number
         timers = _TIMER_TABLE
         placeholder_uid = _PLACEHOLDER_UID
         v6only_states = _V6ONLY_STATES
         find_v6only = _find_v6only
         proto, netns = self.proto, self.netns
         ipv4, ipv6 = Family.IPV4, Family.IPV6
-        text4, text6 = self._text4.get, self._text6.get
-        new_text4, new_text6 = self._ipv4_text, self._ipv6_text
+        text4, text6 = self._text4, self._text6
         interface = self.interface
         by_family, by_tcp_request = SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK
         af_inet, af_inet6 = socket.AF_INET, socket.AF_INET6
         zero4, zero16 = _ZERO4, _ZERO16
         full = HEADER_AND_MSG
-        header_size = NLMSGHDR.size
         size = len(data)
         offset = 0
-        done = False
         while offset < size:
-            if size - offset >= full:
+            try:
                 (
                     length,
                     msg_type,
@@ -440,76 +431,102 @@ class Decoder:
                     uid,
                     inode,
                 ) = unpack(data, offset)
-            elif size - offset >= header_size:
-                length, msg_type, _flags, _seq, _pid = unpack_header(data, offset)
-            else:
-                raise SourceError(source, f"truncated netlink header at byte {offset}")
-            if length < header_size or offset + length > size:
-                raise SourceError(source, f"bad netlink message length {length} at byte {offset}")
-            if msg_type != by_family and msg_type != by_tcp_request:
-                if control_message(data, offset, msg_type, source):
-                    done = True
+            except struct.error:  # shorter than a socket message: the end of the dump, or truncated
+                length = msg_type = 0
+            if (msg_type != by_tcp_request and msg_type != by_family) or length < full or length > size - offset:
+                offset = self._other_message(data, offset, source)
+                if offset < 0:
                     break
-                offset += (length + 3) & ~3
                 continue
-            if length < full:
-                raise SourceError(source, f"inet_diag_msg too short ({length} bytes) at byte {offset}")
-            state = states[state_no]
-            if state is None:
-                raise SourceError(source, f"unknown {proto.value} state {state_no} at byte {offset}")
-            sock = new(twin)
-            sock.proto = proto
-            sock.state = state
-            sock.local_port = port_of(sport) or port(sport)
-            sock.recv_q = rqueue
-            sock.send_q = wqueue  # for a listener: its backlog
-            # 3: a timewait sock (also FIN-WAIT-2): uid and inode are placeholders, as for requests
-            sock.uid = None if placeholder_uid[state_no] or timer == 3 else uid
-            sock.inode = inode or None
-            sock.ifindex = ifindex
-            sock.interface = interface(ifindex) if ifindex else None
-            sock.timer = timer_name = timers[timer]
-            sock.timer_ms = expires if timer_name else None
-            sock.netns = netns
-            sock.cookie = cookie
-            if family_no == af_inet:
-                sock.family = ipv4
-                sock.local_address = text4(src) or new_text4(src)
-                if dport:
-                    sock.remote_address = text4(dst) or new_text4(dst)
-                    sock.remote_port = port_of(dport) or port(dport)
-                elif dst[:4] == zero4:
-                    sock.remote_address = sock.remote_port = None
+            try:
+                sock = new(twin)
+                sock.proto = proto
+                sock.state = states[state_no]
+                sock.local_port = port_of(sport) or new_port(sport)
+                sock.recv_q = rqueue
+                sock.send_q = wqueue  # for a listener: its backlog
+                # 3: a timewait sock (also FIN-WAIT-2): uid and inode are placeholders, as for requests
+                sock.uid = None if placeholder_uid[state_no] or timer == 3 else uid
+                sock.inode = inode or None
+                sock.ifindex = ifindex
+                sock.interface = interface(ifindex) if ifindex else None
+                sock.timer = timer_name = timers[timer]
+                sock.timer_ms = expires if timer_name else None
+                sock.netns = netns
+                sock.cookie = cookie
+                if family_no == af_inet:
+                    sock.family = ipv4
+                    sock.local_address = text4[src]
+                    if dport:
+                        sock.remote_address = text4[dst]
+                        sock.remote_port = port_of(dport) or new_port(dport)
+                    elif dst[:4] == zero4:
+                        sock.remote_address = sock.remote_port = None
+                    else:
+                        sock.remote_address = text4[dst]
+                        sock.remote_port = 0
+                    sock.v6only = None
+                    append = append4
+                elif family_no == af_inet6:
+                    sock.family = ipv6
+                    sock.local_address = text6[src]
+                    if dport:
+                        sock.remote_address = text6[dst]
+                        sock.remote_port = port_of(dport) or new_port(dport)
+                    elif dst == zero16:
+                        sock.remote_address = sock.remote_port = None
+                    else:
+                        sock.remote_address = text6[dst]
+                        sock.remote_port = 0
+                    sock.v6only = find_v6only(data, offset + full, offset + length) if v6only_states[state_no] else None
+                    append = append6
                 else:
-                    sock.remote_address = text4(dst) or new_text4(dst)
-                    sock.remote_port = 0
-                sock.v6only = None
-                append = append4
-            elif family_no == af_inet6:
-                sock.family = ipv6
-                sock.local_address = text6(src) or new_text6(src)
-                if dport:
-                    sock.remote_address = text6(dst) or new_text6(dst)
-                    sock.remote_port = port_of(dport) or port(dport)
-                elif dst == zero16:
-                    sock.remote_address = sock.remote_port = None
-                else:
-                    sock.remote_address = text6(dst) or new_text6(dst)
-                    sock.remote_port = 0
-                sock.v6only = find_v6only(data, offset + full, offset + length) if v6only_states[state_no] else None
-                append = append6
-            else:
-                raise SourceError(source, f"unknown address family {family_no} at byte {offset}")
+                    raise SourceError(source, f"unknown address family {family_no} at byte {offset}")
+            except KeyError:
+                if not self._learn(state_no, family_no, src, dst, source, offset):
+                    raise
+                continue  # the same message again, with what it showed learned
             if rebuild is None:
                 sock.__class__ = socket_class
                 append(sock)
             else:  # this Python refuses the switch (recordmaker): the class constructor
                 append(rebuild(sock))
             offset += (length + 3) & ~3
-        if done and self._held:
+        else:
+            return sockets, False
+        if self._held:
             sockets += self._held
             self._held = []
-        return sockets, done
+        return sockets, True
+
+    def _learn(self, state_no: int, family_no: int, src: bytes, dst: bytes, source: str, at: int) -> bool:
+        """Tables of :meth:`decode` missed a value of this message: add it (an unknown state is an error).
+        False when nothing was missing (the KeyError came from elsewhere)."""
+        if state_no not in self._state_by_number:
+            raise SourceError(source, f"unknown {self.proto.value} state {state_no} at byte {at}")
+        learned = False
+        if family_no in (socket.AF_INET, socket.AF_INET6):
+            texts, length = (self._text4, 4) if family_no == socket.AF_INET else (self._text6, 16)
+            for raw in (src, dst):
+                if raw not in texts:
+                    texts[raw] = socket.inet_ntop(family_no, raw[:length])
+                    learned = True
+        return learned
+
+    def _other_message(self, data, offset: int, source: str) -> int:
+        """A message that is not a whole socket message: the offset of the next one, or -1 when it ends the
+        dump; raises for an error reply and for a malformed or truncated message."""
+        size = len(data)
+        if size - offset < NLMSGHDR.size:
+            raise SourceError(source, f"truncated netlink header at byte {offset}")
+        length, msg_type, _flags, _seq, _pid = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > size:
+            raise SourceError(source, f"bad netlink message length {length} at byte {offset}")
+        if msg_type in (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK):
+            raise SourceError(source, f"inet_diag_msg too short ({length} bytes) at byte {offset}")
+        if control_message(data, offset, msg_type, source):
+            return -1
+        return offset + ((length + 3) & ~3)
 
 
 def extension_bits(details: frozenset[Detail]) -> int:
