@@ -355,9 +355,9 @@ def parse_libpod_db(data: bytes | None) -> dict[str, tuple[PublishedPort, ...]]:
     libpod's container configs are JSON values starting with ``{"spec":``, so each is decoded where it
     starts. A freed page may still hold an older copy: the configs of one id are merged, never guessed.
     """
-    if not data:
+    if not data or _LIBPOD_CONFIG.encode() not in data:  # a podman that never published a port: no json import
         return {}
-    import json  # only where podman's database exists
+    import json  # only where podman's database holds container configs
 
     text = data.decode("utf-8", "surrogateescape")
     decoder = json.JSONDecoder()
