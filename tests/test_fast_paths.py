@@ -8,7 +8,6 @@ and a direct readlink walk of /proc.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import json
 import os
@@ -26,7 +25,7 @@ from portscope.engine.snapshot import snapshot
 from portscope.model.notation import STATE_LABELS, format_endpoint, proto_label
 from portscope.model.query import PortRange, Query
 from portscope.model.records import Family, Holder, JoinReport, Process, Proto, Snapshot, Socket, State
-from portscope.render import jsonout, table
+from portscope.render import jsonout
 from portscope.render.table import (
     ALL_KEYS,
     BASE_COLUMNS,
@@ -48,7 +47,6 @@ from socket_mix import build_mix
 
 pytestmark = pytest.mark.live
 
-F_SETPIPE_SZ = 1031
 SERVICES = parse_services("http 80/tcp\ndomain 53/udp\nx11 6000/tcp\nkvp 7001/tcp\n", "test")
 
 
@@ -298,7 +296,11 @@ def test_row_writer_equals_the_cells_formatted_one_by_one(full_holders):
 
 def test_row_writer_in_chunks_with_every_row():
     """More rows than a chunk: every line written once, in order."""
-    sockets = many_sockets(2 * PLAIN_CHUNK + 17)
+    sockets = tuple(
+        make_socket(state=State.ESTABLISHED, local_address=f"10.0.{n // 250}.{n % 250}", local_port=1024 + n,
+                    remote_address="10.1.0.1", remote_port=443, recv_q=n % 3, inode=1000 + n)
+        for n in range(2 * PLAIN_CHUNK + 17)
+    )  # fmt: skip
     snap = Snapshot(sockets, {}, (), JoinReport(joined=True), 1, None)
     fast, simple = io.StringIO(), io.StringIO()
     names = names_with(load_services())
@@ -306,57 +308,6 @@ def test_row_writer_in_chunks_with_every_row():
     write_plain(simple, CellsOnly(RowCells(snap, names)), table_order(sockets), columns_for_width(None))  # type: ignore[arg-type]
     assert fast.getvalue() == simple.getvalue()
     assert fast.getvalue().count("\n") == len(sockets) + 1 and "(https)" in fast.getvalue()
-
-
-def many_sockets(count: int) -> tuple[Socket, ...]:
-    return tuple(
-        make_socket(state=State.ESTABLISHED, local_address=f"10.0.{n // 250}.{n % 250}", local_port=1024 + n,
-                    remote_address="10.1.0.1", remote_port=443, recv_q=n % 3, inode=1000 + n)
-        for n in range(count)
-    )  # fmt: skip
-
-
-class ChildFails:
-    """RowCells whose write_rows fails in any process but this one (a child that cannot write its half)."""
-
-    def __init__(self, row_cells: RowCells) -> None:
-        self.cells, self.measure = row_cells.cells, row_cells.measure
-        parent, write_rows = os.getpid(), row_cells.write_rows
-
-        def failing(*args):
-            if os.getpid() != parent:
-                raise OSError("no space left")
-            return write_rows(*args)
-
-        self.write_rows = failing
-
-
-@pytest.mark.parametrize("child_fails", [False, True])
-def test_rows_written_by_two_processes_equal_the_rows_written_by_one(tmp_path, monkeypatch, child_fails):
-    copied: list[bool] = []
-    copy_to = table._ForkedRows.copy_to
-    monkeypatch.setattr(table._ForkedRows, "copy_to", lambda self, out: copied.append(copy_to(self, out)) or copied[-1])
-    sockets = many_sockets(3 * PLAIN_CHUNK + 5)
-    snap = Snapshot(sockets, {}, (), JoinReport(joined=True), 1, None)
-    names = names_with(load_services())
-    alone = io.StringIO()
-    write_plain(alone, RowCells(snap, names), sockets, columns_for_width(None), parallelism=IN_PROCESS)
-    split = Parallelism(split_rows_min=2)
-    rows = ChildFails(RowCells(snap, names)) if child_fails else RowCells(snap, names)
-    with open(tmp_path / "table", "w", encoding="utf-8") as out:  # a file: the child's half by sendfile
-        write_plain(out, rows, sockets, columns_for_width(None), parallelism=split)  # type: ignore[arg-type]
-        out.write("after\n")
-    assert (tmp_path / "table").read_text(encoding="utf-8") == alone.getvalue() + "after\n"
-    read_end, write_end = os.pipe()  # a pipe: the child's half spliced after the first half
-    fcntl.fcntl(write_end, F_SETPIPE_SZ, 1 << 20)  # room for the whole table: no reader needed meanwhile
-    with os.fdopen(read_end, "rb") as reader:
-        with open(write_end, "w", encoding="utf-8") as out:
-            write_plain(out, RowCells(snap, names), sockets, columns_for_width(None), parallelism=split)
-        assert reader.read() == alone.getvalue().encode()
-    with open(tmp_path / "appended", "a", encoding="utf-8") as out:  # O_APPEND: sendfile refuses, read and write
-        write_plain(out, RowCells(snap, names), sockets, columns_for_width(None), parallelism=split)
-    assert (tmp_path / "appended").read_text(encoding="utf-8") == alone.getvalue()
-    assert copied == [not child_fails, True, True]  # each table split; a failed child's half written here
 
 
 def test_table_order_of_varied_sockets():

@@ -1,7 +1,6 @@
 """When a snapshot uses a second CPU: the one place that decides on forked helpers.
 
-Three helpers exist, mechanisms of the sources and of the plain table writer; this module decides when each
-runs:
+Two helpers exist, both mechanisms of the sources; this module decides when each runs:
 
 - the dump prefetch (:class:`portscope.sources.netlink.TableDumps` with ``prefetch=True``): a forked child
   receives the sock_diag dumps from the kernel while this process decodes them;
@@ -9,8 +8,6 @@ runs:
   fd links while this process collects the sockets, then both read what is left. Started ahead of the
   collection where the host has many fds (a full listing or a port), or inside the join when the walk
   is large.
-- the split table (:func:`portscope.render.table.write_plain`): a forked child writes the second half of a
-  large plain table into a memfd while this process writes the first half, then this process copies it out.
 
 At most one of them runs at a time: the walk, when started ahead, is the longer task and keeps the
 second CPU busy on its own. No helper is forked from a process that runs other threads: a child
@@ -41,7 +38,6 @@ class Parallelism:
 
     prefetch_min_sockets: int = 5000  # sockets in the namespace (sockstat) for the dump prefetch
     split_walk_min_fds: int = 8192  # fds on the host for a /proc walk in two processes
-    split_rows_min: int = 20000  # table rows written by two processes (the fork of a large listing: a few ms)
     enabled: bool = True
 
     def may_fork(self) -> bool:
@@ -77,10 +73,6 @@ class Parallelism:
     def split_walk(self, fd_count: int) -> bool:
         """Read this many listed fd links in two processes?"""
         return fd_count >= self.split_walk_min_fds and self.may_fork()
-
-    def split_rows(self, row_count: int) -> bool:
-        """Write this many plain table rows in two processes (a forked child writing the second half)?"""
-        return row_count >= self.split_rows_min and self.may_fork()
 
 
 DEFAULT = Parallelism()

@@ -8,15 +8,12 @@ only for a terminal and a moderate number of rows; pipes and large listings go t
 from __future__ import annotations
 
 import bisect
-import errno
-import os
 from collections.abc import Callable, Sequence
 from itertools import compress
 from operator import attrgetter, itemgetter, not_
 from typing import IO
 
 from portscope.commands.names import Names
-from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import STATE_LABELS, STATE_LABELS_BY_VALUE, format_host, proto_label
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
@@ -238,7 +235,6 @@ def write_plain(
     extra: Sequence[tuple[State, tuple[str, ...]]] = (),
     *,
     header: bool = True,
-    parallelism: Parallelism = DEFAULT,
 ) -> None:
     """Aligned columns without colour: the cells of :class:`RowCells`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
@@ -248,9 +244,6 @@ def write_plain(
     each row once more costs time (hosts, services, users and process texts come from caches).
     The second pass is ``RowCells.write_rows`` where the layout allows (a pipe's columns), else each
     row's cells formatted with ``%``; ``rows`` without ``write_rows`` (details) always take the latter.
-    A large table written to a file or pipe is written by two processes where ``parallelism`` allows
-    (:meth:`Parallelism.split_rows <portscope.engine.parallel.Parallelism.split_rows>`): the rows are
-    made in Python, one CPU each, and the same bytes come out in the same order.
     ``extra``: rows already made (UNIX sockets: :func:`unix_rows`), written after the sockets' rows.
     """
     cells_of = rows.cells
@@ -270,134 +263,25 @@ def write_plain(
     if header:
         write((fmt % tuple(c.title for c in columns)).rstrip() + "\n")
     write_rows = getattr(rows, "write_rows", None)
-    split = None
-    if (
-        write_rows is not None
-        and plain_layout([c.key for c in columns]) is not None
-        and parallelism.split_rows(len(sockets))
-        and _fileno(out) is not None
-    ):
-        half = len(sockets) // 2
-        split = _ForkedRows.start(write_rows, sockets[half:], columns, widths, out)
-        if split is not None:
-            sockets = sockets[:half]
-    try:
-        if write_rows is None or not write_rows(write, sockets, columns, widths):
-            if picked == list(range(len(keys))):
-                lines = map(cells_of, sockets)
-            else:
-                pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
-                lines = map(pick, map(cells_of, sockets))
-            chunk: list[str] = []
-            for cells in lines:
-                chunk.append((fmt % cells).rstrip())
-                if len(chunk) >= PLAIN_CHUNK:
-                    chunk.append("")
-                    write("\n".join(chunk))
-                    chunk.clear()
-            if chunk:
+    if write_rows is None or not write_rows(write, sockets, columns, widths):
+        if picked == list(range(len(keys))):
+            lines = map(cells_of, sockets)
+        else:
+            pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+            lines = map(pick, map(cells_of, sockets))
+        chunk: list[str] = []
+        for cells in lines:
+            chunk.append((fmt % cells).rstrip())
+            if len(chunk) >= PLAIN_CHUNK:
                 chunk.append("")
                 write("\n".join(chunk))
-        if split is not None and not split.copy_to(out):  # the child failed: its half written here
-            write_rows(write, split.sockets, columns, widths)  # type: ignore[misc]
-    finally:
-        if split is not None:
-            split.close()
+                chunk.clear()
+        if chunk:
+            chunk.append("")
+            write("\n".join(chunk))
     if extra:
         pick_extra = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
         write("".join((fmt % pick_extra(cells)).rstrip() + "\n" for _, cells in extra))
-
-
-def _fileno(out: IO[str]) -> int | None:
-    try:
-        return out.fileno()
-    except (AttributeError, OSError, ValueError):  # io.StringIO and the like: no file to copy into
-        return None
-
-
-class _ForkedRows:
-    """The second half of a plain table, written by a forked child into a memfd while this process writes
-    the first half (the rows are made in Python: one CPU each); :meth:`copy_to` then adds them to the output.
-
-    The child writes through a text layer of the output's encoding and errors, and leaves with ``_exit``
-    (the output's own buffer, copied at the fork, is never flushed there). Use :meth:`start`, then
-    :meth:`copy_to`, and :meth:`close` in any case.
-    """
-
-    def __init__(self, pid: int, fd: int, sockets: Sequence[Socket]) -> None:
-        self._pid = pid
-        self._fd = fd
-        self.sockets = sockets  # the child's rows: written here if it fails
-
-    @classmethod
-    def start(
-        cls,
-        write_rows: Callable[[Callable[[str], object], Sequence[Socket], Sequence[Column], Sequence[int]], bool],
-        sockets: Sequence[Socket],
-        columns: Sequence[Column],
-        widths: Sequence[int],
-        out: IO[str],
-    ) -> _ForkedRows | None:
-        """None when the child could not be started: then this process writes every row."""
-        encoding = getattr(out, "encoding", None) or "utf-8"
-        errors = getattr(out, "errors", None) or "strict"
-        try:
-            fd = os.memfd_create("portscope-rows", os.MFD_CLOEXEC)
-        except (AttributeError, OSError):
-            return None
-        try:
-            pid = os.fork()
-        except OSError:
-            os.close(fd)
-            return None
-        if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
-            status = 1
-            try:
-                with open(fd, "w", encoding=encoding, errors=errors, newline="", closefd=False) as text:
-                    write_rows(text.write, sockets, columns, widths)
-                status = 0
-            finally:
-                os._exit(status)  # no atexit handlers, no flushing of buffers inherited from the parent
-        return cls(pid, fd, sockets)
-
-    def copy_to(self, out: IO[str]) -> bool:
-        """Wait for the child and add its rows to ``out``; False (nothing added) if it failed."""
-        from portscope.sources.linux import write_all
-
-        _, status = os.waitpid(self._pid, 0)
-        self._pid = 0
-        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-            return False
-        size = os.fstat(self._fd).st_size
-        out.flush()  # the first half, before the second
-        target = out.fileno()
-        offset = 0
-        try:
-            while offset < size:
-                sent = os.sendfile(target, self._fd, offset, size - offset)
-                if not sent:
-                    break
-                offset += sent
-        except OSError as exc:
-            if offset or exc.errno not in (errno.EINVAL, errno.ENOSYS):
-                raise  # a closed pipe, a full disk: as any write of the table
-        while offset < size:  # an output sendfile() refuses (a file opened for appending): read and write
-            data = os.pread(self._fd, min(size - offset, 1 << 20), offset)
-            if not data:
-                break
-            write_all(target, data)
-            offset += len(data)
-        return True
-
-    def close(self) -> None:
-        from portscope.sources.linux import end_child
-
-        if self._pid:
-            end_child(self._pid)
-            self._pid = 0
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command", "netns")
