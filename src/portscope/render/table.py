@@ -210,18 +210,25 @@ def table_order(sockets: Sequence[Socket]) -> list[Socket]:
     ]
 
 
-_port_width_table: bytes | None = None
+_DIGITS_BY_PORT: bytes | None = None
 
 
-def _port_widths() -> bytes:
-    """By port number (0-65535): the length of ":" and the port's digits."""
-    global _port_width_table
-    if _port_width_table is None:
-        _port_width_table = b"".join(
+def _port_widths(named: dict[int, str]) -> list[int] | bytes:
+    """By port number (0-65535): the length of ":", the port's digits and its service suffix (``named``)."""
+    global _DIGITS_BY_PORT
+    if _DIGITS_BY_PORT is None:
+        _DIGITS_BY_PORT = b"".join(
             bytes([len(str(low)) + 1]) * (high - low)
             for low, high in ((0, 10), (10, 100), (100, 1000), (1000, 10000), (10000, 65536))
         )
-    return _port_width_table
+    if not named:
+        return _DIGITS_BY_PORT
+    table = bytearray(_DIGITS_BY_PORT)
+    if any(len(text) > 200 for text in named.values()):
+        table = list(table)  # type: ignore[assignment]  # a service name too long for a byte
+    for port, text in named.items():
+        table[port] += len(text)
+    return table
 
 
 PLAIN_CHUNK = 1024  # lines per write(): about 100 KB, under malloc's mmap threshold (no fresh pages per chunk)
@@ -575,20 +582,20 @@ def _cell_functions(
 
     def endpoint_widths(sockets: Sequence[Socket]) -> tuple[int, int]:
         # An endpoint is its host (IPv6 in brackets), maybe "%device", ":port", then " (service)" when the
-        # port has a name: lengths added from those parts, no text made.
-        port_w = _port_widths()
-        tcp_named = {port: len(text) for port, text in tcp_suffixes.items()}
-        udp_named = {port: len(text) for port, text in udp_suffixes.items()}
+        # port has a name: lengths added from those parts, no text made; ":port" and the name's length
+        # from one table by port number per protocol.
+        tcp_w, udp_w = (_port_widths(named) for named in (tcp_suffixes, udp_suffixes))
+        digits_w = _port_widths({})
         local_w = peer_w = 0
         for sock in sockets:
-            named = tcp_named if sock.proto is tcp else udp_named
+            port_w = tcp_w if sock.proto is tcp else udp_w
             brackets_w = 2 if sock.family is v6_family else 0
             address = sock.local_address
             port = sock.local_port
             if address is None or port is None:
-                width = 1 + (named.get(port, 0) if port is not None else 0)
+                width = 1 + (port_w[port] - digits_w[port] if port is not None else 0)  # "*" and the name
             else:
-                width = len(address) + brackets_w + port_w[port] + named.get(port, 0)
+                width = len(address) + brackets_w + port_w[port]
                 interface = sock.interface
                 if interface:
                     width += 1 + len(interfaces.get(interface) or interface_text(interface))
@@ -597,9 +604,9 @@ def _cell_functions(
             address = sock.remote_address
             port = sock.remote_port
             if address is None or port is None:
-                width = 1 + (named.get(port, 0) if port is not None else 0)
+                width = 1 + (port_w[port] - digits_w[port] if port is not None else 0)
             else:
-                width = len(address) + brackets_w + port_w[port] + named.get(port, 0)
+                width = len(address) + brackets_w + port_w[port]
             if width > peer_w:
                 peer_w = width
         return local_w, peer_w
