@@ -310,6 +310,19 @@ def test_row_writer_in_chunks_with_every_row():
     assert fast.getvalue().count("\n") == len(sockets) + 1 and "(https)" in fast.getvalue()
 
 
+def test_missing_addresses_with_named_ports_set_the_widths():
+    """ "*" and a service name as the widest endpoint of its column (the measure's rare branch)."""
+    sockets = (
+        make_socket(state=State.SYN_SENT, local_address=None, local_port=80, remote_address=None, remote_port=6000),
+        make_socket(state=State.SYN_SENT, local_address="1.2.3.4", local_port=9, remote_port=80),
+    )
+    snap = Snapshot(sockets, {}, (), JoinReport(joined=False), 1, None)
+    fast, reference = io.StringIO(), reference_plain(snap, names_with(SERVICES), sockets, columns_for_width(None))
+    write_plain(fast, RowCells(snap, names_with(SERVICES)), sockets, columns_for_width(None))
+    assert fast.getvalue() == reference
+    assert "  * (http)   * (x11)   root\n" in fast.getvalue()  # both columns as wide as their "* (http)"
+
+
 def test_table_order_of_varied_sockets():
     sockets, _ = varied_sockets()
     mixed = [s for s in sockets if s.local_port is not None]
