@@ -41,12 +41,16 @@ from portscope.model.records import (
 from portscope.render import jsonout
 from portscope.render.table import (
     ALL_KEYS,
+    BASE_COLUMNS,
+    PLAIN_CHUNK,
     Column,
     RowCells,
     columns_for_width,
     command_text,
     compact_holders,
+    plain_layout,
     table_order,
+    with_namespace_column,
     write_plain,
 )
 from portscope.sources import fdscan
@@ -228,6 +232,117 @@ def test_plain_writer_without_join_and_with_hidden_owners():
             assert fast == reference
             assert "\x1b" not in fast and "\t" not in fast
             assert ("(hidden)" in fast) is joined
+
+
+class CellsOnly:
+    """A RowCells without write_rows: write_plain formats each row's cells with "%" (the simple twin)."""
+
+    def __init__(self, row_cells: RowCells) -> None:
+        self.cells, self.measure = row_cells.cells, row_cells.measure
+
+
+def varied_sockets() -> tuple[tuple[Socket, ...], dict[int, tuple[Holder, ...]]]:
+    """Every case of a row's parts: families, dual-stack, devices, missing ends, named ports of both
+    protocols, queues, users, several holders, hidden and unowned sockets, two namespaces."""
+    sockets = (
+        make_socket(family=Family.IPV6, local_address="::", local_port=80, v6only=False, inode=21),  # tcp46
+        make_socket(family=Family.IPV6, local_address="::", local_port=6000, v6only=True, inode=22, netns=2),
+        make_socket(proto=Proto.UDP, family=Family.IPV6, state=State.UNCONN, local_address="fe80::1", local_port=53,
+                    recv_q=None, send_q=None, inode=23, interface="eth\x1b0", v6only=True),
+        make_socket(proto=Proto.UDP, state=State.ESTABLISHED, local_port=53, remote_address="10.0.0.5",
+                    remote_port=53, inode=24, uid=4242),
+        make_socket(state=State.ESTABLISHED, local_address="10.0.0.1", local_port=44000, remote_address="10.0.0.2",
+                    remote_port=80, recv_q=123456, send_q=7, inode=25, interface="lo"),
+        make_socket(family=Family.IPV6, state=State.ESTABLISHED, local_address="::ffff:10.0.0.1",
+                    local_port=7001, remote_address="::1", remote_port=6000, inode=26, netns=2),
+        make_socket(state=State.TIME_WAIT, local_address="10.0.0.1", local_port=5, remote_address="10.0.0.9",
+                    remote_port=0, uid=None),
+        make_socket(state=State.SYN_SENT, local_port=9, remote_address=None, remote_port=80, inode=27),
+        make_socket(state=State.BOUND, local_address=None, local_port=None, inode=28),
+        make_socket(proto=Proto.UDP, state=State.UNCONN, local_port=53, inode=29),  # no holder seen: "-"
+    )  # fmt: skip
+    worker = Process(20, 1, "work\ter", 0, "root", ("/usr/bin/python3", "-u", "-m", "http.server"), None)
+    others = [Process(pid, 1, "srv", 0, "root", ("srv", "-x\x1b"), None) for pid in (21, 22, 23)]
+    holders = {
+        21: (Holder(worker, (3,)),),
+        22: tuple(Holder(p, (4 + i,)) for i, p in enumerate([worker, *others])),
+        23: (Holder(others[0], (5,)),),
+        24: (Holder(others[1], (6, 7)),),
+        25: (Holder(worker, (8,)), Holder(others[2], (9,))),
+        26: (Holder(others[2], (10,)),),
+        27: (Holder(worker, (11,)),),
+    }
+    return sockets, holders
+
+
+@pytest.mark.parametrize("full_holders", [False, True])
+def test_row_writer_equals_the_cells_formatted_one_by_one(full_holders):
+    sockets, holders = varied_sockets()
+    names = names_with(SERVICES)
+    layouts = [
+        columns_for_width(None),
+        BASE_COLUMNS,
+        with_namespace_column(columns_for_width(None), sockets),
+        (BASE_COLUMNS[4], BASE_COLUMNS[5], BASE_COLUMNS[7]),  # endpoints first, then only the process
+        (BASE_COLUMNS[1], BASE_COLUMNS[0], BASE_COLUMNS[4], BASE_COLUMNS[5], BASE_COLUMNS[8], BASE_COLUMNS[6]),
+        (BASE_COLUMNS[0], BASE_COLUMNS[5], BASE_COLUMNS[4], BASE_COLUMNS[6]),  # not the row writer's layout
+        (BASE_COLUMNS[0], BASE_COLUMNS[4], BASE_COLUMNS[5]),  # nothing after the endpoints: neither
+    ]
+    for joined in (True, False):
+        report = JoinReport(joined=joined, hidden_inodes=frozenset({28}))
+        snap = Snapshot(sockets, holders if joined else {}, (), report, 1, None)
+        written = []
+        for columns in layouts:
+            namespaces = columns[0].key == "netns"
+            cells = RowCells(snap, names, namespaces=namespaces, full_holders=full_holders)
+            fast, simple = io.StringIO(), io.StringIO()
+            write_plain(fast, cells, sockets, columns)
+            twin = RowCells(snap, names, namespaces=namespaces, full_holders=full_holders)
+            write_plain(simple, CellsOnly(twin), sockets, columns)  # type: ignore[arg-type]
+            assert fast.getvalue() == simple.getvalue()
+            assert len(fast.getvalue().splitlines()) == len(sockets) + 1
+            written.append(fast.getvalue())
+        assert ("(hidden)" in written[0]) is joined and "tcp46" in written[0] and "%eth\\x1b0" in written[0]
+    assert plain_layout([c.key for c in columns_for_width(None)]) == 4
+    assert plain_layout([c.key for c in layouts[5]]) is None and plain_layout([c.key for c in layouts[6]]) is None
+
+
+def test_row_writer_in_chunks_with_every_row():
+    """More rows than a chunk: every line written once, in order."""
+    sockets = tuple(
+        make_socket(state=State.ESTABLISHED, local_address=f"10.0.{n // 250}.{n % 250}", local_port=1024 + n,
+                    remote_address="10.1.0.1", remote_port=443, recv_q=n % 3, inode=1000 + n)
+        for n in range(2 * PLAIN_CHUNK + 17)
+    )  # fmt: skip
+    snap = Snapshot(sockets, {}, (), JoinReport(joined=True), 1, None)
+    fast, simple = io.StringIO(), io.StringIO()
+    names = names_with(load_services())
+    write_plain(fast, RowCells(snap, names), table_order(sockets), columns_for_width(None))
+    write_plain(simple, CellsOnly(RowCells(snap, names)), table_order(sockets), columns_for_width(None))  # type: ignore[arg-type]
+    assert fast.getvalue() == simple.getvalue()
+    assert fast.getvalue().count("\n") == len(sockets) + 1 and "(https)" in fast.getvalue()
+
+
+def test_missing_addresses_with_named_ports_set_the_widths():
+    """ "*" and a service name as the widest endpoint of its column (the measure's rare branch)."""
+    sockets = (
+        make_socket(state=State.SYN_SENT, local_address=None, local_port=80, remote_address=None, remote_port=6000),
+        make_socket(state=State.SYN_SENT, local_address="1.2.3.4", local_port=9, remote_port=80),
+    )
+    snap = Snapshot(sockets, {}, (), JoinReport(joined=False), 1, None)
+    fast, reference = io.StringIO(), reference_plain(snap, names_with(SERVICES), sockets, columns_for_width(None))
+    write_plain(fast, RowCells(snap, names_with(SERVICES)), sockets, columns_for_width(None))
+    assert fast.getvalue() == reference
+    assert "  * (http)   * (x11)   root\n" in fast.getvalue()  # both columns as wide as their "* (http)"
+
+
+def test_table_order_of_varied_sockets():
+    sockets, _ = varied_sockets()
+    mixed = [s for s in sockets if s.local_port is not None]
+    mixed += [make_socket(proto=Proto.UDP, local_port=1), make_socket(local_port=80, local_address="0.0.0.0")]
+    mixed += [make_socket(state=State.CLOSE_WAIT, local_port=80, local_address=a) for a in ("10.0.0.3", "10.0.0.20")]
+    assert table_order(mixed) == sorted(mixed, key=sort_key)
+    assert table_order(list(reversed(mixed))) == sorted(reversed(mixed), key=sort_key)
 
 
 def test_json_writer_equals_socket_objects(shared_mix):

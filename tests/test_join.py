@@ -7,7 +7,7 @@ from pathlib import Path
 
 from portscope.model.records import Family, Proto, Socket, State
 from portscope.sources.fdscan import FdScan, walk_socket_fds
-from portscope.sources.join import join_processes
+from portscope.sources.join import SHARED_FDS, _fd_tuples, join_processes
 
 
 def make_process(root: Path, pid: int, comm: str, fds: dict[int, str], cmdline: bytes, uid: int = 0) -> None:
@@ -68,3 +68,15 @@ def test_join_builds_processes_once_with_their_fds(tmp_path):
 def test_no_sockets_no_walk(tmp_path):
     holders, report = join_processes([sock(None, State.TIME_WAIT)], str(tmp_path / "missing"))
     assert holders == {} and report.joined and report.processes_scanned == 0
+
+
+def test_fd_tuples_shared_by_number_and_past_the_shared_range():
+    shared: list = []
+    first = _fd_tuples([3, 70, 5], shared)
+    again = _fd_tuples([5, 3, 900], shared)
+    assert first == [(3,), (70,), (5,)] and again == [(5,), (3,), (900,)]
+    assert again[0] is first[2] and again[1] is first[0]  # one tuple per fd number
+    assert len(shared) == 901
+    beyond = _fd_tuples([4, SHARED_FDS + 7], shared)
+    assert beyond == [(4,), (SHARED_FDS + 7,)] and len(shared) == 901  # a table that large: tuples of its own
+    assert _fd_tuples([], shared) == []

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from operator import attrgetter, itemgetter
+from itertools import compress
+from operator import attrgetter, itemgetter, not_
 from typing import IO
 
 from portscope.commands.names import Names
@@ -186,25 +187,48 @@ def command_text(argv: Sequence[str], name: str) -> str:
 _LISTENING_STATES = (State.LISTEN, State.UNCONN, State.BOUND)
 
 
-def _rank(sock: Socket) -> int:
-    # The order of (not listening, proto.value, port, family.value) -- "tcp" < "udp", "ipv4" < "ipv6"
-    # -- packed in one int (ports < 2**16), without the enum property lookups.
-    return (
-        (sock.state not in _LISTENING_STATES) << 19
-        | (sock.proto is Proto.UDP) << 18
-        | sock.local_port << 1
-        | (sock.family is Family.IPV6)
-    )
+_LISTENING = frozenset(_LISTENING_STATES)
+_BY_ADDRESS, _BY_FAMILY, _BY_PORT, _BY_PROTO = map(attrgetter, ("local_address", "family", "local_port", "proto"))
+_STATE_OF = attrgetter("state")
 
 
 def table_order(sockets: Sequence[Socket]) -> list[Socket]:
     """Listeners first, then TCP before UDP, by local port, IPv4 before IPv6, by address.
 
-    Two stable passes: by address (the sockets' own strings as keys), then by rank. Faster at 100k
-    sockets than one sort by a key tuple, and no key tuple per socket."""
-    ordered = sorted(sockets, key=attrgetter("local_address"))
-    ordered.sort(key=_rank)
-    return ordered
+    Stable passes from the last key to the first, each keyed by objects the records already hold
+    (addresses, str enums compared as their values "ipv4" < "ipv6" and "tcp" < "udp", port ints), and
+    listeners picked out in C: no key object made per socket (a rank int each was 1.3 MB at 40k
+    sockets, on top of the listing's peak) and no Python call per socket."""
+    ordered = sorted(sockets, key=_BY_ADDRESS)
+    ordered.sort(key=_BY_FAMILY)
+    ordered.sort(key=_BY_PORT)
+    ordered.sort(key=_BY_PROTO)
+    listening = _LISTENING.__contains__
+    return [
+        *compress(ordered, map(listening, map(_STATE_OF, ordered))),
+        *compress(ordered, map(not_, map(listening, map(_STATE_OF, ordered)))),
+    ]
+
+
+_DIGITS_BY_PORT: bytes | None = None
+
+
+def _port_widths(named: dict[int, str]) -> list[int] | bytes:
+    """By port number (0-65535): the length of ":", the port's digits and its service suffix (``named``)."""
+    global _DIGITS_BY_PORT
+    if _DIGITS_BY_PORT is None:
+        _DIGITS_BY_PORT = b"".join(
+            bytes([len(str(low)) + 1]) * (high - low)
+            for low, high in ((0, 10), (10, 100), (100, 1000), (1000, 10000), (10000, 65536))
+        )
+    if not named:
+        return _DIGITS_BY_PORT
+    table = bytearray(_DIGITS_BY_PORT)
+    if any(len(text) > 200 for text in named.values()):
+        table = list(table)  # type: ignore[assignment]  # a service name too long for a byte
+    for port, text in named.items():
+        table[port] += len(text)
+    return table
 
 
 PLAIN_CHUNK = 1024  # lines per write(): about 100 KB, under malloc's mmap threshold (no fresh pages per chunk)
@@ -225,37 +249,43 @@ def write_plain(
     Two passes: the first measures the cells (lengths only, no text), the second formats them and
     writes in chunks. Rows are not kept: 100k rows of strings cost far more memory than building
     each row once more costs time (hosts, services, users and process texts come from caches).
+    The second pass is ``RowCells.write_rows`` where the layout allows (a pipe's columns), else each
+    row's cells formatted with ``%``; ``rows`` without ``write_rows`` (details) always take the latter.
     ``extra``: rows already made (UNIX sockets: :func:`unix_rows`), written after the sockets' rows.
     """
     cells_of = rows.cells
     keys = getattr(rows, "keys", ALL_KEYS)  # render.details adds the detail columns' keys
     picked = [keys.index(c.key) for c in columns]
-    measured = rows.measure(sockets)
+    last = len(columns) - 1
+    # the process and command widths cost a pass over the holders: not measured when unused (the last column)
+    owners = any(c.key in ("process", "command") for c in columns[:last])
+    measured = rows.measure(sockets, owners)
     for _, cells in extra:
         measured = [max(width, len(cell)) for width, cell in zip(measured, cells, strict=True)]
     widths = [max(len(c.title), measured[i]) for c, i in zip(columns, picked, strict=True)]
-    last = len(columns) - 1
     fmt = "  ".join(
         "%s" if i == last else f"%{'' if c.align == 'right' else '-'}{widths[i]}s" for i, c in enumerate(columns)
     )
-    if picked == list(range(len(keys))):
-        lines = map(cells_of, sockets)
-    else:
-        pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
-        lines = map(pick, map(cells_of, sockets))
     write = out.write
     if header:
         write((fmt % tuple(c.title for c in columns)).rstrip() + "\n")
-    chunk: list[str] = []
-    for cells in lines:
-        chunk.append((fmt % cells).rstrip())
-        if len(chunk) >= PLAIN_CHUNK:
+    write_rows = getattr(rows, "write_rows", None)
+    if write_rows is None or not write_rows(write, sockets, columns, widths):
+        if picked == list(range(len(keys))):
+            lines = map(cells_of, sockets)
+        else:
+            pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+            lines = map(pick, map(cells_of, sockets))
+        chunk: list[str] = []
+        for cells in lines:
+            chunk.append((fmt % cells).rstrip())
+            if len(chunk) >= PLAIN_CHUNK:
+                chunk.append("")
+                write("\n".join(chunk))
+                chunk.clear()
+        if chunk:
             chunk.append("")
             write("\n".join(chunk))
-            chunk.clear()
-    if chunk:
-        chunk.append("")
-        write("\n".join(chunk))
     if extra:
         pick_extra = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
         write("".join((fmt % pick_extra(cells)).rstrip() + "\n" for _, cells in extra))
@@ -278,7 +308,30 @@ class RowCells:
     def __init__(self, snap: Snapshot, names: Names, *, namespaces: bool = False, full_holders: bool = False) -> None:
         # full_holders: every holder's pid (a pipe: nothing is cut); else nginx[812,813,+2]
         self.shown_pids = None if full_holders else 2
-        self.cells, self.measure, self.owner, self.netns = _cell_functions(snap, names, namespaces, self.shown_pids)
+        self.cells, self.measure, self.owner, self.netns, self.write_rows = _cell_functions(
+            snap, names, namespaces, self.shown_pids
+        )
+
+
+_HEAD_KEYS = frozenset({"netns", "proto", "state", "recv_q", "send_q"})
+_TAIL_KEYS = frozenset({"user", "process", "command"})
+
+
+def plain_layout(keys: Sequence[str]) -> int | None:
+    """Where the endpoints start, for columns laid out as a head of few-valued cells (namespace, protocol,
+    state, queues), Local and Peer, then a tail (user, process, command line) of at least one column;
+    None for any other layout."""
+    if len(set(keys)) != len(keys) or "local" not in keys:
+        return None
+    split = keys.index("local")
+    head, endpoints, tail = keys[:split], keys[split : split + 2], keys[split + 2 :]
+    if list(endpoints) != ["local", "peer"] or not tail or not _HEAD_KEYS.issuperset(head):
+        return None
+    return split if _TAIL_KEYS.issuperset(tail) else None
+
+
+def _padded(text: str, width: int, align: str) -> str:
+    return text.rjust(width) if align == "right" else text.ljust(width)
 
 
 DUAL_STACK_MARK = "46"  # tcp46: a [::] socket without IPV6_V6ONLY, which takes IPv4 too (as BSD netstat)
@@ -296,8 +349,11 @@ def _cell_functions(
     Callable[[Sequence[Socket]], list[int]],
     Callable[[int | None], tuple[str, str]],
     Callable[[int | None], str],
+    Callable[[Callable[[str], object], Sequence[Socket], Sequence[Column], Sequence[int]], bool],
 ]:
     holders_get = snap.holders.get
+    get_state, get_family, get_inode = attrgetter("state"), attrgetter("family"), attrgetter("inode")
+    get_recv_q, get_send_q, get_uid, get_netns = (attrgetter(n) for n in ("recv_q", "send_q", "uid", "netns"))
     joined = snap.join.joined
     hidden = snap.join.hidden_inodes
     user_name = names.user
@@ -411,29 +467,135 @@ def _cell_functions(
             netns_text(sock.netns),
         )
 
-    def measure(sockets: Sequence[Socket]) -> list[int]:
-        # The lengths cells() would give, from the same parts: an endpoint is its host, maybe
-        # "%device", ":port", then " (service)" when the port has a name.
-        any_v6 = any_dual = False
-        states: set[str] = set()
-        uids: set[int | None] = set()
-        inodes: set[int | None] = set()
-        recv_seen: set[int | None] = set()  # few distinct queue lengths: measure each once
-        send_seen: set[int | None] = set()
-        local_w = peer_w = process_w = command_w = recv_w = send_w = 0
+    def write_rows(
+        write: Callable[[str], object], sockets: Sequence[Socket], columns: Sequence[Column], widths: Sequence[int]
+    ) -> bool:
+        # The rows as write_plain lays out cells(): each column padded to its width but the last, two spaces
+        # between, trailing blanks cut; in chunks of PLAIN_CHUNK lines. Only for a head of few-valued cells,
+        # the endpoints, then a tail (plain_layout): False, nothing written, for any other layout. A row's head
+        # (namespace, protocol, state, queues) and tail (user, process, command) are padded once per distinct
+        # value and kept; only the endpoints are made per socket.
+        split = plain_layout([c.key for c in columns])
+        if split is None:
+            return False
+        head_columns = list(zip(columns[:split], widths[:split], strict=True))
+        tail_columns = list(zip(columns[split + 2 :], widths[split + 2 :], strict=True))
+        local_w, peer_w = widths[split], widths[split + 1]
+        heads: dict[tuple, str] = {}
+        tails: dict[tuple, str] = {}
+
+        def head_text(key: tuple) -> str:
+            proto_text, state, recv_q, send_q, netns = key
+            texts = {
+                "proto": proto_text,
+                "state": labels[state],
+                "recv_q": queues.get(recv_q) or queue(recv_q),
+                "send_q": queues.get(send_q) or queue(send_q),
+                "netns": netns_text(netns),
+            }
+            text = heads[key] = "".join(_padded(texts[c.key], w, c.align) + "  " for c, w in head_columns)
+            return text
+
+        def tail_text(key: tuple) -> str:
+            uid, process, command = key
+            texts = {"user": users.get(uid) or user(uid), "process": process, "command": command}
+            last = len(tail_columns) - 1
+            # kept without its trailing blanks, as the line's end
+            text = tails[key] = "  ".join(
+                texts[c.key] if i == last else _padded(texts[c.key], w, c.align)
+                for i, (c, w) in enumerate(tail_columns)
+            ).rstrip()
+            return text
+
+        heads_get, tails_get = heads.get, tails.get
+        for start in range(0, len(sockets), PLAIN_CHUNK):
+            chunk: list[str] = []
+            append = chunk.append
+            for sock in sockets[start : start + PLAIN_CHUNK]:
+                proto = sock.proto
+                named = tcp_suffixes if proto is tcp else udp_suffixes
+                v6 = sock.family is v6_family
+                address = sock.local_address
+                port = sock.local_port
+                if v6:
+                    proto_text = (dual_protos if sock.v6only is False and address == "::" else v6_protos)[proto]
+                else:
+                    proto_text = v4_protos[proto]
+                key = (proto_text, sock.state, sock.recv_q, sock.send_q, sock.netns)
+                head = heads_get(key) or head_text(key)
+                if address is None or port is None:
+                    local = "*" if port is None else "*" + named.get(port, "")
+                else:
+                    host = (brackets.get(address) or bracketed(address)) if v6 else address
+                    interface = sock.interface
+                    if interface:
+                        host = f"{host}%{interfaces.get(interface) or interface_text(interface)}"
+                    local = f"{host}:{port}{named[port]}" if port in named else f"{host}:{port}"
+                address = sock.remote_address
+                port = sock.remote_port
+                if address is None or port is None:
+                    peer = "*" if port is None else "*" + named.get(port, "")
+                else:
+                    host = (brackets.get(address) or bracketed(address)) if v6 else address
+                    peer = f"{host}:{port}{named[port]}" if port in named else f"{host}:{port}"
+                inode = sock.inode
+                held = holders_get(inode) if inode is not None else None
+                if held:
+                    first = held[0].process
+                    process, command = processes.get(id(first)) or process_texts(first)
+                    if len(held) > 1:
+                        process = compact_holders(held, shown_pids)
+                elif inode is None or not joined:
+                    process = command = ""
+                else:
+                    process, command = ("(hidden)" if inode in hidden else "-"), ""
+                key = (sock.uid, process, command)
+                tail = tails_get(key) or tail_text(key)
+                if tail:
+                    append(f"{head}{local.ljust(local_w)}  {peer.ljust(peer_w)}  {tail}")
+                else:  # nothing in the tail (pathological cells): the peer's padding goes too
+                    append(f"{head}{local.ljust(local_w)}  {peer}".rstrip())
+            append("")
+            write("\n".join(chunk))
+        return True
+
+    def owner_widths(sockets: Sequence[Socket]) -> tuple[int, int]:
+        # the longest process and command cells: once per holders tuple, without the cells' other parts
+        process_w = command_w = 0
+        for held in map(holders_get, map(get_inode, sockets)):
+            if held:
+                first = held[0].process
+                process, command = processes.get(id(first)) or process_texts(first)
+                if len(held) > 1:
+                    process = compact_holders(held, shown_pids)
+                if len(process) > process_w:
+                    process_w = len(process)
+                if len(command) > command_w:
+                    command_w = len(command)
+        if joined and process_w < 8:  # sockets with a file and no holder seen: "-", or "(hidden)"
+            for inode in map(get_inode, sockets):
+                if inode is not None and not holders_get(inode):
+                    process_w = max(process_w, 8 if inode in hidden else 1)
+                    if process_w == 8:
+                        break
+        return process_w, command_w
+
+    def endpoint_widths(sockets: Sequence[Socket]) -> tuple[int, int]:
+        # An endpoint is its host (IPv6 in brackets), maybe "%device", ":port", then " (service)" when the
+        # port has a name: lengths added from those parts, no text made; ":port" and the name's length
+        # from one table by port number per protocol.
+        tcp_w, udp_w = (_port_widths(named) for named in (tcp_suffixes, udp_suffixes))
+        digits_w = _port_widths({})
+        local_w = peer_w = 0
         for sock in sockets:
-            v6 = sock.family is v6_family
-            any_v6 = any_v6 or v6
-            if v6 and not any_dual and sock.v6only is False and sock.local_address == "::":
-                any_dual = True
-            by_port = tcp_suffixes if sock.proto is tcp else udp_suffixes
+            port_w = tcp_w if sock.proto is tcp else udp_w
+            brackets_w = 2 if sock.family is v6_family else 0
             address = sock.local_address
             port = sock.local_port
             if address is None or port is None:
-                width = 1 + (len(by_port.get(port, "")) if port is not None else 0)
+                width = 1 + (port_w[port] - digits_w[port] if port is not None else 0)  # "*" and the name
             else:
-                width = len(address) + 2 if v6 else len(address)
-                width += 2 + (port > 9) + (port > 99) + (port > 999) + (port > 9999) + len(by_port.get(port, ""))
+                width = len(address) + brackets_w + port_w[port]
                 interface = sock.interface
                 if interface:
                     width += 1 + len(interfaces.get(interface) or interface_text(interface))
@@ -442,44 +604,40 @@ def _cell_functions(
             address = sock.remote_address
             port = sock.remote_port
             if address is None or port is None:
-                width = 1 + (len(by_port.get(port, "")) if port is not None else 0)
+                width = 1 + (port_w[port] - digits_w[port] if port is not None else 0)
             else:
-                width = len(address) + 2 if v6 else len(address)
-                width += 2 + (port > 9) + (port > 99) + (port > 999) + (port > 9999) + len(by_port.get(port, ""))
+                width = len(address) + brackets_w + port_w[port]
             if width > peer_w:
                 peer_w = width
-            states.add(sock.state)
-            uids.add(sock.uid)
-            inodes.add(sock.netns)
-            recv_q = sock.recv_q
-            send_q = sock.send_q
-            if recv_q not in recv_seen:
-                recv_seen.add(recv_q)
-                recv_w = max(recv_w, len(queues.get(recv_q) or queue(recv_q)))  # type: ignore[arg-type]
-            if send_q not in send_seen:
-                send_seen.add(send_q)
-                send_w = max(send_w, len(queues.get(send_q) or queue(send_q)))  # type: ignore[arg-type]
-            process, command = owner(sock.inode)
-            if len(process) > process_w:
-                process_w = len(process)
-            if len(command) > command_w:
-                command_w = len(command)
+        return local_w, peer_w
+
+    def measure(sockets: Sequence[Socket], owners: bool = True) -> list[int]:
+        # The lengths cells() would give, from the same parts: the columns of few distinct values (states,
+        # queue lengths, uids, namespaces) once per value, from sets made in C. ``owners`` False: the process
+        # and command columns are not measured (0), as for a table whose last column is the process.
+        states = set(map(get_state, sockets))
+        families = set(map(get_family, sockets))
+        any_dual = v6_family in families and any(
+            sock.v6only is False and sock.local_address == "::" for sock in sockets if sock.family is v6_family
+        )
+        local_w, peer_w = endpoint_widths(sockets)
+        process_w, command_w = owner_widths(sockets) if owners else (0, 0)
         return [
-            max(map(len, (dual_protos if any_dual else v6_protos if any_v6 else v4_protos).values()))
+            max(map(len, (dual_protos if any_dual else v6_protos if v6_family in families else v4_protos).values()))
             if sockets
             else 0,  # "tcp46" > "tcp6" > "tcp"
             max((len(labels[value]) for value in states), default=0),
-            recv_w,
-            send_w,
+            max((len(queues.get(q) or queue(q)) for q in set(map(get_recv_q, sockets))), default=0),  # type: ignore[arg-type]
+            max((len(queues.get(q) or queue(q)) for q in set(map(get_send_q, sockets))), default=0),  # type: ignore[arg-type]
             local_w,
             peer_w,
-            max((len(users.get(uid) or user(uid)) for uid in uids), default=0),  # type: ignore[arg-type]
+            max((len(users.get(uid) or user(uid)) for uid in set(map(get_uid, sockets))), default=0),  # type: ignore[arg-type]
             process_w,
             command_w,
-            max((len(netns_text(inode)) for inode in inodes), default=0),
+            max((len(netns_text(inode)) for inode in set(map(get_netns, sockets))), default=0),
         ]
 
-    return cells, measure, owner, netns_text
+    return cells, measure, owner, netns_text, write_rows
 
 
 UNIX_LABELS = {UnixType.STREAM: "u_str", UnixType.DGRAM: "u_dgr", UnixType.SEQPACKET: "u_seq"}  # ss's netids
