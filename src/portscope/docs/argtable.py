@@ -112,7 +112,8 @@ def command_table(name: str, command: click.Command, ctx: click.Context) -> dict
         elif kind == "refuse":
             role = "refuse"
         entry: dict[str, Any] = {
-            "name": param.name,
+            # click 8.5 names the help option "_click_default_help" (8.4 "help"): the table is click's either way
+            "name": "help" if role == "help" else param.name,
             "opts": _names(param),
             "secondary": tuple(param.secondary_opts),
             "role": role,
