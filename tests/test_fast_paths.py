@@ -241,7 +241,7 @@ class CellsOnly:
         self.cells, self.measure = row_cells.cells, row_cells.measure
 
 
-def varied_sockets() -> tuple[tuple[Socket, ...], dict[int, tuple[Holder, ...]]]:
+def row_cases() -> tuple[tuple[Socket, ...], dict[int, tuple[Holder, ...]]]:
     """Every case of a row's parts: families, dual-stack, devices, missing ends, named ports of both
     protocols, queues, users, several holders, hidden and unowned sockets, two namespaces."""
     sockets = (
@@ -277,7 +277,7 @@ def varied_sockets() -> tuple[tuple[Socket, ...], dict[int, tuple[Holder, ...]]]
 
 @pytest.mark.parametrize("full_holders", [False, True])
 def test_row_writer_equals_the_cells_formatted_one_by_one(full_holders):
-    sockets, holders = varied_sockets()
+    sockets, holders = row_cases()
     names = names_with(SERVICES)
     layouts = [
         columns_for_width(None),
@@ -337,7 +337,7 @@ def test_missing_addresses_with_named_ports_set_the_widths():
 
 
 def test_table_order_of_varied_sockets():
-    sockets, _ = varied_sockets()
+    sockets, _ = row_cases()
     mixed = [s for s in sockets if s.local_port is not None]
     mixed += [make_socket(proto=Proto.UDP, local_port=1), make_socket(local_port=80, local_address="0.0.0.0")]
     mixed += [make_socket(state=State.CLOSE_WAIT, local_port=80, local_address=a) for a in ("10.0.0.3", "10.0.0.20")]
