@@ -93,3 +93,15 @@ def test_console_script_defers_inspect_but_click_still_gets_it():
     )
     assert done.returncode == ExitStatus.USAGE and "no such option" in done.stderr.lower()
     assert "Traceback" not in done.stderr
+
+
+def test_a_listing_is_kept_until_the_process_leaves(capsys):
+    """The console script leaves with os._exit: ls leaves its snapshot in ``kept`` rather than freeing its
+    records one by one as it returns."""
+    from portscope.cli.fast import answer
+    from portscope.model.records import Snapshot
+
+    kept: list = []
+    assert answer(["ls", "-a", "-n", "--json", "--no-processes"], kept) == ExitStatus.OK
+    assert capsys.readouterr().out.startswith("[")
+    assert [type(result) for result in kept] == [Snapshot]

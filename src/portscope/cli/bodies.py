@@ -48,6 +48,7 @@ def ls(
         snap = list_sockets(LsOptions(**options), places=names.places)
     except FilterSyntaxError as exc:
         raise CommandUsageError(str(exc)) from None
+    run.keep(snap)
     names.places.learn(snap.namespaces)
     env = run.env
     if as_jsonl:

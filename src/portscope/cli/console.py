@@ -16,11 +16,11 @@ from typing import NoReturn
 from portscope.errors import ExitStatus
 
 
-def main(argv: list[str] | None = None) -> NoReturn:
+def main(argv: list[str] | None = None, kept: list | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else argv
     from portscope.cli.fast import answer
 
-    status = answer(args)
+    status = answer(args, kept)
     if status is None:
         if "_PORTSCOPE_COMPLETE" in os.environ:  # a <TAB>: our shells' classes answer it, not click's stock ones
             import portscope.shell.scripts  # noqa: F401 - registers them with click
@@ -35,13 +35,15 @@ def run() -> None:
     """The console script: :func:`main`, then leave without tearing the heap down.
 
     After a large listing, freeing tens of thousands of records one by one at interpreter exit costs
-    tens of milliseconds for nothing; output is flushed first, and portscope registers no atexit work.
+    tens of milliseconds for nothing (and when a command returns: it leaves its records in ``kept``); output
+    is flushed first, and portscope registers no atexit work.
     For the same reason the cyclic collector stays off: its passes over the records find no cycles
     (records and their tuples have none).
     """
     gc.disable()
+    kept: list = []  # the commands' results, never freed: the process leaves with os._exit below
     try:
-        main()
+        main(kept=kept)
         status: int = ExitStatus.OK
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):

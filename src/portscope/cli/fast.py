@@ -31,8 +31,9 @@ WIDEST_HELP_COLUMNS = 80  # click wraps help at min(columns, max_content_width 8
 SHELL_WHITESPACE = " \t\r\n"  # what shlex splits completion lines at (quotes and backslashes are declined)
 
 
-def answer(args: list[str]) -> int | None:
-    """The exit status of the command line, answered without click; None: click's turn."""
+def answer(args: list[str], kept: list | None = None) -> int | None:
+    """The exit status of the command line, answered without click; None: click's turn. ``kept``: where a
+    command leaves its results for the process's end (:class:`~portscope.cli.runtime.Invocation`)."""
     if "PORTSCOPE_DEBUG" in os.environ:
         return None
     instruction = os.environ.get(COMPLETE_VAR)
@@ -62,7 +63,7 @@ def answer(args: list[str]) -> int | None:
             env = Environment.detect(color=parsed.group_color or "auto")
             if parsed.command_color is not None:
                 env = env.with_colour(parsed.command_color)
-            run = Invocation(debug=parsed.debug, env=env)  # (the group's --debug; `debug` is main()'s rule)
+            run = Invocation(debug=parsed.debug, env=env, kept=kept)  # (the group's --debug; `debug` is main()'s rule)
             body(run, **parsed.params)
             sys.stdout.flush()
         except BrokenPipeError:

@@ -34,6 +34,13 @@ class Invocation:
     debug: bool
     env: Environment
     answer: ExitStatus = ExitStatus.OK
+    # results to leave alive until the process leaves: the console script ends with os._exit, and freeing
+    # tens of thousands of records one by one when a command returns costs milliseconds for nothing
+    kept: list | None = None
+
+    def keep(self, result: object) -> None:
+        if self.kept is not None:
+            self.kept.append(result)
 
 
 class CommandUsageError(Exception):
