@@ -471,3 +471,14 @@ def test_details_read_as_psutil_reads_them():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGKILL)
                 child.wait(10)
+
+
+def test_details_refused_are_not_read(monkeypatch):
+    """A security module that refuses a holder's stat even to root: no details, no traceback."""
+    psutil = pytest.importorskip("psutil")
+
+    def refused(self):
+        raise psutil.AccessDenied(self.pid)
+
+    monkeypatch.setattr(psutil.Process, "status", refused)
+    assert DetailsReader().details(os.getpid(), read_process(os.getpid()).start_time) is None

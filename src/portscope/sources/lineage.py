@@ -267,6 +267,8 @@ class DetailsReader:
                 return _GONE  # reaped while we read (and its pid maybe reused): nothing read is kept
         except psutil.NoSuchProcess:
             return _GONE
+        except psutil.AccessDenied:  # its stat refused (a security module): nothing to show, not an error
+            return None
         return Details(status, exe, cwd, children)
 
     def _children_of(self, pid: int) -> list[int]:
