@@ -161,10 +161,15 @@ def test_address_forms_match_what_connect_reaches():
             (socket.AF_INET, "0.0.0.0", None),
             (socket.AF_INET6, "::1", 1),
         ):
-            sock = ns.socket(family, socket.SOCK_STREAM)
-            if v6only is not None:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-            sock.bind((address, 0))
+            taken = {s.getsockname()[1] for s in listeners}
+            while True:  # a port of its own: listeners that do not conflict may be given the same number
+                sock = ns.socket(family, socket.SOCK_STREAM)
+                if v6only is not None:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+                sock.bind((address, 0))
+                if sock.getsockname()[1] not in taken:
+                    break
+                sock.close()
             sock.listen(8)
             listeners.append(sock)
         ports = [s.getsockname()[1] for s in listeners]
