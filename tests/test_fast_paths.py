@@ -8,7 +8,7 @@ and a direct readlink walk of /proc.
 from __future__ import annotations
 
 import contextlib
-import functools
+import dataclasses
 import io
 import json
 import os
@@ -534,12 +534,12 @@ def test_port_query_walks_ahead_and_finds_the_same_holders(shared_mix, monkeypat
     for port in (7001, 7020, 7006, 7010):  # a listener and its connections, two fds of one socket, v4-mapped, udp
         query = Query(states=frozenset(State), local_ports=(PortRange(port, port),), netns=shared_mix.ns.name)
         started.clear()
-        prepared: list[bool] = []  # who loads psutil there, while the walker reads /proc
-        ahead = snapshot(query, parallelism=eager, meanwhile=functools.partial(prepared.append, True))
+        prepared: list[tuple] = []  # who loads psutil there, ls orders its table, while the walker reads /proc
+        ahead = snapshot(query, parallelism=eager, meanwhile=lambda sockets, kept=prepared: kept.append(tuple(sockets)))
         assert started and "listed" not in started[0]  # forked ahead: the child lists the fds itself
-        assert prepared == [True]  # once, with the walker running
-        alone = snapshot(query, parallelism=IN_PROCESS, meanwhile=functools.partial(prepared.append, False))
-        assert prepared == [True]  # no walker to wait for: the caller's preparation is not run
+        assert prepared == [ahead.sockets]  # once, with the walker running, given the sockets to be joined
+        alone = snapshot(query, parallelism=IN_PROCESS, meanwhile=lambda sockets, kept=prepared: kept.append(()))
+        assert prepared == [ahead.sockets]  # no walker to wait for: the caller's preparation is not run
         assert ahead.holders == alone.holders  # the process counts move with the host's other work
         assert ahead.join.hidden_inodes == alone.join.hidden_inodes == frozenset()
         assert len(ahead.holders) >= 1 and all(len(held) >= 2 for held in ahead.holders.values())  # parent, child
@@ -777,3 +777,37 @@ def test_split_writer_reports_a_reader_gone_as_a_closed_pipe(forks):
         with contextlib.suppress(OSError):
             reader.stdin.close()
         reader.wait(timeout=10)
+
+
+@pytest.mark.parametrize("width", [None, 100])
+def test_table_prepared_while_the_walker_runs_is_the_table_made_after(shared_mix, width):
+    """ls hands a TablePrep to snapshot(meanwhile=...): the order and the endpoint widths made before the join
+    give the table made from the finished snapshot, and a snapshot with fewer sockets (a filter on the
+    holders) gets its own order and widths."""
+    from portscope.render.environment import Environment
+    from portscope.render.ls import TablePrep, render_listing
+
+    eager = Parallelism(prefetch_min_sockets=0, split_walk_min_fds=0)
+    names = names_with(load_services())
+
+    def table(snap: Snapshot, prepared: TablePrep | None) -> str:
+        out = io.StringIO()
+        env = Environment(
+            stdout=out, stderr=None, is_tty=False, colour=False, width=width, unicode=True, encoding="utf-8"
+        )
+        render_listing(snap, env, names, as_json=False, prepared=prepared)
+        return out.getvalue()
+
+    query = Query(states=frozenset(State), netns=shared_mix.ns.name)
+    prepared = TablePrep(names, widths=width is None)
+    snap = snapshot(query, parallelism=eager, meanwhile=prepared)
+    assert prepared.order is not None and (prepared.endpoints is not None) == (width is None)
+    assert table(snap, prepared) == table(snap, None)
+    assert len(table(snap, None).splitlines()) == len(snap.sockets) + 1
+
+    # fewer sockets than were prepared: the longest endpoints gone, so the widths must not be kept
+    longest = max(snap.sockets, key=lambda s: len(s.local_address) + len(s.remote_address or ""))
+    fewer = dataclasses.replace(snap, sockets=tuple(s for s in snap.sockets if s is not longest))
+    stale = TablePrep(names, widths=width is None)
+    stale(snap.sockets)
+    assert table(fewer, stale) == table(fewer, None)

@@ -80,3 +80,17 @@ def test_fd_tuples_shared_by_number_and_past_the_shared_range():
     beyond = _fd_tuples([4, SHARED_FDS + 7], shared)
     assert beyond == [(4,), (SHARED_FDS + 7,)] and len(shared) == 901  # a table that large: tuples of its own
     assert _fd_tuples([], shared) == []
+
+
+def test_a_process_gone_before_it_is_read_leaves_no_empty_entry(tmp_path, monkeypatch):
+    """The holders map is sized for every socket the walk placed; those of a process that exits between the
+    walk and the reading of its stat get no entry at all (not a None)."""
+    from portscope.sources import join
+
+    real_read = join.read_process
+    monkeypatch.setattr(join, "read_process", lambda pid, *a, **k: None if pid == 100 else real_read(pid, *a, **k))
+    holders, report = join_processes([sock(555), sock(556)], str(fake_proc(tmp_path)))
+    assert set(holders) == {555}  # 556 was held by 100 alone
+    assert [h.process.pid for h in holders[555]] == [101, 102]
+    assert None not in holders.values() and holders.get(556) is None
+    assert report.processes_vanished == 2 and report.unowned_sockets == 1

@@ -43,14 +43,19 @@ def ls(
         if first_on and second_on:
             raise UsageError(f"{first} and {second} exclude each other")
     names = Names.resolve(numeric=numeric)
+    env = run.env
+    prepared = None
+    if not (as_json or as_jsonl or pids_only):
+        from portscope.render.ls import TablePrep
+
+        prepared = TablePrep(names, widths=env.width is None and not env.colour)
     try:
         # the other parameters are LsOptions' fields, by name; one Places for the filter and the output
-        snap = list_sockets(LsOptions(**options), places=names.places)
+        snap = list_sockets(LsOptions(**options), places=names.places, meanwhile=prepared)
     except FilterSyntaxError as exc:
         raise CommandUsageError(str(exc)) from None
     run.keep(snap)
     names.places.learn(snap.namespaces)
-    env = run.env
     if as_jsonl:
         from portscope.render.jsonout import write_socket_lines
         from portscope.render.ls import footer_lines
@@ -65,7 +70,7 @@ def ls(
     if pids_only:
         render_pids(snap, env)
         return
-    render_listing(snap, env, names, as_json=as_json, header=not no_header)
+    render_listing(snap, env, names, as_json=as_json, header=not no_header, prepared=prepared)
 
 
 def who(run: Invocation, port: str, remote: bool, numeric: bool, as_json: bool, netns: str | None) -> None:

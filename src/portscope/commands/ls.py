@@ -22,8 +22,11 @@ from portscope.model.records import Backend, Detail, Family, Proto, Snapshot
 from portscope.sources.services import load_services
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from portscope.commands.places import Places
     from portscope.model.filter import Filter
+    from portscope.model.records import Socket
 
 
 @dataclass_lite(frozen=True)
@@ -174,12 +177,15 @@ def build_query(options: LsOptions) -> Query:
     )
 
 
-def list_sockets(options: LsOptions, *, places: Places | None = None) -> Snapshot:
+def list_sockets(
+    options: LsOptions, *, places: Places | None = None, meanwhile: Callable[[Sequence[Socket]], object] | None = None
+) -> Snapshot:
     """``ls``: the sockets ``options`` ask for. ``places`` names namespaces and containers for the filter's
-    ``container`` and ``netns`` terms (one is made when needed and not given)."""
+    ``container`` and ``netns`` terms (one is made when needed and not given); ``meanwhile``: as for
+    :func:`portscope.engine.snapshot.snapshot`."""
     query = build_query(options)
     if places is None and query.filter is not None and query.filter.needs_places:
         from portscope.commands.places import Places
 
         places = Places()
-    return snapshot(query, places=places)
+    return snapshot(query, places=places, meanwhile=meanwhile)

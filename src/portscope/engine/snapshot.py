@@ -49,7 +49,7 @@ def snapshot(
     parallelism: Parallelism = DEFAULT,
     namespaces: Sequence[NamespaceRef] | None = None,
     places: PlaceLookup | None = None,
-    meanwhile: Callable[[], object] | None = None,
+    meanwhile: Callable[[Sequence[Socket]], object] | None = None,
 ) -> Snapshot:
     """The sockets ``query`` asks for, with their holders. Safe to call from several threads at once.
 
@@ -60,7 +60,8 @@ def snapshot(
     ``places``: namespace names and containers, for the ``container`` and ``netns NAME`` terms of
     ``query.filter`` (:class:`portscope.commands.places.Places`; :func:`portscope.list_sockets` passes one).
     ``meanwhile``: the caller's own preparation, run while a forked walker still reads /proc (where it would
-    wait for it); not run when there is no such walker.
+    wait for it), given the sockets about to be joined: the snapshot's sockets are those or fewer (filters
+    on the holders), in the same order. Not run when there is no such walker.
     """
     if query.filter is not None and query.filter.needs_places and places is None:
         raise UsageError("the container and netns NAME filter terms need place lookups (use portscope.list_sockets)")
@@ -89,7 +90,7 @@ def _snapshot(
     parallelism: Parallelism,
     namespaces: Sequence[NamespaceRef] | None,
     places,
-    meanwhile: Callable[[], object] | None,
+    meanwhile: Callable[[Sequence[Socket]], object] | None,
 ) -> Snapshot:
     if namespaces is not None:
         from portscope.sources.namespaces import host_netns_inode
@@ -122,7 +123,7 @@ def _snapshot(
     report = JoinReport(joined=False)
     if query.needs_processes:
         if walk is not None and meanwhile is not None:
-            meanwhile()  # before the join waits for the walker
+            meanwhile(sockets)  # before the join waits for the walker
         # UNIX sockets and their peers join through the same single walk: their inodes are wanted too
         joined = [*sockets, *unix_sockets] if unix_sockets else sockets
         peers = [u.peer_inode for u in unix_sockets if u.peer_inode is not None]

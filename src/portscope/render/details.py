@@ -59,13 +59,15 @@ class DetailedRowCells:
         def cells(sock: Socket) -> tuple[str, ...]:
             return base_cells(sock) + extra(sock)
 
-        def measure(sockets: Sequence[Socket], owners: bool = True) -> list[int]:
+        def measure(
+            sockets: Sequence[Socket], owners: bool = True, endpoints: tuple[int, int] | None = None
+        ) -> list[int]:
             widths = [0] * len(extra_keys)
             for sock in sockets:
                 for index, text in enumerate(extra(sock)):
                     if len(text) > widths[index]:
                         widths[index] = len(text)
-            return base_measure(sockets, owners) + widths
+            return base_measure(sockets, owners, endpoints) + widths
 
         self.cells, self.measure = cells, measure
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from portscope.commands.names import Names
-from portscope.model.records import Snapshot
+from portscope.model.records import Snapshot, Socket
 from portscope.render.environment import Environment
 from portscope.render.notes import hidden_owner_advice, refused_processes
 from portscope.render.text import safe_text
@@ -22,7 +24,48 @@ def footer_lines(snap: Snapshot, names: Names) -> list[str]:
     return lines
 
 
-def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: bool, header: bool = True) -> None:
+class TablePrep:
+    """What a table of sockets needs before their holders are known: the order (``table_order``) and, for the
+    plain writer, the Local and Peer widths. ``ls`` hands it to ``snapshot(meanwhile=...)``, which calls it
+    while a forked walker still reads /proc, where this process would otherwise share the walk and then do
+    this work alone.
+
+    The snapshot's sockets are those given here or fewer (filters that need the holders), in the same order:
+    the same count means the same sockets."""
+
+    def __init__(self, names: Names, *, widths: bool) -> None:
+        self._names = names
+        self._widths = widths  # the plain writer will measure the endpoints
+        self.order: list[Socket] | None = None
+        self.endpoints: tuple[int, int] | None = None
+
+    def __call__(self, sockets: Sequence[Socket]) -> None:
+        from portscope.render.table import endpoint_widths, service_suffixes, table_order
+
+        self.order = table_order(sockets)
+        if self._widths:  # in the order collected, as the records lie in memory (see write_plain)
+            self.endpoints = endpoint_widths(sockets, *service_suffixes(self._names), {})
+
+    def order_of(self, sockets: Sequence[Socket]) -> list[Socket]:
+        """``table_order(sockets)``, made before when these are the sockets that were prepared."""
+        if self.order is not None and len(self.order) == len(sockets):
+            return self.order
+        self.order = self.endpoints = None  # fewer sockets: what was measured is not theirs
+        from portscope.render.table import table_order
+
+        return table_order(sockets)
+
+
+def render_listing(
+    snap: Snapshot,
+    env: Environment,
+    names: Names,
+    *,
+    as_json: bool,
+    header: bool = True,
+    prepared: TablePrep | None = None,
+) -> None:
+    """``prepared``: the table's order and widths, made while the holders were read (:class:`TablePrep`)."""
     out = env.stdout
     if as_json:
         from portscope.render import jsonout  # json only when asked for
@@ -43,8 +86,8 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
         write_plain,
     )
 
-    sockets = table_order(snap.sockets)
-    columns = with_namespace_column(columns_for_width(env.width), [*sockets, *snap.unix_sockets])
+    sockets = prepared.order_of(snap.sockets) if prepared is not None else table_order(snap.sockets)
+    columns = with_namespace_column(columns_for_width(env.width), [*snap.sockets, *snap.unix_sockets])
     # a pipe without a width gets whole cells: every holder's pid
     cells = RowCells(snap, names, namespaces=columns[0].key == "netns", full_holders=env.width is None)
     extra = unix_rows(snap, names, cells) if snap.unix_sockets else []
@@ -73,7 +116,8 @@ def render_listing(snap: Snapshot, env: Environment, names: Names, *, as_json: b
             console.print(line, style="yellow")
         return
     if env.width is None and not env.colour:
-        write_plain(out, cells, sockets, columns, extra, header=header)
+        endpoints = prepared.endpoints if prepared is not None else None
+        write_plain(out, cells, sockets, columns, extra, header=header, endpoints=endpoints, as_collected=snap.sockets)
     else:  # fitted to COLUMNS (watch), or coloured for less -R and watch -c
         paint = env.paint if env.colour else None
         write_fitted(

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from itertools import compress
-from operator import attrgetter, itemgetter, not_
+from operator import attrgetter, itemgetter
 from typing import IO
 
 from portscope.commands.names import Names
@@ -188,26 +187,39 @@ _LISTENING_STATES = (State.LISTEN, State.UNCONN, State.BOUND)
 
 
 _LISTENING = frozenset(_LISTENING_STATES)
-_BY_ADDRESS, _BY_FAMILY, _BY_PORT, _BY_PROTO = map(attrgetter, ("local_address", "family", "local_port", "proto"))
-_STATE_OF = attrgetter("state")
+_BY_ADDRESS = attrgetter("local_address")
 
 
 def table_order(sockets: Sequence[Socket]) -> list[Socket]:
     """Listeners first, then TCP before UDP, by local port, IPv4 before IPv6, by address.
 
-    Stable passes from the last key to the first, each keyed by objects the records already hold
-    (addresses, str enums compared as their values "ipv4" < "ipv6" and "tcp" < "udp", port ints), and
-    listeners picked out in C: no key object made per socket (a rank int each was 1.3 MB at 40k
-    sockets, on top of the listing's peak) and no Python call per socket."""
-    ordered = sorted(sockets, key=_BY_ADDRESS)
-    ordered.sort(key=_BY_FAMILY)
-    ordered.sort(key=_BY_PORT)
-    ordered.sort(key=_BY_PROTO)
-    listening = _LISTENING.__contains__
-    return [
-        *compress(ordered, map(listening, map(_STATE_OF, ordered))),
-        *compress(ordered, map(not_, map(listening, map(_STATE_OF, ordered)))),
-    ]
+    One sort keyed by an int made from the record's fields (addresses ranked among the few distinct ones, str
+    enums by their values "ipv4" < "ipv6" and "tcp" < "udp"), the keys made in the order of ``sockets``: the
+    order they were collected, in which the records lie in memory. Stable sorts by each field in turn read
+    each record again in an order memory does not follow: at 40k sockets, about twice the time. The key ints
+    (1.4 MB at 40k sockets) are gone before the holders are made when ``ls`` orders while the /proc walker runs
+    (``render.ls.TablePrep``)."""
+    addresses = sorted(set(map(_BY_ADDRESS, sockets)))
+    address_rank = {address: rank for rank, address in enumerate(addresses)}
+    port_shift = len(addresses).bit_length() + 1  # and a bit for the family
+    ipv6 = 1 << (port_shift - 1)
+    family_rank = {family: ipv6 if family.value > Family.IPV4.value else 0 for family in Family}
+    proto_shift = port_shift + 16
+    protos = sorted(Proto, key=attrgetter("value"))
+    proto_rank = {proto: rank << proto_shift for rank, proto in enumerate(protos)}
+    later = 1 << (proto_shift + len(protos).bit_length())  # not listening
+    state_rank = {state: 0 if state in _LISTENING else later for state in State}
+
+    def rank(sock: Socket) -> int:
+        return (
+            state_rank[sock.state]
+            | proto_rank[sock.proto]
+            | sock.local_port << port_shift
+            | family_rank[sock.family]
+            | address_rank[sock.local_address]
+        )
+
+    return sorted(sockets, key=rank)
 
 
 # By port number (0-65535): the length of ":" and its digits (64 KB, made at import in microseconds)
@@ -229,6 +241,58 @@ def _port_widths(named: dict[int, str]) -> list[int] | bytes:
     return table
 
 
+def service_suffixes(names: Names) -> tuple[dict[int, str], dict[int, str]]:
+    """TCP and UDP: port -> " (service)", only for ports with a name (tens of thousands of ephemeral ports
+    cost nothing)."""
+    tcp_suffixes: dict[int, str] = {}
+    udp_suffixes: dict[int, str] = {}
+    by_port = names.services.by_port if names.services is not None else {}
+    for (port, proto_name), service in by_port.items():
+        if service and proto_name in ("tcp", "udp"):
+            (tcp_suffixes if proto_name == "tcp" else udp_suffixes)[port] = f" ({safe_text(service)})"
+    return tcp_suffixes, udp_suffixes
+
+
+def endpoint_widths(
+    sockets: Sequence[Socket], tcp_suffixes: dict[int, str], udp_suffixes: dict[int, str], interfaces: dict[str, str]
+) -> tuple[int, int]:
+    """The widths of the Local and Peer cells. An endpoint is its host (IPv6 in brackets), maybe "%device",
+    ":port", then " (service)" when the port has a name (``*_suffixes``): lengths added from those parts, no
+    text made; ":port" and the name's length from one table by port number per protocol. ``interfaces``:
+    device name -> as shown, filled here."""
+    tcp_w, udp_w = _port_widths(tcp_suffixes), _port_widths(udp_suffixes)
+    digits_w = _DIGITS_BY_PORT
+    tcp = Proto.TCP
+    v6_family = Family.IPV6
+    local_w = peer_w = 0
+    for sock in sockets:
+        port_w = tcp_w if sock.proto is tcp else udp_w
+        brackets_w = 2 if sock.family is v6_family else 0
+        address = sock.local_address
+        port = sock.local_port
+        if address is None or port is None:
+            width = 1 + (port_w[port] - digits_w[port] if port is not None else 0)  # "*" and the name
+        else:
+            width = len(address) + brackets_w + port_w[port]
+            interface = sock.interface
+            if interface:
+                shown = interfaces.get(interface)
+                if shown is None:
+                    shown = interfaces[interface] = safe_text(interface)
+                width += 1 + len(shown)
+        if width > local_w:
+            local_w = width
+        address = sock.remote_address
+        port = sock.remote_port
+        if address is None or port is None:
+            width = 1 + (port_w[port] - digits_w[port] if port is not None else 0)
+        else:
+            width = len(address) + brackets_w + port_w[port]
+        if width > peer_w:
+            peer_w = width
+    return local_w, peer_w
+
+
 PLAIN_CHUNK = 1024  # lines per write(): about 100 KB, under malloc's mmap threshold (no fresh pages per chunk)
 
 
@@ -240,6 +304,8 @@ def write_plain(
     extra: Sequence[tuple[State, tuple[str, ...]]] = (),
     *,
     header: bool = True,
+    endpoints: tuple[int, int] | None = None,
+    as_collected: Sequence[Socket] | None = None,
 ) -> None:
     """Aligned columns without colour: the cells of :class:`RowCells`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
@@ -250,6 +316,9 @@ def write_plain(
     The second pass is ``RowCells.write_rows`` where the layout allows (a pipe's columns), else each
     row's cells formatted with ``%``; ``rows`` without ``write_rows`` (details) always take the latter.
     ``extra``: rows already made (UNIX sockets: :func:`unix_rows`), written after the sockets' rows.
+    ``endpoints``: the widths of the Local and Peer cells, measured before (``render.ls.TablePrep``).
+    ``as_collected``: the same sockets in the order they were collected, measured instead: their records lie in
+    memory in that order, and a pass over 40k records in the table's order waits on the memory (5 × slower).
     """
     cells_of = rows.cells
     keys = getattr(rows, "keys", ALL_KEYS)  # render.details adds the detail columns' keys
@@ -257,7 +326,7 @@ def write_plain(
     last = len(columns) - 1
     # the process and command widths cost a pass over the holders: not measured when unused (the last column)
     owners = any(c.key in ("process", "command") for c in columns[:last])
-    measured = rows.measure(sockets, owners)
+    measured = rows.measure(sockets if as_collected is None else as_collected, owners, endpoints)
     for _, cells in extra:
         measured = [max(width, len(cell)) for width, cell in zip(measured, cells, strict=True)]
     widths = [max(len(c.title), measured[i]) for c, i in zip(columns, picked, strict=True)]
@@ -364,13 +433,7 @@ def _cell_functions(
     v6_protos = {p: proto_label(p, Family.IPV6) for p in Proto}
     dual_protos = {p: p.value + DUAL_STACK_MARK for p in Proto}
     brackets: dict[str, str] = {}
-    # port -> " (service)", only for ports with a name: tens of thousands of ephemeral ports cost nothing
-    tcp_suffixes: dict[int, str] = {}
-    udp_suffixes: dict[int, str] = {}
-    by_port = names.services.by_port if names.services is not None else {}
-    for (port, proto_name), service in by_port.items():
-        if service and proto_name in ("tcp", "udp"):
-            (tcp_suffixes if proto_name == "tcp" else udp_suffixes)[port] = f" ({safe_text(service)})"
+    tcp_suffixes, udp_suffixes = service_suffixes(names)
     queues: dict[int | None, str] = {None: "-"}
     users: dict[int | None, str] = {None: "-"}
     processes: dict[int, tuple[str, str]] = {}  # id(Process) -> (process cell, command cell)
@@ -578,47 +641,17 @@ def _cell_functions(
                         break
         return process_w, command_w
 
-    def endpoint_widths(sockets: Sequence[Socket]) -> tuple[int, int]:
-        # An endpoint is its host (IPv6 in brackets), maybe "%device", ":port", then " (service)" when the
-        # port has a name: lengths added from those parts, no text made; ":port" and the name's length
-        # from one table by port number per protocol.
-        tcp_w, udp_w = (_port_widths(named) for named in (tcp_suffixes, udp_suffixes))
-        digits_w = _port_widths({})
-        local_w = peer_w = 0
-        for sock in sockets:
-            port_w = tcp_w if sock.proto is tcp else udp_w
-            brackets_w = 2 if sock.family is v6_family else 0
-            address = sock.local_address
-            port = sock.local_port
-            if address is None or port is None:
-                width = 1 + (port_w[port] - digits_w[port] if port is not None else 0)  # "*" and the name
-            else:
-                width = len(address) + brackets_w + port_w[port]
-                interface = sock.interface
-                if interface:
-                    width += 1 + len(interfaces.get(interface) or interface_text(interface))
-            if width > local_w:
-                local_w = width
-            address = sock.remote_address
-            port = sock.remote_port
-            if address is None or port is None:
-                width = 1 + (port_w[port] - digits_w[port] if port is not None else 0)
-            else:
-                width = len(address) + brackets_w + port_w[port]
-            if width > peer_w:
-                peer_w = width
-        return local_w, peer_w
-
-    def measure(sockets: Sequence[Socket], owners: bool = True) -> list[int]:
+    def measure(sockets: Sequence[Socket], owners: bool = True, endpoints: tuple[int, int] | None = None) -> list[int]:
         # The lengths cells() would give, from the same parts: the columns of few distinct values (states,
         # queue lengths, uids, namespaces) once per value, from sets made in C. ``owners`` False: the process
         # and command columns are not measured (0), as for a table whose last column is the process.
+        # ``endpoints``: the Local and Peer widths of these sockets, measured before (TablePrep).
         states = set(map(get_state, sockets))
         families = set(map(get_family, sockets))
         any_dual = v6_family in families and any(
             sock.v6only is False and sock.local_address == "::" for sock in sockets if sock.family is v6_family
         )
-        local_w, peer_w = endpoint_widths(sockets)
+        local_w, peer_w = endpoints or endpoint_widths(sockets, tcp_suffixes, udp_suffixes, interfaces)
         process_w, command_w = owner_widths(sockets) if owners else (0, 0)
         return [
             max(map(len, (dual_protos if any_dual else v6_protos if v6_family in families else v4_protos).values()))

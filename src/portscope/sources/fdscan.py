@@ -352,8 +352,8 @@ class BackgroundWalk:
                 part, part_refused = mine.pop(index)
             else:
                 try:
-                    unit_found, part_refused, links[index] = marshal.loads(theirs.pop(index))
-                except (ValueError, EOFError, TypeError):
+                    unit_found, part_refused, links[index] = marshal.loads(self._board.read_found(*theirs.pop(index)))
+                except (OSError, ValueError, EOFError, TypeError):
                     return None
                 # the unit's own int objects are dropped here, unit by unit (memory of a full listing)
                 part = kept_sockets(unit_found, wanted)
@@ -436,13 +436,15 @@ def _units(listed: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
 
 
 class _Board:
-    """Shared between the walker and its parent: the units (a memfd), two claim indexes (a page), and the
-    wanted inodes once the parent knows them (a second memfd).
+    """Shared between the walker and its parent: the units (a memfd), two claim indexes (a page), the
+    wanted inodes once the parent knows them (a second memfd), and what the child found in its units (a
+    third: the parent reads them one at a time, where a report through the pipe would be held whole).
 
     Page layout, native int64s: units published (0/1), number of units, front (the child's next
     unit), back (the lowest unit the parent claimed), then the number of wanted inodes plus one (0: not
     told). The list memfd holds each unit's end offset, then the units, each marshalled on its own: the
-    parent reads only the units it claims. The wanted memfd holds the inodes as native uint64s.
+    parent reads only the units it claims. The wanted memfd holds the inodes as native uint64s. The found
+    memfd holds the child's units one after another, each marshalled on its own, at the offsets it reports.
     """
 
     _LAYOUT = struct.Struct("=qqqq")
@@ -451,30 +453,26 @@ class _Board:
     _WANTED = 32
     _INDEX = struct.Struct("=q")
 
-    def __init__(self, page: mmap.mmap, list_fd: int, wanted_fd: int) -> None:
+    def __init__(self, page: mmap.mmap, list_fd: int, wanted_fd: int, found_fd: int) -> None:
         self._page = page
         self._list_fd = list_fd
         self._wanted_fd = wanted_fd
+        self._found_fd = found_fd
+        self._found_end = 0  # the child: where its next unit goes
         self._ends: list[int] = []
 
     @classmethod
     def create(cls) -> _Board | None:
+        fds: list[int] = []
         try:
-            list_fd = os.memfd_create("portscope-walk", os.MFD_CLOEXEC)
-        except (AttributeError, OSError):
-            return None
-        try:
-            wanted_fd = os.memfd_create("portscope-wanted", os.MFD_CLOEXEC)
-        except OSError:
-            os.close(list_fd)
-            return None
-        try:
+            for name in ("portscope-walk", "portscope-wanted", "portscope-found"):
+                fds.append(os.memfd_create(name, os.MFD_CLOEXEC))
             page = mmap.mmap(-1, cls._WANTED + 8)  # anonymous and shared: it survives fork() as one page
-        except OSError:
-            os.close(list_fd)
-            os.close(wanted_fd)
+        except (AttributeError, OSError):
+            for fd in fds:
+                os.close(fd)
             return None
-        return cls(page, list_fd, wanted_fd)
+        return cls(page, *fds)
 
     def tell_wanted(self, inodes: Collection[int]) -> None:
         """The parent: these are the only inodes to report (the child reads them before its next unit)."""
@@ -538,12 +536,22 @@ class _Board:
         self._INDEX.pack_into(self._page, self._BACK, back)
         return back
 
+    def add_found(self, blob: bytes) -> tuple[int, int]:  # pragma: no cover - in the child
+        """The child: keep one unit's marshalled result; where it is."""
+        write_all(self._found_fd, blob)
+        start = self._found_end
+        self._found_end += len(blob)
+        return start, len(blob)
+
+    def read_found(self, start: int, length: int) -> bytes:
+        return os.pread(self._found_fd, length, start)
+
     def close(self) -> None:
         self._page.close()
-        for fd in (self._list_fd, self._wanted_fd):
+        for fd in (self._list_fd, self._wanted_fd, self._found_fd):
             if fd >= 0:
                 os.close(fd)
-        self._list_fd = self._wanted_fd = -1
+        self._list_fd = self._wanted_fd = self._found_fd = -1
 
 
 def _child_walks(
@@ -564,13 +572,13 @@ def _child_walks(
             units = _units(_list_fds(proc_root, counts, str(os.getpid())))
             board.publish(units)
             write_all(write_end, _PUBLISHED)  # the parent may share the reading from now on
-        theirs = {}  # each unit marshalled on its own: the parent decodes and filters them one at a time
+        theirs = {}  # index -> where its result is on the board: the parent reads them one at a time
         for index in iter(board.take_front, None):
             if wanted is None:  # walking ahead of the dump: the parent tells the few sockets it wants when known
                 wanted = board.wanted()
             links: list[NetnsLink] | None = [] if namespaces else None
             found, refused = _read_links([units[index]], wanted, proc_root, netns_links=links)
-            theirs[index] = marshal.dumps((found, sorted(refused), links or []))
+            theirs[index] = board.add_found(marshal.dumps((found, sorted(refused), links or [])))
         payload = (theirs, counts.scanned, counts.vanished, counts.denied_processes, counts.empty_pids)
         write_all(write_end, marshal.dumps(payload))
         status = 0

@@ -211,9 +211,10 @@ class Details:
 _GONE = Details(EXITED, None, None, ())
 
 
-def load_details_reader() -> None:
+def load_details_reader(_sockets: object = None) -> None:
     """Import psutil ahead of :class:`DetailsReader`: ``who`` has ``snapshot`` run this while its forked
-    walker reads /proc, where the import would otherwise follow the walk."""
+    walker reads /proc (``snapshot(meanwhile=...)``, which passes the sockets), where the import would
+    otherwise follow the walk."""
     import psutil  # noqa: F401
 
 
