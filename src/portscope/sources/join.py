@@ -56,11 +56,12 @@ def join_processes(
     placed = {inode for _, inodes, _ in found for inode in inodes}
     missing = {inode: inode for inode in wanted if inode not in placed} if len(placed) < len(wanted) else None
     wanted_count = len(wanted)
+    del wanted  # before the holders are made: at 40k sockets these are megabytes of the peak
     # Sized once for the sockets placed, values None until made: grown insert by insert, its last resize leaves
     # the previous table (0.6 MB at 40k sockets) with malloc, which keeps the pages (VmHWM 0.3 MB lower).
     holders: dict[int, tuple[Holder, ...]] = dict.fromkeys(placed)  # type: ignore[arg-type]
     holders_get = holders.get
-    del placed, wanted  # before the holders are made: at 40k sockets these are megabytes of the peak
+    del placed
     tables = [(pid, None, inodes, fds) for pid, inodes, fds in found]
     del found
     if missing:
