@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -90,6 +91,9 @@ class Measured:
 GNU_TIME = "/usr/bin/time"
 
 
+PIPE_BYTES = 1 << 20  # /proc/sys/fs/pipe-max-size's default
+
+
 def run_once(command: Command, *, timeout: float) -> Run:
     """One run: stdout through a pipe (lines counted), stderr discarded; rusage from wait4()."""
     env = dict(os.environ)
@@ -105,6 +109,8 @@ def run_once(command: Command, *, timeout: float) -> Run:
     deadline = started + timeout
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
+    with contextlib.suppress(OSError):  # a reader that keeps up: 1 MiB in the pipe, not 64 KiB (see README)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     try:
         while True:
             left = deadline - time.perf_counter()
@@ -113,7 +119,7 @@ def run_once(command: Command, *, timeout: float) -> Run:
             ready, _, _ = select.select([fd], [], [], left)
             if not ready:
                 continue
-            chunk = os.read(fd, 1 << 16)
+            chunk = os.read(fd, PIPE_BYTES)
             if not chunk:
                 break
             lines += chunk.count(b"\n")
