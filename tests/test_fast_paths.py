@@ -354,12 +354,17 @@ def test_json_writer_equals_socket_objects(shared_mix):
         assert json.loads(out.getvalue()) == expected
 
 
+def as_lists(found: fdscan.Found) -> list[tuple[int, list[int], list[int]]]:
+    """A walk's result with its fds as a list (a shared walk keeps them as C ints: ``array("i")``)."""
+    return [(pid, inodes, list(fds)) for pid, inodes, fds in found]
+
+
 def test_walk_in_two_processes_equals_the_walk_in_one(shared_mix):
     snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
     wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}
     serial = walk_socket_fds(wanted, "/proc", FdScan())
     parallel = walk_socket_fds(wanted, "/proc", FdScan(), split=lambda fd_count: True)
-    assert parallel == serial and len(serial) >= 2  # this process and the forked holder
+    assert as_lists(parallel) == as_lists(serial) and len(serial) >= 2  # this process and the forked holder
     assert all(i is wanted[i] for _, inodes, _ in parallel for i in inodes)  # the caller's own inode objects
 
 
@@ -406,7 +411,7 @@ def test_background_walk_equals_the_walk_in_line(shared_mix):
         found = walk.found(wanted, counts)
     finally:
         walk.close()
-    assert found == walk_socket_fds(wanted, "/proc", FdScan())
+    assert as_lists(found) == as_lists(walk_socket_fds(wanted, "/proc", FdScan()))
     assert all(i is wanted[i] for _, inodes, _ in found for i in inodes)
     assert counts.scanned > 0
 
@@ -445,7 +450,7 @@ def test_background_walk_shared_with_the_parent(shared_mix, monkeypatch):
     finally:
         walk.close()
     assert read_by_parent, "the parent took no part of the walk"
-    assert found == walk_socket_fds(wanted, "/proc", FdScan())
+    assert as_lists(found) == as_lists(walk_socket_fds(wanted, "/proc", FdScan()))
     assert all(i is wanted[i] for _, inodes, _ in found for i in inodes)
     assert len({pid for pid, _, _ in found}) == len(found)  # a process cut into units comes back whole
 
@@ -488,7 +493,7 @@ def test_background_walk_shared_while_the_child_still_lists(shared_mix, monkeypa
             os.close(fd)
     monkeypatch.undo()
     assert read_by_parent, "the parent waited for the whole walk"
-    assert found == walk_socket_fds(wanted, "/proc", FdScan())
+    assert as_lists(found) == as_lists(walk_socket_fds(wanted, "/proc", FdScan()))
 
 
 def test_background_walk_told_a_few_wanted_sockets_reports_only_those(shared_mix, monkeypatch):
@@ -515,7 +520,7 @@ def test_background_walk_told_a_few_wanted_sockets_reports_only_those(shared_mix
         for fd in pipe:
             os.close(fd)
     monkeypatch.undo()
-    assert found == walk_socket_fds(wanted, "/proc", FdScan()) and found
+    assert as_lists(found) == as_lists(walk_socket_fds(wanted, "/proc", FdScan())) and found
     assert all(i is wanted[i] for _, held, _ in found for i in held)
     assert set(reported) == set(wanted)  # the child matched the told inodes only, not every socket
 

@@ -20,6 +20,7 @@ import marshal
 import mmap
 import os
 import struct
+from array import array
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import field
@@ -77,7 +78,7 @@ def open_files(proc_root: str = "/proc") -> int | None:
         return None
 
 
-Found = list[tuple[int, list[int], list[int]]]  # per process: (pid, socket inodes, their fds)
+Found = list[tuple[int, list[int], "list[int] | array[int]"]]  # per process: (pid, socket inodes, their fds)
 
 
 def walk_socket_fds(
@@ -364,8 +365,8 @@ class BackgroundWalk:
                 if found and found[-1][0] == pid:  # a process cut into several units
                     found[-1][1].extend(inodes)
                     found[-1][2].extend(fds)
-                else:
-                    found.append((pid, inodes, fds))
+                else:  # fds as C ints until made into holders: an int object each was 32 MB at 1M sockets
+                    found.append((pid, inodes, array("i", fds)))
         _count_refused(refused, proc_root, counts)
         return found
 

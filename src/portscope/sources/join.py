@@ -41,58 +41,31 @@ def join_processes(
     if not wanted:
         return {}, JoinReport(joined=True)
     counts = FdScan()
-    make_holder = _make_holder
-    # (fd,) tuples are immutable: one per fd number, shared; a list by fd number (a dict of the 12k fds a
-    # busy process holds was 0.6 MB of the listing's peak at 40k sockets), fds past SHARED_FDS made apiece
-    single_fd: list[tuple[int] | None] = []
-    vanished = 0
     found = prefetched.found(wanted, counts) if prefetched is not None else None
     if walked is not None:
         found, counts = kept_sockets(walked[0], wanted), walked[1]
     if found is None:
         counts = FdScan()
         found = walk_socket_fds(wanted, proc_root, counts, split=split_walk)
-    # Sockets the leaders' tables do not hold may be in a thread's own table (rare: a pass only for them)
-    placed = {inode for _, inodes, _ in found for inode in inodes}
-    missing = {inode: inode for inode in wanted if inode not in placed} if len(placed) < len(wanted) else None
     wanted_count = len(wanted)
-    del wanted  # before the holders are made: at 40k sockets these are megabytes of the peak
-    # Sized once for the sockets placed, values None until made: grown insert by insert, its last resize leaves
-    # the previous table (0.6 MB at 40k sockets) with malloc, which keeps the pages (VmHWM 0.3 MB lower).
-    holders: dict[int, tuple[Holder, ...]] = dict.fromkeys(placed)  # type: ignore[arg-type]
-    holders_get = holders.get
-    del placed
+    # Sized once for every wanted socket, values None until made (and dropped if none is): a dict or a set grown
+    # insert by insert leaves its old tables with malloc, which keeps the pages (a set of the placed inodes
+    # grew RSS by 64 MB at 1M sockets, and half of it stayed after the set was freed).
+    holders: dict[int, tuple[Holder, ...]] = dict.fromkeys(wanted)  # type: ignore[arg-type]
+    del wanted  # before the holders are made: at 1M sockets its table is 40 MB
+    # (fd,) tuples are immutable: one per fd number, shared; a list by fd number (a dict of the 12k fds a
+    # busy process holds was 0.6 MB of the listing's peak at 40k sockets), fds past SHARED_FDS made apiece
+    single_fd: list[tuple[int] | None] = []
     tables = [(pid, None, inodes, fds) for pid, inodes, fds in found]
     del found
+    vanished = _make_holders(tables, holders, proc_root, single_fd)
+    # Sockets the leaders' tables do not hold may be in a thread's own table (rare: a pass only for them)
+    missing = {inode: inode for inode, held in holders.items() if held is None}
     if missing:
-        tables += walk_thread_tables(missing, proc_root, counts)
-    # Each process becomes holders at once: no second map of every (pid, fd).
-    for index, (pid, tid, inodes, fds) in enumerate(tables):
-        tables[index] = None  # type: ignore[call-overload]  # its lists go once made into holders (memory)
-        process = read_process(pid, proc_root, seen=(inodes, fds), thread=tid)  # anchored: see read_process
-        if process is None:
-            vanished += 1
-            continue
-        if len(set(inodes)) == len(inodes):  # the usual case: one fd per socket in this process
-            groups = zip(inodes, _fd_tuples(fds, single_fd), strict=True)
-        else:
-            by_inode: dict[int, list[int]] = {}
-            for inode, fd in zip(inodes, fds, strict=True):
-                by_inode.setdefault(inode, []).append(fd)
-            groups = ((inode, tuple(sorted(group))) for inode, group in by_inode.items())
-        for inode, fd_tuple in groups:
-            holder = make_holder(process, fd_tuple, tid)
-            held = holders_get(inode)
-            if held is None:
-                holders[inode] = (holder,)
-            elif held[-1].process.pid < pid:
-                holders[inode] = (*held, holder)
-            else:  # /proc lists pids in ascending order, but keep the promise for any walk order
-                holders[inode] = tuple(sorted((*held, holder), key=_holder_pid))
-
-    if vanished:  # their sockets' entries were never filled
-        for inode in [inode for inode, held in holders.items() if held is None]:
-            del holders[inode]
+        vanished += _make_holders(walk_thread_tables(missing, proc_root, counts), holders, proc_root, single_fd)
+        for inode in missing:
+            if holders[inode] is None:  # no holder seen
+                del holders[inode]
     hidden: set[int] = set()
     unowned = 0
     if len(holders) < wanted_count:
@@ -118,6 +91,39 @@ def join_processes(
         denied_reason=_denied_reason() if counts.denied_processes else None,
     )
     return holders, report
+
+
+def _make_holders(
+    tables: list, holders: dict[int, tuple[Holder, ...]], proc_root: str, single_fd: list[tuple[int] | None]
+) -> int:
+    """Each table's process becomes holders at once (no second map of every (pid, fd)), added to ``holders``;
+    how many processes were gone before they could be read. ``tables``: (pid, tid, inodes, fds), emptied."""
+    vanished = 0
+    make_holder = _make_holder
+    holders_get = holders.get
+    for index, (pid, tid, inodes, fds) in enumerate(tables):
+        tables[index] = None  # its lists go once made into holders (memory)
+        process = read_process(pid, proc_root, seen=(inodes, fds), thread=tid)  # anchored: see read_process
+        if process is None:
+            vanished += 1
+            continue
+        if len(set(inodes)) == len(inodes):  # the usual case: one fd per socket in this process
+            groups = zip(inodes, _fd_tuples(fds, single_fd), strict=True)
+        else:
+            by_inode: dict[int, list[int]] = {}
+            for inode, fd in zip(inodes, fds, strict=True):
+                by_inode.setdefault(inode, []).append(fd)
+            groups = ((inode, tuple(sorted(group))) for inode, group in by_inode.items())
+        for inode, fd_tuple in groups:
+            holder = make_holder(process, fd_tuple, tid)
+            held = holders_get(inode)
+            if held is None:
+                holders[inode] = (holder,)
+            elif held[-1].process.pid < pid:
+                holders[inode] = (*held, holder)
+            else:  # /proc lists pids in ascending order, but keep the promise for any walk order
+                holders[inode] = tuple(sorted((*held, holder), key=_holder_pid))
+    return vanished
 
 
 SHARED_FDS = 1 << 16  # fd numbers below this share their (fd,) tuple (a list of 8 bytes a number, at most)
