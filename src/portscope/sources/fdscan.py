@@ -22,7 +22,7 @@ import os
 import struct
 from array import array
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import field
 
 from portscope.model.dataclass_lite import dataclass_lite
@@ -78,7 +78,7 @@ def open_files(proc_root: str = "/proc") -> int | None:
         return None
 
 
-Found = list[tuple[int, list[int], "list[int] | array[int]"]]  # per process: (pid, socket inodes, their fds)
+Found = list[tuple[int, list[int], Sequence[int]]]  # per process: (pid, socket inodes, their fds: a list or array("i"))
 
 
 def walk_socket_fds(
