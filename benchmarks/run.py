@@ -468,6 +468,25 @@ def count_sockets(ns: str) -> dict[str, int]:
     }
 
 
+def busy_fraction(seconds: float) -> float | None:
+    """The share of all CPUs busy over ``seconds`` (/proc/stat), before a size's commands run: how quiet
+    the machine is. It includes the farm's TIME-WAIT refills and whatever else polls the TCP table, which
+    the kernel keeps in one hash for every namespace (a dump in any namespace walks every socket)."""
+
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:9]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+
+    try:
+        total0, idle0 = ticks()
+        time.sleep(seconds)
+        total1, idle1 = ticks()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / (total1 - total0) if total1 > total0 else None
+
+
 def bench_size(size: int, args, tools: Tools, log) -> dict:
     population = Population.for_size(size)
     # more rounds where the speed targets are checked; the large sizes judge linearity, so they get as
@@ -496,7 +515,9 @@ def _bench_in(ns: str, facts: dict, result: dict, size: int, rounds: int, args, 
     """One size's commands, in its namespace filled by the farm."""
     result["farm"] = facts
     result["counts"] = count_sockets(ns)
-    log(f"  sockets: {result['counts']}")
+    result["busy_before"] = busy_fraction(5.0)
+    busy = "unknown" if result["busy_before"] is None else f"{result['busy_before']:.0%} of the CPUs"
+    log(f"  sockets: {result['counts']}; busy before measuring: {busy}")
     with entered(ns):
         commands = listing_commands(tools) + who_commands(tools, args.port)
         measured = measure(commands, rounds, slow_after=args.slow_after, timeout=args.timeout, log=log)
@@ -769,6 +790,17 @@ def small_host_table(small: dict) -> list[str]:
     return lines
 
 
+def busy_line(results: list[dict]) -> list[str]:
+    known = [(r["size"], r["busy_before"]) for r in results if r.get("busy_before") is not None]
+    if not known:
+        return []
+    return [
+        "Busy before each size's commands (5 s, share of all CPUs, the farm idle): "
+        + ", ".join(f"{size:,} sockets {busy:.0%}" for size, busy in known)
+        + "."
+    ]
+
+
 def markdown(report: dict) -> str:
     m, v, results = report["machine"], report["versions"], report["sizes"]
     out = [
@@ -779,6 +811,7 @@ def markdown(report: dict) -> str:
         f"(rounds per size: {', '.join(str(r['rounds']) for r in results)}); "
         "¹ fewer runs (a run took longer than "
         f"{report['slow_after']:.0f} s, or failed).",
+        *busy_line(results),
         "",
         "### Listing every TCP socket (stdout into a pipe): median wall time, seconds",
         "",
