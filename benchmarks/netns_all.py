@@ -31,6 +31,10 @@ import time
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run  # benchmarks/run.py: namespaces with a TCP table of their own
+
 FARM = next(
     (
         folder / "shared" / "tools" / "socket_farm.py"
@@ -39,28 +43,11 @@ FARM = next(
     ),
     Path("/work/shared/tools/socket_farm.py"),
 )  # ../shared/tools beside the checkout, whether it is main or a worktree further down
-CHILD_EHASH = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
 
 
 def _portscope() -> list[str]:
     script = Path(sys.executable).with_name("portscope")
     return [str(script)] if script.exists() else [sys.executable, "-m", "portscope"]
-
-
-def _add_namespace(name: str, child_ehash: int | None) -> None:
-    """``ip netns add``; with ``child_ehash``, the namespace gets its own TCP table of that size."""
-    if child_ehash is None:
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        return
-    with open(CHILD_EHASH) as handle:
-        old = handle.read().strip()
-    try:
-        with open(CHILD_EHASH, "w") as handle:
-            handle.write(str(child_ehash))
-        subprocess.run(["ip", "netns", "add", name], check=True)
-    finally:
-        with open(CHILD_EHASH, "w") as handle:
-            handle.write(old)
 
 
 def _start_farm(name: str, sockets: int, farm: Path) -> subprocess.Popen:
@@ -127,7 +114,7 @@ def main() -> int:
         for count in counts:
             while len(names) < count:
                 name = f"psbench-{tag}-{len(names)}"
-                _add_namespace(name, args.child_ehash)
+                run.add_namespace(name, args.child_ehash)
                 names.append(name)
                 farms.append(_start_farm(name, args.sockets, args.farm))
             looped = [["ip", "netns", "exec", name, "ss", "-tanp"] for name in names]

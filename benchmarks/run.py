@@ -186,10 +186,42 @@ def ip(*args: str) -> None:
 EPHEMERAL_PORTS_V6 = 25_000  # below the default ip_local_port_range's 28,232 ports, with a margin
 
 
+CHILD_EHASH = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
+HOST_EHASH = "/proc/sys/net/ipv4/tcp_ehash_entries"
+
+
+def add_namespace(name: str, child_ehash: int | None) -> None:
+    """``ip netns add``; with ``child_ehash``, the namespace gets its own TCP table of that many buckets.
+
+    The sysctl applies to namespaces made while it is set, so it is restored to its old value at once."""
+    if child_ehash is None:
+        ip("netns", "add", name)
+        return
+    old = Path(CHILD_EHASH).read_text().strip()
+    try:
+        Path(CHILD_EHASH).write_text(str(child_ehash))
+        ip("netns", "add", name)
+    finally:
+        Path(CHILD_EHASH).write_text(old)
+
+
+def host_table_size() -> int | None:
+    """The host's TCP table size, for namespaces of their own the same size (None: no such sysctl)."""
+    try:
+        size = int(Path(HOST_EHASH).read_text())
+    except (OSError, ValueError):
+        return None
+    return size if size > 0 and os.path.exists(CHILD_EHASH) else None
+
+
 @contextlib.contextmanager
 def namespace(tag: str) -> Iterator[str]:
+    """A fresh namespace with a TCP table of its own, as large as the host's: the kernel otherwise keeps
+    one table for every namespace, and whatever polls the host's sockets (this VM's pid 1 reads its TCP
+    table every second or so) would walk the farm's too: at 1M sockets, a third of a CPU taken from
+    the commands measured. Dumps inside the namespace walk as many buckets and sockets as before."""
     name = f"psbench-{tag}-{uuid.uuid4().hex[:6]}"
-    ip("netns", "add", name)
+    add_namespace(name, host_table_size())
     try:
         ip("-n", name, "link", "set", "lo", "up")
         yield name
@@ -366,6 +398,15 @@ SMALL_HOST_SOCKETS = 100
 COMPLETION_ENV = (("_PORTSCOPE_COMPLETE", "bash_complete"), ("COMP_WORDS", "portscope l"), ("COMP_CWORD", "1"))
 
 
+REFERENCE_CODE = "sum(i * i for i in range(2_000_000))"
+
+
+def reference_command(tools: Tools) -> Command:
+    """The same fixed work at every size, in the rotation: how fast this (virtual) machine ran while each size
+    was measured. Sizes are minutes apart (the 1M farm takes 10 minutes to build), and a VM's speed drifts."""
+    return Command("reference", "a fixed Python loop", (tools.python, "-S", "-c", REFERENCE_CODE))
+
+
 def small_host_commands(tools: Tools, port: int) -> list[Command]:
     """Start-up dominates here: each portscope command against the interpreter doing nothing (the same Python,
     site-packages included, as the console script runs it), the C tools beside them."""
@@ -519,7 +560,7 @@ def _bench_in(ns: str, facts: dict, result: dict, size: int, rounds: int, args, 
     busy = "unknown" if result["busy_before"] is None else f"{result['busy_before']:.0%} of the CPUs"
     log(f"  sockets: {result['counts']}; busy before measuring: {busy}")
     with entered(ns):
-        commands = listing_commands(tools) + who_commands(tools, args.port)
+        commands = [*listing_commands(tools), *who_commands(tools, args.port), reference_command(tools)]
         measured = measure(commands, rounds, slow_after=args.slow_after, timeout=args.timeout, log=log)
         result["commands"] = {k: asdict(m) for k, m in measured.items()}
         if size <= args.decoder_max:
@@ -790,15 +831,24 @@ def small_host_table(small: dict) -> list[str]:
     return lines
 
 
-def busy_line(results: list[dict]) -> list[str]:
+def machine_lines(results: list[dict]) -> list[str]:
+    """How quiet and how fast the machine was at each size."""
+    lines = []
     known = [(r["size"], r["busy_before"]) for r in results if r.get("busy_before") is not None]
-    if not known:
-        return []
-    return [
-        "Busy before each size's commands (5 s, share of all CPUs, the farm idle): "
-        + ", ".join(f"{size:,} sockets {busy:.0%}" for size, busy in known)
-        + "."
-    ]
+    if known:
+        lines.append(
+            "Busy before each size's commands (5 s, share of all CPUs, the farm idle): "
+            + ", ".join(f"{size:,} sockets {busy:.0%}" for size, busy in known)
+            + "."
+        )
+    timed = [(r["size"], median_of(r, "reference")) for r in results if r["commands"].get("reference", {}).get("runs")]
+    if timed:
+        lines.append(
+            f"The same fixed work in each size's rotation (`python -S -c '{REFERENCE_CODE}'`), median wall time: "
+            + ", ".join(f"{size:,} sockets {seconds * 1000:.0f} ms" for size, seconds in timed)
+            + "."
+        )
+    return lines
 
 
 def markdown(report: dict) -> str:
@@ -811,7 +861,7 @@ def markdown(report: dict) -> str:
         f"(rounds per size: {', '.join(str(r['rounds']) for r in results)}); "
         "¹ fewer runs (a run took longer than "
         f"{report['slow_after']:.0f} s, or failed).",
-        *busy_line(results),
+        *machine_lines(results),
         "",
         "### Listing every TCP socket (stdout into a pipe): median wall time, seconds",
         "",
