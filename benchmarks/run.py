@@ -716,6 +716,12 @@ def linearity_table(results: list[dict], attribute: str = "seconds") -> list[str
     return lines
 
 
+def _ratio_text(ratio: float, limit: float) -> str:
+    """Two decimals, or three where two would read as the limit itself (0.602 against ≤ 0.6)."""
+    text = f"{ratio:.2f}"
+    return f"{ratio:.3f}" if text == f"{limit:.2f}" else text
+
+
 def targets(results: list[dict], small: dict | None) -> list[str]:
     """Issue 18's targets, each with what this run measured."""
     rows = []
@@ -747,7 +753,7 @@ def targets(results: list[dict], small: dict | None) -> list[str]:
         check(
             f"{name} at {_size_label(at)}",
             None if a is None or b is None else a <= limit * b,
-            "–" if a is None or b is None else f"{a / b:.2f} ×",
+            "–" if a is None or b is None else f"{_ratio_text(a / b, limit)} ×",
         )
 
     ratio_check("`ls -a` (processes) ≤ 0.6 × `ss -tanp`", "ls", "ss_p", 0.6)
