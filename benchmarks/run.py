@@ -104,7 +104,10 @@ def run_once(command: Command, *, timeout: float) -> Run:
         peak_file = tempfile.NamedTemporaryFile(prefix="psbench-", suffix=".rss")  # noqa: SIM115
         argv = [GNU_TIME, "-f", "%M", "-o", peak_file.name, *argv]
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    # a group of its own, so that a timeout stops the command itself, not only GNU time above it: at 1M
+    # sockets ss -tanp and netstat -tanp outlived their killed time for minutes, two CPUs' worth of
+    # work under every command that followed
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, process_group=0)
     lines = 0
     deadline = started + timeout
     assert proc.stdout is not None
@@ -126,7 +129,7 @@ def run_once(command: Command, *, timeout: float) -> Run:
         _, status, usage = os.wait4(proc.pid, 0)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(proc.pid, 0)
         proc.returncode = -9
