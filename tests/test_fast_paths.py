@@ -401,6 +401,30 @@ def test_units_cut_the_fds_in_order(monkeypatch):
     assert flat == [(p, n) for p, names in listed for n in names]
 
 
+def test_kept_sockets_equals_picking_them_one_by_one():
+    """The child's tables as the caller's ints: a table wanted whole is kept as it is (the fast path), others
+    are picked socket by socket, and a table holding none of them is dropped."""
+    wanted = {inode: inode for inode in (int(f"{n}00001") for n in range(1, 9))}
+    theirs = [int(f"{n}00001") for n in range(1, 9)]  # equal ints, other objects: as marshal gives them
+    found = [
+        (10, theirs[:3], [4, 5, 6]),  # every socket wanted
+        (11, [theirs[3], 999, theirs[4]], [3, 4, 5]),  # one not wanted
+        (12, [998, 997], [3, 4]),  # none wanted
+        (13, [], []),  # nothing
+        (14, [theirs[5], theirs[5]], [7, 9]),  # one socket, two fds
+    ]
+
+    def one_by_one(pid, inodes, fds):
+        pairs = [(wanted[i], fd) for i, fd in zip(inodes, fds, strict=True) if i in wanted]
+        return (pid, [i for i, _ in pairs], [fd for _, fd in pairs]) if pairs else None
+
+    expected = [kept for table in found if (kept := one_by_one(*table)) is not None]
+    kept = fdscan.kept_sockets(found, wanted)
+    assert kept == expected
+    assert all(inode is wanted[inode] for _, inodes, _ in kept for inode in inodes)  # the caller's own objects
+    assert fdscan.kept_sockets(found, None) is found
+
+
 def test_background_walk_equals_the_walk_in_line(shared_mix):
     snap = snapshot(Query(states=frozenset(State), join_processes=False, netns=shared_mix.ns.name))
     wanted = {s.inode: s.inode for s in snap.sockets if s.inode is not None}

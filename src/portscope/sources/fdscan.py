@@ -418,8 +418,10 @@ def kept_sockets(found: Found, wanted: dict[int, int] | None) -> Found:
     wanted_get = wanted.get
     kept: Found = []
     for pid, inodes, fds in found:
-        mine = [wanted_get(inode) for inode in inodes]
-        if any(inode is not None for inode in mine):
+        mine = list(map(wanted_get, inodes))
+        if mine and None not in mine:  # every socket of this table wanted (a full listing): no pairs to pick
+            kept.append((pid, mine, fds))
+        elif any(inode is not None for inode in mine):
             pairs = [(inode, fd) for inode, fd in zip(mine, fds, strict=True) if inode is not None]
             kept.append((pid, [inode for inode, _ in pairs], [fd for _, fd in pairs]))
     return kept
