@@ -58,11 +58,11 @@ def join_processes(
     single_fd: list[tuple[int] | None] = []
     tables = [(pid, None, inodes, fds) for pid, inodes, fds in found]
     del found
-    vanished = _make_holders(tables, holders, proc_root, single_fd)
+    vanished, placed = _make_holders(tables, holders, proc_root, single_fd)
     # Sockets the leaders' tables do not hold may be in a thread's own table (rare: a pass only for them)
-    missing = {inode: inode for inode, held in holders.items() if held is None}
-    if missing:
-        vanished += _make_holders(walk_thread_tables(missing, proc_root, counts), holders, proc_root, single_fd)
+    if placed < len(holders):
+        missing = {inode: inode for inode, held in holders.items() if held is None}
+        vanished += _make_holders(walk_thread_tables(missing, proc_root, counts), holders, proc_root, single_fd)[0]
         for inode in missing:
             if holders[inode] is None:  # no holder seen
                 del holders[inode]
@@ -80,6 +80,7 @@ def join_processes(
                 hidden.add(sock.inode)
             else:
                 unowned += 1
+    hidden_uids = {sock.uid for sock in sockets if sock.inode in hidden} if hidden else set()
     report = JoinReport(
         joined=True,
         processes_scanned=counts.scanned,
@@ -87,7 +88,7 @@ def join_processes(
         processes_vanished=counts.vanished + vanished,
         unowned_sockets=unowned,
         hidden_inodes=frozenset(hidden),
-        denied_processes=_named(counts, proc_root, {sock.uid for sock in sockets if sock.inode in hidden}),
+        denied_processes=_named(counts, proc_root, hidden_uids),
         denied_reason=_denied_reason() if counts.denied_processes else None,
     )
     return holders, report
@@ -95,10 +96,11 @@ def join_processes(
 
 def _make_holders(
     tables: list, holders: dict[int, tuple[Holder, ...]], proc_root: str, single_fd: list[tuple[int] | None]
-) -> int:
-    """Each table's process becomes holders at once (no second map of every (pid, fd)), added to ``holders``;
-    how many processes were gone before they could be read. ``tables``: (pid, tid, inodes, fds), emptied."""
-    vanished = 0
+) -> tuple[int, int]:
+    """Each table's process becomes holders at once (no second map of every (pid, fd)), added to ``holders``:
+    how many processes were gone before they could be read, and how many sockets got their first holder.
+    ``tables``: (pid, tid, inodes, fds), emptied."""
+    vanished = placed = 0
     make_holder = _make_holder
     holders_get = holders.get
     for index, (pid, tid, inodes, fds) in enumerate(tables):
@@ -119,11 +121,12 @@ def _make_holders(
             held = holders_get(inode)
             if held is None:
                 holders[inode] = (holder,)
+                placed += 1
             elif held[-1].process.pid < pid:
                 holders[inode] = (*held, holder)
             else:  # /proc lists pids in ascending order, but keep the promise for any walk order
                 holders[inode] = tuple(sorted((*held, holder), key=_holder_pid))
-    return vanished
+    return vanished, placed
 
 
 SHARED_FDS = 1 << 16  # fd numbers below this share their (fd,) tuple (a list of 8 bytes a number, at most)
