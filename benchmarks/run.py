@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -283,10 +283,20 @@ class Population:
         return cls(established - v6, v6, round(sockets * 0.07), max(1, round(sockets * 0.03)))
 
 
+# socket_farm.py as the first process of a PID namespace of its own, with a /proc of that namespace (in a mount
+# namespace of its own): commands entered into it see this farm's processes only, so that farms side by side do
+# not walk each other's fds (the growth phase)
+ISOLATED = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM")
+
+
 @contextlib.contextmanager
-def socket_farm(python: str, farm: Path, ns: str, population: Population, hold: float, log) -> Iterator[dict]:
+def socket_farm(
+    python: str, farm: Path, ns: str, population: Population, hold: float, log, *, isolated: bool = False
+) -> Iterator[dict]:
+    """The farm running in ``ns``; its READY facts. ``isolated``: in a PID namespace of its own (see
+    :data:`ISOLATED`); the facts then also hold ``host_pid``, its pid outside (its other pids are its own)."""
     argv = [
-        "ip", "netns", "exec", ns, python, str(farm),
+        "ip", "netns", "exec", ns, *(ISOLATED if isolated else ()), python, str(farm),
         "-n", str(population.established_v4_pairs), "--v6", str(population.established_v6_pairs),
         "--time-wait", str(population.time_wait), "--tw-keep", "--udp", str(population.udp),
         "--timeout", str(int(hold)),
@@ -304,17 +314,44 @@ def socket_farm(python: str, farm: Path, ns: str, population: Population, hold: 
         for item in line.split()[1:]:
             key, _, value = item.partition("=")
             facts[key] = value
+        if isolated:  # ip netns exec became unshare, whose one child is the farm
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            facts["host_pid"] = children[0]
         log(f"  farm ready: {line.strip()[6:]}")
         yield facts
     finally:
-        workers = [int(p) for p in facts.get("worker_pids", "").split(",") if p]
-        _stop(proc, workers)
+        if isolated:
+            # its pids are its namespace's own: never signalled from here. The farm (its namespace's init,
+            # with a SIGTERM handler) stops its workers; the kernel ends whatever else is left in the namespace
+            # (the listener) with it, and unshare follows its child.
+            _stop_isolated(proc, int(facts["host_pid"]) if "host_pid" in facts else None)
+        else:
+            workers = [int(p) for p in facts.get("worker_pids", "").split(",") if p]
+            _stop(proc, workers)
         errors.close()
 
 
+def _stop_isolated(proc: subprocess.Popen, farm_pid: int | None) -> None:
+    if farm_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(farm_pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{farm_pid}") and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    _stop(proc)  # unshare: its --kill-child sends SIGTERM to the farm if it is still there
+
+
+def entering(facts: dict) -> tuple[str, ...]:
+    """The argv prefix that runs a command in an isolated farm's network, PID and mount namespaces."""
+    return ("nsenter", "--target", facts["host_pid"], "--net", "--pid", "--mount", "--")
+
+
 @contextlib.contextmanager
-def listener(python: str, ns: str, port: int, hold: float) -> Iterator[int]:
-    """One TCP listener on 127.0.0.1:port held by its own process: what `who PORT` looks for."""
+def listener(python: str, ns: str, port: int, hold: float, inside: tuple[str, ...] = ()) -> Iterator[int]:
+    """One TCP listener on 127.0.0.1:port held by its own process: what `who PORT` looks for. ``inside``: an
+    argv prefix that enters an isolated farm's namespaces (:func:`entering`) instead of ``ns``."""
     code = (
         "import socket, sys, time\n"
         "s = socket.socket()\n"
@@ -324,7 +361,8 @@ def listener(python: str, ns: str, port: int, hold: float) -> Iterator[int]:
         "print('ready', flush=True)\n"
         f"time.sleep({hold})\n"
     )
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, python, "-c", code], stdout=subprocess.PIPE, text=True)
+    prefix = inside or ("ip", "netns", "exec", ns)
+    proc = subprocess.Popen([*prefix, python, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         _read_line(proc, 30, "the listener")
         yield proc.pid
@@ -531,6 +569,16 @@ def busy_fraction(seconds: float) -> float | None:
     return 1 - (idle1 - idle0) / (total1 - total0) if total1 > total0 else None
 
 
+def widen_port_range(ns: str, population: Population) -> None:
+    """Every IPv6 client of the farm binds ::1 port 0: the default range (28,232 ports) runs out near 600k
+    sockets; widened in this namespace only (a per-namespace sysctl, gone with it), above the farm's listening
+    ports (15000 on, 17000 on for IPv6)."""
+    if population.established_v6_pairs > EPHEMERAL_PORTS_V6:
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=18000 65535"], check=True
+        )
+
+
 def bench_size(size: int, args, tools: Tools, log) -> dict:
     population = Population.for_size(size)
     # more rounds where the speed targets are checked; the large sizes judge linearity, so they get as
@@ -538,13 +586,7 @@ def bench_size(size: int, args, tools: Tools, log) -> dict:
     rounds = 2 * args.rounds - 1 if size == TARGET_SIZE else args.rounds
     result: dict = {"size": size, "population": asdict(population), "rounds": rounds}
     with namespace(str(size)) as ns:
-        if population.established_v6_pairs > EPHEMERAL_PORTS_V6:
-            # every IPv6 client of the farm binds ::1 port 0: the default range (28,232 ports) runs out near
-            # 600k sockets; widen it in this namespace only (a per-namespace sysctl, gone with it), above the
-            # farm's listening ports (15000 on, 17000 on for IPv6)
-            subprocess.run(
-                ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=18000 65535"], check=True
-            )
+        widen_port_range(ns, population)
         # the farm's own timeout counts from its start, building included: at 1M sockets on 2 busy CPUs the
         # build alone took 1,772 s of a 1,800 s hold, and the farm left as the commands began
         hold = min(FARM_MAX_HOLD, 1800 + population.total // 250)
@@ -573,6 +615,54 @@ def _bench_in(ns: str, facts: dict, result: dict, size: int, rounds: int, args, 
             }
     result["counts_after"] = count_sockets(ns)
     return result
+
+
+GROWTH_FROM = 10_000  # smaller sizes are mostly start-up: no growth phase for them
+GROWTH_KEYS = ("ls", "ls_json", "who", "ss", "reference")  # portscope's rows, with ss -tan and the fixed loop
+
+
+def growth_commands(tools: Tools, port: int, size: int, inside: tuple[str, ...]) -> list[Command]:
+    """The growth phase's commands for one size: keyed ``key@size``, run inside that size's farm."""
+    chosen = [
+        c
+        for c in (*listing_commands(tools), *who_commands(tools, port), reference_command(tools))
+        if c.key in GROWTH_KEYS
+    ]
+    return [replace(c, key=f"{c.key}@{size}", argv=(*inside, *c.argv)) for c in chosen]
+
+
+def bench_growth(sizes: Sequence[int], args, tools: Tools, log) -> list[dict]:
+    """portscope's growth with the sizes side by side: one farm per size, all alive at once, and each round
+    runs every command at every size, so that the machine's speed, which drifts over the minutes between the
+    sections above, is the same for every size. Each farm is isolated (a network, PID and mount namespace of
+    its own), so that a command sees its own farm only: sockets, processes, fds. Per size, the same shape
+    as a section's result (``commands`` by their plain keys)."""
+    results: list[dict] = []
+    commands: list[Command] = []
+    with contextlib.ExitStack() as stack:
+        # every farm lives until the last round: held as long as the largest section's farm
+        hold = min(FARM_MAX_HOLD, 1800 + sum(Population.for_size(size).total for size in sizes) // 250)
+        for size in sizes:
+            population = Population.for_size(size)
+            log(f"  farm of {size:,} sockets")
+            ns = stack.enter_context(namespace(f"g{size}"))
+            widen_port_range(ns, population)
+            facts = stack.enter_context(socket_farm(tools.python, args.farm, ns, population, hold, log, isolated=True))
+            inside = entering(facts)
+            stack.enter_context(listener(tools.python, ns, args.port, hold, inside))
+            results.append({"size": size, "population": asdict(population), "farm": facts, "counts": count_sockets(ns)})
+            commands += growth_commands(tools, args.port, size, inside)
+        log(f"  sockets: {', '.join(str(r['counts']['total']) for r in results)}")
+        measured = measure(commands, args.growth_rounds, slow_after=args.timeout, timeout=args.timeout, log=log)
+    for result in results:
+        suffix = f"@{result['size']}"
+        result["rounds"] = args.growth_rounds
+        result["commands"] = {
+            key.removesuffix(suffix): {**asdict(m), "key": key.removesuffix(suffix)}
+            for key, m in measured.items()
+            if key.endswith(suffix)
+        }
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -702,9 +792,18 @@ def marginal(results: list[dict], key: str, attribute: str = "seconds") -> list[
     return [(n1, n2, (t2 - t1) / (n2 - n1) * 1e6) for (n1, t1), (n2, t2) in pairwise(points)]
 
 
-def linearity_table(results: list[dict], attribute: str = "seconds") -> list[str]:
-    keys = [("ls", "portscope ls -a"), ("ls_json", "portscope ls --json"), ("ss", "ss -tan"), ("ss_p", "ss -tanp"),
-            ("netstat_p", "netstat -tanp"), ("lsof", "lsof -iTCP"), ("psutil", "psutil")]  # fmt: skip
+LINEARITY_KEYS = (
+    ("ls", "portscope ls -a"), ("ls_json", "portscope ls --json"), ("ss", "ss -tan"), ("ss_p", "ss -tanp"),
+    ("netstat_p", "netstat -tanp"), ("lsof", "lsof -iTCP"), ("psutil", "psutil"),
+)  # fmt: skip
+GROWTH_LINEARITY_KEYS = (
+    ("ls", "portscope ls -a"), ("ls_json", "portscope ls --json"), ("who", "portscope who"), ("ss", "ss -tan"),
+)  # fmt: skip
+
+
+def linearity_table(
+    results: list[dict], attribute: str = "seconds", keys: Sequence[tuple[str, str]] = LINEARITY_KEYS
+) -> list[str]:
     intervals = [(a, b) for a, b, _ in marginal(results, "ss")] or [(a, b) for a, b, _ in marginal(results, "ls")]
     if not intervals:
         return []
@@ -725,8 +824,9 @@ def _ratio_text(ratio: float, limit: float) -> str:
     return f"{ratio:.3f}" if text == f"{limit:.2f}" else text
 
 
-def targets(results: list[dict], small: dict | None) -> list[str]:
-    """Issue 18's targets, each with what this run measured."""
+def targets(results: list[dict], small: dict | None, growth: list[dict] | None = None) -> list[str]:
+    """Issue 18's targets, each with what this run measured; linearity from the growth phase when there is one
+    (the sizes side by side), else from the sizes' sections."""
     rows = []
 
     def check(name: str, ok: bool | None, measured: str) -> None:
@@ -772,16 +872,18 @@ def targets(results: list[dict], small: dict | None) -> list[str]:
             None if mine is None or theirs is None else mine <= 0.6 * theirs,
             f"{_mb(mine)} MB vs {_mb(theirs)} MB",
         )
+    where = " (sizes side by side)" if growth else ""
     for key, label in (("ls", "`ls -a`"), ("ls_json", "`ls --json --no-processes`"), ("who", "`who PORT`")):
         # wall time as a user waits, and CPU time: what the command itself spends, steadier when other work
         # (a 1M farm re-making its TIME-WAIT sockets) takes turns with it on the machine's CPUs
         for attribute, kind in (("seconds", "wall"), ("cpu", "CPU")):
-            steps = marginal(results, key, attribute)
+            steps = marginal(growth or results, key, attribute)
             if len(steps) >= 2:
                 first = next((v for a, b, v in steps if a >= 5_000), steps[0][2])
                 last = steps[-1][2]
                 check(
-                    f"{label} linear in the socket count ({kind} µs per added socket, last interval ≤ 1.3 × first)",
+                    f"{label} linear in the socket count ({kind} µs per added socket, last interval ≤ 1.3 × first)"
+                    + where,
                     last <= 1.3 * max(first, 0.01),
                     f"{first:.1f} → {last:.1f} µs",
                 )
@@ -899,6 +1001,25 @@ def markdown(report: dict) -> str:
         out += ["`portscope who` is not available in this build: skipped.", ""]
     out += ["### Growth: time per added socket between sizes (constant = linear)", "", *linearity_table(results), ""]
     out += ["CPU time per added socket:", "", *linearity_table(results, "cpu"), ""]
+    growth = report.get("growth")
+    if growth:
+        out += [
+            "### Growth with the sizes side by side",
+            "",
+            "One farm per size, all alive at once, each in a network, PID and mount namespace of its own (a command "
+            "sees its own farm's sockets, processes and fds only); every round runs each command at every size "
+            f"({growth[0]['rounds']} rounds), so that a drift in the machine's speed reaches every size alike. "
+            "The targets' linearity rows come from here.",
+            "",
+            *linearity_table(growth, keys=GROWTH_LINEARITY_KEYS),
+            "",
+            "CPU time per added socket:",
+            "",
+            *linearity_table(growth, "cpu", keys=GROWTH_LINEARITY_KEYS),
+            "",
+            *machine_lines(growth),
+            "",
+        ]
     small = report.get("small_host")
     if small:
         out += [
@@ -920,7 +1041,7 @@ def markdown(report: dict) -> str:
         "",
         "### Targets (issue 18)",
         "",
-        *targets(results, report.get("small_host")),
+        *targets(results, report.get("small_host"), report.get("growth")),
     ]
     return "\n".join(out) + "\n"
 
@@ -967,6 +1088,8 @@ def parse_args(argv: Sequence[str] | None):
     )
     parser.add_argument("--sizes", help="comma-separated socket counts (default 1000,10000,40000,100000,200000)")
     parser.add_argument("--rounds", type=int, help="alternating rounds per size (default 5; 40k: 2n-1; quick 3)")
+    parser.add_argument("--growth-rounds", type=int, default=5,
+                        help="rounds of the growth phase (every size side by side; 0: none)")  # fmt: skip
     parser.add_argument("--slow-after", type=float, default=5.0, help="do not repeat a command slower than this (s)")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on one run after this many seconds")
     parser.add_argument("--decoder-max", type=int, default=100_000, help="largest size for the decoder comparison")
@@ -1046,6 +1169,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         before = time.monotonic()
         report["sizes"].append(bench_size(size, args, tools, log))
         previous = (size, time.monotonic() - before)
+
+    growth_sizes = [r["size"] for r in report["sizes"] if r["size"] >= GROWTH_FROM]
+    if args.growth_rounds > 0 and len(growth_sizes) >= 3 and not args.quick:
+        # the farms' builds (each size's own, measured above) and a round's worth of each size's commands
+        builds = sum(float(r["farm"].get("build_s", 0)) for r in report["sizes"] if r["size"] in growth_sizes)
+        commands = sum(
+            median_of(r, key) or 0 for r in report["sizes"] if r["size"] in growth_sizes for key in GROWTH_KEYS
+        )
+        estimate = builds + args.growth_rounds * commands
+        if time.monotonic() - started + estimate > args.budget:
+            log(f"growth phase: skipped, about {estimate:.0f} s would pass the {args.budget:.0f} s budget")
+        else:
+            log(f"growth phase: {', '.join(map(str, growth_sizes))} side by side, about {estimate:.0f} s")
+            report["growth"] = bench_growth(growth_sizes, args, tools, log)
 
     report["elapsed"] = time.monotonic() - started
     text = markdown(report)
