@@ -11,9 +11,13 @@ Every command then runs inside that namespace (this process enters it with setns
 commands from there), in rounds whose order rotates, with stdout read through a pipe. A command's
 wall time, CPU time and peak RSS come from wait4() on that very run. Reported: medians.
 
-Everything started is stopped by pid (the farm, its workers, the listener) and every namespace is
-deleted, also on errors and on Ctrl-C. Needs root (namespaces). A missing peer tool is reported as
-missing, not fatal.
+After the sizes, a growth phase (``--growth-rounds``) measures portscope's rows with one farm per size alive
+at once, each in a network, PID and mount namespace of its own, every round running each command at every
+size: the linearity targets come from there, where a drift in the machine's speed reaches every size alike.
+
+Everything started is stopped by pid (the farm, its workers, the listener; an isolated farm through its pid
+outside its namespace) and every namespace is deleted, also on errors and on Ctrl-C. Needs root (namespaces).
+A missing peer tool is reported as missing, not fatal.
 """
 
 from __future__ import annotations
@@ -569,6 +573,22 @@ def busy_fraction(seconds: float) -> float | None:
     return 1 - (idle1 - idle0) / (total1 - total0) if total1 > total0 else None
 
 
+SETTLE_BUSY = 0.3  # share of the CPUs under which a newly built farm counts as settled
+SETTLE_MAX = 120.0  # seconds, at most
+
+
+def settle() -> float | None:
+    """Wait (at most SETTLE_MAX) until the CPUs are less than SETTLE_BUSY busy over 5 s; the last share seen.
+
+    Just after a 1M farm's build, every command of the growth phase's first round ran 1.2-1.9 × slower than in
+    the rounds after it (ls -a 17.9 s, then 10.3-12.1 s, at 14:58 UTC on 2026-12-07)."""
+    started = time.monotonic()
+    busy = busy_fraction(5.0)
+    while busy is not None and busy > SETTLE_BUSY and time.monotonic() - started < SETTLE_MAX:
+        busy = busy_fraction(5.0)
+    return busy
+
+
 def widen_port_range(ns: str, population: Population) -> None:
     """Every IPv6 client of the farm binds ::1 port 0: the default range (28,232 ports) runs out near 600k
     sockets; widened in this namespace only (a per-namespace sysctl, gone with it), above the farm's listening
@@ -652,7 +672,11 @@ def bench_growth(sizes: Sequence[int], args, tools: Tools, log) -> list[dict]:
             stack.enter_context(listener(tools.python, ns, args.port, hold, inside))
             results.append({"size": size, "population": asdict(population), "farm": facts, "counts": count_sockets(ns)})
             commands += growth_commands(tools, args.port, size, inside)
-        log(f"  sockets: {', '.join(str(r['counts']['total']) for r in results)}")
+        settled = settle()
+        busy = "unknown" if settled is None else f"{settled:.0%} of the CPUs"
+        log(f"  sockets: {', '.join(str(r['counts']['total']) for r in results)}; busy before measuring: {busy}")
+        for result in results:
+            result["busy_before"] = settled
         measured = measure(commands, args.growth_rounds, slow_after=args.timeout, timeout=args.timeout, log=log)
     for result in results:
         suffix = f"@{result['size']}"
@@ -1088,7 +1112,7 @@ def parse_args(argv: Sequence[str] | None):
     )
     parser.add_argument("--sizes", help="comma-separated socket counts (default 1000,10000,40000,100000,200000)")
     parser.add_argument("--rounds", type=int, help="alternating rounds per size (default 5; 40k: 2n-1; quick 3)")
-    parser.add_argument("--growth-rounds", type=int, default=5,
+    parser.add_argument("--growth-rounds", type=int, default=7,
                         help="rounds of the growth phase (every size side by side; 0: none)")  # fmt: skip
     parser.add_argument("--slow-after", type=float, default=5.0, help="do not repeat a command slower than this (s)")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on one run after this many seconds")
