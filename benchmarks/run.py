@@ -336,6 +336,7 @@ def socket_farm(
 
 
 def _stop_isolated(proc: subprocess.Popen, farm_pid: int | None) -> None:
+    """SIGTERM to the farm by its pid outside its namespace, up to 30 s for it to go; then unshare itself."""
     if farm_pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(farm_pid, signal.SIGTERM)
@@ -660,7 +661,7 @@ def bench_growth(sizes: Sequence[int], args, tools: Tools, log) -> list[dict]:
     results: list[dict] = []
     commands: list[Command] = []
     with contextlib.ExitStack() as stack:
-        # every farm lives until the last round: held as long as the largest section's farm
+        # every farm lives until the last round: each held as long as one farm of all the sizes' sockets
         hold = min(FARM_MAX_HOLD, 1800 + sum(Population.for_size(size).total for size in sizes) // 250)
         for size in sizes:
             population = Population.for_size(size)
