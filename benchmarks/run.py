@@ -590,6 +590,15 @@ def settle() -> float | None:
     return busy
 
 
+def _busy_text(busy: float | None) -> str:
+    return "unknown" if busy is None else f"{busy:.0%} of the CPUs"
+
+
+def farm_hold(sockets: int) -> int:
+    """How long a farm of this many sockets stays (its --timeout, counted from its start, building included)."""
+    return min(FARM_MAX_HOLD, 1800 + sockets // 250)
+
+
 def widen_port_range(ns: str, population: Population) -> None:
     """Every IPv6 client of the farm binds ::1 port 0: the default range (28,232 ports) runs out near 600k
     sockets; widened in this namespace only (a per-namespace sysctl, gone with it), above the farm's listening
@@ -610,7 +619,7 @@ def bench_size(size: int, args, tools: Tools, log) -> dict:
         widen_port_range(ns, population)
         # the farm's own timeout counts from its start, building included: at 1M sockets on 2 busy CPUs the
         # build alone took 1,772 s of a 1,800 s hold, and the farm left as the commands began
-        hold = min(FARM_MAX_HOLD, 1800 + population.total // 250)
+        hold = farm_hold(population.total)
         with (
             socket_farm(tools.python, args.farm, ns, population, hold, log) as facts,
             listener(tools.python, ns, args.port, hold),
@@ -623,8 +632,7 @@ def _bench_in(ns: str, facts: dict, result: dict, size: int, rounds: int, args, 
     result["farm"] = facts
     result["counts"] = count_sockets(ns)
     result["busy_before"] = busy_fraction(5.0)
-    busy = "unknown" if result["busy_before"] is None else f"{result['busy_before']:.0%} of the CPUs"
-    log(f"  sockets: {result['counts']}; busy before measuring: {busy}")
+    log(f"  sockets: {result['counts']}; busy before measuring: {_busy_text(result['busy_before'])}")
     with entered(ns):
         commands = [*listing_commands(tools), *who_commands(tools, args.port), reference_command(tools)]
         measured = measure(commands, rounds, slow_after=args.slow_after, timeout=args.timeout, log=log)
@@ -662,7 +670,7 @@ def bench_growth(sizes: Sequence[int], args, tools: Tools, log) -> list[dict]:
     commands: list[Command] = []
     with contextlib.ExitStack() as stack:
         # every farm lives until the last round: each held as long as one farm of all the sizes' sockets
-        hold = min(FARM_MAX_HOLD, 1800 + sum(Population.for_size(size).total for size in sizes) // 250)
+        hold = farm_hold(sum(Population.for_size(size).total for size in sizes))
         for size in sizes:
             population = Population.for_size(size)
             log(f"  farm of {size:,} sockets")
@@ -674,8 +682,8 @@ def bench_growth(sizes: Sequence[int], args, tools: Tools, log) -> list[dict]:
             results.append({"size": size, "population": asdict(population), "farm": facts, "counts": count_sockets(ns)})
             commands += growth_commands(tools, args.port, size, inside)
         settled = settle()
-        busy = "unknown" if settled is None else f"{settled:.0%} of the CPUs"
-        log(f"  sockets: {', '.join(str(r['counts']['total']) for r in results)}; busy before measuring: {busy}")
+        counts = ", ".join(str(r["counts"]["total"]) for r in results)
+        log(f"  sockets: {counts}; busy before measuring: {_busy_text(settled)}")
         for result in results:
             result["busy_before"] = settled
         measured = measure(commands, args.growth_rounds, slow_after=args.timeout, timeout=args.timeout, log=log)
