@@ -682,11 +682,11 @@ def written(tmp_path, write, snap: Snapshot, services, parallelism: Parallelism)
 
 @pytest.fixture
 def forks(monkeypatch) -> list[int]:
-    """The forks made by this process from here on (children's pids); a CPU is taken as idle (the split
+    """The forks made by this process from here on (children's pids); a CPU is taken as to spare (the split
     writer's condition beside the socket count), whatever the machine runs meanwhile."""
     from portscope.engine import parallel
 
-    monkeypatch.setattr(parallel, "idle_cpus", lambda: 1)
+    monkeypatch.setattr(parallel, "cpu_to_spare", lambda: True)
     made: list[int] = []
     real_fork = os.fork
 
@@ -726,7 +726,7 @@ def test_json_written_by_two_processes_is_the_text_of_one(tmp_path, monkeypatch,
 
 def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
     """A child that ends before its half is made leaves it to the parent (the same text); a stream without a
-    file descriptor, no idle CPU, or another thread running, and no child is forked."""
+    file descriptor, no CPU to spare, or another thread running, and no child is forked."""
     from portscope.engine import parallel
 
     snap = Snapshot(tuple(varied_sockets(200)), {}, (), JoinReport(joined=False), 1, None, unix_sockets=UNIX)
@@ -736,14 +736,14 @@ def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
         os._exit(1)
 
     with monkeypatch.context() as patched:
-        patched.setattr(jsonout, "_child_writes", dies)
+        patched.setattr(jsonout, "_child_makes", dies)
         assert written(tmp_path, jsonout.write_sockets, snap, None, SPLIT_ALWAYS) == alone
     assert len(forks) == 1
     out = io.StringIO()
     jsonout.write_sockets(out, snap, None, parallelism=SPLIT_ALWAYS)
     assert out.getvalue() == alone
-    with monkeypatch.context() as patched:  # no CPU idle: the child would only take turns with the parent
-        patched.setattr(parallel, "idle_cpus", lambda: 0)
+    with monkeypatch.context() as patched:  # no CPU to spare: the child would only take turns with the parent
+        patched.setattr(parallel, "cpu_to_spare", lambda: False)
         assert written(tmp_path, jsonout.write_sockets, snap, None, SPLIT_ALWAYS) == alone
     assert len(forks) == 1
     import threading
@@ -759,41 +759,71 @@ def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
     assert len(forks) == 1
 
 
-def test_split_writer_reports_what_the_child_could_not_write(tmp_path, forks):
-    """A stream that cannot encode a name of the child's half (an ASCII file): the parent raises, naming the
-    child's error, as one process would have failed on it; the child is reaped."""
+def test_split_writer_leaves_to_the_parent_what_the_child_could_not_encode(tmp_path, forks):
+    """A stream that cannot encode a name of the child's half (an ASCII file): the child gives up, and the
+    parent, making that half itself, raises the error one process meets; the child is reaped."""
     sockets = varied_sockets(40)
     named = Process(32, 1, "日本", 0, "root", ("日本",), None)
     holders = {s.inode: (Holder(named, (3,)),) for s in sockets[30:] if s.inode is not None}
     snap = Snapshot(tuple(sockets), holders, (), JoinReport(joined=True), 1, None)
-    with open(tmp_path / "out.json", "w", encoding="ascii") as out, pytest.raises(RuntimeError, match="Encode"):
+    with open(tmp_path / "out.json", "w", encoding="ascii") as out, pytest.raises(UnicodeEncodeError):
         jsonout.write_sockets(out, snap, None, parallelism=SPLIT_ALWAYS)
     assert len(forks) == 1
     with pytest.raises(ChildProcessError):
         os.waitpid(forks[0], os.WNOHANG)
 
 
-def test_idle_cpus_read_from_loadavg(tmp_path):
-    from portscope.engine.parallel import idle_cpus
+def test_split_writer_appends_where_sendfile_cannot(tmp_path, forks):
+    """A stream opened to append (sendfile() refuses it): the child's half is copied by read and write, the
+    text unchanged after what the file held."""
+    snap = Snapshot(tuple(varied_sockets(300)), {}, (), JoinReport(joined=False), 1, None, unix_sockets=UNIX)
+    alone = written(tmp_path, jsonout.write_sockets, snap, None, IN_PROCESS)
+    path = tmp_path / "appended.json"
+    path.write_text("before\n")
+    with open(path, "a", encoding="utf-8") as out:
+        jsonout.write_sockets(out, snap, None, parallelism=SPLIT_ALWAYS)
+    assert len(forks) == 1
+    assert path.read_text(encoding="utf-8") == "before\n" + alone
+
+
+def test_cpu_to_spare_from_the_run_queue_and_the_pressure(tmp_path):
+    """A CPU is to spare when fewer tasks run than CPUs; with exactly as many, when the CPU pressure of the
+    last 10 s is calm; never with more. Unreadable files: the run queue alone, or spare when it is unknown."""
+    from portscope.engine.parallel import PRESSURE_CALM, cpu_to_spare
 
     cpus = len(os.sched_getaffinity(0))
-    loadavg = tmp_path / "loadavg"
-    for running, idle in ((1, cpus - 1), (cpus, 0), (cpus + 5, 0)):
+    loadavg, pressure = tmp_path / "loadavg", tmp_path / "cpu"
+
+    def spare(running: int, avg10: float | None) -> bool:
         loadavg.write_text(f"0.52 0.58 0.59 {running}/467 1234\n")
-        assert idle_cpus(str(loadavg)) == idle
+        if avg10 is None:
+            pressure.unlink(missing_ok=True)
+        else:
+            pressure.write_text(
+                f"some avg10={avg10:.2f} avg60=6.62 avg300=16.33 total=22377142700\n"
+                "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+            )
+        return cpu_to_spare(str(loadavg), str(pressure))
+
+    calm, busy = PRESSURE_CALM / 2, PRESSURE_CALM * 2
+    assert spare(cpus - 1, busy) is True  # a CPU free right now: whatever the pressure said
+    assert spare(cpus, calm) is True  # another task beside this one, passing
+    assert spare(cpus, busy) is False
+    assert spare(cpus, None) is False
+    assert spare(cpus + 1, calm) is False
     loadavg.write_text("garbage\n")
-    assert idle_cpus(str(loadavg)) is None
-    assert idle_cpus(str(tmp_path / "missing")) is None
-    assert idle_cpus() is not None  # this system's
+    assert cpu_to_spare(str(loadavg), str(pressure)) is True
+    assert cpu_to_spare(str(tmp_path / "missing"), str(pressure)) is True
+    assert isinstance(cpu_to_spare(), bool)  # this system's
 
 
 def test_split_writer_reports_a_reader_gone_as_a_closed_pipe(forks):
-    """The reader goes away while the child writes the second half: the parent raises BrokenPipeError, as one
+    """The reader goes away while the child's half is passed on: the parent raises BrokenPipeError, as one
     process writing it all would (the CLI's closed-pipe handling), and the child is reaped."""
     snap = Snapshot(tuple(varied_sockets(4000)), {}, (), JoinReport(joined=False), 1, None)
     text = io.StringIO()
     jsonout.write_sockets(text, snap, None, parallelism=IN_PROCESS)
-    keep = len(text.getvalue().encode()) * 3 // 4  # past the parent's half: the child meets the closed pipe
+    keep = len(text.getvalue().encode()) * 3 // 4  # past the parent's half: sendfile() meets the closed pipe
     reader = subprocess.Popen(["head", "-c", str(keep)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     try:
         out = io.TextIOWrapper(reader.stdin, encoding="utf-8")

@@ -80,22 +80,37 @@ class Parallelism:
     def split_render(self, socket_count: int) -> bool:
         """Write the JSON text of this many sockets in two processes (:class:`portscope.render.jsonout.SplitWriter`:
         each half made on its own CPU, written in order)? Below ~10k sockets the fork costs more than half the
-        writing saves (~1 µs a socket); and only while another CPU is idle: on a busy machine the child only
-        takes turns with this process, and the fork and its copy-on-write faults cost ~10% more CPU."""
+        writing saves (~1 µs a socket); and only where a CPU is to spare (:func:`cpu_to_spare`): on a busy
+        machine the child only takes turns with this process, and the fork and its copy-on-write faults cost
+        ~10% more CPU."""
         if socket_count < self.split_render_min_sockets or not self.may_fork():
             return False
-        return idle_cpus() != 0
+        return cpu_to_spare()
 
 
-def idle_cpus(loadavg: str = "/proc/loadavg") -> int | None:
-    """How many of the CPUs this process may use no task runs on right now (None: unknown): the tasks running or
-    waiting for a CPU, this one included, from ``loadavg``'s fourth field."""
+PRESSURE_CALM = 10.0  # CPU pressure (% of the last 10 s some task waited for a CPU) below which a queue is passing
+
+
+def cpu_to_spare(loadavg: str = "/proc/loadavg", pressure: str = "/proc/pressure/cpu") -> bool:
+    """Whether a forked helper would find a CPU of its own: fewer tasks run or wait for a CPU right now (this
+    process included, ``loadavg``'s fourth field) than this process may use; or as many, while over the last
+    10 s hardly any task waited for a CPU (``pressure``: "some avg10" under :data:`PRESSURE_CALM`), so that the
+    other task is passing (a kworker, a timer, a monitoring agent's tick). One instant alone misleads: on an
+    idle 2-CPU VM another task ran beside this one at about half of the instants sampled. Unknown: True."""
     try:
         with open(loadavg, "rb") as handle:
             running = int(handle.read().split()[3].split(b"/")[0])
     except (OSError, ValueError, IndexError):
-        return None
-    return max(0, len(os.sched_getaffinity(0)) - running)
+        return True
+    cpus = len(os.sched_getaffinity(0))
+    if running != cpus:
+        return running < cpus
+    try:
+        with open(pressure, "rb") as handle:
+            waited = float(handle.readline().split(b"avg10=")[1].split()[0])
+    except (OSError, ValueError, IndexError):  # no PSI (a kernel without it, psi=0): the instant decides
+        return False
+    return waited < PRESSURE_CALM
 
 
 DEFAULT = Parallelism()
