@@ -9,7 +9,7 @@ Three helpers exist; this module decides when each runs:
   collection where the host has many fds (a full listing or a port), or inside the join when the walk
   is large.
 - the split JSON writer (:class:`portscope.render.jsonout.SplitWriter`): a forked child makes the second
-  half of a large ``ls --json`` or ``--jsonl`` text while this process makes the first, and writes it after.
+  half of a large ``ls --json`` or ``--jsonl`` text while this process makes the first, and passes it on after.
 
 At most one of them runs at a time: the walk, when started ahead, is the longer task and keeps the
 second CPU busy on its own. No helper is forked from a process that runs other threads: a child
