@@ -357,7 +357,7 @@ def _copy_file(source: int, target: int, size: int) -> None:
             if not sent:
                 break
             offset += sent
-    # sendfile() refused this target: then nothing was sent (a write error of the stream is raised below)
+    # what sendfile() left: a target it refuses (a file opened to append), or an error the writes below raise
     while offset < size:
         data = memoryview(os.pread(source, min(size - offset, 1 << 20), offset))
         if not data:
