@@ -292,13 +292,12 @@ class SplitWriter:
     @classmethod
     def start(cls, out: IO[str], make: Callable[[], Iterable[list[str]]], between: str) -> SplitWriter | None:
         encoding, errors = getattr(out, "encoding", None), getattr(out, "errors", None)
+        if not isinstance(encoding, str):  # not a text stream over bytes: one process
+            return None
         try:
             out.fileno()
             text = os.memfd_create("portscope-json", os.MFD_CLOEXEC)
         except (AttributeError, OSError, ValueError):  # a StringIO, a closed stream, no memfd: one process
-            return None
-        if not isinstance(encoding, str):
-            os.close(text)
             return None
         done_read, done_write = os.pipe2(os.O_CLOEXEC)
         try:
