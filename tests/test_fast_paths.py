@@ -38,7 +38,7 @@ from portscope.model.records import (
     UnixSocket,
     UnixType,
 )
-from portscope.render import jsonout
+from portscope.render import jsonout, splitwriter
 from portscope.render.table import (
     ALL_KEYS,
     BASE_COLUMNS,
@@ -736,7 +736,7 @@ def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
         os._exit(1)
 
     with monkeypatch.context() as patched:
-        patched.setattr(jsonout, "_child_makes", dies)
+        patched.setattr(splitwriter, "_child_makes", dies)
         assert written(tmp_path, jsonout.write_sockets, snap, None, SPLIT_ALWAYS) == alone
     assert len(forks) == 1
     out = io.StringIO()
@@ -757,6 +757,40 @@ def test_split_writer_without_its_child(tmp_path, monkeypatch, forks):
         release.set()
         thread.join()
     assert len(forks) == 1
+
+
+def test_table_written_by_two_processes_is_the_text_of_one(tmp_path, monkeypatch, forks):
+    """The plain table with its second half made by a child, against one process, byte for byte: the row
+    writer and the cells formatted with "%", every size around the split, rows in several chunks, the header,
+    UNIX rows after; a child that ends early leaves its half to the parent (the same text)."""
+    from portscope.render import table
+
+    sockets, holders = row_cases()
+    sockets = tuple(dataclasses.replace(sock, local_port=port) for port in range(1, 12) for sock in sockets)
+    names = names_with(SERVICES)
+    monkeypatch.setattr(table, "PLAIN_CHUNK", 4)
+    extra = [(State.ESTABLISHED, ("u_str", "ESTAB", "0", "0", "/run/a.sock", "*", "root", "-", "", ""))]
+
+    def table_text(rows, count: int, parallelism: Parallelism) -> str:
+        path = tmp_path / "table.txt"
+        with open(path, "w", encoding="utf-8") as out:
+            write_plain(out, rows, sockets[:count], columns_for_width(None), extra, parallelism=parallelism)
+        return path.read_text(encoding="utf-8")
+
+    snap = Snapshot(sockets, holders, (), JoinReport(joined=True, hidden_inodes=frozenset({28})), 1, None)
+    for count in (0, 1, 2, 3, 9, len(sockets)):
+        for rows in (RowCells(snap, names), CellsOnly(RowCells(snap, names))):
+            forked = len(forks)
+            alone = table_text(rows, count, IN_PROCESS)
+            assert table_text(rows, count, SPLIT_ALWAYS) == alone
+            assert len(forks) == forked + (1 if count >= 2 else 0)
+            assert len(alone.splitlines()) == count + 2
+    with monkeypatch.context() as patched:
+        patched.setattr(splitwriter, "_child_makes", lambda *_args: os._exit(1))
+        assert table_text(RowCells(snap, names), len(sockets), SPLIT_ALWAYS) == alone
+    for pid in forks:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def test_split_writer_leaves_to_the_parent_what_the_child_could_not_encode(tmp_path, forks):
@@ -786,12 +820,14 @@ def test_split_writer_appends_where_sendfile_cannot(tmp_path, forks):
     assert path.read_text(encoding="utf-8") == "before\n" + alone
 
 
-def test_cpu_to_spare_from_the_run_queue_and_the_pressure(tmp_path):
-    """A CPU is to spare when fewer tasks run than CPUs; with exactly as many, when the CPU pressure of the
-    last 10 s is calm; never with more. Unreadable files: the run queue alone, or spare when it is unknown."""
+def test_cpu_to_spare_from_the_run_queue_and_the_pressure(tmp_path, monkeypatch):
+    """A CPU is to spare when at most as many tasks run as there are CPUs (this process among them); with more,
+    when the CPU pressure of the last 10 s is calm; never on one CPU. Unreadable files: the run queue alone, or
+    spare when it is unknown."""
     from portscope.engine.parallel import PRESSURE_CALM, cpu_to_spare
 
-    cpus = len(os.sched_getaffinity(0))
+    cpus = 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(cpus)))
     loadavg, pressure = tmp_path / "loadavg", tmp_path / "cpu"
 
     def spare(running: int, avg10: float | None) -> bool:
@@ -807,13 +843,17 @@ def test_cpu_to_spare_from_the_run_queue_and_the_pressure(tmp_path):
 
     calm, busy = PRESSURE_CALM / 2, PRESSURE_CALM * 2
     assert spare(cpus - 1, busy) is True  # a CPU free right now: whatever the pressure said
-    assert spare(cpus, calm) is True  # another task beside this one, passing
-    assert spare(cpus, busy) is False
-    assert spare(cpus, None) is False
-    assert spare(cpus + 1, calm) is False
+    assert spare(cpus, busy) is True  # others on all CPUs but this one's: the helper shares one with them
+    assert spare(cpus, None) is True
+    assert spare(cpus + 1, calm) is True  # more at this instant, passing
+    assert spare(cpus + 1, busy) is False
+    assert spare(cpus + 1, None) is False
     loadavg.write_text("garbage\n")
     assert cpu_to_spare(str(loadavg), str(pressure)) is True
     assert cpu_to_spare(str(tmp_path / "missing"), str(pressure)) is True
+    cpus = 1  # a helper would only take turns with this process
+    assert spare(1, calm) is False
+    monkeypatch.undo()
     assert isinstance(cpu_to_spare(), bool)  # this system's
 
 

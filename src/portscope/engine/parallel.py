@@ -8,8 +8,9 @@ Three helpers exist; this module decides when each runs:
   fd links while this process collects the sockets, then both read what is left. Started ahead of the
   collection where the host has many fds (a full listing or a port), or inside the join when the walk
   is large.
-- the split JSON writer (:class:`portscope.render.jsonout.SplitWriter`): a forked child makes the second
-  half of a large ``ls --json`` or ``--jsonl`` text while this process makes the first, and passes it on after.
+- the split writer (:class:`portscope.render.splitwriter.SplitWriter`): a forked child makes the second
+  half of a large ``ls --json`` or ``--jsonl`` text, or of a large plain table, while this process makes the
+  first, and passes it on after.
 
 At most one of them runs at a time: the walk, when started ahead, is the longer task and keeps the
 second CPU busy on its own. No helper is forked from a process that runs other threads: a child
@@ -40,7 +41,7 @@ class Parallelism:
 
     prefetch_min_sockets: int = 5000  # sockets in the namespace (sockstat) for the dump prefetch
     split_walk_min_fds: int = 8192  # fds on the host for a /proc walk in two processes
-    split_render_min_sockets: int = 10000  # sockets in a JSON listing written by two processes
+    split_render_min_sockets: int = 10000  # sockets in a listing (JSON or a plain table) written by two processes
     enabled: bool = True
 
     def may_fork(self) -> bool:
@@ -78,7 +79,7 @@ class Parallelism:
         return fd_count >= self.split_walk_min_fds and self.may_fork()
 
     def split_render(self, socket_count: int) -> bool:
-        """Write the JSON text of this many sockets in two processes (:class:`portscope.render.jsonout.SplitWriter`:
+        """Write the text of this many sockets in two processes (:class:`portscope.render.splitwriter.SplitWriter`:
         each half made on its own CPU, written in order)? Below ~10k sockets the fork costs more than half the
         writing saves (~1 µs a socket); and only where a CPU is to spare (:func:`cpu_to_spare`): on a busy
         machine the child only takes turns with this process, and the fork and its copy-on-write faults cost
@@ -92,19 +93,22 @@ PRESSURE_CALM = 10.0  # CPU pressure (% of the last 10 s some task waited for a 
 
 
 def cpu_to_spare(loadavg: str = "/proc/loadavg", pressure: str = "/proc/pressure/cpu") -> bool:
-    """Whether a forked helper would find a CPU of its own: fewer tasks run or wait for a CPU right now (this
-    process included, ``loadavg``'s fourth field) than this process may use; or as many, while over the last
-    10 s hardly any task waited for a CPU (``pressure``: "some avg10" under :data:`PRESSURE_CALM`), so that the
-    other task is passing (a kworker, a timer, a monitoring agent's tick). One instant alone misleads: on an
-    idle 2-CPU VM another task ran beside this one at about half of the instants sampled. Unknown: True."""
+    """Whether a forked helper would get a CPU's time without crowding other work out: this process may use two
+    CPUs or more, and right now at most as many tasks run or wait for a CPU as it may use (``loadavg``'s fourth
+    field, this process included: on two CPUs, one other task at most, which then shares the second CPU with the
+    helper); or more at this instant, while over the last 10 s hardly any task waited for a CPU (``pressure``:
+    "some avg10" under :data:`PRESSURE_CALM`), so that they are passing. The pressure alone misleads: it counts
+    this process's own helpers of the seconds before (the /proc walker). Unknown run queue: True."""
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2:
+        return False
     try:
         with open(loadavg, "rb") as handle:
             running = int(handle.read().split()[3].split(b"/")[0])
     except (OSError, ValueError, IndexError):
         return True
-    cpus = len(os.sched_getaffinity(0))
-    if running != cpus:
-        return running < cpus
+    if running <= cpus:
+        return True
     try:
         with open(pressure, "rb") as handle:
             waited = float(handle.readline().split(b"avg10=")[1].split()[0])

@@ -15,16 +15,13 @@ JSON string: it is given in the escaped text form of :mod:`portscope.render.text
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.model.records import Detail, Holder, Snapshot, Socket, State, UnixSocket
+from portscope.render.splitwriter import SplitWriter
 from portscope.render.text import has_surrogates, safe_text
-from portscope.sources.linux import end_child
 from portscope.sources.services import Services
 
 try:  # the C encoder of ensure_ascii=False (quotes, \\ and C0 escaped), without the json package: its import
@@ -249,10 +246,12 @@ def _write_objects(
         out.write(opening.rstrip("\n") + closing.lstrip("\n"))
         return
 
-    def second_half() -> Iterator[list[str]]:
-        return socket_text_chunks(snap, services, places, start=half)
+    def second_half(write: Callable[[str], object]) -> None:
+        for chunk in socket_text_chunks(snap, services, places, start=half):
+            write(between)
+            write(between.join(chunk))
 
-    writer = SplitWriter.start(out, second_half, between) if half else None
+    writer = SplitWriter.start(out, second_half) if half else None
     write = out.write
     try:
         write(opening)
@@ -261,109 +260,11 @@ def _write_objects(
             write(between)
             write(between.join(chunk))
         if half and (writer is None or not writer.finish()):  # no child, or one that ended early: here
-            for chunk in second_half():
-                write(between)
-                write(between.join(chunk))
+            second_half(write)
     finally:
         if writer is not None:
             writer.close()
     write(closing)
-
-
-class SplitWriter:
-    """The second half of a long output, made by a forked child while this process makes the first.
-
-    The child writes its half's text, encoded as the stream encodes, into an anonymous memory file as it makes
-    it (its heap stays small: holding the texts instead cost 40k page faults at 1M sockets), and says on a
-    pipe that it finished. Once this process has written its half, :meth:`finish` passes that file on to the
-    stream with ``sendfile()``: the order and the bytes are those of one process, and every write to the
-    stream is this process's, so its errors (a closed pipe: ``BrokenPipeError``) are raised as one process
-    meets them. A child that does not finish (a text the stream cannot encode, a kill) leaves its half to
-    this process, which then meets the same error one process would. Forked only where
-    ``Parallelism.split_render`` allows it, for a text stream with a file descriptor.
-    """
-
-    def __init__(self, out: IO[str], pid: int, done: int, text: int) -> None:
-        self.out = out
-        self.pid: int | None = pid
-        self._done = done  # the child's b"0" once its whole half is in ``text``; nothing if it failed
-        self._text = text
-
-    @classmethod
-    def start(cls, out: IO[str], make: Callable[[], Iterable[list[str]]], between: str) -> SplitWriter | None:
-        encoding, errors = getattr(out, "encoding", None), getattr(out, "errors", None)
-        if not isinstance(encoding, str):  # not a text stream over bytes: one process
-            return None
-        try:
-            out.fileno()
-            text = os.memfd_create("portscope-json", os.MFD_CLOEXEC)
-        except (AttributeError, OSError, ValueError):  # a StringIO, a closed stream, no memfd: one process
-            return None
-        done_read, done_write = os.pipe2(os.O_CLOEXEC)
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (text, done_read, done_write):
-                os.close(fd)
-            return None
-        if pid == 0:  # pragma: no cover - runs in the child, which ends with _exit
-            os.close(done_read)
-            _child_makes(text, encoding, errors or "strict", make, between, done_write)
-        os.close(done_write)
-        return cls(out, pid, done_read, text)
-
-    def finish(self) -> bool:
-        """After this process's half: the child's half written after it. False when the child ended without
-        it (this process makes that half then)."""
-        if os.read(self._done, 1) != b"0":
-            return False
-        self.out.flush()
-        _copy_file(self._text, self.out.fileno(), os.fstat(self._text).st_size)
-        return True
-
-    def close(self) -> None:
-        """Reap the child (stopped first if it still runs: this process failed, or was interrupted)."""
-        for fd in (self._done, self._text):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if self.pid is not None:
-            end_child(self.pid)
-            self.pid = None
-
-
-def _child_makes(text: int, encoding: str, errors: str, make, between: str, done: int) -> NoReturn:  # pragma: no cover
-    status = 1
-    try:
-        with open(text, "w", encoding=encoding, errors=errors, closefd=False) as stream:
-            for chunk in make():
-                stream.write(between)
-                stream.write(between.join(chunk))
-        os.write(done, b"0")
-        status = 0
-    except BaseException:  # a text the stream cannot encode, an interrupt: the parent makes the half itself
-        pass
-    finally:
-        os._exit(status)
-
-
-def _copy_file(source: int, target: int, size: int) -> None:
-    """``size`` bytes of file ``source`` from its start to ``target``: by ``sendfile()`` (the kernel hands a
-    memory file's pages to a pipe without copying them), else (a file opened to append) by read and write."""
-    offset = 0
-    with contextlib.suppress(OSError):
-        while offset < size:
-            sent = os.sendfile(target, source, offset, size - offset)
-            if not sent:
-                break
-            offset += sent
-    # what sendfile() left: a target it refuses (a file opened to append), or an error the writes below raise
-    while offset < size:
-        data = memoryview(os.pread(source, min(size - offset, 1 << 20), offset))
-        if not data:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        offset += len(data)
-        while data:
-            data = data[os.write(target, data) :]
 
 
 def socket_texts(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[str]:

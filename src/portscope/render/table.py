@@ -10,13 +10,19 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from portscope.commands.names import Names
+from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.notation import STATE_LABELS, STATE_LABELS_BY_VALUE, format_host, proto_label
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
 from portscope.render.text import safe_text
+
+if TYPE_CHECKING:
+    from portscope.render.splitwriter import Write
+
+    RowWriter = Callable[[Write, Sequence[Socket], int, int], None]  # write rows [start, stop) of the sockets
 
 STATE_STYLES: dict[State, str] = {
     State.LISTEN: "bold green",
@@ -306,6 +312,7 @@ def write_plain(
     header: bool = True,
     endpoints: tuple[int, int] | None = None,
     as_collected: Sequence[Socket] | None = None,
+    parallelism: Parallelism = DEFAULT,
 ) -> None:
     """Aligned columns without colour: the cells of :class:`RowCells`, laid out like ``ljust`` /
     ``rjust`` with two spaces between columns.
@@ -313,8 +320,10 @@ def write_plain(
     Two passes: the first measures the cells (lengths only, no text), the second formats them and
     writes in chunks. Rows are not kept: 100k rows of strings cost far more memory than building
     each row once more costs time (hosts, services, users and process texts come from caches).
-    The second pass is ``RowCells.write_rows`` where the layout allows (a pipe's columns), else each
-    row's cells formatted with ``%``; ``rows`` without ``write_rows`` (details) always take the latter.
+    The second pass is ``RowCells.row_writer``'s where the layout allows (a pipe's columns), else each
+    row's cells formatted with ``%``; ``rows`` without ``row_writer`` (details) always take the latter. A
+    long table's second half is made by a forked child where ``parallelism`` allows (the same text: see
+    :mod:`portscope.render.splitwriter`).
     ``extra``: rows already made (UNIX sockets: :func:`unix_rows`), written after the sockets' rows.
     ``endpoints``: the widths of the Local and Peer cells, measured before (``render.ls.TablePrep``).
     ``as_collected``: the same sockets in the order they were collected, measured instead: their records lie in
@@ -336,26 +345,32 @@ def write_plain(
     write = out.write
     if header:
         write((fmt % tuple(c.title for c in columns)).rstrip() + "\n")
-    write_rows = getattr(rows, "write_rows", None)
-    if write_rows is None or not write_rows(write, sockets, columns, widths):
-        if picked == list(range(len(keys))):
-            lines = map(cells_of, sockets)
-        else:
-            pick = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
-            lines = map(pick, map(cells_of, sockets))
-        chunk: list[str] = []
-        for cells in lines:
-            chunk.append((fmt % cells).rstrip())
-            if len(chunk) >= PLAIN_CHUNK:
-                chunk.append("")
-                write("\n".join(chunk))
-                chunk.clear()
-        if chunk:
-            chunk.append("")
-            write("\n".join(chunk))
+    row_writer = getattr(rows, "row_writer", None)
+    write_rows = row_writer(columns, widths) if row_writer is not None else None
+    if write_rows is None:
+        write_rows = _formatted_rows(cells_of, fmt, None if picked == list(range(len(keys))) else picked)
+    count = len(sockets)
+    if parallelism.split_render(count):
+        from portscope.render.splitwriter import write_in_two
+
+        write_in_two(out, count, lambda write, start, stop: write_rows(write, sockets, start, stop))
+    else:
+        write_rows(write, sockets, 0, count)
     if extra:
         pick_extra = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
         write("".join((fmt % pick_extra(cells)).rstrip() + "\n" for _, cells in extra))
+
+
+def _formatted_rows(cells_of: Callable[[Socket], tuple[str, ...]], fmt: str, picked: list[int] | None) -> RowWriter:
+    """Rows of each socket's cells (those of the columns ``picked``, or all) formatted with ``fmt``."""
+    pick = None if picked is None else itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+
+    def write_rows(write: Write, sockets: Sequence[Socket], start: int, stop: int) -> None:
+        for at in range(start, stop, PLAIN_CHUNK):
+            part = map(cells_of, sockets[at : min(at + PLAIN_CHUNK, stop)])
+            write("".join([(fmt % cells).rstrip() + "\n" for cells in (part if pick is None else map(pick, part))]))
+
+    return write_rows
 
 
 ALL_KEYS = ("proto", "state", "recv_q", "send_q", "local", "peer", "user", "process", "command", "netns")
@@ -375,7 +390,7 @@ class RowCells:
     def __init__(self, snap: Snapshot, names: Names, *, namespaces: bool = False, full_holders: bool = False) -> None:
         # full_holders: every holder's pid (a pipe: nothing is cut); else nginx[812,813,+2]
         self.shown_pids = None if full_holders else 2
-        self.cells, self.measure, self.owner, self.netns, self.write_rows = _cell_functions(
+        self.cells, self.measure, self.owner, self.netns, self.row_writer = _cell_functions(
             snap, names, namespaces, self.shown_pids
         )
 
@@ -416,7 +431,7 @@ def _cell_functions(
     Callable[[Sequence[Socket]], list[int]],
     Callable[[int | None], tuple[str, str]],
     Callable[[int | None], str],
-    Callable[[Callable[[str], object], Sequence[Socket], Sequence[Column], Sequence[int]], bool],
+    Callable[[Sequence[Column], Sequence[int]], RowWriter | None],
 ]:
     holders_get = snap.holders.get
     get_state, get_family, get_inode = attrgetter("state"), attrgetter("family"), attrgetter("inode")
@@ -528,17 +543,15 @@ def _cell_functions(
             netns_text(sock.netns),
         )
 
-    def write_rows(
-        write: Callable[[str], object], sockets: Sequence[Socket], columns: Sequence[Column], widths: Sequence[int]
-    ) -> bool:
+    def row_writer(columns: Sequence[Column], widths: Sequence[int]) -> RowWriter | None:
         # The rows as write_plain lays out cells(): each column padded to its width but the last, two spaces
         # between, trailing blanks cut; in chunks of PLAIN_CHUNK lines. Only for a head of few-valued cells,
-        # the endpoints, then a tail (plain_layout): False, nothing written, for any other layout. A row's head
-        # (namespace, protocol, state, queues) and tail (user, process, command) are padded once per distinct
-        # value and kept; only the endpoints are made per socket.
+        # the endpoints, then a tail (plain_layout): None for any other layout. A row's head (namespace,
+        # protocol, state, queues) and tail (user, process, command) are padded once per distinct value and
+        # kept; only the endpoints are made per socket.
         split = plain_layout([c.key for c in columns])
         if split is None:
-            return False
+            return None
         head_columns = list(zip(columns[:split], widths[:split], strict=True))
         tail_columns = list(zip(columns[split + 2 :], widths[split + 2 :], strict=True))
         local_w, peer_w = widths[split], widths[split + 1]
@@ -569,10 +582,15 @@ def _cell_functions(
             return text
 
         heads_get, tails_get = heads.get, tails.get
-        for start in range(0, len(sockets), PLAIN_CHUNK):
+
+        def write_rows(write: Write, sockets: Sequence[Socket], start: int, stop: int) -> None:
+            for at in range(start, stop, PLAIN_CHUNK):
+                write(rows_text(sockets[at : min(at + PLAIN_CHUNK, stop)]))
+
+        def rows_text(sockets: Sequence[Socket]) -> str:
             chunk: list[str] = []
             append = chunk.append
-            for sock in sockets[start : start + PLAIN_CHUNK]:
+            for sock in sockets:
                 proto = sock.proto
                 named = tcp_suffixes if proto is tcp else udp_suffixes
                 v6 = sock.family is v6_family
@@ -617,8 +635,9 @@ def _cell_functions(
                 else:  # nothing in the tail (pathological cells): the peer's padding goes too
                     append(f"{head}{local.ljust(local_w)}  {peer}".rstrip())
             append("")
-            write("\n".join(chunk))
-        return True
+            return "\n".join(chunk)
+
+        return write_rows
 
     def owner_widths(sockets: Sequence[Socket]) -> tuple[int, int]:
         # the longest process and command cells: once per holders tuple, without the cells' other parts
@@ -668,7 +687,7 @@ def _cell_functions(
             max((len(netns_text(inode)) for inode in set(map(get_netns, sockets))), default=0),
         ]
 
-    return cells, measure, owner, netns_text, write_rows
+    return cells, measure, owner, netns_text, row_writer
 
 
 UNIX_LABELS = {UnixType.STREAM: "u_str", UnixType.DGRAM: "u_dgr", UnixType.SEQPACKET: "u_seq"}  # ss's netids
