@@ -357,13 +357,18 @@ def write_plain(
     else:
         write_rows(write, sockets, 0, count)
     if extra:
-        pick_extra = itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+        pick_extra = _picker(picked)
         write("".join((fmt % pick_extra(cells)).rstrip() + "\n" for _, cells in extra))
 
 
+def _picker(picked: list[int]) -> Callable[[tuple[str, ...]], tuple[str, ...]]:
+    """The cells at the indexes ``picked``, always as a tuple (``itemgetter`` of one index gives the item)."""
+    return itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+
+
 def _formatted_rows(cells_of: Callable[[Socket], tuple[str, ...]], fmt: str, picked: list[int] | None) -> RowWriter:
-    """Rows of each socket's cells (those of the columns ``picked``, or all) formatted with ``fmt``."""
-    pick = None if picked is None else itemgetter(*picked) if len(picked) > 1 else lambda cells: (cells[picked[0]],)
+    """Rows of each socket's cells (those at the indexes ``picked``, or all) formatted with ``fmt``."""
+    pick = _picker(picked) if picked is not None else None
 
     def write_rows(write: Write, sockets: Sequence[Socket], start: int, stop: int) -> None:
         for at in range(start, stop, PLAIN_CHUNK):
