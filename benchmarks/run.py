@@ -398,17 +398,28 @@ def byte_compile(tools: Tools) -> list[str]:
     """portscope's modules compiled to bytecode once, as `pip install` leaves them (an editable
     install run with PYTHONDONTWRITEBYTECODE would otherwise compile them again on every run: 40% of
     a small command's time). Returns the modules still without bytecode (the run says so)."""
+    import portscope
+
+    subprocess.run(
+        [tools.python, "-m", "compileall", "-q", str(Path(portscope.__file__).parent)], capture_output=True, check=False
+    )
+    return without_fresh_bytecode()
+
+
+def without_fresh_bytecode() -> list[str]:
+    """portscope's modules without bytecode, or whose source changed after it was compiled: each run of a command
+    that imports one compiles it again (edited while a benchmark runs, and every figure after includes that)."""
     import importlib.util
 
     import portscope
 
     package = Path(portscope.__file__).parent
-    subprocess.run([tools.python, "-m", "compileall", "-q", str(package)], capture_output=True, check=False)
-    return sorted(
-        str(source.relative_to(package))
-        for source in package.rglob("*.py")
-        if not Path(importlib.util.cache_from_source(str(source))).exists()
-    )
+    stale = []
+    for source in package.rglob("*.py"):
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.exists() or cached.stat().st_mtime < source.stat().st_mtime:
+            stale.append(str(source.relative_to(package)))
+    return sorted(stale)
 
 
 def listing_commands(tools: Tools) -> list[Command]:
@@ -1218,7 +1229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["growth"] = bench_growth(growth_sizes, args, tools, log)
 
     report["elapsed"] = time.monotonic() - started
+    report["stale_bytecode"] = without_fresh_bytecode()
     text = markdown(report)
+    if report["stale_bytecode"]:  # checked once more at the end: a module edited during the run
+        stale = ", ".join(report["stale_bytecode"])
+        log(f"NOT A VALID RUN: changed while it ran, compiled again by every command that imports it: {stale}")
+        text = f"**Not a valid run**: {stale} changed while it ran (every run compiled it again).\n\n{text}"
     if report["skipped"]:
         text += f"\nSkipped for the time budget: {', '.join(f'{s:,}' for s in report['skipped'])} sockets.\n"
     print(text)
