@@ -15,12 +15,12 @@ JSON string: it is given in the escaped text form of :mod:`portscope.render.text
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.model.records import Detail, Holder, Snapshot, Socket, State, UnixSocket
-from portscope.render.splitwriter import SplitWriter
+from portscope.render.splitwriter import Write, write_in_two
 from portscope.render.text import has_surrogates, safe_text
 from portscope.sources.services import Services
 
@@ -246,25 +246,24 @@ def _write_objects(
         out.write(opening.rstrip("\n") + closing.lstrip("\n"))
         return
 
-    def second_half(write: Callable[[str], object]) -> None:
-        for chunk in socket_text_chunks(snap, services, places, start=half):
+    def write_part(write: Write, start: int, stop: int) -> None:
+        # the first part's objects are those of ``chunks`` (up to ``half``, or all); a second part's run to the
+        # end, the UNIX sockets' included
+        if start:
+            rest = socket_text_chunks(snap, services, places, start=start)
+        else:
+            write(between.join(first))
+            rest = chunks
+        for chunk in rest:
             write(between)
             write(between.join(chunk))
 
-    writer = SplitWriter.start(out, second_half) if half else None
-    write = out.write
-    try:
-        write(opening)
-        write(between.join(first))
-        for chunk in chunks:
-            write(between)
-            write(between.join(chunk))
-        if half and (writer is None or not writer.finish()):  # no child, or one that ended early: here
-            second_half(write)
-    finally:
-        if writer is not None:
-            writer.close()
-    write(closing)
+    out.write(opening)
+    if half:
+        write_in_two(out, half, count, write_part)
+    else:
+        write_part(out.write, 0, count)
+    out.write(closing)
 
 
 def socket_texts(snap: Snapshot, services: Services | None, places: Places | None = None) -> Iterator[str]:

@@ -81,14 +81,14 @@ class SplitWriter:
             self.pid = None
 
 
-def write_in_two(out: IO[str], count: int, write_part: Callable[[Write, int, int], object]) -> None:
-    """``write_part(write, start, stop)`` for items ``[0, count)``: the second half made by a forked child
-    (:class:`SplitWriter`) while this process makes the first, where a child can be started; the same text."""
-    half = count // 2
+def write_in_two(out: IO[str], half: int, count: int, write_part: Callable[[Write, int, int], object]) -> None:
+    """``write_part(write, start, stop)`` for items ``[0, half)`` here and ``[half, count)`` by a forked child
+    (:class:`SplitWriter`) while this process makes the first part; the second made here too when no child
+    could be started or it ended early. The same text either way."""
     writer = SplitWriter.start(out, lambda write: write_part(write, half, count)) if half else None
     try:
-        write_part(out.write, 0, half if writer is not None else count)
-        if writer is not None and not writer.finish():  # a child that ended early: its part made here
+        write_part(out.write, 0, half)
+        if writer is None or not writer.finish():
             write_part(out.write, half, count)
     finally:
         if writer is not None:

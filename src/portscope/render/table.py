@@ -353,7 +353,7 @@ def write_plain(
     if parallelism.split_render(count):
         from portscope.render.splitwriter import write_in_two
 
-        write_in_two(out, count, lambda write, start, stop: write_rows(write, sockets, start, stop))
+        write_in_two(out, count // 2, count, lambda write, start, stop: write_rows(write, sockets, start, stop))
     else:
         write_rows(write, sockets, 0, count)
     if extra:
