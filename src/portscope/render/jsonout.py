@@ -259,10 +259,7 @@ def _write_objects(
             write(between.join(chunk))
 
     out.write(opening)
-    if half:
-        write_in_two(out, half, count, write_part)
-    else:
-        write_part(out.write, 0, count)
+    write_in_two(out, half, count, write_part)
     out.write(closing)
 
 

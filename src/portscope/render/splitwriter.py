@@ -84,8 +84,11 @@ class SplitWriter:
 def write_in_two(out: IO[str], half: int, count: int, write_part: Callable[[Write, int, int], object]) -> None:
     """``write_part(write, start, stop)`` for items ``[0, half)`` here and ``[half, count)`` by a forked child
     (:class:`SplitWriter`) while this process makes the first part; the second made here too when no child
-    could be started or it ended early. The same text either way."""
-    writer = SplitWriter.start(out, lambda write: write_part(write, half, count)) if half else None
+    could be started or it ended early. The same text either way. ``half`` 0: all of them here, in one part."""
+    if not half:
+        write_part(out.write, 0, count)
+        return
+    writer = SplitWriter.start(out, lambda write: write_part(write, half, count))
     try:
         write_part(out.write, 0, half)
         if writer is None or not writer.finish():
