@@ -391,9 +391,9 @@ print("psutil" in sys.modules, file=sys.stderr)
 """
 
 
-def test_psutil_is_loaded_by_who_only():
-    """who reads its holders' status, exe, cwd and start time through psutil; the bulk listing and completion
-    never load it (their join is the hand-written /proc walk)."""
+def test_psutil_is_loaded_by_neither_who_nor_the_listings():
+    """who reads its holders' status, exe, cwd and start time from /proc, as the listings join from their own
+    /proc walk: none of them loads psutil (kill checks the targets it signals with it)."""
     with new_netns() as ns:
         listener = ns.socket()
         listener.bind(("127.0.0.1", 0))
@@ -407,7 +407,7 @@ def test_psutil_is_loaded_by_who_only():
             )
             return done.stderr.splitlines()[-1]
 
-        assert loads("who", "--netns", ns.name, port) == "True"
+        assert loads("who", "--netns", ns.name, port) == "False"
         assert loads("ls", "-a", "--netns", ns.name) == "False"
         assert loads("ls", "-a", "--json", "--netns", ns.name) == "False"
         assert loads("completion", "bash") == "False"
@@ -416,7 +416,8 @@ def test_psutil_is_loaded_by_who_only():
 def test_details_read_as_psutil_reads_them():
     """DetailsReader gives psutil's own status(), exe() and cwd() (its zombie made None) on live processes of
     every kind who meets: running, sleeping, stopped, a zombie, a deleted working directory and a deleted
-    executable, init and a kernel thread; and the kernel's children lists agree with psutil's children()."""
+    executable, init and a kernel thread; and the kernel's children lists agree with psutil's children(). Where
+    the file is gone the kernel's " (deleted)" is kept (psutil drops it after a stat of the path named)."""
     psutil = pytest.importorskip("psutil")
     children: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -461,11 +462,15 @@ def test_details_read_as_psutil_reads_them():
                     expected = (theirs.status(), link(theirs.exe), link(theirs.cwd))
                 except psutil.ZombieProcess:
                     expected = ("zombie", None, None)
+                if pid == in_gone_dir.pid:
+                    expected = (expected[0], expected[1], f"{gone_dir} (deleted)")
+                if pid == deleted_exe.pid:
+                    expected = (expected[0], f"{copied} (deleted)", expected[2])
                 assert (mine.status, mine.exe, mine.cwd) == expected, pid
                 assert list(mine.children) == sorted(c.pid for c in theirs.children()), pid
             assert reader.details(stopped.pid, None).status == "stopped"
-            assert reader.details(in_gone_dir.pid, None).cwd == gone_dir  # psutil too drops " (deleted)"
-            assert reader.details(deleted_exe.pid, None).exe == copied  # " (deleted)" dropped, as psutil does
+            assert reader.details(in_gone_dir.pid, None).cwd == f"{gone_dir} (deleted)"
+            assert reader.details(deleted_exe.pid, None).exe == f"{copied} (deleted)"  # replaced on disk
         finally:
             for child in children:
                 with contextlib.suppress(ProcessLookupError):
@@ -475,10 +480,13 @@ def test_details_read_as_psutil_reads_them():
 
 def test_details_refused_are_not_read(monkeypatch):
     """A security module that refuses a holder's stat even to root: no details, no traceback."""
-    psutil = pytest.importorskip("psutil")
+    started = read_process(os.getpid()).start_time
+    real_open = os.open
 
-    def refused(self):
-        raise psutil.AccessDenied(self.pid)
+    def refusing(path, *args, **kwargs):
+        if path == "stat" and kwargs.get("dir_fd") is not None:
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(psutil.Process, "status", refused)
-    assert DetailsReader().details(os.getpid(), read_process(os.getpid()).start_time) is None
+    monkeypatch.setattr(os, "open", refusing)
+    assert DetailsReader().details(os.getpid(), started) is None

@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -27,7 +26,7 @@ from portscope.model.records import Family
 
 pytestmark = pytest.mark.live
 
-SYSTEM_PYTHON = "/usr/bin/python3"  # nobody cannot read /root/.pyenv: the library and psutil are copied for it
+SYSTEM_PYTHON = "/usr/bin/python3"  # nobody cannot read /root/.pyenv: the library is copied for it
 NOBODY = 65534
 
 
@@ -283,9 +282,6 @@ def nobody_library():
     try:
         source = Path(__file__).resolve().parents[1] / "src" / "portscope"
         shutil.copytree(source, Path(top) / "portscope", ignore=shutil.ignore_patterns("__pycache__"))
-        # who details its holders with psutil (a compiled module of the same Python minor version)
-        skip_cache = shutil.ignore_patterns("__pycache__")
-        shutil.copytree(Path(psutil.__file__).parent, Path(top) / "psutil", ignore=skip_cache)
         (Path(top) / "who_as_user.py").write_text(SCRIPT)
         for directory, _, files in os.walk(top):
             os.chmod(directory, 0o755)

@@ -4,7 +4,7 @@ One snapshot with the port filtered in the kernel (the /proc fd walk is the only
 runs once), then grouping by process, a lineage and details read for each holder (anchored to the
 process the walk saw), and a classification of the sockets no visible process holds (TIME-WAIT and
 orphans, or owners hidden from a non-root caller, by permissions or by a ``hidepid`` mount of /proc).
-Imports the standard library, and psutil for the holders' details (:class:`DetailsReader`).
+Imports the standard library only: the holders' details are read from /proc (:class:`DetailsReader`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from portscope.model.endpoint import on_interface, parse_endpoint
 from portscope.model.notation import format_endpoint, format_host
 from portscope.model.query import ALL_NAMESPACES, PortRange, Query, port_in_ranges
 from portscope.model.records import Family, Holder, Process, Proto, Snapshot, Socket, State, UnixSocket
-from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader, load_details_reader
+from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageReader
 from portscope.sources.procinfo import HidePid, raise_if_out_of_fds, read_hidepid
 from portscope.sources.services import Services, load_services
 
@@ -218,7 +218,7 @@ class Forwarding:
 class ProcessOnPort:
     process: Process
     lineage: Lineage | None  # None when the process exited before we read it
-    details: Details | None  # None when not read (a proc_root psutil does not read)
+    details: Details | None  # None when not read (its stat refused even to root)
     sockets: tuple[Socket, ...]  # its sockets on the port
     fds: tuple[tuple[int, tuple[int, ...]], ...]  # (socket inode, its fds in this process)
     listeners: tuple[Listener, ...]  # LISTEN, UNCONN and bound-only sockets
@@ -374,7 +374,7 @@ def _who_is_on(target: WhoTarget, netns: str | None, proc_root: str, places: Pla
         from portscope.sources.zones import check_zone
 
         check_zone(target.zone, netns)
-    snap = snapshot(build_query(target, netns), proc_root=proc_root, meanwhile=load_details_reader)
+    snap = snapshot(build_query(target, netns), proc_root=proc_root)
     read_at = time.time()
     sockets = tuple(sorted((s for s in snap.sockets if socket_matches(s, target)), key=_socket_order))
     hidepid = read_hidepid(proc_root)

@@ -10,8 +10,8 @@ PR_SET_CHILD_SUBREAPER flag in /proc, so subreapers are recognised by name.
 
 A holder's own facts are anchored to the process the fd walk saw: its stat and cgroup are read
 through an open ``/proc/PID`` directory and its start time must match the one seen in the walk.
-:class:`DetailsReader` adds the executable, working directory, status and children through psutil,
-bracketed by psutil's start time of the process.
+:class:`DetailsReader` adds the executable, working directory, status and children, read through the
+open ``/proc/PID`` directory of the process the walk saw.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from portscope.errors import SourceError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.sources.containers import ContainerInfo, container_of_cgroup, unescape_unit
 from portscope.sources.linux import CLOCK_TICKS
-from portscope.sources.procinfo import _read_bytes, boot_time, open_process_dir, parse_stat, start_seconds
+from portscope.sources.procinfo import (
+    _read_bytes,
+    boot_time,
+    open_process_dir,
+    parse_stat,
+    raise_if_out_of_fds,
+    read_name_and_parent,
+    start_seconds,
+)
 
 MAX_CHAIN = 64  # a guard against cycles in a tree that changes while we read it
 
@@ -188,10 +196,28 @@ class LineageReader:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Details through psutil
+# Details: status, executable, working directory, children
 
 
 EXITED = "exited"  # Details.status of a holder that went away while we read it
+
+# The kernel's state letters (fs/proc/array.c) in psutil's words, as psutil's status() gives them
+STATUS_OF_STATE = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "disk-sleep",
+    "T": "stopped",
+    "t": "tracing-stop",
+    "Z": "zombie",
+    "X": "dead",
+    "x": "dead",
+    "K": "wake-kill",
+    "W": "waking",
+    "I": "idle",
+    "P": "parked",
+}
+ZOMBIE = "zombie"
+DELETED = " (deleted)"  # the kernel's mark on a link whose file was unlinked: a binary replaced on disk
 
 
 @dataclass_lite(frozen=True, slots=True)
@@ -205,71 +231,95 @@ class Details:
 
     @property
     def gone(self) -> bool:
-        return self.status in (EXITED, "zombie")
+        return self.status in (EXITED, ZOMBIE)
 
 
 _GONE = Details(EXITED, None, None, ())
 
 
-def load_details_reader(_sockets: object = None) -> None:
-    """Import psutil ahead of :class:`DetailsReader`: ``who`` has ``snapshot`` run this while its forked
-    walker reads /proc (``snapshot(meanwhile=...)``, which passes the sockets), where the import would
-    otherwise follow the walk."""
-    import psutil  # noqa: F401
+def status_of_stat(data: bytes) -> str:
+    """psutil's status word for the state letter of a /proc/PID/stat ("?" for a letter it does not know)."""
+    close_paren = data.rfind(b")")  # comm may itself contain ')'
+    return STATUS_OF_STATE.get(data[close_paren + 2 : close_paren + 3].decode("ascii", "replace"), "?")
 
 
-def _link(read) -> str | None:
-    """psutil's ``exe()`` or ``cwd()``: ``None`` where it is unreadable (another user's, a kernel thread's)."""
-    import psutil
-
+def _link(path: str, dir_fd: int) -> str | None:
+    """``exe`` or ``cwd`` under ``dir_fd``: None where unreadable (another user's), or gone (a kernel thread's, a
+    zombie's). The kernel's " (deleted)" is kept: nothing the link names is looked up (a FUSE mount could hang
+    that), and it tells a binary replaced on disk from the running one."""
     try:
-        return read() or None
-    except (psutil.AccessDenied, psutil.ZombieProcess):
+        text = os.readlink(path, dir_fd=dir_fd)
+    except OSError:
         return None
+    return text.split("\0")[0] or None
+
+
+class _Refused(Exception):
+    """A holder's stat refused even to root (a security module): no details, not an error."""
+
+
+def _stat_of(path: str, dir_fd: int) -> bytes | None:
+    """The stat file under ``dir_fd``; None when its process is gone (reaped, or never there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except PermissionError:
+        raise _Refused from None
+    except OSError as exc:
+        raise_if_out_of_fds(exc, path)
+        return None
+    try:
+        return os.read(fd, 4096) or None  # one read: the kernel makes the whole line at once
+    except PermissionError:
+        raise _Refused from None
+    except OSError:
+        return None  # ESRCH: gone between open and read
+    finally:
+        os.close(fd)
 
 
 class DetailsReader:
-    """Status, exe, cwd and children for one holder at a time, read by psutil from the process the walk saw:
-    psutil's start time must be the walk's before the reads, and psutil's own identity check
-    (``is_running()``: the pid's start time again) must pass after them. A pid is reused only once its process
-    is reaped, and the newcomer's start time differs: when both checks pass, everything read came from it.
+    """Status, exe, cwd and children for one holder at a time, read through an open ``/proc/PID`` of the process
+    the walk saw: its start time must be the walk's before the reads, and the directory must still answer after
+    them. A pid is reused only once its process is reaped, and an open ``/proc/PID`` never leads to the newcomer:
+    when both checks pass, everything read came from the walk's process. Read as psutil reads them (its words
+    for the status), without importing it: psutil's import alone took longer than a small host's whole ``who``.
 
     A leader that ended with SYS_exit (pthread_exit in main) is a zombie while its other threads run on and
-    hold its fds: psutil says "zombie"; the group lives, so the status, exe and cwd are a live thread's.
-    Children come from the kernel's per-thread lists (two small reads) and from one psutil pass over every
-    process where the kernel has none. psutil reads ``/proc``: under another ``proc_root`` nothing is read.
+    hold its fds: the kernel says "zombie"; the group lives, so the status, exe and cwd are a live thread's.
+    Children come from the kernel's per-thread lists (two small reads) and from one pass over every
+    process's stat where the kernel has none.
     """
 
     def __init__(self, proc_root: str = "/proc") -> None:
         self.proc_root = proc_root
         self._children: dict[int, list[int]] | None = None
+        self._btime = boot_time(proc_root)
 
     def details(self, pid: int, started: float | None) -> Details | None:
         """``started``: the start time seen in the walk (``Process.start_time``)."""
-        if self.proc_root != "/proc":
-            return None
-        import psutil
-
-        try:
-            leader = psutil.Process(pid)
-            with leader.oneshot():
-                if started is not None and leader.create_time() != started:
-                    return _GONE  # the pid names another process by now
-                status = leader.status()
-                reader = leader  # of the links: the leader, or a live thread when the leader exited
-                if status == psutil.STATUS_ZOMBIE:
-                    status, reader = _live_thread(leader, pid) or (status, leader)
-                if status == psutil.STATUS_ZOMBIE:  # its links are gone: psutil reports neither
-                    exe = cwd = None
-                else:
-                    exe, cwd = _link(reader.exe), _link(reader.cwd)
-            children = tuple(self._children_of(pid))
-            if not leader.is_running():
-                return _GONE  # reaped while we read (and its pid maybe reused): nothing read is kept
-        except psutil.NoSuchProcess:
+        dir_fd = open_process_dir(pid, self.proc_root)
+        if dir_fd is None:
             return _GONE
-        except psutil.AccessDenied:  # its stat refused (a security module): nothing to show, not an error
+        try:
+            stat = _stat_of("stat", dir_fd)
+            parsed = _parsed_stat(stat)
+            if parsed is None or (started is not None and start_seconds(parsed[2], self._btime) != started):
+                return _GONE  # gone, or the pid names another process by now
+            status = status_of_stat(stat)  # type: ignore[arg-type]
+            links = ""  # of the links: the leader's, or a live thread's when the leader exited
+            if status == ZOMBIE:
+                status, links = _live_thread(dir_fd, pid) or (status, links)
+            if status == ZOMBIE:  # its links are gone: psutil reports neither
+                exe = cwd = None
+            else:
+                exe, cwd = _link(f"{links}exe", dir_fd), _link(f"{links}cwd", dir_fd)
+            children = tuple(self._children_of(pid))
+            if _stat_of("stat", dir_fd) is None:
+                return _GONE  # reaped while we read (and its pid maybe reused): nothing read is kept
+        except _Refused:
             return None
+        finally:
+            os.close(dir_fd)
         return Details(status, exe, cwd, children)
 
     def _children_of(self, pid: int) -> list[int]:
@@ -277,36 +327,50 @@ class DetailsReader:
         if own is not None:
             return own
         if self._children is None:
-            import psutil
-
-            # one pass for every holder: psutil's Process.children() reads all of /proc on each call
+            # one pass for every holder, where the kernel keeps no children lists (CONFIG_PROC_CHILDREN off)
             children: dict[int, list[int]] = {}
-            for process in psutil.process_iter(["ppid"]):
-                ppid = process.info["ppid"]
-                if ppid is not None:
-                    children.setdefault(ppid, []).append(process.pid)
+            try:
+                entries = os.listdir(self.proc_root)
+            except OSError:
+                entries = []
+            for name in entries:
+                if name.isdigit():
+                    stat = read_name_and_parent(int(name), self.proc_root)
+                    if stat is not None:
+                        children.setdefault(stat[1], []).append(int(name))
             self._children = children
         return sorted(self._children.get(pid, ()))
 
 
-def _live_thread(leader, pid: int):
-    """(status, psutil.Process of the thread) for the first thread of a zombie leader's group that is not a
-    zombie itself, or None. The thread is trusted only while it is still listed in the group."""
-    import psutil
-
+def _live_thread(dir_fd: int, pid: int) -> tuple[str, str] | None:
+    """(status, "task/TID/") of the first thread of a zombie leader's group that is not a zombie itself, or
+    None. The thread is trusted only while it is still listed in the group."""
     try:
-        tids = sorted(thread.id for thread in leader.threads() if thread.id != pid)
-    except psutil.Error:
+        task_fd = os.open("task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
         return None
+    try:
+        tids = sorted(int(name) for name in os.listdir(task_fd) if name.isdigit() and name != str(pid))
+    except OSError:
+        return None
+    finally:
+        os.close(task_fd)
     for tid in tids:
-        try:
-            thread = psutil.Process(tid)
-            status = thread.status()
-        except psutil.Error:
+        stat = _stat_of(f"task/{tid}/stat", dir_fd)
+        if stat is None:
             continue
-        if status not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) and os.path.exists(f"/proc/{pid}/task/{tid}"):
-            return status, thread
+        status = status_of_stat(stat)
+        if status not in (ZOMBIE, "dead") and _listed(f"task/{tid}", dir_fd):
+            return status, f"task/{tid}/"
     return None
+
+
+def _listed(path: str, dir_fd: int) -> bool:
+    try:
+        os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 def _task_children(proc_root: str, pid: int) -> list[int] | None:
