@@ -736,6 +736,40 @@ def machine() -> dict:
     }
 
 
+SITE_PROBE = "import json, site, sys; print(json.dumps([*site.getsitepackages(), site.getusersitepackages()]))"
+
+
+def site_start_up(python: str, runs: int = 7) -> dict:
+    """What ``site`` costs this interpreter at each start (median of ``-X importtime``, its own line), and the
+    .pth files that run code then (a line starting with ``import``: a sandbox's CA hook, a distutils shim).
+    They tax every Python program here, portscope included, and no C tool: a run says what they were."""
+    costs = []
+    for _ in range(runs):
+        done = subprocess.run([python, "-X", "importtime", "-c", "pass"], capture_output=True, text=True, check=False)
+        for line in done.stderr.splitlines():
+            parts = line.split("|")
+            if len(parts) == 3 and parts[2].strip() == "site":
+                with contextlib.suppress(ValueError):
+                    costs.append(int(parts[1]) / 1000)
+    hooks = []
+    done = subprocess.run([python, "-c", SITE_PROBE], capture_output=True, text=True, check=False)
+    with contextlib.suppress(ValueError):
+        for directory in json.loads(done.stdout or "[]"):
+            for pth in sorted(Path(directory).glob("*.pth")) if os.path.isdir(directory) else ():
+                with contextlib.suppress(OSError):
+                    if any(line.startswith(("import ", "import\t")) for line in pth.read_text().splitlines()):
+                        hooks.append(pth.name)
+    return {"site_ms": round(statistics.median(costs), 1) if costs else None, "code_pth": hooks}
+
+
+def site_line(site: dict | None) -> str:
+    if not site:
+        return ""
+    hooks = ", ".join(f"`{name}`" for name in site["code_pth"]) or "none"
+    cost = f"{site['site_ms']:.1f} ms" if site.get("site_ms") is not None else "unknown"
+    return f" Python's `site` at each start: {cost} (.pth files that run code: {hooks})."
+
+
 def versions(tools: Tools) -> dict[str, str]:
     def first_line(argv: list[str], pattern: str = "") -> str:
         if shutil.which(argv[0]) is None:
@@ -1012,7 +1046,7 @@ def markdown(report: dict) -> str:
     m, v, results = report["machine"], report["versions"], report["sizes"]
     out = [
         f"Measured {m['date']} on {m['cpu']} ({m['cpus']} CPUs, {m['memory_gib']} GiB), Linux {m['kernel']}, "
-        f"Python {m['python']}; load average {m['load_before']:.2f} at the start.",
+        f"Python {m['python']}; load average {m['load_before']:.2f} at the start.{site_line(m.get('site'))}",
         "Tools: " + ", ".join(f"{k} {val}" if not val.startswith(k) else val for k, val in v.items()) + ".",
         f"Command: `{report['command']}` ({report['elapsed']:.0f} s). Medians of alternating runs "
         f"(rounds per size: {', '.join(str(r['rounds']) for r in results)}); "
@@ -1098,7 +1132,8 @@ def small_host_markdown(report: dict) -> str:
     return "\n".join(
         [
             f"Measured {m['date']} on {m['cpu']} ({m['cpus']} CPUs), Python {m['python']} ({sys.executable}); "
-            f"load average {m['load_before']:.2f} at the start. Command: `{report['command']}`.",
+            f"load average {m['load_before']:.2f} at the start.{site_line(m.get('site'))} "
+            f"Command: `{report['command']}`.",
             "",
             f"### Small host: {_size_label(small)} sockets and one listener",
             "",
@@ -1185,7 +1220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     report: dict = {
         "command": "python benchmarks/run.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip(),
-        "machine": machine(),
+        "machine": {**machine(), "site": site_start_up(tools.python)},
         "versions": versions(tools),
         "port": args.port,
         "slow_after": args.slow_after,

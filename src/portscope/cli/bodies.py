@@ -4,16 +4,19 @@ Each body takes this run's :class:`~portscope.cli.runtime.Invocation` and the co
 name, exactly as click passes them to the command's declaration (``cli/ls.py``...), which only calls the
 body. The fast path (:mod:`portscope.cli.fast`) calls the same bodies with the same parameters parsed
 from the generated table, so that ``portscope ls`` need not load click. A body says bad input with
+
 :class:`~portscope.errors.UsageError` (``portscope: error: ...``) or
 :class:`~portscope.cli.runtime.CommandUsageError` (``portscope ls: error: ...``, as click's own errors).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from portscope.cli.runtime import CommandUsageError, Invocation
 from portscope.errors import ExitStatus
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def ls(

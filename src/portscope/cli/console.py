@@ -11,9 +11,12 @@ import contextlib
 import gc
 import os
 import sys
-from typing import NoReturn
 
 from portscope.errors import ExitStatus
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def main(argv: list[str] | None = None, kept: list | None = None) -> NoReturn:

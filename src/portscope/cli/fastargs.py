@@ -15,10 +15,13 @@ commands whose declarations do more than the table says (callbacks), and option 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from portscope.cli.argtable import ARGUMENT_FIELDS, COMMAND_FIELDS, COMMANDS, OPTION_FIELDS
 from portscope.model.dataclass_lite import dataclass_lite
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
+if TYPE_CHECKING:
+    from typing import Any
 
 
 @dataclass_lite(frozen=True)

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import itertools
 import os
-import re
 import sys
 from collections.abc import Callable
 
@@ -89,6 +88,8 @@ def port_letter_hint(command: str, args: list[str]) -> str:
     """``ls -p 80``: -p shows processes here, as in ss; say which option filters ports."""
     if command != "ls":
         return ""
+    import re  # errors only: re costs a few ms of every start-up
+
     # a short-option cluster ending in p, then what reads as a port: 80, 8000-8100, 80,443
     after_p = (following for flag, following in itertools.pairwise(args) if re.fullmatch(r"-[a-zA-Z0-9]*p", flag))
     if not any(re.fullmatch(r"[0-9][0-9,-]*", following) for following in after_p):
@@ -122,6 +123,8 @@ def failed(line: str, status: int, debug: bool) -> int:
             traceback.print_exc(file=sys.stderr)
     # one line, whatever the message (click lists choices on lines of their own); only ASCII white space is
     # folded: a U+2028 in a name is shown escaped, as everything else from outside
+    import re
+
     say(" ".join(re.split(r"[ \t\n\r\f\v]+", line.strip())))
     return status
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from portscope.engine.snapshot import snapshot
 from portscope.errors import UsageError
 from portscope.model.dataclass_lite import dataclass_lite
@@ -21,6 +19,7 @@ from portscope.model.query import (
 from portscope.model.records import Backend, Detail, Family, Proto, Snapshot
 from portscope.sources.services import load_services
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import field
-from typing import TYPE_CHECKING
 
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import Holder, NetnsInfo, Socket, State
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:
     from portscope.sources.containers import ContainerIndex, ContainerInfo
     from portscope.sources.forwarders import Forward, ProcessFacts

@@ -14,7 +14,6 @@ import os
 import time
 from collections import Counter
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from portscope.engine.snapshot import snapshot
 from portscope.errors import PortscopeError, UsageError
@@ -27,6 +26,7 @@ from portscope.sources.lineage import Details, DetailsReader, Lineage, LineageRe
 from portscope.sources.procinfo import HidePid, raise_if_out_of_fds, read_hidepid
 from portscope.sources.services import Services, load_services
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:  # ipaddress is loaded where an address is compared (7M instructions: who 8080 on IPv4 needs none)
     import ipaddress
 

@@ -10,7 +10,6 @@ import _socket as socket_module  # (not socket.py: see sources/netlink.py)
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import field, replace
-from typing import TYPE_CHECKING
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.errors import SourceError, UsageError
@@ -34,6 +33,7 @@ from portscope.sources import netlink, netns, procnet
 from portscope.sources.fdscan import BackgroundWalk, FdScan, Found, open_files, walk_socket_fds
 from portscope.sources.join import join_processes
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:
     from portscope.model.details import SocketDetails
     from portscope.model.filter import PlaceLookup

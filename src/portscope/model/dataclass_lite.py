@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
 
 _FIELD = getattr(dataclasses, "_FIELD", None)  # the marker dataclasses.fields() looks for
 _MISSING = dataclasses.MISSING
@@ -138,8 +137,10 @@ def _compile_init(cls: type) -> Any:
     return init
 
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:  # type checkers and editors know dataclasses.dataclass; the classes are the same
     from dataclasses import dataclass as dataclass_lite
+    from typing import Any
 else:
 
     def dataclass_lite(cls: type | None = None, /, *, frozen: bool = False, slots: bool = False) -> Any:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import _socket as socket  # the C module (see sources/netlink.py)
 import re
-from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.query import PortRange, parse_port_range
 from portscope.model.records import Family, Proto
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:  # ipaddress is loaded where an address is parsed (7M instructions: who 8080 and ls need none)
     import ipaddress
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from portscope.errors import UsageError
 from portscope.model.dataclass_lite import dataclass_lite
 from portscope.model.records import UDP_STATES, UNIX_STATES, Backend, Detail, Family, Proto, State
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:
     from portscope.model.filter import Filter
 

@@ -17,9 +17,12 @@ import dataclasses
 import os
 import sys
 from collections.abc import Mapping
-from typing import IO
 
 from portscope.model.dataclass_lite import dataclass_lite
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
+if TYPE_CHECKING:
+    from typing import IO
 
 COLOR_MODES = ("auto", "always", "never")
 

@@ -16,7 +16,6 @@ JSON string: it is given in the escaped text form of :mod:`portscope.render.text
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import IO, TYPE_CHECKING, Any
 
 from portscope.engine.parallel import DEFAULT, Parallelism
 from portscope.model.records import Detail, Holder, Snapshot, Socket, State, UnixSocket
@@ -29,7 +28,10 @@ try:  # the C encoder of ensure_ascii=False (quotes, \\ and C0 escaped), without
 except ImportError:  # pragma: no cover - a Python without the C accelerator
     from json.encoder import encode_basestring
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:
+    from typing import IO, Any
+
     from portscope.commands.places import Places
 
 

@@ -12,9 +12,12 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable
-from typing import IO, NoReturn
 
 from portscope.sources.linux import end_child
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
+if TYPE_CHECKING:
+    from typing import IO, NoReturn
 
 Write = Callable[[str], object]
 

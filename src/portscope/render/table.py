@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter
-from typing import IO, TYPE_CHECKING
 
 from portscope.commands.names import Names
 from portscope.engine.parallel import DEFAULT, Parallelism
@@ -19,7 +18,10 @@ from portscope.model.notation import STATE_LABELS, STATE_LABELS_BY_VALUE, format
 from portscope.model.records import Family, Holder, Proto, Snapshot, Socket, State, UnixType
 from portscope.render.text import safe_text
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:
+    from typing import IO
+
     from portscope.render.splitwriter import Write
 
     RowWriter = Callable[[Write, Sequence[Socket], int, int], None]  # write rows [start, stop) of the sockets

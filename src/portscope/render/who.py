@@ -11,7 +11,6 @@ import os
 import shlex
 import time
 from dataclasses import field
-from typing import IO, Any
 
 from portscope.commands.names import Names
 from portscope.commands.who import (
@@ -35,6 +34,10 @@ from portscope.render.text import dollar_quoted, safe_text
 from portscope.sources.lineage import EXITED
 from portscope.sources.procinfo import HidePid
 from portscope.sources.services import Services
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 Segment = tuple[str, str]  # (text, rich style)
 UNHELD_SHOWN = 10  # per kind; the rest are counted, ls -a lists them all

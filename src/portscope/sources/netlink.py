@@ -24,7 +24,6 @@ import errno
 import os
 import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from portscope.errors import SourceError
 from portscope.model.dataclass_lite import dataclass_lite
@@ -40,11 +39,12 @@ from portscope.model.records import (
     Socket,
     State,
 )
+from portscope.sources.linux import end_child
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: see portscope/__init__.py
 if TYPE_CHECKING:
     from portscope.model.details import MemInfo, SocketDetails, TcpInfo
     from portscope.model.filter import Node
-from portscope.sources.linux import end_child
 
 NETLINK_SOCK_DIAG = 4
 TCPDIAG_GETSOCK = 18  # the older TCP request: both families in one walk (module docstring)
