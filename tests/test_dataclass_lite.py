@@ -176,21 +176,28 @@ def test_match_statement():
             pytest.fail("no match")
 
 
-def test_first_instance_compiles_init_once_and_signature_follows():
+def test_init_is_compiled_once_after_a_few_instances_and_signature_follows():
     @dataclass_lite(frozen=True, slots=True)
     class Fresh:
         a: int
         b: str = "b"
+        c: list = dataclasses.field(default_factory=list)
 
     import inspect
 
+    from portscope.model.dataclass_lite import COMPILED_AFTER
+
     assert str(inspect.signature(Fresh)).startswith("(*args")  # the documented difference, before use
+    made = [Fresh(n) if n % 2 else Fresh(a=n, b="c") for n in range(COMPILED_AFTER)]  # the generic __init__
+    assert str(inspect.signature(Fresh)).startswith("(*args")
+    assert made[1] == Fresh(1, "b", []) and made[2].b == "c" and made[3].c is not made[5].c
     Fresh(1)
     init = Fresh.__init__
     Fresh(2, "c")
     assert Fresh.__init__ is init
-    assert str(inspect.signature(Fresh)) == "(a, b='b')"
+    assert str(inspect.signature(Fresh)) == "(a, b='b', c=<factory>)"
     assert Fresh.__init__.__qualname__.endswith("Fresh.__init__")
+    assert [Fresh(n) if n % 2 else Fresh(a=n, b="c") for n in range(COMPILED_AFTER)] == made
 
 
 def test_unsupported_shapes_are_handed_to_dataclasses():

@@ -13,7 +13,8 @@ real ``dataclasses.Field`` objects, so ``dataclasses.fields``, ``replace``, ``as
 work on it unchanged. What it does not reproduce (inheritance, ``ClassVar``, ``InitVar``, ``kw_only``,
 ``order``, a hand-written ``__eq__`` or ``__hash__``...) is handed to ``dataclasses.dataclass`` itself.
 Differences that remain: no generated docstring, and ``inspect.signature(cls)`` reads ``(*args, **kwargs)``
-until the first instance is made. tests/test_dataclass_lite.py holds each behaviour against ``dataclasses``.
+until :data:`COMPILED_AFTER` instances are made. tests/test_dataclass_lite.py holds each behaviour against
+``dataclasses``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from operator import attrgetter
 
 _FIELD = getattr(dataclasses, "_FIELD", None)  # the marker dataclasses.fields() looks for
 _MISSING = dataclasses.MISSING
+_HAS_DEFAULT_FACTORY = getattr(dataclasses, "_HAS_DEFAULT_FACTORY", _MISSING)  # shown "<factory>" in signatures
 _FrozenInstanceError = dataclasses.FrozenInstanceError
 _set = object.__setattr__
 
@@ -93,27 +95,88 @@ def _replace(self: Any, /, **changes: Any) -> Any:  # copy.replace() (Python 3.1
     return dataclasses.replace(self, **changes)
 
 
+COMPILED_AFTER = 32  # instances a class makes through the generic __init__ before its own is compiled
+
+
 def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
-    """The first instance of a class compiles its real ``__init__``, which then replaces this one."""
+    """The first instance of a class installs its generic ``__init__`` (:func:`_generic_init`)."""
     owner = next(c for c in type(self).__mro__ if "__lite_plan__" in c.__dict__)
-    init = _compile_init(owner)
+    init = _generic_init(owner)
     if owner.__dict__.get("__init__") is _first_init:
         type.__setattr__(owner, "__init__", init)
     init(self, *args, **kwargs)
+
+
+def _generic_init(cls: type) -> Any:
+    """An ``__init__`` that reads the fields from the class's plan: compiling a class's own ``__init__`` costs
+    about 200 µs, and most classes a command uses make a few instances (``who`` instantiates 32 of them). After
+    :data:`COMPILED_AFTER` instances the class gets its compiled ``__init__`` (:func:`_compile_init`); any call
+    that is not a plain one (a missing, unknown or repeated argument) takes it at once, and its error."""
+    plan = _plan_of(cls)
+    store = _set if cls.__dataclass_params__.frozen else setattr  # type: ignore[attr-defined]
+    fields = [(f.name, f.init, f.default, f.default_factory) for f in plan.fields]
+    parameters = [f.name for f in plan.fields if f.init]
+    accepted = frozenset(parameters)
+    required = frozenset(
+        f.name for f in plan.fields if f.init and f.default is _MISSING and f.default_factory is _MISSING
+    )
+    post_init = "__post_init__" in cls.__dict__
+    made = 0
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal made
+        made += 1
+        values = dict(zip(parameters, args, strict=False))  # more args than parameters: checked below
+        if (
+            made > COMPILED_AFTER
+            or len(args) > len(parameters)
+            or not accepted.issuperset(kwargs)
+            or (kwargs and not values.keys().isdisjoint(kwargs))
+        ):
+            _compiled(cls)(self, *args, **kwargs)
+            return
+        values.update(kwargs)
+        if not required.issubset(values):  # a required argument missing: the compiled __init__ raises the error
+            _compiled(cls)(self, *args, **kwargs)
+            return
+        for name, init, default, factory in fields:
+            if init and name in values:
+                store(self, name, values[name])
+            elif default is not _MISSING:
+                store(self, name, default)
+            elif factory is not _MISSING:
+                store(self, name, factory())
+        if post_init:
+            self.__post_init__()
+
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__module__ = cls.__module__
+    return __init__
+
+
+def _compiled(cls: type) -> Any:
+    """The class's compiled ``__init__``, installed once made."""
+    init = cls.__dict__.get("__init__")
+    if getattr(init, "__lite_compiled__", False):
+        return init
+    init = _compile_init(cls)
+    init.__lite_compiled__ = True
+    type.__setattr__(cls, "__init__", init)
+    return init
 
 
 def _compile_init(cls: type) -> Any:
     """``__init__`` as dataclasses writes it: the fields as parameters in order, defaults and factories."""
     plan = _plan_of(cls)
     frozen = cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
-    namespace: dict[str, Any] = {"__set": _set, "__MISSING": _MISSING}
+    namespace: dict[str, Any] = {"__set": _set, "__FACTORY": _HAS_DEFAULT_FACTORY}
     parameters, stores = [], []
     for index, f in enumerate(plan.fields):
         if f.default_factory is not _MISSING:
             namespace[f"__factory{index}"] = f.default_factory
             if f.init:
-                parameters.append(f"{f.name}=__MISSING")
-                value = f"__factory{index}() if {f.name} is __MISSING else {f.name}"
+                parameters.append(f"{f.name}=__FACTORY")
+                value = f"__factory{index}() if {f.name} is __FACTORY else {f.name}"
             else:
                 value = f"__factory{index}()"
         elif f.default is not _MISSING:
