@@ -31,7 +31,7 @@ from portscope.render.environment import Environment
 from portscope.render.notes import hidden_owner_advice, refused_list, refused_processes
 from portscope.render.table import STATE_STYLES
 from portscope.render.text import dollar_quoted, safe_text
-from portscope.sources.lineage import EXITED
+from portscope.sources.lineage import DELETED, EXITED
 from portscope.sources.procinfo import HidePid
 from portscope.sources.services import Services
 
@@ -163,7 +163,7 @@ def details_rows(entry: ProcessOnPort, holder_pids: frozenset[int]) -> list[tupl
         return []
     rows: list[tuple[str, list[Segment]]] = []
     argv0 = entry.process.cmdline[0] if entry.process.cmdline else ""
-    replaced = bool(details.exe) and details.exe.endswith(" (deleted)")  # upgraded on disk, old code running
+    replaced = bool(details.exe) and details.exe.endswith(DELETED)  # upgraded on disk, old code running
     if details.exe and (replaced or os.path.basename(details.exe) != os.path.basename(argv0)):
         rows.append(("exe", [(safe_text(details.exe), "yellow" if replaced else "")]))
     if details.cwd:
